@@ -1,17 +1,296 @@
-//! `ebb lb ...` subcommands.
+//! `ebb lb ...` subcommands: run the balancer, or control a running one the way the NLB
+//! manager controls a cluster host.
+
+use std::path::PathBuf;
+
+use crate::client::{ClientError, ControlClient, InitialState, MemberStatus};
+use crate::config::{LbConfig, DEFAULT_CONTROL};
 
 /// `ebb lb` subcommands: run the balancer, or control a running one.
 #[derive(Debug, clap::Subcommand)]
 pub enum LbCommand {
-    /// Run the built-in balancer for a pool file.
+    /// Run the built-in balancer for a pool file, until Ctrl-C or SIGTERM.
+    ///
+    /// Reads [balancer] and the [[member]] list of the pool file (the same file `ebb run`
+    /// uses), listens on balancer.listen, serves the control API on balancer.control
+    /// (default http://127.0.0.1:9900) and keeps each member's state and initial state in
+    /// balancer.state_file so they survive a restart. Logs go to stderr (EBB_LOG=debug for
+    /// more).
     Serve {
-        /// The pool file.
-        pool: std::path::PathBuf,
+        /// The pool file, e.g. pool.toml.
+        pool: PathBuf,
+    },
+    /// Show every member: state, initial state, health and connections.
+    Status {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// Print JSON ({"members":[...]}) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drainstop a member: no new connections, existing ones go on; it becomes stopped
+    /// when its last connection closes. Watch it with `ebb lb status`.
+    Drainstop {
+        /// The member's name in the balancer (lb_name, or name).
+        member: String,
+        #[command(flatten)]
+        control: ControlArgs,
+    },
+    /// Stop a member now: its open connections are closed. Prefer drainstop.
+    Stop {
+        /// The member's name in the balancer (lb_name, or name).
+        member: String,
+        #[command(flatten)]
+        control: ControlArgs,
+    },
+    /// Start a member: it takes new connections again (once healthy).
+    Start {
+        /// The member's name in the balancer (lb_name, or name).
+        member: String,
+        #[command(flatten)]
+        control: ControlArgs,
+    },
+    /// Set a member's initial state: the state it takes when it recovers from failed
+    /// health checks and when the balancer restarts. `stopped` holds it out of service
+    /// (e.g. across a reboot) until someone starts it.
+    InitialState {
+        /// The member's name in the balancer (lb_name, or name).
+        member: String,
+        /// `started` or `stopped`.
+        #[arg(value_parser = ["started", "stopped"])]
+        state: String,
+        #[command(flatten)]
+        control: ControlArgs,
     },
 }
 
-/// Runs an `ebb lb` subcommand; returns the process exit code.
+/// Where the running balancer's control API is.
+#[derive(Debug, clap::Args)]
+pub struct ControlArgs {
+    /// The control API of the running balancer (its balancer.control).
+    #[arg(long, env = "EBB_LB_CONTROL", default_value = DEFAULT_CONTROL)]
+    pub control: String,
+    /// Bearer token, if the balancer has balancer.token set.
+    #[arg(long, env = "EBB_LB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// Runs an `ebb lb` subcommand; returns the process exit code (0 ok, 1 the operation
+/// failed, 2 bad input or usage).
 pub fn run(cmd: LbCommand) -> i32 {
-    let _ = cmd;
-    2
+    match cmd {
+        LbCommand::Serve { pool } => serve_command(pool),
+        LbCommand::Status { control, json } => control_command(
+            &control,
+            |c| async move { c.members().await },
+            |members| {
+                if json {
+                    print_json(&serde_json::json!({ "members": members }));
+                } else {
+                    print_table(&members);
+                }
+            },
+        ),
+        LbCommand::Drainstop { member, control } => control_command(
+            &control,
+            |c| async move { c.drainstop(&member).await },
+            print_one,
+        ),
+        LbCommand::Stop { member, control } => control_command(
+            &control,
+            |c| async move { c.stop(&member).await },
+            print_one,
+        ),
+        LbCommand::Start { member, control } => control_command(
+            &control,
+            |c| async move { c.start(&member).await },
+            print_one,
+        ),
+        LbCommand::InitialState {
+            member,
+            state,
+            control,
+        } => {
+            let Some(state) = InitialState::parse(&state) else {
+                eprintln!("ebb lb initial-state: expected `started` or `stopped`, found {state:?}");
+                return 2;
+            };
+            control_command(
+                &control,
+                |c| async move { c.set_initial_state(&member, state).await },
+                print_one,
+            )
+        }
+    }
+}
+
+fn serve_command(pool: PathBuf) -> i32 {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EBB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let config = match LbConfig::from_pool_file(&pool) {
+        Ok(c) => c,
+        Err(errs) => {
+            eprintln!("{errs}");
+            return 2;
+        }
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ebb lb serve: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async move {
+        let server = match crate::Server::bind(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("ebb lb serve: {e:#}");
+                return 2;
+            }
+        };
+        let listen: Vec<String> = server
+            .listen_addrs()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        println!(
+            "ebb lb: listening on {}; control API {}",
+            listen.join(", "),
+            server.control_url()
+        );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        match server.run(shutdown_signal()).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("ebb lb serve: {e:#}");
+                1
+            }
+        }
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn control_command<T, F, Fut>(args: &ControlArgs, op: F, print: impl FnOnce(T)) -> i32
+where
+    F: FnOnce(ControlClient) -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    let client = match ControlClient::new(&args.control, args.token.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ebb lb: {e}");
+            return 2;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ebb lb: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(op(client)) {
+        Ok(v) => {
+            print(v);
+            0
+        }
+        Err(e) => {
+            eprintln!("ebb lb: {e}");
+            if e.is_bad_input() {
+                2
+            } else {
+                1
+            }
+        }
+    }
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn print_one(m: MemberStatus) {
+    print_table(std::slice::from_ref(&m));
+}
+
+fn print_table(members: &[MemberStatus]) {
+    let header = [
+        "MEMBER",
+        "ADDRESS",
+        "WEIGHT",
+        "STATE",
+        "INITIAL",
+        "HEALTH",
+        "ACTIVE",
+        "TOTAL",
+        "BYTES IN",
+        "BYTES OUT",
+    ];
+    let rows: Vec<[String; 10]> = members
+        .iter()
+        .map(|m| {
+            [
+                m.name.clone(),
+                m.address.clone(),
+                m.weight.to_string(),
+                m.state.to_string(),
+                m.initial_state.to_string(),
+                m.health.to_string(),
+                m.active_connections.to_string(),
+                m.total_connections.to_string(),
+                m.bytes_in.to_string(),
+                m.bytes_out.to_string(),
+            ]
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", parts.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for r in &rows {
+        line(r.iter().map(String::as_str).collect());
+    }
 }

@@ -1,0 +1,357 @@
+//! The control API: HTTP/1.1 + JSON on its own listener (default 127.0.0.1:9900).
+//!
+//! `GET /members`, `GET /members/{name}`, `POST /members/{name}/drainstop|stop|start`,
+//! `POST /members/{name}/initial-state` (`{"initial_state":"stopped"}`), `GET /events`
+//! (Server-Sent Events), `GET /metrics` (Prometheus text), `GET /healthz`. With a token
+//! configured, every path but `/healthz` needs `Authorization: Bearer TOKEN`.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::metrics;
+use crate::pool::Pool;
+use crate::proxy::ListenerStats;
+use crate::status::{InitialState, MemberStatus};
+
+/// How often an idle event stream gets a `: keepalive` comment.
+pub const KEEPALIVE: Duration = Duration::from_secs(10);
+/// Bound on reading a request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+const BODY_LIMIT: usize = 64 * 1024;
+/// How long `stop` waits for the member's connections to be gone before it answers.
+const STOP_SETTLE: Duration = Duration::from_secs(1);
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// What the control API serves from.
+pub(crate) struct Control {
+    pub pool: Arc<Pool>,
+    pub listeners: Vec<Arc<ListenerStats>>,
+    pub token: Option<String>,
+}
+
+/// Serves the control API until shutdown.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    ctl: Arc<Control>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    tokio::spawn(connection(stream, ctl.clone(), shutdown.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "control API accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn connection(
+    stream: tokio::net::TcpStream,
+    ctl: Arc<Control>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let svc = hyper::service::service_fn(move |req| {
+        let ctl = ctl.clone();
+        async move { Ok::<_, Infallible>(handle(&ctl, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "control connection ended with an error");
+            }
+        }
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+        }
+    }
+}
+
+async fn handle(ctl: &Control, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let segs: Vec<&str> = path
+        .trim_start_matches('/')
+        .trim_end_matches('/')
+        .split('/')
+        .collect();
+    if segs == ["healthz"] {
+        return match *req.method() {
+            Method::GET | Method::HEAD => text(StatusCode::OK, "text/plain", "ok\n".into()),
+            _ => method_not_allowed(&path, "GET"),
+        };
+    }
+    if let Some(resp) = check_token(ctl, &req) {
+        return resp;
+    }
+    let method = req.method().clone();
+    match segs.as_slice() {
+        ["members"] => {
+            if method != Method::GET {
+                return method_not_allowed(&path, "GET");
+            }
+            json(
+                StatusCode::OK,
+                &serde_json::json!({ "members": ctl.pool.statuses() }),
+            )
+        }
+        ["members", name] => {
+            if method != Method::GET {
+                return method_not_allowed(&path, "GET");
+            }
+            match member_index(ctl, name) {
+                Ok(i) => json(StatusCode::OK, &ctl.pool.status(i)),
+                Err(msg) => error(StatusCode::NOT_FOUND, msg),
+            }
+        }
+        ["members", name, action] => {
+            let i = match member_index(ctl, name) {
+                Ok(i) => i,
+                Err(msg) => return error(StatusCode::NOT_FOUND, msg),
+            };
+            if !["drainstop", "stop", "start", "initial-state"].contains(action) {
+                return error(
+                    StatusCode::NOT_FOUND,
+                    format!("no action {action:?} for member {name:?}; POST one of drainstop, stop, start, initial-state"),
+                );
+            }
+            if method != Method::POST {
+                return method_not_allowed(&path, "POST");
+            }
+            member_action(ctl, i, action, req).await
+        }
+        ["events"] => {
+            if method != Method::GET {
+                return method_not_allowed(&path, "GET");
+            }
+            events(ctl)
+        }
+        ["metrics"] => {
+            if method != Method::GET {
+                return method_not_allowed(&path, "GET");
+            }
+            text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                metrics::render(&ctl.pool, &ctl.listeners),
+            )
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            format!("no such path {path:?}; the control API serves /members, /members/{{name}}, /members/{{name}}/drainstop|stop|start|initial-state, /events, /metrics and /healthz"),
+        ),
+    }
+}
+
+async fn member_action(
+    ctl: &Control,
+    i: usize,
+    action: &str,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let pool = &ctl.pool;
+    let status = match action {
+        "drainstop" => pool.drainstop(i),
+        "start" => pool.start(i),
+        "stop" => {
+            pool.stop(i);
+            // Let the cut connections unwind so the answer shows what is left.
+            let deadline = tokio::time::Instant::now() + STOP_SETTLE;
+            while pool.status(i).active_connections > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            pool.status(i)
+        }
+        _ => {
+            let initial = match read_initial_state(req).await {
+                Ok(s) => s,
+                Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+            };
+            pool.set_initial(i, initial)
+        }
+    };
+    tracing::info!(member = %status.name, action, state = %status.state, initial_state = %status.initial_state, "control API changed member");
+    // Durable before we answer: the engine relies on a hold surviving a restart.
+    let p = pool.clone();
+    let saved = tokio::task::spawn_blocking(move || p.save()).await;
+    match saved {
+        Ok(Ok(())) => json(StatusCode::OK, &status),
+        Ok(Err(msg)) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "the member changed to {} but {msg}; it may not survive a balancer restart",
+                status.state
+            ),
+        ),
+        Err(e) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("saving the state file failed: {e}"),
+        ),
+    }
+}
+
+async fn read_initial_state(req: Request<Incoming>) -> Result<InitialState, String> {
+    let expected =
+        r#"expected a JSON body {"initial_state":"started"} or {"initial_state":"stopped"}"#;
+    let body = Limited::new(req.into_body(), BODY_LIMIT);
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, body.collect()).await {
+        Err(_) => return Err(format!("timed out reading the request body; {expected}")),
+        Ok(Err(e)) => return Err(format!("cannot read the request body ({e}); {expected}")),
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("the body is not valid JSON ({e}); {expected}"))?;
+    match v.get("initial_state") {
+        Some(serde_json::Value::String(s)) => {
+            InitialState::parse(s).ok_or_else(|| format!("initial_state: {expected}, found {s:?}"))
+        }
+        Some(other) => Err(format!("initial_state: {expected}, found {other}")),
+        None => Err(format!("missing key initial_state; {expected}")),
+    }
+}
+
+fn check_token(ctl: &Control, req: &Request<Incoming>) -> Option<Response<Body>> {
+    let token = ctl.token.as_deref()?;
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "));
+    match given {
+        Some(t) if constant_time_eq(t.as_bytes(), token.as_bytes()) => None,
+        Some(_) => Some(error(
+            StatusCode::UNAUTHORIZED,
+            "wrong token; send the balancer's token as `Authorization: Bearer TOKEN` (ebb lb: --token or EBB_LB_TOKEN)".into(),
+        )),
+        None => Some(error(
+            StatusCode::UNAUTHORIZED,
+            "this balancer requires a token; send `Authorization: Bearer TOKEN` (ebb lb: --token or EBB_LB_TOKEN)".into(),
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The member's index, or the 404 message naming the members there are.
+fn member_index(ctl: &Control, name: &str) -> Result<usize, String> {
+    ctl.pool.index(name).ok_or_else(|| {
+        let names: Vec<&str> = ctl.pool.members.iter().map(|m| m.name.as_str()).collect();
+        format!(
+            "no member named {name:?} in the balancer; its members are: {}",
+            names.join(", ")
+        )
+    })
+}
+
+/// `GET /events`: subscribe before answering so nothing after the answer is missed.
+fn events(ctl: &Control) -> Response<Body> {
+    let mut rx = ctl.pool.subscribe();
+    let (tx, body_rx) = mpsc::channel::<Bytes>(64);
+    tokio::spawn(async move {
+        let mut keepalive =
+            tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+        loop {
+            let chunk = tokio::select! {
+                ev = rx.recv() => match ev {
+                    Ok(st) => sse_event(&st),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        Bytes::from(format!(": lagged, {n} events dropped; GET /members for the current state\n\n"))
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = keepalive.tick() => Bytes::from_static(b": keepalive\n\n"),
+                _ = tx.closed() => return,
+            };
+            // A client that does not read for 10 s is dropped rather than buffered for.
+            match tokio::time::timeout(KEEPALIVE, tx.send(chunk)).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+    });
+    let mut resp = Response::new(SseBody { rx: body_rx }.boxed());
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+fn sse_event(st: &MemberStatus) -> Bytes {
+    let json = serde_json::to_string(st).unwrap_or_default();
+    Bytes::from(format!("event: member\ndata: {json}\n\n"))
+}
+
+struct SseBody {
+    rx: mpsc::Receiver<Bytes>,
+}
+
+impl hyper::body::Body for SseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response<Body> {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)).boxed());
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+fn error(status: StatusCode, message: String) -> Response<Body> {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+fn method_not_allowed(path: &str, allowed: &'static str) -> Response<Body> {
+    let mut resp = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{path} accepts only {allowed}"),
+    );
+    resp.headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allowed));
+    resp
+}

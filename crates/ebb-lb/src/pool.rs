@@ -1,0 +1,445 @@
+//! The members at run time: host states, health, connection counts, and the choice of a
+//! member for a new connection.
+//!
+//! Every change of a member's state, initial state or health (and every change of the
+//! connection count of a draining member) is published on a broadcast channel, which the
+//! control API turns into Server-Sent Events. State changes mark the state file dirty.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{broadcast, watch};
+
+use crate::config::{Affinity, Balance, LbConfig};
+use crate::persist::{self, SavedMember, SavedState};
+use crate::status::{Health, HostState, InitialState, MemberStatus};
+
+/// Bound on the source-IP affinity table; past it, entries of members that cannot take
+/// connections are dropped first, then the whole table.
+const AFFINITY_CAP: usize = 100_000;
+
+/// The members and everything shared about them.
+pub(crate) struct Pool {
+    pub members: Vec<Member>,
+    by_name: HashMap<String, usize>,
+    events: broadcast::Sender<MemberStatus>,
+    balance: Balance,
+    affinity: Affinity,
+    /// Member indices, each repeated by its weight and interleaved (smooth weighted
+    /// round robin, precomputed so that picking is one atomic increment).
+    schedule: Vec<usize>,
+    next: AtomicUsize,
+    sticky: Mutex<HashMap<IpAddr, usize>>,
+    state_file: PathBuf,
+    save_lock: Mutex<()>,
+}
+
+/// One member at run time.
+pub(crate) struct Member {
+    pub name: String,
+    pub address: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    inner: Mutex<Inner>,
+    /// Mirrors of `inner` for the lock-free picking path.
+    eligible: AtomicBool,
+    active: AtomicU64,
+    pub total: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Bumped by `stop` (and shutdown): every connection of this member selects on it.
+    cut: watch::Sender<u64>,
+}
+
+struct Inner {
+    state: HostState,
+    initial: InitialState,
+    health: Health,
+    active: u64,
+    ok_streak: u32,
+    fail_streak: u32,
+}
+
+/// A connection's claim on a member: counted in `active_connections` while it lives.
+pub(crate) struct ConnGuard {
+    pool: Arc<Pool>,
+    pub index: usize,
+    pub cut: watch::Receiver<u64>,
+}
+
+impl Pool {
+    /// Builds the pool from the config and the saved states (if any). After a restart a
+    /// member is started only if both its saved state and its initial state say started:
+    /// a held member (initial state stopped) stays out, and so does a stopped one.
+    pub fn new(config: &LbConfig) -> Result<Arc<Pool>, String> {
+        let saved = persist::load(&config.state_file)?;
+        let (events, _) = broadcast::channel(1024);
+        let mut members = Vec::new();
+        let mut by_name = HashMap::new();
+        for (i, m) in config.members.iter().enumerate() {
+            let s = saved.as_ref().and_then(|s| s.members.get(&m.name));
+            let initial = s.map(|s| s.initial_state).unwrap_or(InitialState::Started);
+            let state = match s {
+                None => HostState::Started,
+                Some(s) if s.state == HostState::Started && initial == InitialState::Started => {
+                    HostState::Started
+                }
+                Some(_) => HostState::Stopped,
+            };
+            by_name.insert(m.name.clone(), i);
+            members.push(Member {
+                name: m.name.clone(),
+                address: m.address.clone(),
+                addr: m.addr,
+                weight: m.weight,
+                inner: Mutex::new(Inner {
+                    state,
+                    initial,
+                    health: Health::Unknown,
+                    active: 0,
+                    ok_streak: 0,
+                    fail_streak: 0,
+                }),
+                eligible: AtomicBool::new(state == HostState::Started),
+                active: AtomicU64::new(0),
+                total: AtomicU64::new(0),
+                bytes_in: AtomicU64::new(0),
+                bytes_out: AtomicU64::new(0),
+                cut: watch::channel(0).0,
+            });
+        }
+        let schedule = weighted_schedule(&members.iter().map(|m| m.weight).collect::<Vec<_>>());
+        Ok(Arc::new(Pool {
+            members,
+            by_name,
+            events,
+            balance: config.balance,
+            affinity: config.affinity,
+            schedule,
+            next: AtomicUsize::new(0),
+            sticky: Mutex::new(HashMap::new()),
+            state_file: config.state_file.clone(),
+            save_lock: Mutex::new(()),
+        }))
+    }
+
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<MemberStatus> {
+        self.events.subscribe()
+    }
+
+    pub fn status(&self, i: usize) -> MemberStatus {
+        let m = &self.members[i];
+        let inner = lock(&m.inner);
+        m.status(&inner)
+    }
+
+    pub fn statuses(&self) -> Vec<MemberStatus> {
+        (0..self.members.len()).map(|i| self.status(i)).collect()
+    }
+
+    /// Drainstop: no new connections; becomes stopped when the last one closes.
+    pub fn drainstop(&self, i: usize) -> MemberStatus {
+        self.change(i, |inner| {
+            if inner.state != HostState::Stopped {
+                inner.state = if inner.active == 0 {
+                    HostState::Stopped
+                } else {
+                    HostState::Draining
+                };
+            }
+        })
+    }
+
+    /// Stop: no traffic; existing connections are closed now.
+    pub fn stop(&self, i: usize) -> MemberStatus {
+        let st = self.change(i, |inner| inner.state = HostState::Stopped);
+        self.members[i].cut.send_modify(|e| *e += 1);
+        st
+    }
+
+    /// Start: takes new connections (if healthy).
+    pub fn start(&self, i: usize) -> MemberStatus {
+        self.change(i, |inner| inner.state = HostState::Started)
+    }
+
+    pub fn set_initial(&self, i: usize, initial: InitialState) -> MemberStatus {
+        self.change(i, |inner| inner.initial = initial)
+    }
+
+    /// Records one health-check result. A down member that passes `rise` checks in a row
+    /// comes back up in its initial state.
+    pub fn health_result(&self, i: usize, ok: bool, rise: u32, fall: u32) -> Option<MemberStatus> {
+        let before = self.status(i);
+        let after = self.change(i, |inner| {
+            if ok {
+                inner.ok_streak = inner.ok_streak.saturating_add(1);
+                inner.fail_streak = 0;
+                match inner.health {
+                    Health::Unknown => inner.health = Health::Up,
+                    Health::Down if inner.ok_streak >= rise => {
+                        inner.health = Health::Up;
+                        inner.state = match inner.initial {
+                            InitialState::Started => HostState::Started,
+                            InitialState::Stopped => HostState::Stopped,
+                        };
+                    }
+                    _ => {}
+                }
+            } else {
+                inner.fail_streak = inner.fail_streak.saturating_add(1);
+                inner.ok_streak = 0;
+                if inner.health != Health::Down && inner.fail_streak >= fall {
+                    inner.health = Health::Down;
+                }
+            }
+        });
+        (before.health != after.health).then_some(after)
+    }
+
+    /// Applies a change under the member's lock, publishes an event if anything visible
+    /// changed and marks the state file dirty if a saved state changed.
+    fn change(&self, i: usize, f: impl FnOnce(&mut Inner)) -> MemberStatus {
+        let m = &self.members[i];
+        let mut inner = lock(&m.inner);
+        let before = (inner.state, inner.initial, inner.health);
+        f(&mut inner);
+        // A draining member with nothing left to drain is stopped.
+        if inner.state == HostState::Draining && inner.active == 0 {
+            inner.state = HostState::Stopped;
+        }
+        m.eligible.store(is_eligible(&inner), Relaxed);
+        let status = m.status(&inner);
+        if before != (inner.state, inner.initial, inner.health) {
+            let _ = self.events.send(status.clone());
+        }
+        status
+    }
+
+    /// Picks a member for a new connection from `client`, skipping `tried` (members that
+    /// already refused this client), and claims it.
+    pub fn pick(self: &Arc<Self>, client: IpAddr, tried: &[usize]) -> Option<ConnGuard> {
+        if self.affinity == Affinity::SourceIp {
+            let stuck = lock(&self.sticky).get(&client).copied();
+            if let Some(i) = stuck {
+                if !tried.contains(&i) {
+                    if let Some(g) = self.admit(i) {
+                        return Some(g);
+                    }
+                }
+            }
+        }
+        let mut skip: Vec<usize> = Vec::new();
+        loop {
+            let i = self.choose(tried, &skip)?;
+            if let Some(g) = self.admit(i) {
+                if self.affinity == Affinity::SourceIp {
+                    let mut t = lock(&self.sticky);
+                    if t.len() >= AFFINITY_CAP {
+                        t.retain(|_, m| self.members[*m].eligible.load(Relaxed));
+                        if t.len() >= AFFINITY_CAP {
+                            t.clear();
+                        }
+                    }
+                    t.insert(client, i);
+                }
+                return Some(g);
+            }
+            // Raced with a state change; try the others.
+            skip.push(i);
+        }
+    }
+
+    fn choose(&self, tried: &[usize], skip: &[usize]) -> Option<usize> {
+        let ok = |i: usize| {
+            self.members[i].eligible.load(Relaxed) && !tried.contains(&i) && !skip.contains(&i)
+        };
+        match self.balance {
+            Balance::RoundRobin => {
+                let n = self.schedule.len();
+                let start = self.next.fetch_add(1, Relaxed);
+                (0..n)
+                    .map(|k| self.schedule[(start + k) % n])
+                    .find(|&i| ok(i))
+            }
+            Balance::LeastConnections => {
+                let n = self.members.len();
+                let start = self.next.fetch_add(1, Relaxed);
+                let mut best: Option<(usize, u64)> = None;
+                for k in 0..n {
+                    let i = (start + k) % n;
+                    if !ok(i) {
+                        continue;
+                    }
+                    let a = self.members[i].active.load(Relaxed);
+                    let w = u64::from(self.members[i].weight);
+                    best = match best {
+                        // a/w < ba/bw without division.
+                        Some((b, ba)) if a * u64::from(self.members[b].weight) >= ba * w => {
+                            Some((b, ba))
+                        }
+                        _ => Some((i, a)),
+                    };
+                }
+                best.map(|(i, _)| i)
+            }
+        }
+    }
+
+    /// Claims member `i` for a new connection if it takes new connections now.
+    fn admit(self: &Arc<Self>, i: usize) -> Option<ConnGuard> {
+        let m = &self.members[i];
+        let mut inner = lock(&m.inner);
+        if !is_eligible(&inner) {
+            return None;
+        }
+        inner.active += 1;
+        m.active.store(inner.active, Relaxed);
+        // Subscribed under the lock: a `stop` after this point reaches the connection.
+        let cut = m.cut.subscribe();
+        Some(ConnGuard {
+            pool: self.clone(),
+            index: i,
+            cut,
+        })
+    }
+
+    fn release(&self, i: usize) {
+        let m = &self.members[i];
+        let mut inner = lock(&m.inner);
+        inner.active = inner.active.saturating_sub(1);
+        m.active.store(inner.active, Relaxed);
+        if inner.state == HostState::Draining {
+            if inner.active == 0 {
+                inner.state = HostState::Stopped;
+                m.eligible.store(false, Relaxed);
+            }
+            let _ = self.events.send(m.status(&inner));
+        }
+    }
+
+    /// Closes every connection (shutdown).
+    pub fn cut_all(&self) {
+        for m in &self.members {
+            m.cut.send_modify(|e| *e += 1);
+        }
+    }
+
+    /// Writes the state file now (blocking: call from `spawn_blocking`).
+    pub fn save(&self) -> Result<(), String> {
+        let _g = lock(&self.save_lock);
+        // Snapshot under the save lock so the last writer writes the newest states.
+        let mut s = SavedState {
+            version: 1,
+            ..Default::default()
+        };
+        for m in &self.members {
+            let inner = lock(&m.inner);
+            s.members.insert(
+                m.name.clone(),
+                SavedMember {
+                    state: inner.state,
+                    initial_state: inner.initial,
+                },
+            );
+        }
+        persist::save(&self.state_file, &s).map_err(|e| {
+            format!(
+                "cannot write the state file {}: {e}",
+                self.state_file.display()
+            )
+        })
+    }
+
+    /// The saved states as they would be written now (to notice changes cheaply).
+    pub fn saved_view(&self) -> Vec<(HostState, InitialState)> {
+        self.members
+            .iter()
+            .map(|m| {
+                let inner = lock(&m.inner);
+                (inner.state, inner.initial)
+            })
+            .collect()
+    }
+}
+
+impl Member {
+    fn status(&self, inner: &Inner) -> MemberStatus {
+        MemberStatus {
+            name: self.name.clone(),
+            address: self.address.clone(),
+            weight: self.weight,
+            state: inner.state,
+            initial_state: inner.initial,
+            health: inner.health,
+            active_connections: inner.active,
+            total_connections: self.total.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+        }
+    }
+}
+
+impl ConnGuard {
+    pub fn member(&self) -> &Member {
+        &self.pool.members[self.index]
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.pool.release(self.index);
+    }
+}
+
+/// Takes new connections: started and not failing health checks. `unknown` health counts
+/// as eligible so that a restarted balancer serves at once; a member that refuses is
+/// skipped per connection anyway.
+fn is_eligible(inner: &Inner) -> bool {
+    inner.state == HostState::Started && inner.health != Health::Down
+}
+
+/// A poisoned lock only means another thread panicked mid-update of plain counters; the
+/// data is still usable, so keep serving.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Smooth weighted round robin (as nginx), unrolled into one cycle.
+fn weighted_schedule(weights: &[u32]) -> Vec<usize> {
+    let total: i64 = weights.iter().map(|w| i64::from(*w)).sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut out = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for (i, w) in weights.iter().enumerate() {
+            current[i] += i64::from(*w);
+            if current[i] > current[best] {
+                best = i;
+            }
+        }
+        current[best] -= total;
+        out.push(best);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_is_weighted_and_interleaved() {
+        let s = weighted_schedule(&[1, 3]);
+        assert_eq!(s.len(), 4);
+        assert_eq!(s.iter().filter(|&&i| i == 1).count(), 3);
+        assert_ne!(s, vec![1, 1, 1, 0]);
+        assert_eq!(weighted_schedule(&[1, 1, 1]), vec![0, 1, 2]);
+    }
+}

@@ -1,0 +1,188 @@
+//! Putting the balancer together: bind the listeners and the control API, then run the
+//! data plane, the health checks and the state-file writer until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+
+use crate::config::LbConfig;
+use crate::control::{self, Control};
+use crate::health;
+use crate::pool::Pool;
+use crate::proxy::{self, ListenerStats, ProxySettings};
+
+/// A bound balancer, not yet serving. Binding first lets callers learn the actual
+/// addresses (tests bind port 0) before traffic starts.
+pub struct Server {
+    config: LbConfig,
+    pool: Arc<Pool>,
+    listeners: Vec<(TcpListener, Arc<ListenerStats>)>,
+    control: TcpListener,
+    listen_addrs: Vec<SocketAddr>,
+    control_addr: SocketAddr,
+}
+
+impl Server {
+    /// Loads the saved member states and binds every listener and the control API.
+    /// Refuses a control address off loopback without a token.
+    pub async fn bind(config: LbConfig) -> anyhow::Result<Server> {
+        let src = config.source.display().to_string();
+        if config.token.is_none() && !config.control.ip().is_loopback() {
+            bail!(
+                "{src}: balancer.control: the control API would listen on {} (not loopback) without a token; anyone who reaches it could stop your members. Set balancer.token (or EBB_LB_TOKEN), or bind control to 127.0.0.1",
+                config.control
+            );
+        }
+        let pool = Pool::new(&config).map_err(|msg| anyhow::anyhow!("{src}: {msg}"))?;
+        let mut listeners = Vec::new();
+        let mut listen_addrs = Vec::new();
+        for addr in &config.listen {
+            let l = TcpListener::bind(addr).await.with_context(|| {
+                format!(
+                    "{src}: balancer.listen: cannot listen on {addr}; is another process using it?"
+                )
+            })?;
+            let local = l.local_addr()?;
+            listen_addrs.push(local);
+            listeners.push((
+                l,
+                Arc::new(ListenerStats {
+                    addr: local,
+                    accepted: AtomicU64::new(0),
+                    refused: AtomicU64::new(0),
+                }),
+            ));
+        }
+        let control = TcpListener::bind(config.control).await.with_context(|| {
+            format!(
+                "{src}: balancer.control: cannot listen on {}; is another balancer running?",
+                config.control
+            )
+        })?;
+        let control_addr = control.local_addr()?;
+        // Fail now, not at the first drainstop, if the state file cannot be written.
+        let p = pool.clone();
+        tokio::task::spawn_blocking(move || p.save())
+            .await?
+            .map_err(|msg| anyhow::anyhow!("{src}: balancer.state_file: {msg}"))?;
+        Ok(Server {
+            config,
+            pool,
+            listeners,
+            control,
+            listen_addrs,
+            control_addr,
+        })
+    }
+
+    /// The addresses clients connect to (with real ports when port 0 was asked for).
+    pub fn listen_addrs(&self) -> &[SocketAddr] {
+        &self.listen_addrs
+    }
+
+    /// The control API's address.
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control_addr
+    }
+
+    /// The control API's URL, for [`crate::client::ControlClient::new`].
+    pub fn control_url(&self) -> String {
+        format!("http://{}", self.control_addr)
+    }
+
+    /// Serves until `shutdown` completes, then closes every connection and saves the
+    /// member states.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let settings = ProxySettings {
+            connect_timeout: self.config.connect_timeout,
+            idle_timeout: self.config.idle_timeout,
+        };
+        let mut tasks = Vec::new();
+        let mut stats = Vec::new();
+        for (listener, st) in self.listeners {
+            stats.push(st.clone());
+            tasks.push(tokio::spawn(proxy::accept_loop(
+                listener,
+                st,
+                self.pool.clone(),
+                settings,
+                stop_rx.clone(),
+            )));
+        }
+        let ctl = Arc::new(Control {
+            pool: self.pool.clone(),
+            listeners: stats,
+            token: self.config.token.clone(),
+        });
+        tasks.push(tokio::spawn(control::serve(
+            self.control,
+            ctl,
+            stop_rx.clone(),
+        )));
+        for i in 0..self.pool.members.len() {
+            tasks.push(tokio::spawn(health::check_loop(
+                self.pool.clone(),
+                i,
+                self.config.health.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(save_changes(
+            self.pool.clone(),
+            stop_rx.clone(),
+        )));
+
+        shutdown.await;
+        tracing::info!("shutting down: closing connections and saving member states");
+        let _ = stop_tx.send(true);
+        self.pool.cut_all();
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+        let p = self.pool.clone();
+        tokio::task::spawn_blocking(move || p.save())
+            .await?
+            .map_err(anyhow::Error::msg)?;
+        Ok(())
+    }
+}
+
+/// Runs the balancer until `shutdown` completes.
+pub async fn serve(config: LbConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    Server::bind(config).await?.run(shutdown).await
+}
+
+/// Saves the state file whenever a member's state or initial state changed by itself
+/// (end of a drain, recovery from failed health checks). Changes made through the control
+/// API are saved before the API answers; this catches the rest.
+async fn save_changes(pool: Arc<Pool>, mut shutdown: watch::Receiver<bool>) {
+    let mut events = pool.subscribe();
+    let mut last = pool.saved_view();
+    loop {
+        tokio::select! {
+            ev = events.recv() => {
+                if let Err(broadcast::error::RecvError::Closed) = ev {
+                    return;
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+        let now = pool.saved_view();
+        if now == last {
+            continue;
+        }
+        let p = pool.clone();
+        match tokio::task::spawn_blocking(move || p.save()).await {
+            Ok(Ok(())) => last = now,
+            Ok(Err(msg)) => tracing::error!("{msg}"),
+            Err(e) => tracing::error!("saving the state file failed: {e}"),
+        }
+    }
+}
