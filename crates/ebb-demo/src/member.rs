@@ -1,0 +1,208 @@
+//! `demo-member`: one member of the demo service.
+//!
+//! A tiny HTTP server that answers with its name and version, so that clients and the
+//! demo can see which member (and which version) served them:
+//! `GET /` → `web1 1.0\n`, `GET /version` → `1.0`, `GET /health` → 200, and `GET /stream`
+//! → a slow response that streams a line every 200 ms for `--stream-time`, then `end\n`
+//! (a stream that ends without `end` was cut).
+//!
+//! Each start writes a fresh random boot id to `DIR/boot/NAME`; the pool's `boot_id`
+//! command reads it, so ebb can tell a reboot happened. The file is removed when the member
+//! stops, so `boot_id` fails while the member is down.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Interval between two lines of `GET /stream`.
+const STREAM_TICK: Duration = Duration::from_millis(200);
+
+/// Options of the hidden `demo-member` command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MemberArgs {
+    /// The member's name, e.g. `web1`.
+    #[arg(long)]
+    pub name: String,
+    /// Address to listen on, e.g. `127.0.0.1:8081`.
+    #[arg(long)]
+    pub listen: String,
+    /// The version this member reports.
+    #[arg(long, default_value = "1.0")]
+    pub version: String,
+    /// The demo's working directory (the boot id goes to `DIR/boot/NAME`).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// How long `GET /stream` lasts.
+    #[arg(long, default_value = "3s", value_parser = crate::duration::parse)]
+    pub stream_time: Duration,
+}
+
+/// Runs a member until SIGTERM/SIGINT; returns the exit code.
+pub fn run(args: MemberArgs) -> i32 {
+    let runtime = match crate::runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("demo-member {}: {e:#}", args.name);
+            return 1;
+        }
+    };
+    match runtime.block_on(serve(args.clone())) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("demo-member {}: {e:#}", args.name);
+            1
+        }
+    }
+}
+
+/// Where a member's boot id lives.
+pub fn boot_file(dir: &Path, member: &str) -> PathBuf {
+    dir.join("boot").join(member)
+}
+
+/// A fresh random token (16 hex digits).
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 8];
+    let from_urandom = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .is_ok();
+    if !from_urandom {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let mixed = (nanos as u64) ^ ((std::process::id() as u64) << 32);
+        bytes = mixed.to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+struct Identity {
+    name: String,
+    version: String,
+    stream_time: Duration,
+}
+
+async fn serve(args: MemberArgs) -> anyhow::Result<()> {
+    let listener = bind_with_retry(&args.listen).await?;
+    let identity = Arc::new(Identity {
+        name: args.name.clone(),
+        version: args.version.clone(),
+        stream_time: args.stream_time,
+    });
+
+    // Only once the member is listening does it exist for ebb: write the boot id now.
+    let token = random_token();
+    let path = boot_file(&args.dir, &args.name);
+    write_atomically(&path, &format!("{token}\n"))?;
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    let accept = async {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let identity = identity.clone();
+                    tokio::spawn(async move { handle(stream, &identity).await });
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    };
+    tokio::select! {
+        _ = accept => {}
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    remove_if_ours(&path, &token);
+    Ok(())
+}
+
+/// The previous process of this member may have just died; its port can take a moment.
+async fn bind_with_retry(listen: &str) -> anyhow::Result<TcpListener> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match TcpListener::bind(listen).await {
+            Ok(listener) => return Ok(listener),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(e).with_context(|| format!("cannot listen on {listen}"))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// A newer process of the same member may already have written its own boot id.
+fn remove_if_ours(path: &Path, token: &str) {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        if text.trim() == token {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+async fn handle(mut stream: TcpStream, me: &Identity) {
+    let _ = stream.set_nodelay(true);
+    let Some((method, path)) = crate::http::read_request(&mut stream, Duration::from_secs(5)).await
+    else {
+        return;
+    };
+    let path = path.split('?').next().unwrap_or_default();
+    let write = async {
+        match (method.as_str(), path) {
+            ("GET", "/") => {
+                respond(&mut stream, 200, &format!("{} {}\n", me.name, me.version)).await
+            }
+            ("GET", "/version") => respond(&mut stream, 200, &me.version).await,
+            ("GET", "/health") => respond(&mut stream, 200, "ok\n").await,
+            ("GET", "/stream") => stream_slowly(&mut stream, me).await,
+            ("GET", _) => respond(&mut stream, 404, "not found\n").await,
+            _ => respond(&mut stream, 405, "method not allowed\n").await,
+        }
+    };
+    let limit = me.stream_time + Duration::from_secs(10);
+    let _ = tokio::time::timeout(limit, write).await;
+    let _ = stream.shutdown().await;
+}
+
+async fn respond(stream: &mut TcpStream, status: u16, body: &str) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        _ => "Method Not Allowed",
+    };
+    let response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await
+}
+
+/// Streams without a content length, delimited by closing: only the final `end` line proves
+/// the client got the whole stream.
+async fn stream_slowly(stream: &mut TcpStream, me: &Identity) -> std::io::Result<()> {
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n";
+    stream.write_all(head.as_bytes()).await?;
+    let ticks = (me.stream_time.as_millis() / STREAM_TICK.as_millis()).max(1);
+    for i in 0..ticks {
+        let line = format!("{} {} tick {i}\n", me.name, me.version);
+        stream.write_all(line.as_bytes()).await?;
+        tokio::time::sleep(STREAM_TICK).await;
+    }
+    stream.write_all(b"end\n").await
+}

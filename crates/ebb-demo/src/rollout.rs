@@ -1,0 +1,270 @@
+//! Runs the rollout with `ebb run POOL --json --state-dir DIR` as a child process and
+//! follows its events (one JSON object per line), tolerating events and fields it does not
+//! know: the engine's event stream may grow.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+use crate::procs::Processes;
+
+/// How many recent event lines the live view keeps.
+const KEPT_LINES: usize = 6;
+
+/// Where one member is in the rollout.
+#[derive(Debug, Clone, Default)]
+pub struct MemberProgress {
+    /// The step running now or last run.
+    pub step: String,
+    /// Its kind: drain, hold, step, reboot, verify, undo, start, ...
+    pub kind: String,
+    /// Unix ms when it started.
+    pub since_ms: u64,
+    /// `pending`, `running`, `done`, `failed`.
+    pub state: String,
+    /// Connections still open while draining.
+    pub draining_connections: Option<u64>,
+}
+
+/// What the engine has said so far.
+#[derive(Debug, Clone, Default)]
+pub struct RolloutView {
+    /// The run id from `run_started`.
+    pub run_id: Option<String>,
+    /// Per member.
+    pub members: BTreeMap<String, MemberProgress>,
+    /// From the last `pool` event: (in service, total).
+    pub in_service: Option<(u64, u64)>,
+    /// The latest `waiting` reason, cleared by the next step.
+    pub waiting: Option<String>,
+    /// `run_finished.state`.
+    pub final_state: Option<String>,
+    /// Recent events as text.
+    pub recent: VecDeque<String>,
+    /// Unix ms of `run_started` and `run_finished`.
+    pub started_ms: Option<u64>,
+    /// See `started_ms`.
+    pub finished_ms: Option<u64>,
+    /// Steps that failed, as `member: step (exit code)`.
+    pub failures: Vec<String>,
+}
+
+impl RolloutView {
+    /// Applies one event; returns a one-line description for plain output.
+    pub fn apply(&mut self, event: &Value) -> Option<String> {
+        let kind = event.get("event")?.as_str()?;
+        let ts = event
+            .get("ts_ms")
+            .and_then(Value::as_u64)
+            .unwrap_or_else(crate::traffic::unix_ms);
+        let text = |key: &str| {
+            event
+                .get(key)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let member = text("member");
+        let line = match kind {
+            "run_started" => {
+                self.run_id = Some(text("run_id"));
+                self.started_ms = Some(ts);
+                if let Some(names) = event.get("members").and_then(Value::as_array) {
+                    for name in names.iter().filter_map(Value::as_str) {
+                        self.members
+                            .entry(name.to_string())
+                            .or_insert_with(|| MemberProgress {
+                                state: "pending".into(),
+                                ..Default::default()
+                            });
+                    }
+                }
+                format!("run {} started", text("run_id"))
+            }
+            "member_started" => {
+                let m = self.members.entry(member.clone()).or_default();
+                m.state = "running".into();
+                m.since_ms = ts;
+                format!("{member}: out of rotation, maintenance begins")
+            }
+            "step_started" => {
+                self.waiting = None;
+                let m = self.members.entry(member.clone()).or_default();
+                m.step = text("step");
+                m.kind = text("kind");
+                m.since_ms = ts;
+                m.state = "running".into();
+                m.draining_connections = None;
+                format!("{member}: {} ({})", text("step"), text("kind"))
+            }
+            "step_finished" => {
+                let outcome = text("outcome");
+                let ms = event
+                    .get("duration_ms")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
+                if outcome == "failed" {
+                    let code = event.get("exit_code").and_then(Value::as_i64);
+                    let code = code.map(|c| format!(" (exit {c})")).unwrap_or_default();
+                    self.failures
+                        .push(format!("{member}: {}{code}", text("step")));
+                }
+                format!(
+                    "{member}: {} {outcome} in {:.1}s",
+                    text("step"),
+                    ms as f64 / 1000.0
+                )
+            }
+            "drain_progress" => {
+                let active = event.get("active_connections").and_then(Value::as_u64);
+                self.members
+                    .entry(member.clone())
+                    .or_default()
+                    .draining_connections = active;
+                return None;
+            }
+            "member_finished" => {
+                let m = self.members.entry(member.clone()).or_default();
+                m.state = text("state");
+                m.since_ms = ts;
+                format!("{member}: {}", text("state"))
+            }
+            "pool" => {
+                let n = event.get("in_service").and_then(Value::as_u64).unwrap_or(0);
+                let total = event.get("total").and_then(Value::as_u64).unwrap_or(0);
+                self.in_service = Some((n, total));
+                return None;
+            }
+            "waiting" => {
+                self.waiting = Some(text("reason"));
+                format!("waiting: {}", text("reason"))
+            }
+            "run_finished" => {
+                self.final_state = Some(text("state"));
+                self.finished_ms = Some(ts);
+                format!("run finished: {}", text("state"))
+            }
+            _ => return None,
+        };
+        if self.recent.len() >= KEPT_LINES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(line.clone());
+        Some(line)
+    }
+}
+
+/// Where the rollout's files go.
+pub struct RolloutPaths<'a> {
+    /// The `ebb` binary.
+    pub exe: &'a Path,
+    /// The pool file.
+    pub pool: &'a Path,
+    /// `--state-dir`.
+    pub state_dir: &'a Path,
+    /// Where the engine's stderr goes.
+    pub log: &'a Path,
+}
+
+/// Runs `ebb run` to completion (bounded by `limit`); returns its exit code. Every event
+/// updates `view`; its description is sent to `lines` if given.
+pub async fn run(
+    paths: RolloutPaths<'_>,
+    procs: &Processes,
+    view: Arc<Mutex<RolloutView>>,
+    lines: Option<mpsc::UnboundedSender<String>>,
+    limit: Duration,
+) -> anyhow::Result<i32> {
+    let log = std::fs::File::create(paths.log)
+        .with_context(|| format!("cannot create {}", paths.log.display()))?;
+    let mut command = Command::new(paths.exe);
+    command
+        .arg("run")
+        .arg(paths.pool)
+        .arg("--json")
+        .arg("--state-dir")
+        .arg(paths.state_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log));
+    let mut child = procs.spawn(&mut command, "the rollout (`ebb run`)")?;
+    let pid = child.id();
+    let stdout = child.stdout.take().context("the rollout's stdout")?;
+    let follow = async {
+        let mut reader = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                continue;
+            };
+            let described = view.lock().unwrap_or_else(|p| p.into_inner()).apply(&event);
+            if let (Some(text), Some(lines)) = (described, lines.as_ref()) {
+                let _ = lines.send(text);
+            }
+        }
+        child.wait().await
+    };
+    match tokio::time::timeout(limit, follow).await {
+        Ok(status) => {
+            procs.forget(pid);
+            let status = status.context("waiting for the rollout")?;
+            Ok(status.code().unwrap_or(128 + status_signal(&status)))
+        }
+        Err(_) => {
+            procs.signal(pid, libc::SIGTERM);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            procs.signal(pid, libc::SIGKILL);
+            procs.forget(pid);
+            bail!(
+                "the rollout did not finish within {limit:?}; see {}",
+                paths.log.display()
+            )
+        }
+    }
+}
+
+fn status_signal(status: &std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn follows_a_member_through_its_steps() {
+        let mut view = RolloutView::default();
+        let events = [
+            json!({"ts_ms": 1, "event": "run_started", "run_id": "r1", "pool": "demo", "members": ["web1", "web2"]}),
+            json!({"ts_ms": 2, "event": "member_started", "member": "web1"}),
+            json!({"ts_ms": 3, "event": "step_started", "member": "web1", "step": "drain", "kind": "drain"}),
+            json!({"ts_ms": 4, "event": "drain_progress", "member": "web1", "active_connections": 2}),
+            json!({"ts_ms": 5, "event": "step_finished", "member": "web1", "step": "install 1.1", "kind": "step", "outcome": "failed", "exit_code": 1, "duration_ms": 1500}),
+            json!({"ts_ms": 6, "event": "pool", "in_service": 1, "total": 2}),
+            json!({"ts_ms": 7, "event": "something_new", "whatever": true}),
+            json!({"ts_ms": 8, "event": "run_finished", "state": "halted", "exit_code": 1}),
+        ];
+        for e in &events {
+            view.apply(e);
+        }
+        assert_eq!(view.members["web1"].kind, "drain");
+        assert_eq!(view.members["web1"].draining_connections, Some(2));
+        assert_eq!(view.members["web2"].state, "pending");
+        assert_eq!(view.in_service, Some((1, 2)));
+        assert_eq!(
+            view.failures,
+            vec!["web1: install 1.1 (exit 1)".to_string()]
+        );
+        assert_eq!(view.final_state.as_deref(), Some("halted"));
+        assert!(view.apply(&json!({"no_event": 1})).is_none());
+    }
+}
