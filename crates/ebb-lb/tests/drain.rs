@@ -1,0 +1,161 @@
+//! Drainstop and stop under real TCP traffic.
+mod support;
+
+use std::time::{Duration, Instant};
+
+use ebb_lb::HostState;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drainstop_keeps_existing_connection_and_reports_the_end_of_the_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let pool = write_pool(dir.path(), &[("a", a.addr), ("b", b.addr)], "", FAST_HEALTH);
+    let lb = Lb::start(&pool).await;
+    lb.wait_all_up().await;
+
+    let mut long = conn_to(lb.listen, "a").await;
+    long.echo(b"before drain").await;
+    let mut events = lb.client.events().await.unwrap();
+
+    let st = lb.client.drainstop("a").await.unwrap();
+    assert_eq!(st.state, HostState::Draining);
+    assert_eq!(st.active_connections, 1);
+
+    // Every new connection goes elsewhere while the old one keeps carrying data.
+    for i in 0..8 {
+        let mut c = Conn::open(lb.listen).await;
+        assert_eq!(
+            c.member, "b",
+            "new connection {i} went to the draining member"
+        );
+        c.echo(b"x").await;
+        long.echo(format!("during drain {i}").as_bytes()).await;
+    }
+    let st = lb.member("a").await;
+    assert_eq!(st.state, HostState::Draining);
+    assert_eq!(st.active_connections, 1);
+
+    // The draining event came first.
+    let ev = tokio::time::timeout(WAIT, events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!((ev.name.as_str(), ev.state), ("a", HostState::Draining));
+
+    // Close the last connection: the member is stopped and the stream says so in 100 ms.
+    drop(long);
+    let closed_at = Instant::now();
+    let stopped = loop {
+        let ev = tokio::time::timeout(Duration::from_secs(2), events.next())
+            .await
+            .expect("an event in time")
+            .expect("stream open")
+            .expect("good event");
+        if ev.name == "a" && ev.state == HostState::Stopped {
+            break closed_at.elapsed();
+        }
+    };
+    assert!(
+        stopped < Duration::from_millis(100),
+        "end of drain pushed after {stopped:?}"
+    );
+    let st = lb.member("a").await;
+    assert_eq!(st.state, HostState::Stopped);
+    assert_eq!(st.active_connections, 0);
+    assert!(st.bytes_in > 0 && st.bytes_out > 0, "{st:?}");
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drainstop_without_connections_stops_at_once_and_start_brings_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let pool = write_pool(dir.path(), &[("a", a.addr), ("b", b.addr)], "", FAST_HEALTH);
+    let lb = Lb::start(&pool).await;
+    lb.wait_all_up().await;
+    let st = lb.client.drainstop("a").await.unwrap();
+    assert_eq!(st.state, HostState::Stopped);
+    for _ in 0..4 {
+        assert_eq!(Conn::open(lb.listen).await.member, "b");
+    }
+    assert_eq!(
+        lb.client.start("a").await.unwrap().state,
+        HostState::Started
+    );
+    conn_to(lb.listen, "a").await;
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_cuts_open_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let pool = write_pool(dir.path(), &[("a", a.addr), ("b", b.addr)], "", FAST_HEALTH);
+    let lb = Lb::start(&pool).await;
+    lb.wait_all_up().await;
+    let mut on_a = conn_to(lb.listen, "a").await;
+    let mut on_b = conn_to(lb.listen, "b").await;
+    on_a.echo(b"hi").await;
+
+    let st = lb.client.stop("a").await.unwrap();
+    assert_eq!(st.state, HostState::Stopped);
+    assert_eq!(
+        st.active_connections, 0,
+        "stop answered before its connections closed"
+    );
+    on_a.closed_within(Duration::from_secs(1)).await;
+    // The other member's connection is untouched.
+    on_b.echo(b"still here").await;
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_close_is_passed_on_and_the_other_direction_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Backend::start("a").await;
+    let pool = write_pool(dir.path(), &[("a", a.addr)], "", SLOW_HEALTH);
+    let lb = Lb::start(&pool).await;
+    let mut c = Conn::open(lb.listen).await;
+    c.stream.write_all(b"abc").await.unwrap();
+    c.stream.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(WAIT, c.stream.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    // The backend saw our FIN (it wrote EOF) and its answer still reached us.
+    assert_eq!(rest, b"abcEOF\n");
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Backend::start("a").await;
+    let pool = write_pool(
+        dir.path(),
+        &[("a", a.addr)],
+        "idle_timeout = \"300ms\"\n",
+        SLOW_HEALTH,
+    );
+    let lb = Lb::start(&pool).await;
+    let mut c = Conn::open(lb.listen).await;
+    // Traffic keeps it open past the timeout...
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        c.echo(b"ping").await;
+    }
+    // ...silence closes it.
+    let took = c.closed_within(Duration::from_secs(2)).await;
+    assert!(
+        took >= Duration::from_millis(250),
+        "closed too early: {took:?}"
+    );
+    lb.shutdown().await;
+}

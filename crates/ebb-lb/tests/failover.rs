@@ -1,0 +1,185 @@
+//! Balancing: refused members, weights, least connections, source-ip affinity.
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use ebb_lb::HostState;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_member_does_not_fail_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    // Health checks see both up once, then not again for an hour: the balancer still
+    // believes in a when it starts refusing.
+    let pool = write_pool(dir.path(), &[("a", a.addr), ("b", b.addr)], "", SLOW_HEALTH);
+    let lb = Lb::start(&pool).await;
+    lb.wait_all_up().await;
+    a.kill().await;
+    for i in 0..10 {
+        let mut c = Conn::open(lb.listen).await;
+        assert_eq!(c.member, "b", "connection {i}");
+        c.echo(b"ok").await;
+    }
+    let metrics = metrics(&lb).await;
+    assert!(
+        metrics.contains("ebb_lb_listener_refused_total{listener="),
+        "{metrics}"
+    );
+    assert!(metrics.contains("} 0\n"), "{metrics}");
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_times_out_does_not_fail_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Backend::start("b").await;
+    let hole = Blackhole::start();
+    let pool = write_pool(
+        dir.path(),
+        &[("hole", hole.addr), ("b", b.addr)],
+        "connect_timeout = \"200ms\"\n",
+        SLOW_HEALTH,
+    );
+    let lb = Lb::start(&pool).await;
+    for _ in 0..3 {
+        let c = tokio::time::timeout(Duration::from_secs(2), Conn::open(lb.listen))
+            .await
+            .expect("client served within the connect timeout");
+        assert_eq!(c.member, "b");
+    }
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_member_available_closes_the_client_and_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Backend::start("a").await;
+    let pool = write_pool(dir.path(), &[("a", a.addr)], "", SLOW_HEALTH);
+    let lb = Lb::start(&pool).await;
+    lb.client.stop("a").await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(lb.listen).await.unwrap();
+    let mut buf = [0u8; 8];
+    let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut s, &mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let m = metrics(&lb).await;
+    assert!(
+        m.contains("ebb_lb_listener_refused_total{listener=\"") && m.contains("} 1\n"),
+        "{m}"
+    );
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let pool_text = format!(
+        "[balancer]\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\n[balancer.health]\ninterval = \"1h\"\n\
+         [[member]]\nname = \"a\"\naddress = \"{}\"\nweight = 3\n[[member]]\nname = \"b\"\naddress = \"{}\"\n",
+        a.addr, b.addr
+    );
+    let pool = dir.path().join("pool.toml");
+    std::fs::write(&pool, pool_text).unwrap();
+    let lb = Lb::start(&pool).await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..40 {
+        *counts
+            .entry(Conn::open(lb.listen).await.member)
+            .or_default() += 1;
+    }
+    assert_eq!(counts["a"], 30, "{counts:?}");
+    assert_eq!(counts["b"], 10, "{counts:?}");
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_prefers_the_idle_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let pool = write_pool(
+        dir.path(),
+        &[("a", a.addr), ("b", b.addr)],
+        "balance = \"least-connections\"\n",
+        SLOW_HEALTH,
+    );
+    let lb = Lb::start(&pool).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(conn_to(lb.listen, "a").await);
+    }
+    // conn_to may have opened (and closed) some on b; wait until only a's remain.
+    lb.wait_member("b", "idle", |s| s.active_connections == 0)
+        .await;
+    for _ in 0..3 {
+        let c = Conn::open(lb.listen).await;
+        assert_eq!(c.member, "b");
+        held.push(c);
+    }
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_ip_affinity_keeps_a_client_on_its_member_while_it_is_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let pool = write_pool(
+        dir.path(),
+        &[("a", a.addr), ("b", b.addr)],
+        "affinity = \"source-ip\"\n",
+        SLOW_HEALTH,
+    );
+    let lb = Lb::start(&pool).await;
+    let first = Conn::open(lb.listen).await.member;
+    for _ in 0..6 {
+        assert_eq!(Conn::open(lb.listen).await.member, first);
+    }
+    let st = lb.client.drainstop(&first).await.unwrap();
+    assert_eq!(st.state, HostState::Stopped);
+    let other = Conn::open(lb.listen).await.member;
+    assert_ne!(other, first);
+    // Back in service, the client stays where it now is.
+    lb.client.start(&first).await.unwrap();
+    for _ in 0..6 {
+        assert_eq!(Conn::open(lb.listen).await.member, other);
+    }
+    lb.shutdown().await;
+}
+
+async fn metrics(lb: &Lb) -> String {
+    let addr = lb.control_url.trim_start_matches("http://").to_string();
+    http_get(&addr, "/metrics", None).await.1
+}
+
+/// A raw HTTP/1.1 request; returns status and body.
+pub async fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
