@@ -111,14 +111,16 @@ async fn least_connections_prefers_the_idle_member() {
         SLOW_HEALTH,
     );
     let lb = Lb::start(&pool).await;
+    // Held connections split 2/2; then b's close, leaving a with 2 and b with none.
     let mut held = Vec::new();
-    for _ in 0..3 {
-        held.push(conn_to(lb.listen, "a").await);
+    for _ in 0..4 {
+        held.push(Conn::open(lb.listen).await);
     }
-    // conn_to may have opened (and closed) some on b; wait until only a's remain.
+    held.retain(|c| c.member == "a");
+    assert_eq!(held.len(), 2);
     lb.wait_member("b", "idle", |s| s.active_connections == 0)
         .await;
-    for _ in 0..3 {
+    for _ in 0..2 {
         let c = Conn::open(lb.listen).await;
         assert_eq!(c.member, "b");
         held.push(c);
@@ -142,8 +144,10 @@ async fn source_ip_affinity_keeps_a_client_on_its_member_while_it_is_started() {
     for _ in 0..6 {
         assert_eq!(Conn::open(lb.listen).await.member, first);
     }
-    let st = lb.client.drainstop(&first).await.unwrap();
-    assert_eq!(st.state, HostState::Stopped);
+    lb.client.drainstop(&first).await.unwrap();
+    // The test's closed connections may still be unwinding in the balancer.
+    lb.wait_member(&first, "stopped", |s| s.state == HostState::Stopped)
+        .await;
     let other = Conn::open(lb.listen).await.member;
     assert_ne!(other, first);
     // Back in service, the client stays where it now is.
@@ -155,31 +159,5 @@ async fn source_ip_affinity_keeps_a_client_on_its_member_while_it_is_started() {
 }
 
 async fn metrics(lb: &Lb) -> String {
-    let addr = lb.control_url.trim_start_matches("http://").to_string();
-    http_get(&addr, "/metrics", None).await.1
-}
-
-/// A raw HTTP/1.1 request; returns status and body.
-pub async fn http_get(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    tokio::time::timeout(WAIT, s.read_to_string(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    http(lb, "GET", "/metrics", None, "").await.1
 }

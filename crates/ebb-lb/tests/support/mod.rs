@@ -292,3 +292,41 @@ impl Blackhole {
         }
     }
 }
+
+/// A raw HTTP/1.1 request to the balancer's control API; returns status and body.
+pub async fn http(
+    lb: &Lb,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let addr = lb.control_url.trim_start_matches("http://").to_string();
+    raw_http(
+        &addr,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\n{}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default(),
+            body.len()
+        ),
+    )
+    .await
+}
+
+/// Sends `request` as is; returns status and body.
+pub async fn raw_http(addr: &str, request: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .expect("answer in time")
+        .unwrap();
+    let out = String::from_utf8_lossy(&out).to_string();
+    let status = out.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}

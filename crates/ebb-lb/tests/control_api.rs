@@ -1,0 +1,292 @@
+//! The control API contract: answers, errors, token, metrics, events.
+mod support;
+
+use std::time::Duration;
+
+use ebb_lb::client::{ClientError, ControlClient};
+use ebb_lb::{HostState, InitialState, LbConfig, Server};
+use support::*;
+
+async fn two_members(extra: &str) -> (tempfile::TempDir, Backend, Backend, Lb) {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let pool = write_pool(
+        dir.path(),
+        &[("a", a.addr), ("b", b.addr)],
+        extra,
+        FAST_HEALTH,
+    );
+    let lb = Lb::start(&pool).await;
+    (dir, a, b, lb)
+}
+
+fn error_of(body: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error key: {body}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_status_has_the_contract_fields() {
+    let (_d, _a, _b, lb) = two_members("").await;
+    lb.wait_all_up().await;
+    let (status, body) = http(&lb, "GET", "/members", None, "").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let m = &v["members"][0];
+    for key in [
+        "name",
+        "address",
+        "weight",
+        "state",
+        "initial_state",
+        "health",
+        "active_connections",
+        "total_connections",
+        "bytes_in",
+        "bytes_out",
+    ] {
+        assert!(m.get(key).is_some(), "missing {key} in {m}");
+    }
+    assert_eq!(m["state"], "started");
+    assert_eq!(m["initial_state"], "started");
+    assert_eq!(m["health"], "up");
+    let (status, body) = http(
+        &lb,
+        "POST",
+        "/members/b/initial-state",
+        None,
+        r#"{"initial_state":"stopped"}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["initial_state"], "stopped");
+    assert_eq!(http(&lb, "GET", "/healthz", None, "").await.0, 200);
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_4xx_with_a_message() {
+    let (_d, _a, _b, lb) = two_members("").await;
+    let cases: &[(&str, &str, &str, u16, &str)] = &[
+        ("GET", "/members/nope", "", 404, "no member named \"nope\""),
+        (
+            "POST",
+            "/members/nope/stop",
+            "",
+            404,
+            "its members are: a, b",
+        ),
+        ("GET", "/nothing", "", 404, "/members"),
+        (
+            "POST",
+            "/members/a/explode",
+            "",
+            404,
+            "drainstop, stop, start, initial-state",
+        ),
+        ("DELETE", "/members", "", 405, "only GET"),
+        ("GET", "/members/a/stop", "", 405, "only POST"),
+        (
+            "POST",
+            "/members/a/initial-state",
+            "{not json",
+            400,
+            "not valid JSON",
+        ),
+        (
+            "POST",
+            "/members/a/initial-state",
+            r#"{"initial_state":"maybe"}"#,
+            400,
+            "found \"maybe\"",
+        ),
+        (
+            "POST",
+            "/members/a/initial-state",
+            r#"{"state":"stopped"}"#,
+            400,
+            "missing key initial_state",
+        ),
+    ];
+    for (method, path, body, want, needle) in cases {
+        let (status, answer) = http(&lb, method, path, None, body).await;
+        assert_eq!(status, *want, "{method} {path}: {answer}");
+        let msg = error_of(&answer);
+        assert!(
+            msg.contains(needle),
+            "{method} {path}: {msg:?} lacks {needle:?}"
+        );
+    }
+    // Nothing changed.
+    assert_eq!(lb.member("a").await.state, HostState::Started);
+    assert_eq!(lb.member("a").await.initial_state, InitialState::Started);
+    // Garbage instead of HTTP is answered with 400 and the connection closed.
+    let addr = lb.control_url.trim_start_matches("http://").to_string();
+    let (status, _) = raw_http(&addr, "HELLO\r\n\r\n").await;
+    assert_eq!(status, 400);
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_token_is_required() {
+    let (_d, _a, _b, lb) = two_members("token = \"s3cret\"\n").await;
+    let (status, body) = http(&lb, "GET", "/members", None, "").await;
+    assert_eq!(status, 401);
+    assert!(error_of(&body).contains("requires a token"), "{body}");
+    let (status, body) = http(&lb, "POST", "/members/a/stop", Some("guess"), "").await;
+    assert_eq!(status, 401);
+    assert!(error_of(&body).contains("wrong token"), "{body}");
+    assert_eq!(
+        lb.member("a").await.state,
+        HostState::Started,
+        "a stop with a wrong token acted"
+    );
+    let (status, _) = http(&lb, "GET", "/members", Some("s3cret"), "").await;
+    assert_eq!(status, 200);
+    // The client with the token works; without it, it says why.
+    assert!(lb.client.members().await.is_ok());
+    let anon = ControlClient::new(&lb.control_url, None).unwrap();
+    let err = anon.drainstop("a").await.unwrap_err();
+    assert!(matches!(err, ClientError::Unauthorized { .. }), "{err}");
+    assert!(err.to_string().contains("EBB_LB_TOKEN"), "{err}");
+    // Metrics and events are protected too.
+    assert_eq!(http(&lb, "GET", "/metrics", None, "").await.0, 401);
+    assert_eq!(http(&lb, "GET", "/events", None, "").await.0, 401);
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_to_serve_control_off_loopback_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Backend::start("a").await;
+    let pool = write_pool(dir.path(), &[("a", a.addr)], "", SLOW_HEALTH);
+    let text = std::fs::read_to_string(&pool).unwrap().replace(
+        "control = \"http://127.0.0.1:0\"",
+        "control = \"http://0.0.0.0:0\"",
+    );
+    std::fs::write(&pool, &text).unwrap();
+    let config = LbConfig::from_pool_text(&pool, &text, None).unwrap();
+    let err = Server::bind(config).await.err().expect("refused to start");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("balancer.control") && msg.contains("token"),
+        "{msg}"
+    );
+    // With a token it starts.
+    let config = LbConfig::from_pool_text(&pool, &text, Some("t0ken".into())).unwrap();
+    let server = Server::bind(config).await.unwrap();
+    assert!(server.control_addr().ip().is_unspecified());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_errors_name_the_url_the_member_and_what_to_do() {
+    let (_d, _a, _b, lb) = two_members("").await;
+    let err = lb.client.stop("ghost").await.unwrap_err();
+    assert!(matches!(err, ClientError::UnknownMember { .. }), "{err}");
+    assert!(
+        err.to_string().contains("ghost") && err.to_string().contains(&lb.control_url),
+        "{err}"
+    );
+    lb.shutdown().await;
+    // Nothing listens there any more.
+    let dead = ControlClient::new(&lb_url_of_closed_port().await, None).unwrap();
+    let err = dead.member("a").await.unwrap_err();
+    assert!(matches!(err, ClientError::Unreachable { .. }), "{err}");
+    assert!(
+        err.to_string().contains("is `ebb lb serve` running"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("\"a\""), "{err}");
+    // A server that never answers times out.
+    let hole = Blackhole::start();
+    let slow = ControlClient::new(&format!("http://{}", hole.addr), None)
+        .unwrap()
+        .with_timeout(Duration::from_millis(300));
+    let err = slow.members().await.unwrap_err();
+    assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
+}
+
+async fn lb_url_of_closed_port() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_report_state_initial_state_and_health_changes() {
+    let (_d, a, _b, lb) = two_members("").await;
+    lb.wait_all_up().await;
+    let mut events = lb.client.events().await.unwrap();
+    lb.client
+        .set_initial_state("a", InitialState::Stopped)
+        .await
+        .unwrap();
+    lb.client.stop("a").await.unwrap();
+    a.kill().await;
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let ev = tokio::time::timeout(WAIT, events.next())
+            .await
+            .expect("event in time")
+            .unwrap()
+            .unwrap();
+        if ev.name == "a" {
+            seen.push((ev.initial_state, ev.state, ev.health));
+        }
+    }
+    use ebb_lb::Health;
+    assert_eq!(
+        seen,
+        vec![
+            (InitialState::Stopped, HostState::Started, Health::Up),
+            (InitialState::Stopped, HostState::Stopped, Health::Up),
+            (InitialState::Stopped, HostState::Stopped, Health::Down),
+        ]
+    );
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_cover_members_and_listeners() {
+    let (_d, _a, _b, lb) = two_members("").await;
+    lb.wait_all_up().await;
+    let mut c = Conn::open(lb.listen).await;
+    c.echo(b"12345").await;
+    let (status, m) = http(&lb, "GET", "/metrics", None, "").await;
+    assert_eq!(status, 200);
+    let member = &c.member;
+    for line in [
+        format!("ebb_lb_member_active_connections{{member=\"{member}\"}} 1"),
+        format!("ebb_lb_member_connections_total{{member=\"{member}\"}} 1"),
+        format!("ebb_lb_member_bytes_in_total{{member=\"{member}\"}} 5"),
+        format!("ebb_lb_member_state{{member=\"{member}\",state=\"started\"}} 1"),
+        format!("ebb_lb_member_state{{member=\"{member}\",state=\"stopped\"}} 0"),
+        format!("ebb_lb_member_health{{member=\"{member}\",health=\"up\"}} 1"),
+        format!("ebb_lb_member_initial_state{{member=\"{member}\",initial_state=\"started\"}} 1"),
+        format!(
+            "ebb_lb_listener_accepted_total{{listener=\"{}\"}} 1",
+            lb.listen
+        ),
+        format!(
+            "ebb_lb_listener_refused_total{{listener=\"{}\"}} 0",
+            lb.listen
+        ),
+    ] {
+        assert!(m.contains(&line), "missing {line:?} in\n{m}");
+    }
+    // bytes_out: greeting line plus the echo.
+    assert!(
+        m.contains(&format!(
+            "ebb_lb_member_bytes_out_total{{member=\"{member}\"}} 7"
+        )),
+        "{m}"
+    );
+    lb.shutdown().await;
+}
