@@ -1,20 +1,133 @@
 //! The `ebb` command line: a thin layer over the engine, the drivers, the built-in balancer
 //! and the demo.
-use clap::{Parser, Subcommand};
 
+mod commands;
+mod render;
+mod report;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Exit codes: 0 done, 1 a member failed or the policy stopped the run, 2 bad input or usage.
 #[derive(Debug, Parser)]
-#[command(name = "ebb", version, about = "Rolling maintenance for load-balanced server arrays")]
+#[command(
+    name = "ebb",
+    version,
+    about = "Rolling maintenance for load-balanced server arrays",
+    long_about = "ebb drains one member (or a few) out of the load balancer without cutting anyone off, \
+updates it, proves it healthy, returns it, and moves on, so the array never goes offline. \
+Every step is journaled; every undo is owed until done.\n\n\
+Start with `ebb demo`. Then write a pool file (see the README) and run \
+`ebb check POOL.toml`, `ebb plan POOL.toml`, `ebb run POOL.toml`.",
+    after_help = "Exit codes: 0 done (or paused), 1 a member failed or the policy stopped the run, 2 bad input or usage."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
+/// Where a run's journal is: the pool file, `--state-dir`, or both.
+#[derive(Debug, Args, Clone)]
+pub struct RunSel {
+    /// The pool file (TOML).
+    pub pool: Option<PathBuf>,
+    /// Directory holding the journal (default: `.ebb` beside the pool file).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Control ebb's built-in load balancer.
+    /// Validate a pool file and preflight the balancer (changes nothing).
+    Check {
+        /// The pool file.
+        pool: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the order, waves, policy and what each member will go through.
+    Plan {
+        /// The pool file.
+        pool: PathBuf,
+        /// Print the plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Roll through the pool: drain, update, verify and return each member in turn.
+    Run {
+        /// The pool file.
+        pool: PathBuf,
+        /// Directory holding the journal (default: `.ebb` beside the pool file).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Stream one JSON event per line instead of the live display.
+        #[arg(long)]
+        json: bool,
+        /// Take the pool's lock from an ebb on another host that stopped heartbeating
+        /// 30 s ago or more.
+        #[arg(long)]
+        steal_lock: bool,
+    },
+    /// Continue the latest run (after a failure, a pause, Ctrl-C or a crash).
+    Resume {
+        #[command(flatten)]
+        sel: RunSel,
+        /// Treat an interrupted non-idempotent step as done (`STEP` or `MEMBER:STEP`).
+        #[arg(long, value_name = "STEP")]
+        assume_done: Vec<String>,
+        /// Run an interrupted non-idempotent step again (`STEP` or `MEMBER:STEP`).
+        #[arg(long, value_name = "STEP")]
+        rerun: Vec<String>,
+        /// Stream one JSON event per line.
+        #[arg(long)]
+        json: bool,
+        /// Take a stale lock held from another host.
+        #[arg(long)]
+        steal_lock: bool,
+    },
+    /// Show the latest run: its state, each member's state and what it still owes.
+    Status {
+        #[command(flatten)]
+        sel: RunSel,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify a member that is out (failed or aborted); if it passes, unwind what it owes and
+    /// return it to service.
+    Release {
+        /// The member's name.
+        member: String,
+        #[command(flatten)]
+        sel: RunSel,
+        /// Stream one JSON event per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the run in progress and leave each member where it is, listed with what it owes.
+    Abort {
+        #[command(flatten)]
+        sel: RunSel,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the latest run: per member, each step with its times and outcome.
+    Report {
+        #[command(flatten)]
+        sel: RunSel,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Write a self-contained HTML page (timeline, in-service count) to this file.
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+    },
+    /// Run or control ebb's built-in load balancer.
     #[command(subcommand)]
     Lb(ebb_lb::cli::LbCommand),
-    /// A real rolling update under live traffic on this machine.
+    /// A real rolling update under live traffic on this machine, with proof.
     Demo(ebb_demo::DemoArgs),
     #[command(flatten)]
     Internal(ebb_demo::InternalCommand),
@@ -26,6 +139,7 @@ fn main() {
         Command::Lb(cmd) => ebb_lb::cli::run(cmd),
         Command::Demo(args) => ebb_demo::run(args),
         Command::Internal(cmd) => ebb_demo::run_internal(cmd),
+        other => commands::main(other),
     };
     std::process::exit(code);
 }

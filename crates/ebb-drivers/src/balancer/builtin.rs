@@ -1,0 +1,219 @@
+//! The `builtin` balancer driver: ebb's own balancer, through its control API and its
+//! event stream, exactly as an operator would use `ebb lb`.
+//!
+//! Settings read here: `control` (default `http://127.0.0.1:9900`) and `token` (or the
+//! environment variable `EBB_LB_TOKEN`). The balancer's other keys are its own; `ebb check`
+//! validates them with the balancer's own config reader.
+
+use async_trait::async_trait;
+use ebb_engine::interfaces::{Balancer, DriverError, DriverResult, HostState, MemberLbState};
+use ebb_engine::plan::{Member, Plan};
+use ebb_lb::client::ControlClient;
+use ebb_lb::status::{Health, HostState as LbState, InitialState, MemberStatus};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Default control URL of `ebb lb serve`.
+pub const DEFAULT_CONTROL: &str = "http://127.0.0.1:9900";
+
+/// Drives ebb's built-in balancer.
+pub struct Builtin {
+    client: ControlClient,
+    /// One wake-up per member, fed by the event stream (started on first use).
+    wakeups: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
+    events: OnceLock<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Builtin {
+    fn drop(&mut self) {
+        if let Some(h) = self.events.get() {
+            h.abort();
+        }
+    }
+}
+
+impl Builtin {
+    /// Reads `[balancer]` for the builtin driver.
+    pub fn from_plan(plan: &Plan) -> Result<Self, Vec<String>> {
+        let control = match plan.balancer.settings.get("control") {
+            None => DEFAULT_CONTROL.to_string(),
+            Some(toml::Value::String(s)) => s.clone(),
+            Some(_) => {
+                return Err(vec![super::setting_error(
+                    plan,
+                    "control",
+                    "expected a URL string such as \"http://127.0.0.1:9900\"",
+                )])
+            }
+        };
+        let token = match plan.balancer.settings.get("token") {
+            Some(toml::Value::String(s)) => Some(s.clone()),
+            _ => std::env::var("EBB_LB_TOKEN").ok().filter(|t| !t.is_empty()),
+        };
+        // The balancer's own reader checks every key it owns, with lines.
+        if let Err(errs) = ebb_lb::config::LbConfig::from_pool_file(&plan.file) {
+            return Err(errs.0.iter().map(|e| e.to_string()).collect());
+        }
+        let client = ControlClient::new(&control, token)
+            .map_err(|e| vec![super::setting_error(plan, "control", e)])?;
+        Ok(Builtin {
+            client,
+            wakeups: Arc::default(),
+            events: OnceLock::new(),
+        })
+    }
+
+    fn wakeup(&self, lb_name: &str) -> Arc<Notify> {
+        let mut map = self.wakeups.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(lb_name.to_string()).or_default().clone()
+    }
+
+    fn ensure_events(&self) {
+        self.events.get_or_init(|| {
+            let client = self.client.clone();
+            let wakeups = self.wakeups.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Ok(mut stream) = client.events().await {
+                        while let Some(Ok(status)) = stream.next().await {
+                            let n = wakeups
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .entry(status.name.clone())
+                                .or_default()
+                                .clone();
+                            // notify_one keeps a permit: an event that lands before the
+                            // engine waits is not lost.
+                            n.notify_one();
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            })
+        });
+    }
+}
+
+fn to_engine(s: &MemberStatus) -> MemberLbState {
+    let state = match s.state {
+        LbState::Started => HostState::Started,
+        LbState::Draining => HostState::Draining,
+        LbState::Stopped => HostState::Stopped,
+    };
+    let healthy = match s.health {
+        Health::Up => Some(true),
+        Health::Down => Some(false),
+        Health::Unknown => None,
+    };
+    MemberLbState {
+        state,
+        healthy: if matches!(s.health, Health::Unknown) {
+            Some(false)
+        } else {
+            healthy
+        },
+        active_connections: Some(s.active_connections),
+        detail: format!(
+            "{} (initial {}, health {})",
+            s.state.as_str(),
+            s.initial_state.as_str(),
+            s.health.as_str()
+        ),
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> DriverError {
+    DriverError::new(e.to_string())
+}
+
+#[async_trait]
+impl Balancer for Builtin {
+    async fn state(&self, member: &Member) -> DriverResult<MemberLbState> {
+        self.client
+            .member(&member.lb_name)
+            .await
+            .map(|s| to_engine(&s))
+            .map_err(err)
+    }
+
+    async fn pool_state(&self, members: &[Member]) -> Vec<DriverResult<MemberLbState>> {
+        match self.client.members().await {
+            Ok(all) => members
+                .iter()
+                .map(|m| {
+                    all.iter()
+                        .find(|s| s.name == m.lb_name)
+                        .map(to_engine)
+                        .ok_or_else(|| {
+                            DriverError::new(format!(
+                                "the built-in balancer at {} has no member \"{}\"",
+                                self.client.url(),
+                                m.lb_name
+                            ))
+                        })
+                })
+                .collect(),
+            Err(e) => {
+                let msg = e.to_string();
+                members
+                    .iter()
+                    .map(|_| Err(DriverError::new(msg.clone())))
+                    .collect()
+            }
+        }
+    }
+
+    async fn drainstop(&self, member: &Member) -> DriverResult<()> {
+        self.ensure_events();
+        self.client
+            .drainstop(&member.lb_name)
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    async fn stop(&self, member: &Member) -> DriverResult<()> {
+        self.client
+            .stop(&member.lb_name)
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    async fn start(&self, member: &Member) -> DriverResult<()> {
+        self.ensure_events();
+        self.client
+            .start(&member.lb_name)
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    async fn initial_state(&self, member: &Member) -> DriverResult<Option<HostState>> {
+        let s = self.client.member(&member.lb_name).await.map_err(err)?;
+        Ok(Some(match s.initial_state {
+            InitialState::Started => HostState::Started,
+            InitialState::Stopped => HostState::Stopped,
+        }))
+    }
+
+    async fn set_initial_state(&self, member: &Member, state: HostState) -> DriverResult<()> {
+        let st = match state {
+            HostState::Stopped => InitialState::Stopped,
+            _ => InitialState::Started,
+        };
+        self.client
+            .set_initial_state(&member.lb_name, st)
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    async fn wait_change(&self, member: &Member, max: Duration) {
+        self.ensure_events();
+        let n = self.wakeup(&member.lb_name);
+        let _ = tokio::time::timeout(max, n.notified()).await;
+    }
+}

@@ -1,0 +1,177 @@
+//! The `local` transport: commands run on this machine through `sh -c` (or PowerShell),
+//! each in its own process group so that a timeout or Ctrl-C kills everything it started.
+
+use async_trait::async_trait;
+use ebb_engine::interfaces::{CommandOutcome, DriverError, DriverResult, OutputSink, Transport};
+use ebb_engine::placeholder::{render, Quote};
+use ebb_engine::plan::{Member, Shell};
+use std::collections::{BTreeMap, VecDeque};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+/// Lines of output kept for the journal.
+pub const TAIL_LINES: usize = 20;
+
+/// Runs a member's commands on this machine.
+pub struct Local {
+    member: String,
+    shell: Shell,
+    boot_id: Option<String>,
+}
+
+impl Local {
+    /// The local transport for `member`.
+    pub fn new(member: &Member) -> Self {
+        Local {
+            member: member.name.clone(),
+            shell: member.shell,
+            boot_id: member
+                .boot_id
+                .as_ref()
+                .map(|b| render(b, member, Quote::from(member.shell), &BTreeMap::new())),
+        }
+    }
+}
+
+/// Kills a whole process group when dropped (timeout, Ctrl-C, a cancelled run).
+struct GroupKill(Option<i32>);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            // SAFETY: signalling a process group we created; harmless if it is gone.
+            unsafe { libc::killpg(pgid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Runs `command` with `shell` on this machine; shared by the local transport and the
+/// command balancer driver.
+pub async fn run_local(
+    shell: Shell,
+    command: &str,
+    env: &BTreeMap<String, String>,
+    timeout: Duration,
+    output: Option<OutputSink>,
+) -> DriverResult<CommandOutcome> {
+    let mut cmd = match shell {
+        Shell::Sh => {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(command);
+            c
+        }
+        Shell::PowerShell => {
+            let mut c = Command::new("pwsh");
+            c.args(["-NoProfile", "-NonInteractive", "-Command", command]);
+            c
+        }
+    };
+    cmd.envs(env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| DriverError::new(format!("cannot start `{command}`: {e}")))?;
+    let mut guard = GroupKill(child.id().map(|p| p as i32));
+    let tail: Arc<Mutex<VecDeque<String>>> = Arc::new(Mutex::new(VecDeque::new()));
+    let mut readers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        readers.push(tokio::spawn(read_lines(
+            BufReader::new(out),
+            tail.clone(),
+            output.clone(),
+        )));
+    }
+    if let Some(err) = child.stderr.take() {
+        readers.push(tokio::spawn(read_lines(
+            BufReader::new(err),
+            tail.clone(),
+            output.clone(),
+        )));
+    }
+    let waited = tokio::time::timeout(timeout, child.wait()).await;
+    let (exit_code, timed_out) = match waited {
+        Ok(Ok(status)) => (status.code(), false),
+        Ok(Err(e)) => return Err(DriverError::new(format!("waiting for `{command}`: {e}"))),
+        Err(_) => (None, true),
+    };
+    // Kill what the command left behind (or everything, on timeout) before reading on.
+    drop(std::mem::replace(&mut guard, GroupKill(None)));
+    if timed_out {
+        let _ = child.kill().await;
+    }
+    for r in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
+    }
+    let tail = tail
+        .lock()
+        .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
+        .unwrap_or_default();
+    Ok(CommandOutcome {
+        exit_code,
+        timed_out,
+        tail,
+    })
+}
+
+async fn read_lines<R: tokio::io::AsyncRead + Unpin>(
+    reader: BufReader<R>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    output: Option<OutputSink>,
+) {
+    let mut lines = reader.lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(o) = &output {
+            o(&line);
+        }
+        if let Ok(mut t) = tail.lock() {
+            if t.len() == TAIL_LINES {
+                t.pop_front();
+            }
+            t.push_back(line);
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for Local {
+    async fn run(
+        &self,
+        command: &str,
+        env: &BTreeMap<String, String>,
+        timeout: Duration,
+        output: Option<OutputSink>,
+    ) -> DriverResult<CommandOutcome> {
+        run_local(self.shell, command, env, timeout, output).await
+    }
+
+    async fn boot_id(&self) -> DriverResult<String> {
+        let Some(cmd) = &self.boot_id else {
+            return Err(DriverError::new(format!(
+                "member \"{}\" has no boot_id command",
+                self.member
+            )));
+        };
+        let out = run_local(
+            self.shell,
+            cmd,
+            &BTreeMap::new(),
+            Duration::from_secs(10),
+            None,
+        )
+        .await?;
+        match out.exit_code {
+            Some(0) if !out.tail.trim().is_empty() => Ok(out.tail.trim().to_string()),
+            _ => Err(DriverError::new(format!(
+                "member \"{}\" is not answering: `{cmd}` gave {:?}",
+                self.member, out.exit_code
+            ))),
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Human durations in the pool file: `"500ms"`, `"90s"`, `"10m"`, `"2h"`, `"1d"`.
+
+use std::time::Duration;
+
+/// Parses a duration such as `"90s"` or `"1m30s"`; the error says what was expected.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err("expected a duration such as \"90s\" or \"10m\", found an empty string".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!(
+                "expected a duration such as \"90s\" or \"10m\", found \"{text}\""
+            ));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("number too large in duration \"{text}\""))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let d = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86400)),
+            "" => {
+                return Err(format!(
+                    "duration \"{text}\" has no unit: write e.g. \"{n}s\" (units: ms, s, m, h, d)"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "unknown unit \"{other}\" in duration \"{text}\" (units: ms, s, m, h, d)"
+                ))
+            }
+        };
+        total = total.saturating_add(d);
+    }
+    Ok(total)
+}
+
+/// Formats a duration compactly for humans (`"1m30s"`, `"250ms"`).
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || out.is_empty() {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units_and_compounds() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("90").unwrap_err().contains("no unit"));
+        assert!(parse_duration("5x").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(format_duration(Duration::from_millis(20)), "20ms");
+    }
+}

@@ -1,0 +1,155 @@
+//! The interfaces drivers implement. The engine uses only these.
+
+use crate::plan::{CheckSpec, Member};
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A member's host state in the balancer, in ebb's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostState {
+    /// Takes new connections.
+    Started,
+    /// No new connections; existing ones go on.
+    Draining,
+    /// No traffic.
+    Stopped,
+}
+
+impl HostState {
+    /// `started`, `draining` or `stopped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostState::Started => "started",
+            HostState::Draining => "draining",
+            HostState::Stopped => "stopped",
+        }
+    }
+
+    /// Parses `started`, `draining` or `stopped`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "started" => Some(HostState::Started),
+            "draining" => Some(HostState::Draining),
+            "stopped" => Some(HostState::Stopped),
+            _ => None,
+        }
+    }
+}
+
+/// What the balancer says of one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberLbState {
+    /// Host state.
+    pub state: HostState,
+    /// `Some(false)` when the balancer's health checks fail it.
+    pub healthy: Option<bool>,
+    /// Active connections, when the balancer knows them.
+    pub active_connections: Option<u64>,
+    /// The balancer's own words for the state (`MAINT`, `Converged`, ...).
+    pub detail: String,
+}
+
+impl MemberLbState {
+    /// In service: started and not failing health checks.
+    pub fn in_service(&self) -> bool {
+        self.state == HostState::Started && self.healthy != Some(false)
+    }
+}
+
+/// A failure talking to the balancer, the transport or a check; the message says what
+/// failed, where, and what to do next.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DriverError(pub String);
+
+impl DriverError {
+    /// Builds an error from anything printable.
+    pub fn new(msg: impl Into<String>) -> Self {
+        DriverError(msg.into())
+    }
+}
+
+/// Result of driver operations.
+pub type DriverResult<T> = Result<T, DriverError>;
+
+/// What stands in front of the pool. Every driver offers the same operations.
+#[async_trait]
+pub trait Balancer: Send + Sync {
+    /// The member's host state, health and connection count.
+    async fn state(&self, member: &Member) -> DriverResult<MemberLbState>;
+    /// No new connections; existing ones finish.
+    async fn drainstop(&self, member: &Member) -> DriverResult<()>;
+    /// Cut every connection and take no more.
+    async fn stop(&self, member: &Member) -> DriverResult<()>;
+    /// Take new connections again.
+    async fn start(&self, member: &Member) -> DriverResult<()>;
+    /// The state the member takes when it comes back (`None`: the balancer cannot say).
+    async fn initial_state(&self, member: &Member) -> DriverResult<Option<HostState>>;
+    /// Sets the state the member takes when it comes back (`Started` or `Stopped`).
+    async fn set_initial_state(&self, member: &Member, state: HostState) -> DriverResult<()>;
+    /// Waits until something about `member` may have changed, at most `max`. Drivers with an
+    /// event stream return as soon as an event arrives; the default polls.
+    async fn wait_change(&self, member: &Member, max: Duration) {
+        let _ = member;
+        tokio::time::sleep(max.min(Duration::from_millis(500))).await;
+    }
+    /// The state of every member, in order; drivers that can read the whole pool in one
+    /// request override this.
+    async fn pool_state(&self, members: &[Member]) -> Vec<DriverResult<MemberLbState>> {
+        let mut out = Vec::with_capacity(members.len());
+        for m in members {
+            out.push(self.state(m).await);
+        }
+        out
+    }
+    /// Warnings for `ebb check` (e.g. HAProxy without a server-state-file).
+    async fn preflight(&self, members: &[Member]) -> Vec<String> {
+        let _ = members;
+        Vec::new()
+    }
+}
+
+/// How a command went.
+#[derive(Debug, Clone, Default)]
+pub struct CommandOutcome {
+    /// Exit code; `None` when killed (timeout) or unknown.
+    pub exit_code: Option<i32>,
+    /// Whether the timeout killed it.
+    pub timed_out: bool,
+    /// The last lines of stdout and stderr together.
+    pub tail: String,
+}
+
+/// Receives a command's output line by line, as it comes.
+pub type OutputSink = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
+/// How ebb reaches a member.
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// Runs `command` (already rendered for the member's shell) with `env`, bounded by
+    /// `timeout`; on timeout the command is killed.
+    async fn run(
+        &self,
+        command: &str,
+        env: &BTreeMap<String, String>,
+        timeout: Duration,
+        output: Option<OutputSink>,
+    ) -> DriverResult<CommandOutcome>;
+    /// The member's boot identity; an error while it is down.
+    async fn boot_id(&self) -> DriverResult<String>;
+}
+
+/// Runs verification checks against a member.
+#[async_trait]
+pub trait Checker: Send + Sync {
+    /// One attempt of `check` on `member` (the engine handles retries); `Err` says why it
+    /// failed, with what was seen.
+    async fn check_once(
+        &self,
+        check: &CheckSpec,
+        member: &Member,
+        transport: &dyn Transport,
+    ) -> Result<String, String>;
+}

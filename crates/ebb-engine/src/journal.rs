@@ -1,0 +1,728 @@
+//! The journal: every transition written durably before and after its action, so a run
+//! killed at any instant can be resumed. SQLite in WAL mode, one file per state dir.
+//!
+//! `synchronous = NORMAL` in WAL mode survives the death of the process at any instant
+//! (the case `ebb resume` exists for); only a power loss can lose the last commits.
+
+use crate::events::now_ms;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// A journal error, naming the journal file.
+#[derive(Debug, thiserror::Error)]
+#[error("journal {path}: {message}")]
+pub struct JournalError {
+    /// The database file.
+    pub path: String,
+    /// What failed.
+    pub message: String,
+}
+
+/// Result of journal operations.
+pub type JResult<T> = Result<T, JournalError>;
+
+/// The run's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// In progress (or its process died: see the lock).
+    Running,
+    /// Stopped after a wave with `pause_after`; `ebb resume` goes on.
+    Paused,
+    /// Stopped by a failure or the policy; `ebb resume` retries.
+    Halted,
+    /// Every member done.
+    Done,
+    /// Stopped by `ebb abort`; members stay where they are.
+    Aborted,
+}
+
+impl RunState {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Paused => "paused",
+            RunState::Halted => "halted",
+            RunState::Done => "done",
+            RunState::Aborted => "aborted",
+        }
+    }
+    fn parse(s: &str) -> Self {
+        match s {
+            "paused" => RunState::Paused,
+            "halted" => RunState::Halted,
+            "done" => RunState::Done,
+            "aborted" => RunState::Aborted,
+            _ => RunState::Running,
+        }
+    }
+}
+
+/// A member's progress in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    /// Not touched yet.
+    Pending,
+    /// Out of service, being worked on.
+    Out,
+    /// A step failed; held out with its undos owed.
+    Failed,
+    /// Updated and back in service.
+    Done,
+    /// Left out of this run.
+    Skipped,
+}
+
+impl MemberState {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Pending => "pending",
+            MemberState::Out => "out",
+            MemberState::Failed => "failed",
+            MemberState::Done => "done",
+            MemberState::Skipped => "skipped",
+        }
+    }
+    fn parse(s: &str) -> Self {
+        match s {
+            "out" => MemberState::Out,
+            "failed" => MemberState::Failed,
+            "done" => MemberState::Done,
+            "skipped" => MemberState::Skipped,
+            _ => MemberState::Pending,
+        }
+    }
+}
+
+/// A run as recorded.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    /// Run id.
+    pub id: i64,
+    /// Pool name.
+    pub pool: String,
+    /// Pool file.
+    pub pool_file: String,
+    /// State.
+    pub state: RunState,
+    /// Start time (unix ms).
+    pub started_ms: i64,
+    /// End time, when it ended.
+    pub ended_ms: Option<i64>,
+    /// Next wave to run.
+    pub next_wave: usize,
+    /// Why it stopped.
+    pub message: String,
+}
+
+/// A member as recorded in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberRecord {
+    /// Name.
+    pub name: String,
+    /// Position in the plan.
+    pub position: usize,
+    /// Progress.
+    pub state: MemberState,
+    /// Index of the next operation.
+    pub cursor: usize,
+    /// Names of its operations, as planned when the run started.
+    pub ops: Vec<String>,
+    /// The step it is at (or failed at).
+    pub step: String,
+    /// Why it failed.
+    pub reason: String,
+    /// A step asked for a reboot that has not happened yet.
+    pub reboot_pending: bool,
+}
+
+/// One owed undo.
+#[derive(Debug, Clone, Serialize)]
+pub struct Owed {
+    /// Row id (stack order).
+    pub id: i64,
+    /// Name shown to the operator.
+    pub name: String,
+    /// `undo` (a command), `drain` (start in the balancer), `hold` (restore initial state).
+    pub kind: String,
+    /// Kind-specific data (the undo command's step name, the initial state to restore).
+    pub payload: String,
+}
+
+/// One recorded action (intent, then outcome).
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionRecord {
+    /// Row id.
+    pub id: i64,
+    /// Member.
+    pub member: String,
+    /// Operation index in the member's plan.
+    pub op: usize,
+    /// Step name.
+    pub name: String,
+    /// Kind.
+    pub kind: String,
+    /// Start (unix ms).
+    pub started_ms: i64,
+    /// End, when it ended.
+    pub ended_ms: Option<i64>,
+    /// `ok`, `failed`, `skipped`, `interrupted`, `assumed-done`; `None` while in flight
+    /// (or when the process died during it).
+    pub outcome: Option<String>,
+    /// Exit code of its command.
+    pub exit_code: Option<i32>,
+    /// Last lines of output.
+    pub output: String,
+    /// Details (drain counts, boot ids, check results).
+    pub detail: String,
+}
+
+/// Who holds a pool's lock.
+#[derive(Debug, Clone, Serialize)]
+pub struct LockHolder {
+    /// Process id.
+    pub pid: u32,
+    /// Host name.
+    pub host: String,
+    /// Last heartbeat (unix ms).
+    pub heartbeat_ms: i64,
+}
+
+/// The journal of one state dir.
+pub struct Journal {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+/// File name of the journal inside the state dir.
+pub const JOURNAL_FILE: &str = "journal.db";
+
+/// A lock on another host is stale after this long without a heartbeat.
+pub const LOCK_STALE_MS: i64 = 30_000;
+
+impl Journal {
+    /// Opens (creating if needed) the journal in `state_dir`.
+    pub fn open(state_dir: &Path) -> JResult<Journal> {
+        let path = state_dir.join(JOURNAL_FILE);
+        let err = |m: String| JournalError {
+            path: path.display().to_string(),
+            message: m,
+        };
+        std::fs::create_dir_all(state_dir).map_err(|e| {
+            err(format!(
+                "cannot create the state dir {}: {e}",
+                state_dir.display()
+            ))
+        })?;
+        let conn = Connection::open(&path).map_err(|e| err(e.to_string()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| err(e.to_string()))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             CREATE TABLE IF NOT EXISTS runs(
+               id INTEGER PRIMARY KEY, pool TEXT NOT NULL, pool_file TEXT NOT NULL,
+               state TEXT NOT NULL, started_ms INTEGER NOT NULL, ended_ms INTEGER,
+               next_wave INTEGER NOT NULL DEFAULT 0, message TEXT NOT NULL DEFAULT '');
+             CREATE TABLE IF NOT EXISTS members(
+               run_id INTEGER NOT NULL, name TEXT NOT NULL, position INTEGER NOT NULL,
+               state TEXT NOT NULL, cursor INTEGER NOT NULL DEFAULT 0, ops TEXT NOT NULL,
+               step TEXT NOT NULL DEFAULT '', reason TEXT NOT NULL DEFAULT '',
+               reboot_pending INTEGER NOT NULL DEFAULT 0,
+               PRIMARY KEY(run_id, name));
+             CREATE TABLE IF NOT EXISTS actions(
+               id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, member TEXT NOT NULL,
+               op INTEGER NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
+               started_ms INTEGER NOT NULL, ended_ms INTEGER, outcome TEXT,
+               exit_code INTEGER, output TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '');
+             CREATE INDEX IF NOT EXISTS actions_member ON actions(run_id, member);
+             CREATE TABLE IF NOT EXISTS owed(
+               id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, member TEXT NOT NULL,
+               name TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL DEFAULT '');
+             CREATE TABLE IF NOT EXISTS samples(
+               run_id INTEGER NOT NULL, t_ms INTEGER NOT NULL, in_service INTEGER NOT NULL,
+               total INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS lock(
+               pool TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL,
+               heartbeat_ms INTEGER NOT NULL);",
+        )
+        .map_err(|e| err(e.to_string()))?;
+        Ok(Journal {
+            path,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn db(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent: recover the guard.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn e(&self, e: rusqlite::Error) -> JournalError {
+        JournalError {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Takes the pool's lock, or says who holds it.
+    pub fn lock(&self, pool: &str, steal: bool) -> JResult<Result<(), LockHolder>> {
+        let host = hostname();
+        let pid = std::process::id();
+        let mut db = self.db();
+        let tx = db
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.e(e))?;
+        let holder: Option<LockHolder> = tx
+            .query_row(
+                "SELECT pid, host, heartbeat_ms FROM lock WHERE pool = ?1",
+                [pool],
+                |r| {
+                    Ok(LockHolder {
+                        pid: r.get(0)?,
+                        host: r.get(1)?,
+                        heartbeat_ms: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.e(e))?;
+        if let Some(h) = holder {
+            let free = if h.host == host {
+                h.pid == pid || !pid_alive(h.pid)
+            } else {
+                steal && now_ms() - h.heartbeat_ms > LOCK_STALE_MS
+            };
+            if !free {
+                return Ok(Err(h));
+            }
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO lock(pool, pid, host, heartbeat_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![pool, pid, host, now_ms()],
+        )
+        .map_err(|e| self.e(e))?;
+        tx.commit().map_err(|e| self.e(e))?;
+        Ok(Ok(()))
+    }
+
+    /// Who holds the pool's lock, if its holder is still alive (or on another host).
+    pub fn lock_holder(&self, pool: &str) -> JResult<Option<LockHolder>> {
+        let h: Option<LockHolder> = self
+            .db()
+            .query_row(
+                "SELECT pid, host, heartbeat_ms FROM lock WHERE pool = ?1",
+                [pool],
+                |r| {
+                    Ok(LockHolder {
+                        pid: r.get(0)?,
+                        host: r.get(1)?,
+                        heartbeat_ms: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.e(e))?;
+        Ok(h.filter(|h| h.host != hostname() || pid_alive(h.pid)))
+    }
+
+    /// Renews this process's heartbeat on the lock.
+    pub fn heartbeat(&self, pool: &str) -> JResult<()> {
+        self.db()
+            .execute(
+                "UPDATE lock SET heartbeat_ms = ?1 WHERE pool = ?2 AND pid = ?3",
+                params![now_ms(), pool, std::process::id()],
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(())
+    }
+
+    /// Releases the lock if this process holds it.
+    pub fn unlock(&self, pool: &str) -> JResult<()> {
+        self.db()
+            .execute(
+                "DELETE FROM lock WHERE pool = ?1 AND pid = ?2",
+                params![pool, std::process::id()],
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(())
+    }
+
+    /// Creates a run with its members (each with its planned operations).
+    pub fn create_run(
+        &self,
+        pool: &str,
+        pool_file: &str,
+        members: &[(String, Vec<String>)],
+    ) -> JResult<i64> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(|e| self.e(e))?;
+        tx.execute(
+            "INSERT INTO runs(pool, pool_file, state, started_ms) VALUES (?1, ?2, 'running', ?3)",
+            params![pool, pool_file, now_ms()],
+        )
+        .map_err(|e| self.e(e))?;
+        let id = tx.last_insert_rowid();
+        for (pos, (name, ops)) in members.iter().enumerate() {
+            tx.execute(
+                "INSERT INTO members(run_id, name, position, state, ops) VALUES (?1, ?2, ?3, 'pending', ?4)",
+                params![id, name, pos, ops.join("\n")],
+            )
+            .map_err(|e| self.e(e))?;
+        }
+        tx.commit().map_err(|e| self.e(e))?;
+        Ok(id)
+    }
+
+    /// The latest run of the pool, if any.
+    pub fn latest_run(&self, pool: Option<&str>) -> JResult<Option<RunRecord>> {
+        let sql =
+            "SELECT id, pool, pool_file, state, started_ms, ended_ms, next_wave, message FROM runs
+                   WHERE (?1 IS NULL OR pool = ?1) ORDER BY id DESC LIMIT 1";
+        self.db()
+            .query_row(sql, params![pool], |r| {
+                Ok(RunRecord {
+                    id: r.get(0)?,
+                    pool: r.get(1)?,
+                    pool_file: r.get(2)?,
+                    state: RunState::parse(&r.get::<_, String>(3)?),
+                    started_ms: r.get(4)?,
+                    ended_ms: r.get(5)?,
+                    next_wave: r.get::<_, i64>(6)? as usize,
+                    message: r.get(7)?,
+                })
+            })
+            .optional()
+            .map_err(|e| self.e(e))
+    }
+
+    /// Sets the run's state (and its end time when it stops).
+    pub fn set_run_state(&self, run: i64, state: RunState, message: &str) -> JResult<()> {
+        let ended = (state != RunState::Running).then(now_ms);
+        self.db()
+            .execute(
+                "UPDATE runs SET state = ?1, message = ?2, ended_ms = ?3 WHERE id = ?4",
+                params![state.as_str(), message, ended, run],
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(())
+    }
+
+    /// Records the next wave to run.
+    pub fn set_next_wave(&self, run: i64, wave: usize) -> JResult<()> {
+        self.db()
+            .execute(
+                "UPDATE runs SET next_wave = ?1 WHERE id = ?2",
+                params![wave as i64, run],
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(())
+    }
+
+    /// Every member of a run, in plan order.
+    pub fn members(&self, run: i64) -> JResult<Vec<MemberRecord>> {
+        let db = self.db();
+        let mut st = db
+            .prepare(
+                "SELECT name, position, state, cursor, ops, step, reason, reboot_pending FROM members
+                 WHERE run_id = ?1 ORDER BY position",
+            )
+            .map_err(|e| self.e(e))?;
+        let rows = st
+            .query_map([run], |r| {
+                let ops: String = r.get(4)?;
+                Ok(MemberRecord {
+                    name: r.get(0)?,
+                    position: r.get::<_, i64>(1)? as usize,
+                    state: MemberState::parse(&r.get::<_, String>(2)?),
+                    cursor: r.get::<_, i64>(3)? as usize,
+                    ops: if ops.is_empty() {
+                        vec![]
+                    } else {
+                        ops.split('\n').map(String::from).collect()
+                    },
+                    step: r.get(5)?,
+                    reason: r.get(6)?,
+                    reboot_pending: r.get::<_, i64>(7)? != 0,
+                })
+            })
+            .map_err(|e| self.e(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.e(e))
+    }
+
+    /// Sets a member's state, current step and failure reason.
+    pub fn set_member_state(
+        &self,
+        run: i64,
+        member: &str,
+        state: MemberState,
+        step: &str,
+        reason: &str,
+    ) -> JResult<()> {
+        self.db()
+            .execute(
+                "UPDATE members SET state = ?1, step = ?2, reason = ?3 WHERE run_id = ?4 AND name = ?5",
+                params![state.as_str(), step, reason, run, member],
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(())
+    }
+
+    /// Replaces a member's planned operations (a resume with an unchanged plan keeps them).
+    pub fn set_member_ops(&self, run: i64, member: &str, ops: &[String]) -> JResult<()> {
+        self.db()
+            .execute(
+                "UPDATE members SET ops = ?1 WHERE run_id = ?2 AND name = ?3",
+                params![ops.join("\n"), run, member],
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(())
+    }
+
+    /// Marks `reboot_pending`.
+    pub fn set_reboot_pending(&self, run: i64, member: &str, pending: bool) -> JResult<()> {
+        self.db()
+            .execute(
+                "UPDATE members SET reboot_pending = ?1 WHERE run_id = ?2 AND name = ?3",
+                params![pending as i64, run, member],
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(())
+    }
+
+    /// Writes the intent of an action before it acts; returns its id.
+    pub fn begin_action(
+        &self,
+        run: i64,
+        member: &str,
+        op: usize,
+        name: &str,
+        kind: &str,
+    ) -> JResult<i64> {
+        let db = self.db();
+        db.execute(
+            "INSERT INTO actions(run_id, member, op, name, kind, started_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![run, member, op as i64, name, kind, now_ms()],
+        )
+        .map_err(|e| self.e(e))?;
+        Ok(db.last_insert_rowid())
+    }
+
+    /// Sets an in-flight action's detail (e.g. the boot id before a reboot).
+    pub fn set_action_detail(&self, action: i64, detail: &str) -> JResult<()> {
+        self.db()
+            .execute(
+                "UPDATE actions SET detail = ?1 WHERE id = ?2",
+                params![detail, action],
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(())
+    }
+
+    /// Writes an action's outcome; with `advance`, moves the member's cursor past `op` in
+    /// the same transaction, so the journal never says "done" without "next".
+    pub fn end_action(
+        &self,
+        run: i64,
+        member: &str,
+        action: i64,
+        end: &ActionEnd<'_>,
+    ) -> JResult<()> {
+        let mut db = self.db();
+        let tx = db.transaction().map_err(|e| self.e(e))?;
+        tx.execute(
+            "UPDATE actions SET ended_ms = ?1, outcome = ?2, exit_code = ?3, output = ?4,
+             detail = CASE WHEN ?5 = '' THEN detail ELSE ?5 END WHERE id = ?6",
+            params![
+                now_ms(),
+                end.outcome,
+                end.exit_code,
+                end.output,
+                end.detail,
+                action
+            ],
+        )
+        .map_err(|e| self.e(e))?;
+        if let Some(next) = end.advance_to {
+            tx.execute(
+                "UPDATE members SET cursor = ?1 WHERE run_id = ?2 AND name = ?3",
+                params![next as i64, run, member],
+            )
+            .map_err(|e| self.e(e))?;
+        }
+        tx.commit().map_err(|e| self.e(e))?;
+        Ok(())
+    }
+
+    /// Moves a member's cursor.
+    pub fn set_cursor(&self, run: i64, member: &str, cursor: usize) -> JResult<()> {
+        self.db()
+            .execute(
+                "UPDATE members SET cursor = ?1 WHERE run_id = ?2 AND name = ?3",
+                params![cursor as i64, run, member],
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(())
+    }
+
+    /// Every action of a run (or of one member), oldest first.
+    pub fn actions(&self, run: i64, member: Option<&str>) -> JResult<Vec<ActionRecord>> {
+        let db = self.db();
+        let mut st = db
+            .prepare(
+                "SELECT id, member, op, name, kind, started_ms, ended_ms, outcome, exit_code, output, detail
+                 FROM actions WHERE run_id = ?1 AND (?2 IS NULL OR member = ?2) ORDER BY id",
+            )
+            .map_err(|e| self.e(e))?;
+        let rows = st
+            .query_map(params![run, member], |r| {
+                Ok(ActionRecord {
+                    id: r.get(0)?,
+                    member: r.get(1)?,
+                    op: r.get::<_, i64>(2)? as usize,
+                    name: r.get(3)?,
+                    kind: r.get(4)?,
+                    started_ms: r.get(5)?,
+                    ended_ms: r.get(6)?,
+                    outcome: r.get(7)?,
+                    exit_code: r.get(8)?,
+                    output: r.get(9)?,
+                    detail: r.get(10)?,
+                })
+            })
+            .map_err(|e| self.e(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.e(e))
+    }
+
+    /// Pushes an owed undo onto a member's stack.
+    pub fn push_owed(
+        &self,
+        run: i64,
+        member: &str,
+        name: &str,
+        kind: &str,
+        payload: &str,
+    ) -> JResult<()> {
+        let db = self.db();
+        // Pushing twice (a step re-run after an interruption) must not owe the undo twice.
+        let exists: Option<i64> = db
+            .query_row(
+                "SELECT id FROM owed WHERE run_id = ?1 AND member = ?2 AND name = ?3 AND kind = ?4",
+                params![run, member, name, kind],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.e(e))?;
+        if exists.is_none() {
+            db.execute(
+                "INSERT INTO owed(run_id, member, name, kind, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run, member, name, kind, payload],
+            )
+            .map_err(|e| self.e(e))?;
+        }
+        Ok(())
+    }
+
+    /// A member's owed undos, oldest first (unwind from the end).
+    pub fn owed(&self, run: i64, member: &str) -> JResult<Vec<Owed>> {
+        let db = self.db();
+        let mut st = db
+            .prepare("SELECT id, name, kind, payload FROM owed WHERE run_id = ?1 AND member = ?2 ORDER BY id")
+            .map_err(|e| self.e(e))?;
+        let rows = st
+            .query_map(params![run, member], |r| {
+                Ok(Owed {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    kind: r.get(2)?,
+                    payload: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.e(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.e(e))
+    }
+
+    /// Removes an owed undo once it has run.
+    pub fn pay_owed(&self, owed_id: i64) -> JResult<()> {
+        self.db()
+            .execute("DELETE FROM owed WHERE id = ?1", [owed_id])
+            .map_err(|e| self.e(e))?;
+        Ok(())
+    }
+
+    /// Records the pool's in-service count.
+    pub fn sample(&self, run: i64, in_service: usize, total: usize) -> JResult<()> {
+        self.db()
+            .execute(
+                "INSERT INTO samples(run_id, t_ms, in_service, total) VALUES (?1, ?2, ?3, ?4)",
+                params![run, now_ms(), in_service as i64, total as i64],
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(())
+    }
+
+    /// The in-service samples of a run: (t_ms, in_service, total).
+    pub fn samples(&self, run: i64) -> JResult<Vec<(i64, usize, usize)>> {
+        let db = self.db();
+        let mut st = db
+            .prepare("SELECT t_ms, in_service, total FROM samples WHERE run_id = ?1 ORDER BY t_ms")
+            .map_err(|e| self.e(e))?;
+        let rows = st
+            .query_map([run], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, i64>(1)? as usize,
+                    r.get::<_, i64>(2)? as usize,
+                ))
+            })
+            .map_err(|e| self.e(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.e(e))
+    }
+}
+
+/// How an action ended.
+#[derive(Debug, Clone, Default)]
+pub struct ActionEnd<'a> {
+    /// ok, failed, skipped, interrupted, assumed-done.
+    pub outcome: &'a str,
+    /// Exit code of its command.
+    pub exit_code: Option<i32>,
+    /// Last lines of output.
+    pub output: &'a str,
+    /// Details; empty keeps what was there.
+    pub detail: &'a str,
+    /// Move the member's cursor here.
+    pub advance_to: Option<usize>,
+}
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Whether a process with this pid exists on this host.
+pub fn pid_alive(pid: u32) -> bool {
+    if pid == 0 || pid > i32::MAX as u32 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid as i32, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}

@@ -1,0 +1,93 @@
+//! The operations each member goes through, in order: the runbook made concrete.
+//!
+//! The list is computed from the plan and recorded in the journal when a run starts; a
+//! member's cursor is an index into it. A resume checks the list is unchanged, so that a
+//! fixed command can be retried but a reshaped runbook cannot silently skip work.
+
+use crate::plan::{Plan, RebootPolicy};
+
+/// One operation on a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Set the initial state to stopped (the hold), recording the prior one.
+    Hold,
+    /// Drainstop (or stop) and wait for the connections to end.
+    Drain,
+    /// A runbook step (index into `plan.runbook.steps`).
+    Step(usize),
+    /// The reboot after that step, when one was asked for.
+    Reboot(usize),
+    /// The verification checks.
+    Verify,
+    /// Unwind the owed undos (start in the balancer, clear the hold among them).
+    Return,
+    /// The member shows in service and the pool checks pass.
+    PoolCheck,
+}
+
+impl Op {
+    /// The kind shown in events and reports.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Op::Hold => "hold",
+            Op::Drain => "drain",
+            Op::Step(_) => "step",
+            Op::Reboot(_) => "reboot",
+            Op::Verify => "verify",
+            Op::Return => "return",
+            Op::PoolCheck => "check",
+        }
+    }
+
+    /// The name shown to operators (a step's own name for steps).
+    pub fn name(self, plan: &Plan) -> String {
+        match self {
+            Op::Hold => "hold".into(),
+            Op::Drain => "drain".into(),
+            Op::Step(i) => plan.runbook.steps[i].name.clone(),
+            Op::Reboot(_) => "reboot".into(),
+            Op::Verify => "verify".into(),
+            Op::Return => "return".into(),
+            Op::PoolCheck => "pool-check".into(),
+        }
+    }
+
+    /// The stable key recorded in the journal.
+    pub fn key(self, plan: &Plan) -> String {
+        match self {
+            Op::Step(i) => format!("step:{}", plan.runbook.steps[i].name),
+            Op::Reboot(i) => format!("reboot:{}", plan.runbook.steps[i].name),
+            other => other.kind().to_string(),
+        }
+    }
+}
+
+/// The operations of member `index`, in order.
+pub fn ops_for(plan: &Plan, index: usize) -> Vec<Op> {
+    let mut ops = Vec::new();
+    if plan.runbook.drain.hold {
+        ops.push(Op::Hold);
+    }
+    ops.push(Op::Drain);
+    for step in plan.steps_for(index) {
+        let i = plan
+            .runbook
+            .steps
+            .iter()
+            .position(|s| std::ptr::eq(s, step))
+            .unwrap_or(0);
+        ops.push(Op::Step(i));
+        if step.reboot != RebootPolicy::Never {
+            ops.push(Op::Reboot(i));
+        }
+    }
+    ops.push(Op::Verify);
+    ops.push(Op::Return);
+    ops.push(Op::PoolCheck);
+    ops
+}
+
+/// The journal keys of a member's operations.
+pub fn op_keys(plan: &Plan, index: usize) -> Vec<String> {
+    ops_for(plan, index).iter().map(|o| o.key(plan)).collect()
+}

@@ -1,0 +1,295 @@
+//! The validated, typed plan that a pool file becomes. Nothing runs before a `Plan` exists,
+//! and a `Plan` exists only when the whole file was valid.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A whole pool file, validated.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The pool file this plan came from.
+    pub file: PathBuf,
+    /// The pool: name, availability policy, pool-wide checks.
+    pub pool: PoolSpec,
+    /// What stands in front of the pool.
+    pub balancer: BalancerSpec,
+    /// The members, in the order of the file.
+    pub members: Vec<Member>,
+    /// What happens to each member.
+    pub runbook: Runbook,
+    /// Waves in order; every member is in exactly one.
+    pub waves: Vec<Wave>,
+}
+
+/// The pool and its availability policy.
+#[derive(Debug, Clone)]
+pub struct PoolSpec {
+    /// Name of the pool (also the name of its lock).
+    pub name: String,
+    /// Most members out of service at once.
+    pub max_unavailable: MaxUnavailable,
+    /// Fewest members that must stay in service.
+    pub min_in_service: usize,
+    /// How long to wait for the policy to allow a drain before halting.
+    pub capacity_wait: Duration,
+    /// Checks run across the whole pool before the run and after each rejoin.
+    pub checks: Vec<CheckSpec>,
+}
+
+/// `max_unavailable`: a count or a percentage of the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxUnavailable {
+    /// At most this many members.
+    Count(usize),
+    /// At most this percentage of the members (rounded down, at least 1).
+    Percent(u32),
+}
+
+impl MaxUnavailable {
+    /// The bound as a number of members for a pool of `pool_size`.
+    pub fn resolve(self, pool_size: usize) -> usize {
+        match self {
+            MaxUnavailable::Count(n) => n,
+            MaxUnavailable::Percent(p) => ((pool_size * p as usize) / 100).max(1),
+        }
+    }
+}
+
+/// `[balancer]`: the driver name and its own settings, validated by the driver.
+#[derive(Debug, Clone)]
+pub struct BalancerSpec {
+    /// `builtin`, `haproxy`, `nlb` or `command`.
+    pub driver: String,
+    /// Every other key of `[balancer]`, as written.
+    pub settings: toml::Table,
+    /// Line of each key, for the driver's own error messages.
+    pub lines: BTreeMap<String, usize>,
+}
+
+/// One server of the pool.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// Its name in ebb.
+    pub name: String,
+    /// `host:port` (or host) where it serves.
+    pub address: String,
+    /// Its name in the balancer (defaults to `name`).
+    pub lb_name: String,
+    /// `local` or `ssh`.
+    pub transport: String,
+    /// `sh` or `powershell`.
+    pub shell: Shell,
+    /// Optional group, for `only_group` and waves.
+    pub group: Option<String>,
+    /// `{var.NAME}` values.
+    pub vars: BTreeMap<String, String>,
+    /// Command printing the member's boot identity (local transport).
+    pub boot_id: Option<String>,
+    /// Transport settings (`ssh_user`, `ssh_port`, ...), merged from `[defaults]`.
+    pub settings: toml::Table,
+    /// Balancer weight (used by the built-in balancer).
+    pub weight: u32,
+}
+
+/// The shell a member runs commands with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shell {
+    /// POSIX `sh -c`.
+    Sh,
+    /// `powershell -NoProfile -NonInteractive -Command`.
+    PowerShell,
+}
+
+/// `[runbook]`.
+#[derive(Debug, Clone)]
+pub struct Runbook {
+    /// What a failed member does to the run.
+    pub on_failure: OnFailure,
+    /// With `continue`: how many members may fail before the run halts.
+    pub max_failed: usize,
+    /// `[runbook.drain]`.
+    pub drain: DrainSpec,
+    /// `[[runbook.step]]` in order.
+    pub steps: Vec<StepSpec>,
+    /// `[runbook.reboot]`.
+    pub reboot: Option<RebootSpec>,
+    /// `[[runbook.verify]]`: must pass before a member returns to service.
+    pub verify: Vec<CheckSpec>,
+    /// How long a returned member may take to show as in service in the balancer.
+    pub rejoin_timeout: Duration,
+}
+
+/// `on_failure`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Stop forward progress at the first failed member.
+    Halt,
+    /// Go on with other members while `max_failed` and the policy allow.
+    Continue,
+}
+
+/// `[runbook.drain]`.
+#[derive(Debug, Clone)]
+pub struct DrainSpec {
+    /// Drainstop or stop.
+    pub mode: DrainMode,
+    /// How long a drainstop may take.
+    pub timeout: Duration,
+    /// What happens when it takes longer.
+    pub on_timeout: OnTimeout,
+    /// Keep the member out (initial state stopped) until ebb returns it.
+    pub hold: bool,
+}
+
+/// How a member leaves the balancer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainMode {
+    /// No new connections; existing ones finish.
+    Drainstop,
+    /// Cut every connection now.
+    Stop,
+}
+
+/// What happens when a drainstop outlasts its timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnTimeout {
+    /// Cut the remaining connections (a stop) and go on.
+    Stop,
+    /// Fail the member (it stays draining, held).
+    Abort,
+    /// Keep waiting, showing the count.
+    Wait,
+}
+
+/// A plain or paired step.
+#[derive(Debug, Clone)]
+pub struct StepSpec {
+    /// Its name, unique in the runbook.
+    pub name: String,
+    /// Command template.
+    pub run: String,
+    /// Undo command template; when present the step is paired and its undo owed.
+    pub undo: Option<String>,
+    /// Every member, or only the first of the run.
+    pub when: When,
+    /// Only members of this group.
+    pub only_group: Option<String>,
+    /// Bound on the command.
+    pub timeout: Duration,
+    /// Safe to run again after an interruption.
+    pub idempotent: bool,
+    /// Whether a reboot follows.
+    pub reboot: RebootPolicy,
+    /// Exit codes meaning "succeeded, reboot required".
+    pub reboot_required_exit_codes: Vec<i32>,
+}
+
+/// `when`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum When {
+    /// Every member.
+    Every,
+    /// Only the first member of the run.
+    First,
+    /// Never (kept in the file, switched off).
+    Never,
+}
+
+/// `reboot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebootPolicy {
+    /// Never reboot after this step.
+    Never,
+    /// Reboot when the exit code says so.
+    IfRequired,
+    /// Always reboot after this step.
+    Always,
+}
+
+/// `[runbook.reboot]`.
+#[derive(Debug, Clone)]
+pub struct RebootSpec {
+    /// Command that starts the reboot.
+    pub command: String,
+    /// Bound on going down and coming back.
+    pub timeout: Duration,
+    /// How often to ask for the boot identity.
+    pub poll_interval: Duration,
+}
+
+/// A verification check.
+#[derive(Debug, Clone)]
+pub struct CheckSpec {
+    /// Its name.
+    pub name: String,
+    /// What it checks.
+    pub kind: CheckKind,
+    /// Extra attempts after the first failure.
+    pub retries: u32,
+    /// Pause between attempts.
+    pub interval: Duration,
+    /// Bound on one attempt.
+    pub timeout: Duration,
+}
+
+/// The kinds of check.
+#[derive(Debug, Clone)]
+pub enum CheckKind {
+    /// A command on the member; passes on exit 0.
+    Command {
+        /// Command template.
+        command: String,
+    },
+    /// An HTTP GET.
+    Http {
+        /// URL template.
+        url: String,
+        /// Expected status.
+        expect_status: u16,
+        /// The body must contain this text.
+        expect_body: Option<String>,
+    },
+    /// A TCP connect.
+    Tcp {
+        /// `host:port` template.
+        address: String,
+    },
+}
+
+/// A wave of members rolled together.
+#[derive(Debug, Clone)]
+pub struct Wave {
+    /// Its name.
+    pub name: String,
+    /// Indexes into `Plan::members`, in order.
+    pub members: Vec<usize>,
+    /// Stop with state `paused` after this wave until `ebb resume`.
+    pub pause_after: bool,
+}
+
+impl Plan {
+    /// Index of a member by name.
+    pub fn member_index(&self, name: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.name == name)
+    }
+
+    /// The steps that apply to member `index` (honours `when` and `only_group`).
+    pub fn steps_for(&self, index: usize) -> Vec<&StepSpec> {
+        let member = &self.members[index];
+        let first = self.waves.first().and_then(|w| w.members.first()).copied() == Some(index);
+        self.runbook
+            .steps
+            .iter()
+            .filter(|s| match s.when {
+                When::Every => true,
+                When::First => first,
+                When::Never => false,
+            })
+            .filter(|s| match &s.only_group {
+                Some(g) => member.group.as_deref() == Some(g.as_str()),
+                None => true,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,602 @@
+//! Runs, resumes, releases and aborts: the scheduler over waves and members, the lock and
+//! heartbeat, the pool sampler, and the rules that decide what a resume may do.
+
+use crate::events::{Event, EventSink};
+use crate::journal::{ActionEnd, Journal, LockHolder, MemberState, RunRecord, RunState};
+use crate::member::{Drivers, Engine, MemberEnd};
+use crate::ops::{op_keys, ops_for, Op};
+use crate::plan::{OnFailure, Plan};
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Why a command could not even start; exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Bad input or a state that does not allow the command.
+    #[error("{0}")]
+    Usage(String),
+    /// The pool's lock is held by another live ebb.
+    #[error("pool \"{pool}\" is locked by ebb pid {} on host {}{}", holder.pid, holder.host, if *.from_other_host { " (from another host: if that ebb is gone, wait 30 s without heartbeat and use --steal-lock)" } else { "" })]
+    Locked {
+        /// Pool name.
+        pool: String,
+        /// Who holds it.
+        holder: LockHolder,
+        /// The holder is on another host.
+        from_other_host: bool,
+    },
+    /// The journal failed.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+}
+
+/// How a run (or resume, or release) ended.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    /// Run id.
+    pub run_id: i64,
+    /// Final state.
+    pub state: RunState,
+    /// 0 done or paused, 1 failed or stopped by the policy, 130 interrupted.
+    pub exit_code: i32,
+    /// Why, for humans.
+    pub message: String,
+}
+
+/// Options of `ebb run` and `ebb resume`.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Continue the latest run instead of starting one.
+    pub resume: bool,
+    /// Steps (`STEP` or `MEMBER:STEP`) interrupted mid-way to treat as done.
+    pub assume_done: Vec<String>,
+    /// Steps interrupted mid-way to run again even though they are not idempotent.
+    pub rerun: Vec<String>,
+    /// Take a stale lock held from another host.
+    pub steal_lock: bool,
+}
+
+fn lock(journal: &Journal, pool: &str, steal: bool) -> Result<(), RunError> {
+    match journal.lock(pool, steal)? {
+        Ok(()) => Ok(()),
+        Err(holder) => {
+            let from_other_host = holder.host != crate::journal::hostname();
+            Err(RunError::Locked {
+                pool: pool.to_string(),
+                holder,
+                from_other_host,
+            })
+        }
+    }
+}
+
+struct LockGuard {
+    journal: Arc<Journal>,
+    pool: String,
+    heartbeat: tokio::task::JoinHandle<()>,
+}
+
+impl LockGuard {
+    fn take(journal: &Arc<Journal>, pool: &str, steal: bool) -> Result<Self, RunError> {
+        lock(journal, pool, steal)?;
+        let (j, p) = (journal.clone(), pool.to_string());
+        let heartbeat = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let _ = j.heartbeat(&p);
+            }
+        });
+        Ok(LockGuard {
+            journal: journal.clone(),
+            pool: pool.to_string(),
+            heartbeat,
+        })
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+        let _ = self.journal.unlock(&self.pool);
+    }
+}
+
+fn matches_step(list: &[String], member: &str, step: &str) -> bool {
+    list.iter()
+        .any(|s| s == step || *s == format!("{member}:{step}"))
+}
+
+/// Starts a new run (or, with `opts.resume`, continues the latest one) and drives it until
+/// it is done, paused, halted or interrupted through `shutdown`.
+pub async fn run(
+    plan: Arc<Plan>,
+    drivers: Drivers,
+    journal: Arc<Journal>,
+    sink: EventSink,
+    opts: RunOptions,
+    shutdown: watch::Receiver<bool>,
+) -> Result<RunOutcome, RunError> {
+    let pool = plan.pool.name.clone();
+    let _lock = LockGuard::take(&journal, &pool, opts.steal_lock)?;
+    let latest = journal.latest_run(Some(&pool))?;
+    let (run_id, resumed) = if opts.resume {
+        let Some(run) = latest else {
+            return Err(RunError::Usage(format!(
+                "pool \"{pool}\" has no run to resume in {}; start one with `ebb run`",
+                journal.path().display()
+            )));
+        };
+        prepare_resume(&plan, &journal, &run, &opts)?;
+        (run.id, true)
+    } else {
+        if let Some(run) = &latest {
+            if matches!(
+                run.state,
+                RunState::Running | RunState::Paused | RunState::Halted
+            ) {
+                return Err(RunError::Usage(format!(
+                    "run {} of pool \"{pool}\" is unfinished ({}): continue it with `ebb resume`, or stop it with `ebb abort`",
+                    run.id,
+                    effective_state(&journal, run).as_str()
+                )));
+            }
+            let owing: Vec<String> = journal
+                .members(run.id)?
+                .into_iter()
+                .filter(|m| {
+                    journal
+                        .owed(run.id, &m.name)
+                        .map(|o| !o.is_empty())
+                        .unwrap_or(false)
+                })
+                .map(|m| m.name)
+                .collect();
+            if !owing.is_empty() {
+                return Err(RunError::Usage(format!(
+                    "members of the aborted run {} still owe undos: {}; resolve each with `ebb release MEMBER` first",
+                    run.id,
+                    owing.join(", ")
+                )));
+            }
+        }
+        let members: Vec<(String, Vec<String>)> = plan
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.name.clone(), op_keys(&plan, i)))
+            .collect();
+        (
+            journal.create_run(&pool, &plan.file.display().to_string(), &members)?,
+            false,
+        )
+    };
+    journal.set_run_state(run_id, RunState::Running, "")?;
+    let engine = Arc::new(Engine {
+        plan: plan.clone(),
+        drivers,
+        journal: journal.clone(),
+        run_id,
+        sink: sink.clone(),
+        out: Mutex::new(HashSet::new()),
+        gate: tokio::sync::Mutex::new(()),
+        shutdown: shutdown.clone(),
+    });
+    sink(&Event::RunStarted {
+        run_id,
+        pool: pool.clone(),
+        members: plan.members.iter().map(|m| m.name.clone()).collect(),
+        resumed,
+    });
+    let sampler = tokio::spawn(sample_pool(engine.clone()));
+    let outcome = drive(&engine, resumed).await;
+    sampler.abort();
+    let outcome = outcome?;
+    journal.set_run_state(run_id, outcome.state, &outcome.message)?;
+    sink(&Event::RunFinished {
+        state: outcome.state.as_str().into(),
+        exit_code: outcome.exit_code,
+        message: outcome.message.clone(),
+    });
+    Ok(outcome)
+}
+
+/// The state to show for a run: a `running` run whose process is gone is `halted`.
+pub fn effective_state(journal: &Journal, run: &RunRecord) -> RunState {
+    if run.state == RunState::Running && journal.lock_holder(&run.pool).ok().flatten().is_none() {
+        RunState::Halted
+    } else {
+        run.state
+    }
+}
+
+fn prepare_resume(
+    plan: &Plan,
+    journal: &Journal,
+    run: &RunRecord,
+    opts: &RunOptions,
+) -> Result<(), RunError> {
+    match run.state {
+        RunState::Done => return Err(RunError::Usage(format!("run {} of pool \"{}\" is done; nothing to resume (start a new one with `ebb run`)", run.id, run.pool))),
+        RunState::Aborted => return Err(RunError::Usage(format!("run {} of pool \"{}\" was aborted; start a new one with `ebb run` (after `ebb release` of members that still owe undos)", run.id, run.pool))),
+        _ => {}
+    }
+    let records = journal.members(run.id)?;
+    // The plan must still describe the same operations, or cursors would point elsewhere.
+    let mut problems = Vec::new();
+    for rec in &records {
+        match plan.member_index(&rec.name) {
+            None => problems.push(format!(
+                "member \"{}\" of run {} is no longer in {}",
+                rec.name,
+                run.id,
+                plan.file.display()
+            )),
+            Some(i) => {
+                let now = op_keys(plan, i);
+                if now != rec.ops && rec.cursor > 0 && rec.state != MemberState::Done {
+                    problems.push(format!(
+                        "the steps of member \"{}\" changed since run {} started (was: {}; now: {}); restore the pool file or finish this run with `ebb release`/`ebb abort`",
+                        rec.name, run.id, rec.ops.join(", "), now.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    if plan.members.len() != records.len() {
+        for m in &plan.members {
+            if !records.iter().any(|r| r.name == m.name) {
+                problems.push(format!("member \"{}\" was added to the pool file after run {} started; finish this run first", m.name, run.id));
+            }
+        }
+    }
+    // Interrupted actions: an intent without an outcome.
+    let interrupted: Vec<_> = journal
+        .actions(run.id, None)?
+        .into_iter()
+        .filter(|a| a.outcome.is_none())
+        .collect();
+    let mut decisions = Vec::new();
+    for a in &interrupted {
+        let Some(i) = plan.member_index(&a.member) else {
+            continue;
+        };
+        let ops = ops_for(plan, i);
+        let op = ops.get(a.op).copied();
+        let assume = matches_step(&opts.assume_done, &a.member, &a.name);
+        let rerun = matches_step(&opts.rerun, &a.member, &a.name);
+        if assume && rerun {
+            problems.push(format!(
+                "step \"{}\" of \"{}\" is named in both --assume-done and --rerun",
+                a.name, a.member
+            ));
+            continue;
+        }
+        let not_idempotent = matches!(op, Some(Op::Step(s)) if !plan.runbook.steps[s].idempotent);
+        if not_idempotent && !assume && !rerun {
+            problems.push(format!(
+                "step \"{}\" of member \"{}\" was interrupted while running and is marked idempotent = false: check the member, then choose `ebb resume --assume-done \"{}:{}\"` (it completed) or `ebb resume --rerun \"{}:{}\"` (run it again)",
+                a.name, a.member, a.member, a.name, a.member, a.name
+            ));
+        }
+        decisions.push((a.clone(), assume));
+    }
+    if !problems.is_empty() {
+        return Err(RunError::Usage(problems.join("\n")));
+    }
+    for (a, assume) in decisions {
+        let advance_to = assume.then_some(a.op + 1);
+        journal.end_action(
+            run.id,
+            &a.member,
+            a.id,
+            &ActionEnd {
+                outcome: if assume {
+                    "assumed-done"
+                } else {
+                    "interrupted"
+                },
+                advance_to,
+                ..Default::default()
+            },
+        )?;
+    }
+    for rec in records {
+        if rec.state == MemberState::Failed {
+            journal.set_member_state(run.id, &rec.name, MemberState::Out, &rec.step, "")?;
+        }
+    }
+    Ok(())
+}
+
+async fn drive(engine: &Arc<Engine>, resumed: bool) -> Result<RunOutcome, RunError> {
+    let plan = &engine.plan;
+    let journal = &engine.journal;
+    let run_id = engine.run_id;
+    let record = journal.latest_run(Some(&plan.pool.name))?;
+    let start_wave = record.map(|r| r.next_wave).unwrap_or(0);
+    let finish = |state, exit_code, message: String| {
+        Ok(RunOutcome {
+            run_id,
+            state,
+            exit_code,
+            message,
+        })
+    };
+
+    if !resumed && !plan.pool.checks.is_empty() {
+        for (j, m) in plan.members.iter().enumerate() {
+            for check in &plan.pool.checks {
+                if let Err(e) = engine.run_check(check, j).await {
+                    return finish(RunState::Halted, 1, format!("the pool check before the run failed on \"{}\", nothing was changed: {e}", m.name));
+                }
+            }
+        }
+    }
+    let mut failed_total = journal
+        .members(run_id)?
+        .iter()
+        .filter(|m| m.state == MemberState::Failed)
+        .count();
+    for (w, wave) in plan.waves.iter().enumerate().skip(start_wave) {
+        let records = journal.members(run_id)?;
+        let todo: VecDeque<usize> = wave
+            .members
+            .iter()
+            .copied()
+            .filter(|&i| {
+                records.iter().any(|r| {
+                    r.name == plan.members[i].name
+                        && !matches!(r.state, MemberState::Done | MemberState::Skipped)
+                })
+            })
+            .collect();
+        (engine.sink)(&Event::WaveStarted {
+            wave: wave.name.clone(),
+            members: wave
+                .members
+                .iter()
+                .map(|&i| plan.members[i].name.clone())
+                .collect(),
+        });
+        let limit = plan.pool.max_unavailable.resolve(plan.members.len()).max(1);
+        let mut queue = todo;
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut halt: Option<(i32, String)> = None;
+        let mut failures = Vec::new();
+        loop {
+            while halt.is_none() && tasks.len() < limit {
+                let Some(i) = queue.pop_front() else { break };
+                let e = engine.clone();
+                tasks.spawn(async move { (i, e.run_member(i).await) });
+            }
+            let Some(joined) = tasks.join_next().await else {
+                break;
+            };
+            let (i, end) = match joined {
+                Ok(r) => r,
+                Err(e) => {
+                    halt.get_or_insert((1, format!("internal error in a member task: {e}")));
+                    continue;
+                }
+            };
+            match end {
+                MemberEnd::Done => {}
+                MemberEnd::Failed(reason) => {
+                    failed_total += 1;
+                    failures.push(format!("\"{}\" failed at {reason}", plan.members[i].name));
+                    let stop = plan.runbook.on_failure == OnFailure::Halt
+                        || failed_total > plan.runbook.max_failed;
+                    if stop && halt.is_none() {
+                        halt = Some((1, String::new()));
+                    }
+                }
+                MemberEnd::Capacity(msg) => {
+                    halt.get_or_insert((1, msg));
+                }
+                MemberEnd::Interrupted => {
+                    halt = Some((
+                        130,
+                        "interrupted; `ebb resume` continues where it stopped".into(),
+                    ));
+                }
+            }
+        }
+        if let Some((code, msg)) = halt {
+            let mut message = failures.join("; ");
+            if !msg.is_empty() {
+                if !message.is_empty() {
+                    message.push_str("; ");
+                }
+                message.push_str(&msg);
+            }
+            return finish(RunState::Halted, code, message);
+        }
+        journal.set_next_wave(run_id, w + 1)?;
+        if !failures.is_empty() {
+            (engine.sink)(&Event::Warning {
+                message: format!(
+                    "wave \"{}\" finished with failures: {}",
+                    wave.name,
+                    failures.join("; ")
+                ),
+            });
+        }
+        if wave.pause_after && w + 1 < plan.waves.len() {
+            return finish(
+                RunState::Paused,
+                0,
+                format!(
+                    "paused after wave \"{}\"; `ebb resume` starts wave \"{}\"",
+                    wave.name,
+                    plan.waves[w + 1].name
+                ),
+            );
+        }
+    }
+    if failed_total > 0 {
+        return finish(
+            RunState::Halted,
+            1,
+            format!("{failed_total} member(s) failed; they stay out and held (see `ebb status`)"),
+        );
+    }
+    finish(RunState::Done, 0, String::new())
+}
+
+async fn sample_pool(engine: Arc<Engine>) {
+    let mut last: Option<usize> = None;
+    loop {
+        let states = engine.pool_states().await;
+        let in_service = states
+            .iter()
+            .filter(|s| s.as_ref().is_some_and(|s| s.in_service()))
+            .count();
+        if last != Some(in_service) {
+            let _ = engine
+                .journal
+                .sample(engine.run_id, in_service, states.len());
+            (engine.sink)(&Event::Pool {
+                in_service,
+                total: states.len(),
+            });
+            last = Some(in_service);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// `ebb release MEMBER`: verify the member, and if it passes, unwind what it owes and
+/// return it to service.
+pub async fn release(
+    plan: Arc<Plan>,
+    drivers: Drivers,
+    journal: Arc<Journal>,
+    sink: EventSink,
+    member: &str,
+    shutdown: watch::Receiver<bool>,
+) -> Result<RunOutcome, RunError> {
+    let pool = plan.pool.name.clone();
+    let Some(idx) = plan.member_index(member) else {
+        let names: Vec<&str> = plan.members.iter().map(|m| m.name.as_str()).collect();
+        return Err(RunError::Usage(format!(
+            "no member \"{member}\" in {} (members: {})",
+            plan.file.display(),
+            names.join(", ")
+        )));
+    };
+    let _lock = LockGuard::take(&journal, &pool, false)?;
+    let Some(run) = journal.latest_run(Some(&pool))? else {
+        return Err(RunError::Usage(format!(
+            "pool \"{pool}\" has no run; nothing to release"
+        )));
+    };
+    let rec = journal
+        .members(run.id)?
+        .into_iter()
+        .find(|m| m.name == member);
+    let Some(rec) = rec else {
+        return Err(RunError::Usage(format!(
+            "member \"{member}\" is not part of run {}",
+            run.id
+        )));
+    };
+    if rec.state == MemberState::Done {
+        return Err(RunError::Usage(format!(
+            "member \"{member}\" is already done and in service"
+        )));
+    }
+    let owed = journal.owed(run.id, member)?;
+    if rec.cursor == 0 && owed.is_empty() {
+        return Err(RunError::Usage(format!(
+            "member \"{member}\" was never taken out in run {}; nothing to release",
+            run.id
+        )));
+    }
+    let engine = Arc::new(Engine {
+        plan: plan.clone(),
+        drivers,
+        journal: journal.clone(),
+        run_id: run.id,
+        sink,
+        out: Mutex::new(HashSet::from([idx])),
+        gate: tokio::sync::Mutex::new(()),
+        shutdown,
+    });
+    let ops = ops_for(&plan, idx);
+    let pos = |want: Op| ops.iter().position(|o| *o == want).unwrap_or(0);
+    for op in [Op::Verify, Op::Return, Op::PoolCheck] {
+        match engine.clone().journaled(idx, pos(op), op).await {
+            Ok(()) => {}
+            Err(MemberEnd::Failed(reason)) => {
+                journal.set_member_state(
+                    run.id,
+                    member,
+                    MemberState::Failed,
+                    &op.name(&plan),
+                    &reason,
+                )?;
+                return Ok(RunOutcome {
+                    run_id: run.id,
+                    state: run.state,
+                    exit_code: 1,
+                    message: format!("\"{member}\" stays out: {reason}"),
+                });
+            }
+            Err(_) => {
+                return Ok(RunOutcome {
+                    run_id: run.id,
+                    state: run.state,
+                    exit_code: 130,
+                    message: "interrupted".into(),
+                })
+            }
+        }
+    }
+    journal.set_cursor(run.id, member, ops.len())?;
+    journal.set_member_state(run.id, member, MemberState::Done, "", "")?;
+    Ok(RunOutcome {
+        run_id: run.id,
+        state: run.state,
+        exit_code: 0,
+        message: format!("\"{member}\" verified, unwound and back in service"),
+    })
+}
+
+/// `ebb abort`: stop the run in progress (its process is asked to stop and waited for),
+/// leaving each member where it is.
+pub async fn abort(journal: &Journal, pool: Option<&str>) -> Result<RunRecord, RunError> {
+    let Some(run) = journal.latest_run(pool)? else {
+        return Err(RunError::Usage("no run to abort in this state dir".into()));
+    };
+    if matches!(run.state, RunState::Done | RunState::Aborted) {
+        return Err(RunError::Usage(format!(
+            "run {} is already {}; nothing to abort",
+            run.id,
+            run.state.as_str()
+        )));
+    }
+    if let Some(h) = journal.lock_holder(&run.pool)? {
+        if h.host == crate::journal::hostname() && h.pid != std::process::id() {
+            // SAFETY: sending SIGINT to a pid we just read; the runner stops at its next safe point.
+            unsafe { libc::kill(h.pid as i32, libc::SIGINT) };
+            for _ in 0..300 {
+                if journal.lock_holder(&run.pool)?.is_none() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if journal.lock_holder(&run.pool)?.is_some() {
+                return Err(RunError::Usage(format!("the ebb running pool \"{}\" (pid {}) did not stop within 30 s; stop it, then run `ebb abort` again", run.pool, h.pid)));
+            }
+        } else if h.host != crate::journal::hostname() {
+            return Err(RunError::Usage(format!(
+                "run {} is in progress on host {} (pid {}); abort it there",
+                run.id, h.host, h.pid
+            )));
+        }
+    }
+    journal.set_run_state(run.id, RunState::Aborted, "aborted by the operator")?;
+    Ok(journal.latest_run(Some(&run.pool))?.unwrap_or(run))
+}

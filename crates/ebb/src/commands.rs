@@ -1,0 +1,565 @@
+//! The engine's commands: check, plan, run, resume, status, release, abort, report.
+
+use crate::render::Renderer;
+use crate::{Command, RunSel};
+use ebb_engine::journal::{Journal, RunRecord};
+use ebb_engine::member::Drivers;
+use ebb_engine::ops::ops_for;
+use ebb_engine::plan::Plan;
+use ebb_engine::run::{self, RunError, RunOptions, RunOutcome};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Exit code for bad input or usage.
+pub const EXIT_USAGE: i32 = 2;
+
+pub fn main(cmd: Command) -> i32 {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ebb: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(dispatch(cmd))
+}
+
+async fn dispatch(cmd: Command) -> i32 {
+    match cmd {
+        Command::Check { pool, json } => check(&pool, json).await,
+        Command::Plan { pool, json } => plan_cmd(&pool, json),
+        Command::Run {
+            pool,
+            state_dir,
+            json,
+            steal_lock,
+        } => {
+            let sel = RunSel {
+                pool: Some(pool),
+                state_dir,
+            };
+            run_cmd(
+                &sel,
+                RunOptions {
+                    steal_lock,
+                    ..Default::default()
+                },
+                json,
+            )
+            .await
+        }
+        Command::Resume {
+            sel,
+            assume_done,
+            rerun,
+            json,
+            steal_lock,
+        } => {
+            run_cmd(
+                &sel,
+                RunOptions {
+                    resume: true,
+                    assume_done,
+                    rerun,
+                    steal_lock,
+                },
+                json,
+            )
+            .await
+        }
+        Command::Status { sel, json } => status(&sel, json),
+        Command::Release { member, sel, json } => release(&sel, &member, json).await,
+        Command::Abort { sel, json } => abort(&sel, json).await,
+        Command::Report { sel, json, html } => crate::report::report(&sel, json, html.as_deref()),
+        Command::Lb(_) | Command::Demo(_) | Command::Internal(_) => EXIT_USAGE,
+    }
+}
+
+/// Loads and validates a pool file; prints every problem and returns `None` when invalid.
+pub fn load_plan(path: &Path) -> Option<Plan> {
+    match ebb_engine::config::load(path) {
+        Ok(p) => Some(p),
+        Err(errs) => {
+            eprintln!("{errs}");
+            eprintln!(
+                "ebb: {} problem(s) in {}; nothing was changed",
+                errs.0.len(),
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+fn load_drivers(plan: &Plan) -> Option<Drivers> {
+    match ebb_drivers::build(plan) {
+        Ok(d) => Some(d),
+        Err(errs) => {
+            for e in &errs {
+                eprintln!("{e}");
+            }
+            eprintln!(
+                "ebb: {} problem(s) in {}; nothing was changed",
+                errs.len(),
+                plan.file.display()
+            );
+            None
+        }
+    }
+}
+
+/// The state dir: `--state-dir`, or `.ebb` beside the pool file.
+pub fn state_dir(sel: &RunSel) -> Option<PathBuf> {
+    if let Some(d) = &sel.state_dir {
+        return Some(d.clone());
+    }
+    let pool = sel.pool.as_ref()?;
+    let parent = pool
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Some(parent.join(".ebb"))
+}
+
+/// Opens the journal named by `sel`; `must_exist` refuses to create one.
+pub fn open_journal(sel: &RunSel, must_exist: bool) -> Result<Journal, i32> {
+    let Some(dir) = state_dir(sel) else {
+        eprintln!("ebb: give the pool file or --state-dir DIR so ebb can find the journal");
+        return Err(EXIT_USAGE);
+    };
+    if must_exist && !dir.join(ebb_engine::journal::JOURNAL_FILE).exists() {
+        eprintln!(
+            "ebb: no journal in {} (no run has been started there; `ebb run POOL.toml` starts one)",
+            dir.display()
+        );
+        return Err(EXIT_USAGE);
+    }
+    Journal::open(&dir).map_err(|e| {
+        eprintln!("ebb: {e}");
+        1
+    })
+}
+
+/// The plan for a command that reads a run: the pool file given, or the one the run used.
+fn plan_for(sel: &RunSel, journal: &Journal) -> Result<Plan, i32> {
+    let path = match &sel.pool {
+        Some(p) => p.clone(),
+        None => match journal.latest_run(None) {
+            Ok(Some(run)) => PathBuf::from(run.pool_file),
+            Ok(None) => {
+                eprintln!("ebb: no run in {}", journal.path().display());
+                return Err(EXIT_USAGE);
+            }
+            Err(e) => {
+                eprintln!("ebb: {e}");
+                return Err(1);
+            }
+        },
+    };
+    load_plan(&path).ok_or(EXIT_USAGE)
+}
+
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term_fut = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term_fut => {}
+        }
+        eprintln!("ebb: stopping at the next safe point (the journal records where; `ebb resume` continues)");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+fn report_outcome(r: Result<RunOutcome, RunError>, renderer: &Renderer) -> i32 {
+    renderer.finish();
+    match r {
+        Ok(o) => {
+            if !renderer.json {
+                let what = match o.state.as_str() {
+                    "done" => {
+                        "done: every member updated, verified and back in service".to_string()
+                    }
+                    s => format!(
+                        "{s}{}{}",
+                        if o.message.is_empty() { "" } else { ": " },
+                        o.message
+                    ),
+                };
+                eprintln!("ebb: run {} {what}", o.run_id);
+            }
+            o.exit_code
+        }
+        Err(RunError::Journal(e)) => {
+            eprintln!("ebb: {e}");
+            1
+        }
+        Err(e) => {
+            eprintln!("ebb: {e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+async fn run_cmd(sel: &RunSel, opts: RunOptions, json: bool) -> i32 {
+    let journal = match open_journal(sel, opts.resume) {
+        Ok(j) => Arc::new(j),
+        Err(c) => return c,
+    };
+    let plan = match plan_for(sel, &journal) {
+        Ok(p) => Arc::new(p),
+        Err(c) => return c,
+    };
+    let Some(drivers) = load_drivers(&plan) else {
+        return EXIT_USAGE;
+    };
+    let renderer = Renderer::new(json, &plan);
+    let sink = renderer.sink();
+    let r = run::run(plan, drivers, journal, sink, opts, shutdown_signal()).await;
+    report_outcome(r, &renderer)
+}
+
+async fn release(sel: &RunSel, member: &str, json: bool) -> i32 {
+    let journal = match open_journal(sel, true) {
+        Ok(j) => Arc::new(j),
+        Err(c) => return c,
+    };
+    let plan = match plan_for(sel, &journal) {
+        Ok(p) => Arc::new(p),
+        Err(c) => return c,
+    };
+    let Some(drivers) = load_drivers(&plan) else {
+        return EXIT_USAGE;
+    };
+    let renderer = Renderer::new(json, &plan);
+    let r = run::release(
+        plan,
+        drivers,
+        journal,
+        renderer.sink(),
+        member,
+        shutdown_signal(),
+    )
+    .await;
+    renderer.finish();
+    match r {
+        Ok(o) => {
+            eprintln!("ebb: {}", o.message);
+            o.exit_code
+        }
+        Err(RunError::Journal(e)) => {
+            eprintln!("ebb: {e}");
+            1
+        }
+        Err(e) => {
+            eprintln!("ebb: {e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+fn run_json(journal: &Journal, run: &RunRecord) -> serde_json::Value {
+    let members = journal.members(run.id).unwrap_or_default();
+    let holder = journal.lock_holder(&run.pool).ok().flatten();
+    json!({
+        "run": {
+            "id": run.id,
+            "pool": run.pool,
+            "pool_file": run.pool_file,
+            "state": run::effective_state(journal, run).as_str(),
+            "started_ms": run.started_ms,
+            "ended_ms": run.ended_ms,
+            "message": run.message,
+        },
+        "lock": holder.map(|h| json!({"pid": h.pid, "host": h.host, "heartbeat_ms": h.heartbeat_ms})),
+        "members": members.iter().map(|m| {
+            let owed = journal.owed(run.id, &m.name).unwrap_or_default();
+            json!({
+                "name": m.name,
+                "state": m.state.as_str(),
+                "step": m.step,
+                "reason": m.reason,
+                "owed_undos": owed.iter().rev().map(|o| o.name.clone()).collect::<Vec<_>>(),
+            })
+        }).collect::<Vec<_>>(),
+    })
+}
+
+fn print_run_human(v: &serde_json::Value) {
+    let run = &v["run"];
+    println!(
+        "run {} of pool {}: {}{}",
+        run["id"],
+        run["pool"].as_str().unwrap_or(""),
+        run["state"].as_str().unwrap_or(""),
+        match run["message"].as_str() {
+            Some(m) if !m.is_empty() => format!(" ({m})"),
+            _ => String::new(),
+        }
+    );
+    if let Some(l) = v["lock"].as_object() {
+        println!(
+            "  in progress: ebb pid {} on {}",
+            l["pid"],
+            l["host"].as_str().unwrap_or("")
+        );
+    }
+    println!(
+        "  {:<16} {:<8} {:<20} owed undos (unwound last to first)",
+        "MEMBER", "STATE", "STEP"
+    );
+    for m in v["members"].as_array().into_iter().flatten() {
+        let owed: Vec<&str> = m["owed_undos"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o.as_str())
+            .collect();
+        println!(
+            "  {:<16} {:<8} {:<20} {}",
+            m["name"].as_str().unwrap_or(""),
+            m["state"].as_str().unwrap_or(""),
+            m["step"].as_str().unwrap_or(""),
+            if owed.is_empty() {
+                "-".to_string()
+            } else {
+                owed.join(", ")
+            }
+        );
+        if let Some(r) = m["reason"].as_str().filter(|r| !r.is_empty()) {
+            println!("  {:<16} why: {r}", "");
+        }
+    }
+}
+
+fn status(sel: &RunSel, json_out: bool) -> i32 {
+    let journal = match open_journal(sel, true) {
+        Ok(j) => j,
+        Err(c) => return c,
+    };
+    let pool_name = sel
+        .pool
+        .as_ref()
+        .and_then(|p| ebb_engine::config::load(p).ok())
+        .map(|p| p.pool.name);
+    match journal.latest_run(pool_name.as_deref()) {
+        Ok(Some(run)) => {
+            let v = run_json(&journal, &run);
+            if json_out {
+                println!("{v}");
+            } else {
+                print_run_human(&v);
+            }
+            0
+        }
+        Ok(None) => {
+            if json_out {
+                println!("{}", json!({"run": null, "members": []}));
+            } else {
+                println!("no run yet in {}", journal.path().display());
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("ebb: {e}");
+            1
+        }
+    }
+}
+
+async fn abort(sel: &RunSel, json_out: bool) -> i32 {
+    let journal = match open_journal(sel, true) {
+        Ok(j) => j,
+        Err(c) => return c,
+    };
+    let pool_name = sel
+        .pool
+        .as_ref()
+        .and_then(|p| ebb_engine::config::load(p).ok())
+        .map(|p| p.pool.name);
+    match run::abort(&journal, pool_name.as_deref()).await {
+        Ok(run) => {
+            let v = run_json(&journal, &run);
+            if json_out {
+                println!("{v}");
+            } else {
+                print_run_human(&v);
+                println!("aborted. Members that are out stay out; resolve each with `ebb release MEMBER`.");
+            }
+            0
+        }
+        Err(RunError::Journal(e)) => {
+            eprintln!("ebb: {e}");
+            1
+        }
+        Err(e) => {
+            eprintln!("ebb: {e}");
+            EXIT_USAGE
+        }
+    }
+}
+
+fn plan_json(plan: &Plan) -> serde_json::Value {
+    let total = plan.members.len();
+    json!({
+        "pool": plan.pool.name,
+        "driver": plan.balancer.driver,
+        "policy": {
+            "max_unavailable": plan.pool.max_unavailable.resolve(total),
+            "min_in_service": plan.pool.min_in_service,
+            "capacity_wait_s": plan.pool.capacity_wait.as_secs(),
+        },
+        "waves": plan.waves.iter().map(|w| json!({
+            "name": w.name,
+            "pause_after": w.pause_after,
+            "members": w.members.iter().map(|&i| {
+                let m = &plan.members[i];
+                json!({
+                    "name": m.name,
+                    "address": m.address,
+                    "lb_name": m.lb_name,
+                    "ops": ops_for(plan, i).iter().map(|o| json!({"name": o.name(plan), "kind": o.kind()})).collect::<Vec<_>>(),
+                })
+            }).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn plan_cmd(path: &Path, json_out: bool) -> i32 {
+    let Some(plan) = load_plan(path) else {
+        return EXIT_USAGE;
+    };
+    if ebb_drivers::build(&plan).is_err() {
+        let _ = load_drivers(&plan);
+        return EXIT_USAGE;
+    }
+    let v = plan_json(&plan);
+    if json_out {
+        println!("{v}");
+        return 0;
+    }
+    let total = plan.members.len();
+    println!(
+        "pool {} ({} members, balancer {}): at most {} out at once, at least {} in service; waits up to {} for capacity",
+        plan.pool.name,
+        total,
+        plan.balancer.driver,
+        plan.pool.max_unavailable.resolve(total),
+        plan.pool.min_in_service,
+        ebb_engine::duration::format_duration(plan.pool.capacity_wait)
+    );
+    for w in v["waves"].as_array().into_iter().flatten() {
+        println!(
+            "wave {}{}",
+            w["name"].as_str().unwrap_or(""),
+            if w["pause_after"].as_bool() == Some(true) {
+                " (pause for approval after it)"
+            } else {
+                ""
+            }
+        );
+        for m in w["members"].as_array().into_iter().flatten() {
+            let ops: Vec<&str> = m["ops"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o["name"].as_str())
+                .collect();
+            println!(
+                "  {:<16} {}",
+                m["name"].as_str().unwrap_or(""),
+                ops.join(" → ")
+            );
+        }
+    }
+    0
+}
+
+async fn check(path: &Path, json_out: bool) -> i32 {
+    let Some(plan) = load_plan(path) else {
+        return EXIT_USAGE;
+    };
+    let Some(drivers) = load_drivers(&plan) else {
+        return EXIT_USAGE;
+    };
+    let states = drivers.balancer.pool_state(&plan.members).await;
+    let warnings = drivers.balancer.preflight(&plan.members).await;
+    let mut problems = Vec::new();
+    let mut rows = Vec::new();
+    for (m, s) in plan.members.iter().zip(&states) {
+        match s {
+            Ok(st) => rows.push(json!({
+                "name": m.name,
+                "state": st.state.as_str(),
+                "in_service": st.in_service(),
+                "active_connections": st.active_connections,
+                "detail": st.detail,
+            })),
+            Err(e) => {
+                problems.push(format!("member \"{}\": {e}", m.name));
+                rows.push(json!({"name": m.name, "error": e.to_string()}));
+            }
+        }
+    }
+    let ok = problems.is_empty();
+    if json_out {
+        println!(
+            "{}",
+            json!({"ok": ok, "pool": plan.pool.name, "members": rows, "warnings": warnings, "problems": problems})
+        );
+    } else {
+        println!(
+            "{}: valid ({} members, balancer {})",
+            path.display(),
+            plan.members.len(),
+            plan.balancer.driver
+        );
+        for r in &rows {
+            match r.get("error") {
+                Some(e) => println!(
+                    "  {:<16} UNREACHABLE: {}",
+                    r["name"].as_str().unwrap_or(""),
+                    e.as_str().unwrap_or("")
+                ),
+                None => println!(
+                    "  {:<16} {:<9} {}",
+                    r["name"].as_str().unwrap_or(""),
+                    r["state"].as_str().unwrap_or(""),
+                    if r["in_service"].as_bool() == Some(true) {
+                        "in service"
+                    } else {
+                        "OUT of service"
+                    }
+                ),
+            }
+        }
+        for w in &warnings {
+            println!("warning: {w}");
+        }
+        for p in &problems {
+            eprintln!("problem: {p}");
+        }
+    }
+    if ok {
+        0
+    } else {
+        1
+    }
+}

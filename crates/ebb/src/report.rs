@@ -1,0 +1,137 @@
+//! `ebb report`: the latest run, per member each step with its times and outcome; as text,
+//! JSON, or one self-contained HTML page.
+
+use crate::commands::{open_journal, EXIT_USAGE};
+use crate::RunSel;
+use ebb_engine::journal::Journal;
+use serde_json::json;
+use std::path::Path;
+
+/// Builds the report document of the latest run in `journal`.
+pub fn report_json(
+    journal: &Journal,
+    state_dir: &Path,
+    pool: Option<&str>,
+) -> Option<serde_json::Value> {
+    let run = journal.latest_run(pool).ok()??;
+    let members = journal.members(run.id).ok()?;
+    let actions = journal.actions(run.id, None).ok()?;
+    let samples = journal.samples(run.id).unwrap_or_default();
+    let traffic = std::fs::read_to_string(state_dir.join("demo-traffic.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    Some(json!({
+        "run": {
+            "id": run.id,
+            "pool": run.pool,
+            "state": ebb_engine::run::effective_state(journal, &run).as_str(),
+            "started_ms": run.started_ms,
+            "ended_ms": run.ended_ms,
+            "message": run.message,
+        },
+        "members": members.iter().map(|m| json!({
+            "name": m.name,
+            "state": m.state.as_str(),
+            "owed_undos": journal.owed(run.id, &m.name).unwrap_or_default().iter().rev().map(|o| o.name.clone()).collect::<Vec<_>>(),
+            "steps": actions.iter().filter(|a| a.member == m.name).map(|a| json!({
+                "name": a.name,
+                "kind": a.kind,
+                "started_ms": a.started_ms,
+                "ended_ms": a.ended_ms,
+                "outcome": a.outcome.clone().unwrap_or_else(|| "interrupted".into()),
+                "exit_code": a.exit_code,
+                "detail": a.detail,
+                "output": a.output,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "in_service": samples.iter().map(|(t, n, total)| json!({"t_ms": t, "in_service": n, "total": total})).collect::<Vec<_>>(),
+        "traffic": traffic,
+    }))
+}
+
+fn hms(ms: i64) -> String {
+    let s = ms / 1000;
+    format!("{:02}:{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60, s % 60)
+}
+
+pub fn report(sel: &RunSel, json_out: bool, html: Option<&Path>) -> i32 {
+    let journal = match open_journal(sel, true) {
+        Ok(j) => j,
+        Err(c) => return c,
+    };
+    let Some(dir) = crate::commands::state_dir(sel) else {
+        return EXIT_USAGE;
+    };
+    let pool = sel
+        .pool
+        .as_ref()
+        .and_then(|p| ebb_engine::config::load(p).ok())
+        .map(|p| p.pool.name);
+    let Some(doc) = report_json(&journal, &dir, pool.as_deref()) else {
+        eprintln!("ebb: no run in {}", journal.path().display());
+        return EXIT_USAGE;
+    };
+    if let Some(path) = html {
+        let page = ebb_demo::render_report_html(&doc);
+        if let Err(e) = std::fs::write(path, page) {
+            eprintln!("ebb: cannot write {}: {e}", path.display());
+            return 1;
+        }
+        eprintln!("ebb: wrote {}", path.display());
+        if !json_out {
+            return 0;
+        }
+    }
+    if json_out {
+        println!("{doc}");
+        return 0;
+    }
+    let run = &doc["run"];
+    println!(
+        "run {} of pool {}: {}",
+        run["id"],
+        run["pool"].as_str().unwrap_or(""),
+        run["state"].as_str().unwrap_or("")
+    );
+    for m in doc["members"].as_array().into_iter().flatten() {
+        println!(
+            "{} ({})",
+            m["name"].as_str().unwrap_or(""),
+            m["state"].as_str().unwrap_or("")
+        );
+        for s in m["steps"].as_array().into_iter().flatten() {
+            let start = s["started_ms"].as_i64().unwrap_or(0);
+            let dur = s["ended_ms"]
+                .as_i64()
+                .map(|e| format!("{:.1}s", (e - start) as f64 / 1000.0))
+                .unwrap_or_else(|| "-".into());
+            let code = s["exit_code"]
+                .as_i64()
+                .map(|c| format!(" exit {c}"))
+                .unwrap_or_default();
+            let detail = s["detail"]
+                .as_str()
+                .filter(|d| !d.is_empty())
+                .map(|d| format!("  {d}"))
+                .unwrap_or_default();
+            println!(
+                "  {} {:<20} {:<7} {:<12} {:>7}{code}{detail}",
+                hms(start),
+                s["name"].as_str().unwrap_or(""),
+                s["kind"].as_str().unwrap_or(""),
+                s["outcome"].as_str().unwrap_or(""),
+                dur
+            );
+        }
+        let owed: Vec<&str> = m["owed_undos"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|o| o.as_str())
+            .collect();
+        if !owed.is_empty() {
+            println!("  still owes: {}", owed.join(", "));
+        }
+    }
+    0
+}
