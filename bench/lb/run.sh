@@ -5,12 +5,13 @@
 #   DURATION=5s ROUNDS=1 CONNS=50 bench/lb/run.sh
 #
 # Two modes: HTTP keep-alive, and one request per connection (Connection: close).
-# Each (mode, balancer) pair runs ROUNDS times, interleaved; the table shows the mean.
+# Each (mode, balancer) pair runs ROUNDS times, interleaved (runs vary by +-30% on a
+# shared 2-core machine); the table shows the mean.
 # Prints requests/s, p50 and p99 latency and the ratio ebb/haproxy.
 set -euo pipefail
 
-DURATION=${DURATION:-10s}
-ROUNDS=${ROUNDS:-2}
+DURATION=${DURATION:-8s}
+ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-50}
 THREADS=${THREADS:-2}
 EBB_PORT=${EBB_PORT:-18080}

@@ -112,8 +112,10 @@ async fn copy_both_ways(
     let last_ms = AtomicU64::new(0);
     let (mut cr, mut cw) = client.split();
     let (mut br, mut bw) = backend.split();
-    let mut up = vec![0u8; BUF_SIZE];
-    let mut down = vec![0u8; BUF_SIZE];
+    // Uninitialised capacity: `read_buf` fills it without the cost of zeroing 32 KiB for
+    // every connection (it showed in profiles of one-request-per-connection traffic).
+    let mut up = Vec::with_capacity(BUF_SIZE);
+    let mut down = Vec::with_capacity(BUF_SIZE);
     let both = async {
         tokio::try_join!(
             pump(&mut cr, &mut bw, &mut up, &member.bytes_in, &last_ms, start),
@@ -156,7 +158,7 @@ async fn copy_both_ways(
 async fn pump<R, W>(
     r: &mut R,
     w: &mut W,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
     counter: &AtomicU64,
     last_ms: &AtomicU64,
     start: Instant,
@@ -166,12 +168,13 @@ where
     W: AsyncWrite + Unpin,
 {
     loop {
-        let n = r.read(buf).await?;
+        buf.clear();
+        let n = r.read_buf(buf).await?;
         if n == 0 {
             w.shutdown().await?;
             return Ok(());
         }
-        w.write_all(&buf[..n]).await?;
+        w.write_all(buf).await?;
         counter.fetch_add(n as u64, Relaxed);
         last_ms.store(start.elapsed().as_millis() as u64, Relaxed);
     }
