@@ -263,7 +263,7 @@ async fn demo(args: &DemoArgs, procs: Arc<Processes>) -> anyhow::Result<Summary>
             version: member_version(address).await,
         });
     }
-    write_traffic_timeline(&layout.state, &stats.samples())?;
+    write_traffic_timeline(&layout.state, &stats.samples(), &pool_view)?;
 
     let t = stats.snapshot();
     let rollout_state = rollout_view.lock().ok().and_then(|v| v.final_state.clone());
@@ -393,14 +393,26 @@ async fn member_version(address: &str) -> String {
     }
 }
 
+/// The clients' timeline for `ebb report`, plus the in-service count as the demo's watcher
+/// saw it on the balancer (every change, at 50 ms resolution).
 fn write_traffic_timeline(
     state_dir: &Path,
     samples: &[crate::traffic::Sample],
+    pool: &crate::watch::PoolView,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("cannot create {}", state_dir.display()))?;
     let path = state_dir.join("demo-traffic.json");
-    let body = serde_json::json!({ "samples": samples });
+    let in_service: Vec<serde_json::Value> = pool
+        .in_service_changes
+        .iter()
+        .map(|&(t_ms, in_service, total)| serde_json::json!({"t_ms": t_ms, "in_service": in_service, "total": total}))
+        .collect();
+    let body = serde_json::json!({
+        "samples": samples,
+        "in_service": in_service,
+        "max_out_of_service": pool.max_out_of_service,
+    });
     std::fs::write(
         &path,
         serde_json::to_vec_pretty(&body).context("traffic timeline")?,

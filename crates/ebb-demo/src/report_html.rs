@@ -31,6 +31,7 @@ const KINDS: &[(&str, &str)] = &[
     ("verify", "#10b981"),
     ("undo", "#06b6d4"),
     ("start", "#22c55e"),
+    ("return", "#22c55e"),
     ("release", "#84cc16"),
     ("check", "#14b8a6"),
     ("wait", "#cbd5e1"),
@@ -47,6 +48,7 @@ struct Step {
     ended_ms: Option<u64>,
     outcome: String,
     exit_code: Option<i64>,
+    detail: String,
 }
 
 /// One member row.
@@ -61,16 +63,29 @@ struct Member {
 pub fn render(report: &Value) -> String {
     let run = report.get("run").cloned().unwrap_or(Value::Null);
     let members = read_members(report);
-    let in_service: Vec<(u64, u64, u64)> = array(report, "in_service")
-        .iter()
-        .filter_map(|s| {
-            Some((
-                u(s, "t_ms")?,
-                u(s, "in_service")?,
-                u(s, "total").unwrap_or(0),
-            ))
-        })
-        .collect();
+    // The demo's watcher polls the balancer every 50 ms; when its series is there it is the
+    // finer one, otherwise the engine's own samples are drawn.
+    let series = |v: &Value| -> Vec<(u64, u64, u64)> {
+        array(v, "in_service")
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    u(s, "t_ms")?,
+                    u(s, "in_service")?,
+                    u(s, "total").unwrap_or(0),
+                ))
+            })
+            .collect()
+    };
+    let watched = report.get("traffic").map(series).unwrap_or_default();
+    let (in_service, in_service_source) = if watched.is_empty() {
+        (series(report), "as recorded by ebb")
+    } else {
+        (
+            watched,
+            "as the balancer reported it, polled every 50 ms by the demo",
+        )
+    };
     let traffic: Vec<(u64, u64, u64)> = report
         .get("traffic")
         .and_then(|t| t.get("samples"))
@@ -112,6 +127,7 @@ pub fn render(report: &Value) -> String {
     }
     if let (Some(axis), false) = (axis.as_ref(), in_service.is_empty()) {
         html.push_str("<h2>Members in service</h2>\n");
+        let _ = writeln!(html, "<p class=\"muted\">{}</p>", esc(in_service_source));
         html.push_str(&in_service_chart(&in_service, axis));
     }
     if let (Some(axis), false) = (axis.as_ref(), traffic.is_empty()) {
@@ -224,6 +240,7 @@ fn read_members(report: &Value) -> Vec<Member> {
                     ended_ms: u(s, "ended_ms"),
                     outcome: text(s, "outcome"),
                     exit_code: s.get("exit_code").and_then(Value::as_i64),
+                    detail: text(s, "detail"),
                 })
                 .collect();
             Member {
@@ -394,6 +411,9 @@ fn step_tooltip(step: &Step) -> String {
     if let Some(code) = step.exit_code {
         let _ = write!(text, ", exit {code}");
     }
+    if !step.detail.is_empty() {
+        let _ = write!(text, " — {}", step.detail);
+    }
     text
 }
 
@@ -480,7 +500,7 @@ fn traffic_chart(samples: &[(u64, u64, u64)], axis: &Axis) -> String {
 
 fn steps_table(members: &[Member], start: Option<u64>) -> String {
     let mut out = String::from(
-        "<table class=\"steps\"><thead><tr><th>member</th><th>step</th><th>kind</th><th>at</th><th>duration</th><th>outcome</th><th>exit</th></tr></thead><tbody>\n",
+        "<table class=\"steps\"><thead><tr><th>member</th><th>step</th><th>kind</th><th>at</th><th>duration</th><th>outcome</th><th>exit</th><th>detail</th></tr></thead><tbody>\n",
     );
     let mut any = false;
     for step in members.iter().flat_map(|m| &m.steps) {
@@ -502,17 +522,18 @@ fn steps_table(members: &[Member], start: Option<u64>) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "<tr class=\"step-row outcome-{outcome_class}\" data-member=\"{}\"><td>{}</td><td>{}</td><td><i style=\"display:inline-block;width:10px;height:10px;border-radius:2px;background:{}\"></i> {}</td><td class=\"num\">{at}</td><td class=\"num\">{duration}</td><td>{}</td><td class=\"num\">{exit}</td></tr>",
+            "<tr class=\"step-row outcome-{outcome_class}\" data-member=\"{}\"><td>{}</td><td>{}</td><td><i style=\"display:inline-block;width:10px;height:10px;border-radius:2px;background:{}\"></i> {}</td><td class=\"num\">{at}</td><td class=\"num\">{duration}</td><td>{}</td><td class=\"num\">{exit}</td><td class=\"muted\">{}</td></tr>",
             esc(&step.member),
             esc(&step.member),
             esc(&step.name),
             kind_colour(&step.kind),
             esc(&step.kind),
             esc(&step.outcome),
+            esc(&step.detail),
         );
     }
     if !any {
-        out.push_str("<tr><td colspan=\"7\" class=\"muted\">no steps recorded</td></tr>\n");
+        out.push_str("<tr><td colspan=\"8\" class=\"muted\">no steps recorded</td></tr>\n");
     }
     out.push_str("</tbody></table>\n");
     out

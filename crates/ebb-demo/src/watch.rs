@@ -164,6 +164,10 @@ fn record(view: &Mutex<PoolView>, members: Option<Vec<LbMember>>, counting: bool
     let out = total - in_service;
     view.members = members;
     view.updated_ms = now;
+    if counting && view.polls == 0 {
+        // The timeline starts when counting does: before that the pool was still coming up.
+        view.in_service_changes.clear();
+    }
     if counting {
         view.polls += 1;
         if out > view.max_out_of_service {
