@@ -480,8 +480,10 @@ fn build(cx: &mut Cx, root: &toml::Table, path: &Path) -> Option<Plan> {
     }
     let mut settings = bal_t.cloned().unwrap_or_default();
     settings.remove("driver");
-    let lines: BTreeMap<String, usize> = settings
-        .keys()
+    let lines: BTreeMap<String, usize> = bal_t
+        .map(|t| t.keys().cloned().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .iter()
         .map(|k| (k.clone(), cx.idx.line(&format!("balancer.{k}"))))
         .collect();
 

@@ -219,6 +219,15 @@ fn report_outcome(r: Result<RunOutcome, RunError>, renderer: &Renderer) -> i32 {
 }
 
 async fn run_cmd(sel: &RunSel, opts: RunOptions, json: bool) -> i32 {
+    // Validate everything before the journal (or anything else) is created.
+    if let Some(p) = &sel.pool {
+        let Some(plan) = load_plan(p) else {
+            return EXIT_USAGE;
+        };
+        if load_drivers(&plan).is_none() {
+            return EXIT_USAGE;
+        }
+    }
     let journal = match open_journal(sel, opts.resume) {
         Ok(j) => Arc::new(j),
         Err(c) => return c,

@@ -36,7 +36,7 @@ impl Local {
     }
 }
 
-/// Kills a whole process group when dropped (timeout, Ctrl-C, a cancelled run).
+/// Kills a whole process group when dropped while armed (timeout, Ctrl-C, a cancelled run).
 struct GroupKill(Option<i32>);
 
 impl Drop for GroupKill {
@@ -101,13 +101,18 @@ pub async fn run_local(
         Ok(Err(e)) => return Err(DriverError::new(format!("waiting for `{command}`: {e}"))),
         Err(_) => (None, true),
     };
-    // Kill what the command left behind (or everything, on timeout) before reading on.
-    drop(std::mem::replace(&mut guard, GroupKill(None)));
     if timed_out {
+        // Everything the command started goes with it.
+        drop(std::mem::replace(&mut guard, GroupKill(None)));
         let _ = child.kill().await;
+    } else {
+        // A command may leave a daemon running on purpose (`nohup svc &`): keep it.
+        guard.0 = None;
     }
+    // Output still in the pipes is read at once; a background process that keeps the
+    // pipe open must not hold the step.
     for r in readers {
-        let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
+        let _ = tokio::time::timeout(Duration::from_millis(300), r).await;
     }
     let tail = tail
         .lock()

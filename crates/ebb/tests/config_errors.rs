@@ -1,0 +1,151 @@
+//! Malformed pool files: each one exits 2 with the file, line and key, never panics, and
+//! changes nothing.
+
+mod support;
+use support::*;
+
+const GOOD: &str = r#"[pool]
+name = "web"
+max_unavailable = 1
+min_in_service = 1
+
+[balancer]
+driver = "command"
+drainstop = "true"
+stop = "true"
+start = "true"
+state = "echo started"
+initial_state = "true"
+
+[[member]]
+name = "web1"
+address = "127.0.0.1:8081"
+
+[[member]]
+name = "web2"
+address = "127.0.0.1:8082"
+
+[runbook.drain]
+mode = "drainstop"
+timeout = "10m"
+
+[[runbook.step]]
+name = "update"
+run = "apt-get upgrade -y"
+"#;
+
+/// (what is wrong, the file, the line the error must name, text the message must contain)
+fn cases() -> Vec<(&'static str, String, usize, &'static str)> {
+    let g = GOOD;
+    vec![
+        ("not TOML", g.replace("name = \"web\"", "name = web\""), 2, "not valid TOML"),
+        ("unknown top-level key", format!("{g}\nfoo = 1\n"), 30, "foo: unknown key"),
+        ("typo in a pool key", g.replace("min_in_service", "min_in_servise"), 4, "did you mean \"min_in_service\""),
+        ("missing pool name", g.replace("name = \"web\"\n", ""), 1, "missing key \"name\""),
+        ("max_unavailable zero", g.replace("max_unavailable = 1", "max_unavailable = 0"), 3, "pool.max_unavailable"),
+        ("bad percentage", g.replace("max_unavailable = 1", "max_unavailable = \"150%\""), 3, "percentage"),
+        ("min_in_service too high", g.replace("min_in_service = 1", "min_in_service = 2"), 4, "leaves no member free"),
+        ("unknown driver", g.replace("driver = \"command\"", "driver = \"f5\""), 7, "balancer.driver"),
+        ("command driver missing start", g.replace("start = \"true\"\n", ""), 7, "needs start"),
+        ("duplicate member", g.replace("name = \"web2\"", "name = \"web1\""), 19, "defined twice"),
+        ("duplicate lb_name", g.replace("name = \"web2\"", "name = \"web2\"\nlb_name = \"web1\""), 20, "lb_name \"web1\" duplicates member \"web1\""),
+        ("member without address", g.replace("address = \"127.0.0.1:8082\"\n", ""), 18, "missing key \"address\""),
+        ("bad duration", g.replace("timeout = \"10m\"", "timeout = \"10 minutes\""), 24, "runbook.drain.timeout"),
+        ("duration without unit", g.replace("timeout = \"10m\"", "timeout = \"600\""), 24, "no unit"),
+        ("bad drain mode", g.replace("mode = \"drainstop\"", "mode = \"drain\""), 23, "expected one of \"drainstop\", \"stop\""),
+        ("unknown placeholder", g.replace("apt-get upgrade -y", "upgrade {hostname}"), 28, "unknown placeholder {hostname}"),
+        ("unknown variable", g.replace("apt-get upgrade -y", "upgrade {var.pkg}"), 28, "no variable \"pkg\""),
+        ("step without run", g.replace("run = \"apt-get upgrade -y\"\n", ""), 26, "missing key \"run\""),
+        ("reboot without [runbook.reboot]", g.replace("run = \"apt-get upgrade -y\"", "run = \"x\"\nreboot = \"always\""), 29, "no [runbook.reboot]"),
+        ("wave naming an unknown member", format!("{g}\n[[wave]]\nmembers = [\"web9\"]\n"), 31, "no member named \"web9\""),
+        ("wrong type", g.replace("min_in_service = 1", "min_in_service = \"one\""), 4, "expected a whole number"),
+        ("check with two kinds", format!("{g}\n[[runbook.verify]]\nname = \"x\"\ncommand = \"true\"\ntcp = \"{{address}}\"\n"), 30, "exactly one of"),
+        ("member is not a table array", g.replace("[[member]]\nname = \"web2\"", "[member2]\nname = \"web2\""), 18, "unknown key"),
+    ]
+}
+
+#[test]
+fn each_malformed_pool_file_exits_2_naming_file_line_and_key_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = cases();
+    assert!(cases.len() >= 20);
+    for (what, text, line, needle) in cases {
+        let path = dir.path().join("pool.toml");
+        std::fs::write(&path, &text).unwrap();
+        for cmd in ["check", "plan", "run"] {
+            let o = ebb()
+                .arg(cmd)
+                .arg(&path)
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            let err = stderr(&o);
+            assert_eq!(o.status.code(), Some(2), "{what} ({cmd}): {err}");
+            assert!(!err.contains("panicked"), "{what}: {err}");
+            let want = format!("pool.toml:{line}:");
+            assert!(
+                err.contains(&want),
+                "{what} ({cmd}): expected {want} in:\n{err}"
+            );
+            assert!(
+                err.contains(needle),
+                "{what} ({cmd}): expected {needle:?} in:\n{err}"
+            );
+        }
+        assert!(
+            !dir.path().join(".ebb").exists(),
+            "{what}: nothing written before validation"
+        );
+    }
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = GOOD
+        .replace("min_in_service = 1", "min_in_service = \"x\"")
+        .replace("mode = \"drainstop\"", "mode = \"nope\"")
+        .replace("apt-get upgrade -y", "{nope}");
+    let path = dir.path().join("pool.toml");
+    std::fs::write(&path, text).unwrap();
+    let o = ebb().arg("check").arg(&path).output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2));
+    for needle in [
+        "pool.toml:4:",
+        "pool.toml:23:",
+        "pool.toml:28:",
+        "3 problem(s)",
+    ] {
+        assert!(err.contains(needle), "{needle} in {err}");
+    }
+}
+
+#[test]
+fn a_missing_file_and_a_missing_journal_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ebb()
+        .args(["check", "nope.toml"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("nope.toml") && stderr(&o).contains("cannot read"),
+        "{}",
+        stderr(&o)
+    );
+    let o = ebb()
+        .args(["status", "--state-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no journal"), "{}", stderr(&o));
+    let o = ebb()
+        .args(["status"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
