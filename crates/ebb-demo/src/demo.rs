@@ -133,9 +133,12 @@ impl Layout {
             std::fs::rename(&state, &old)
                 .with_context(|| format!("cannot move the old {} aside", state.display()))?;
         }
+        // A fresh pool: boot ids, maintenance markers and the balancer's persisted member
+        // states of an earlier demo in the same dir (possibly interrupted) would mislead.
+        let _ = std::fs::remove_file(dir.join("lb-state.json"));
         for sub in ["boot", "logs", "maintenance"] {
             let path = dir.join(sub);
-            if sub == "boot" {
+            if sub != "logs" {
                 let _ = std::fs::remove_dir_all(&path);
             }
             std::fs::create_dir_all(&path)
@@ -172,7 +175,7 @@ async fn demo(args: &DemoArgs, procs: Arc<Processes>) -> anyhow::Result<Summary>
     };
     pool_file::write(&layout.pool, &spec)?;
     eprintln!(
-        "ebb demo: {} members behind ebb's balancer at {listen}, {} clients/s and {} long streams, {}\n          dir {}",
+        "ebb demo: {} members behind ebb's balancer at {listen}, {} requests/s and {} long streams, {}\n          dir {}",
         args.members,
         args.rate,
         args.streams,

@@ -74,7 +74,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "3s", value_parser = duration::parse)]
     pub reboot_time: Duration,
     /// Short requests per second sent through the balancer.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=5000))]
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=2000))]
     pub rate: u32,
     /// Long-lived connections streaming slowly through the balancer at any time.
     #[arg(long, default_value_t = 4)]

@@ -51,7 +51,7 @@ pub async fn run(
                 if tty {
                     drawn = redraw(&sources, drawn);
                 } else {
-                    eprintln!("{:>6.1}s  {}", elapsed(started_ms), traffic_line(&sources));
+                    eprintln!("{:>6.1}s  {}", elapsed(started_ms), traffic_lines(&sources).join(" ·"));
                 }
             }
             line = lines.recv() => {
@@ -74,7 +74,12 @@ fn elapsed(started_ms: u64) -> f64 {
 
 /// Redraws the block in place; returns how many lines it drew.
 fn redraw(sources: &Sources, previous: usize) -> usize {
-    let lines = render(sources);
+    let width = terminal_width();
+    // A wrapped line would throw off the cursor-up count: cut every line to the width.
+    let lines: Vec<String> = render(sources)
+        .into_iter()
+        .map(|l| l.chars().take(width.saturating_sub(1).max(20)).collect())
+        .collect();
     let mut out = String::new();
     if previous > 0 {
         out.push_str(&format!("\x1b[{previous}A"));
@@ -88,6 +93,18 @@ fn redraw(sources: &Sources, previous: usize) -> usize {
     let _ = stderr.write_all(out.as_bytes());
     let _ = stderr.flush();
     lines.len()
+}
+
+/// Columns of the terminal on stderr (80 when unknown).
+fn terminal_width() -> usize {
+    // SAFETY: TIOCGWINSZ fills the winsize struct we pass; nothing else is touched.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(2, libc::TIOCGWINSZ, &mut size) } == 0;
+    if ok && size.ws_col > 0 {
+        usize::from(size.ws_col)
+    } else {
+        80
+    }
 }
 
 /// The lines of the live view.
@@ -111,7 +128,7 @@ pub fn render(sources: &Sources) -> Vec<String> {
             now,
         ));
     }
-    lines.push(traffic_line(sources));
+    lines.extend(traffic_lines(sources));
     let engine = match (&rollout.waiting, rollout.recent.back()) {
         (Some(reason), _) => format!("waiting: {reason}"),
         (None, Some(last)) => last.clone(),
@@ -150,21 +167,31 @@ fn member_line(
     )
 }
 
-fn traffic_line(sources: &Sources) -> String {
+fn traffic_lines(sources: &Sources) -> [String; 2] {
     let t = sources.traffic.snapshot();
     let pool = sources.pool.lock().map(|v| v.clone()).unwrap_or_default();
-    let versions: Vec<String> = t.versions.iter().map(|(v, n)| format!("{v}:{n}")).collect();
-    format!(
-        "  in service {}/{} · {} req/s · {} requests, {} failed · streams {} open, {} done, {} cut · p99 {:.1} ms · served {}",
-        pool.in_service(),
-        pool.members.len(),
-        t.last_second,
-        t.requests,
-        t.failed,
-        t.streams_active,
-        t.streams_completed,
-        t.cut,
-        t.p99_ms,
-        versions.join(" "),
-    )
+    let versions: Vec<String> = t
+        .versions
+        .iter()
+        .map(|(v, n)| format!("{v}: {n}"))
+        .collect();
+    [
+        format!(
+            "  in service {}/{} · {} req/s · {} requests, {} failed · p50 {:.1} ms, p99 {:.1} ms",
+            pool.in_service(),
+            pool.members.len(),
+            t.last_second,
+            t.requests,
+            t.failed,
+            t.p50_ms,
+            t.p99_ms,
+        ),
+        format!(
+            "  long streams {} open, {} done, {} cut · answered by version {}",
+            t.streams_active,
+            t.streams_completed,
+            t.cut,
+            versions.join(", "),
+        ),
+    ]
 }
