@@ -10,53 +10,35 @@
 //! step kind, the pool's in-service count, and (for the demo) the client request rate and
 //! errors; then a table of every step.
 
+mod charts;
+mod text;
+
 use std::fmt::Write as _;
 
 use serde_json::Value;
 
-/// Width of the plotting area in SVG units, and of the label column to its left.
-const PLOT_W: f64 = 900.0;
-const LABEL_W: f64 = 90.0;
-const ROW_H: f64 = 26.0;
-const CHART_H: f64 = 120.0;
-
-/// Colours of the step kinds, in legend order.
-const KINDS: &[(&str, &str)] = &[
-    ("drain", "#f59e0b"),
-    ("hold", "#a855f7"),
-    ("step", "#3b82f6"),
-    ("update", "#2563eb"),
-    ("backup", "#64748b"),
-    ("reboot", "#475569"),
-    ("verify", "#10b981"),
-    ("undo", "#06b6d4"),
-    ("start", "#22c55e"),
-    ("return", "#22c55e"),
-    ("release", "#84cc16"),
-    ("check", "#14b8a6"),
-    ("wait", "#cbd5e1"),
-];
-const OTHER_KIND: &str = "#9ca3af";
+use charts::{in_service_chart, kind_colour, legend, timeline, traffic_chart, Axis};
+use text::{array, esc, text, u, utc};
 
 /// One step, with its fields read defensively.
 #[derive(Debug, Clone)]
-struct Step {
-    member: String,
-    name: String,
-    kind: String,
-    started_ms: Option<u64>,
-    ended_ms: Option<u64>,
-    outcome: String,
-    exit_code: Option<i64>,
-    detail: String,
+pub(super) struct Step {
+    pub(super) member: String,
+    pub(super) name: String,
+    pub(super) kind: String,
+    pub(super) started_ms: Option<u64>,
+    pub(super) ended_ms: Option<u64>,
+    pub(super) outcome: String,
+    pub(super) exit_code: Option<i64>,
+    pub(super) detail: String,
 }
 
 /// One member row.
 #[derive(Debug, Clone)]
-struct Member {
-    name: String,
-    state: String,
-    steps: Vec<Step>,
+pub(super) struct Member {
+    pub(super) name: String,
+    pub(super) state: String,
+    pub(super) steps: Vec<Step>,
 }
 
 /// Renders the report.
@@ -156,72 +138,7 @@ th{background:#f9fafb;font-weight:600}td.num{text-align:right;font-variant-numer
 </style>
 "#;
 
-/// The shared time axis: every chart maps unix ms to x the same way.
-struct Axis {
-    start: u64,
-    end: u64,
-}
-
-impl Axis {
-    fn new(
-        run: &Value,
-        members: &[Member],
-        in_service: &[(u64, u64, u64)],
-        traffic: &[(u64, u64, u64)],
-    ) -> Option<Self> {
-        let mut times: Vec<u64> = Vec::new();
-        times.extend(u(run, "started_ms"));
-        times.extend(u(run, "ended_ms"));
-        for step in members.iter().flat_map(|m| &m.steps) {
-            times.extend(step.started_ms);
-            times.extend(step.ended_ms);
-        }
-        times.extend(in_service.iter().map(|s| s.0));
-        times.extend(traffic.iter().flat_map(|s| [s.0, s.0 + 1000]));
-        let start = *times.iter().min()?;
-        let end = (*times.iter().max()?).max(start + 1000);
-        Some(Self { start, end })
-    }
-
-    fn x(&self, t: u64) -> f64 {
-        let t = t.clamp(self.start, self.end);
-        LABEL_W + (t - self.start) as f64 / (self.end - self.start) as f64 * PLOT_W
-    }
-
-    /// Vertical grid lines and second labels at a readable step.
-    fn ticks(&self, top: f64, bottom: f64) -> String {
-        let span_s = (self.end - self.start) as f64 / 1000.0;
-        let step = [
-            1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
-        ]
-        .into_iter()
-        .find(|s| span_s / s <= 12.0)
-        .unwrap_or(7200.0);
-        let mut out = String::new();
-        let mut s = 0.0;
-        while s <= span_s {
-            let x = LABEL_W + s / span_s * PLOT_W;
-            let _ = write!(
-                out,
-                "<line class=\"grid\" x1=\"{x:.1}\" y1=\"{top:.1}\" x2=\"{x:.1}\" y2=\"{bottom:.1}\"/><text x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-                bottom + 13.0,
-                seconds_label(s)
-            );
-            s += step;
-        }
-        out
-    }
-}
-
-fn seconds_label(s: f64) -> String {
-    if s >= 60.0 {
-        format!("{}m{:02}s", (s / 60.0).floor(), (s % 60.0).round())
-    } else {
-        format!("{s:.0}s")
-    }
-}
-
-fn read_members(report: &Value) -> Vec<Member> {
+pub(super) fn read_members(report: &Value) -> Vec<Member> {
     array(report, "members")
         .iter()
         .enumerate()
@@ -312,192 +229,6 @@ fn header(
     out
 }
 
-fn kind_colour(kind: &str) -> &'static str {
-    KINDS
-        .iter()
-        .find(|(k, _)| *k == kind)
-        .map(|(_, c)| *c)
-        .unwrap_or(OTHER_KIND)
-}
-
-fn legend(members: &[Member]) -> String {
-    let used: Vec<&str> = members
-        .iter()
-        .flat_map(|m| &m.steps)
-        .map(|s| s.kind.as_str())
-        .collect();
-    let mut out = String::from("<div class=\"legend\">");
-    for (kind, colour) in KINDS.iter().filter(|(k, _)| used.contains(k)) {
-        let _ = write!(
-            out,
-            "<span><i style=\"background:{colour}\"></i>{kind}</span>"
-        );
-    }
-    if used
-        .iter()
-        .any(|k| !KINDS.iter().any(|(known, _)| known == k))
-    {
-        let _ = write!(
-            out,
-            "<span><i style=\"background:{OTHER_KIND}\"></i>other</span>"
-        );
-    }
-    out.push_str(
-        "<span><i style=\"background:#fff;outline:2px solid #b91c1c\"></i>failed</span></div>\n",
-    );
-    out
-}
-
-fn timeline(members: &[Member], axis: Option<&Axis>) -> String {
-    let height = members.len() as f64 * ROW_H + 24.0;
-    let mut out = format!(
-        "<svg class=\"timeline\" viewBox=\"0 0 {} {height:.0}\" role=\"img\" aria-label=\"timeline of steps per member\">\n",
-        LABEL_W + PLOT_W + 10.0
-    );
-    let bottom = members.len() as f64 * ROW_H;
-    if let Some(axis) = axis {
-        out.push_str(&axis.ticks(0.0, bottom));
-    }
-    for (i, member) in members.iter().enumerate() {
-        let y = i as f64 * ROW_H;
-        let _ = write!(
-            out,
-            "<g class=\"member-row\" data-member=\"{0}\"><text x=\"4\" y=\"{1:.1}\">{0}</text>",
-            esc(&member.name),
-            y + ROW_H / 2.0 + 4.0
-        );
-        if let Some(axis) = axis {
-            for step in &member.steps {
-                let Some(start) = step.started_ms else {
-                    continue;
-                };
-                let end = step.ended_ms.unwrap_or(axis.end).max(start);
-                let x0 = axis.x(start);
-                let w = (axis.x(end) - x0).max(2.0);
-                let class = if step.outcome == "failed" {
-                    " class=\"failed\""
-                } else {
-                    ""
-                };
-                let _ = write!(
-                    out,
-                    "<rect{class} x=\"{x0:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{:.1}\" rx=\"2\" fill=\"{}\"><title>{}</title></rect>",
-                    y + 4.0,
-                    ROW_H - 8.0,
-                    kind_colour(&step.kind),
-                    esc(&step_tooltip(step))
-                );
-            }
-        }
-        out.push_str("</g>\n");
-    }
-    let _ = writeln!(
-        out,
-        "<line class=\"axis\" x1=\"{LABEL_W}\" y1=\"{bottom:.1}\" x2=\"{:.1}\" y2=\"{bottom:.1}\"/></svg>",
-        LABEL_W + PLOT_W
-    );
-    out
-}
-
-fn step_tooltip(step: &Step) -> String {
-    let duration = match (step.started_ms, step.ended_ms) {
-        (Some(a), Some(b)) => format!("{:.1} s", b.saturating_sub(a) as f64 / 1000.0),
-        _ => "unfinished".into(),
-    };
-    let mut text = format!("{}: {} ({}), {duration}", step.member, step.name, step.kind);
-    if !step.outcome.is_empty() {
-        let _ = write!(text, ", {}", step.outcome);
-    }
-    if let Some(code) = step.exit_code {
-        let _ = write!(text, ", exit {code}");
-    }
-    if !step.detail.is_empty() {
-        let _ = write!(text, " — {}", step.detail);
-    }
-    text
-}
-
-fn chart_frame(label: &str, max: u64, axis: &Axis) -> String {
-    let mut out = format!(
-        "<svg viewBox=\"0 0 {} {}\" role=\"img\" aria-label=\"{}\">\n",
-        LABEL_W + PLOT_W + 10.0,
-        CHART_H + 24.0,
-        esc(label)
-    );
-    out.push_str(&axis.ticks(0.0, CHART_H));
-    let _ = write!(
-        out,
-        "<text x=\"{:.1}\" y=\"10\" text-anchor=\"end\">{max}</text><text x=\"{:.1}\" y=\"{CHART_H:.1}\" text-anchor=\"end\">0</text>",
-        LABEL_W - 6.0,
-        LABEL_W - 6.0
-    );
-    let _ = write!(
-        out,
-        "<line class=\"axis\" x1=\"{LABEL_W}\" y1=\"{CHART_H}\" x2=\"{:.1}\" y2=\"{CHART_H}\"/><line class=\"axis\" x1=\"{LABEL_W}\" y1=\"0\" x2=\"{LABEL_W}\" y2=\"{CHART_H}\"/>",
-        LABEL_W + PLOT_W
-    );
-    out
-}
-
-fn y_of(value: u64, max: u64) -> f64 {
-    CHART_H - value as f64 / max.max(1) as f64 * (CHART_H - 8.0)
-}
-
-fn in_service_chart(samples: &[(u64, u64, u64)], axis: &Axis) -> String {
-    let max = samples
-        .iter()
-        .map(|s| s.1.max(s.2))
-        .max()
-        .unwrap_or(1)
-        .max(1);
-    let mut out = chart_frame("members in service over time", max, axis);
-    // A step line: the count holds until the next sample.
-    let mut path = String::new();
-    for (i, &(t, n, _)) in samples.iter().enumerate() {
-        let x = axis.x(t);
-        let y = y_of(n, max);
-        if i == 0 {
-            let _ = write!(path, "M{x:.1},{y:.1}");
-        } else {
-            let _ = write!(path, " H{x:.1} V{y:.1}");
-        }
-    }
-    if let Some(&(t, _, _)) = samples.last() {
-        let _ = write!(path, " H{:.1}", axis.x(axis.end.max(t)));
-    }
-    let _ = writeln!(
-        out,
-        "<path class=\"in-service\" d=\"{path}\" fill=\"none\" stroke=\"#16a34a\" stroke-width=\"2\"/></svg>"
-    );
-    out
-}
-
-fn traffic_chart(samples: &[(u64, u64, u64)], axis: &Axis) -> String {
-    let max = samples.iter().map(|s| s.1).max().unwrap_or(1).max(1);
-    let mut out = chart_frame("client requests and errors per second", max, axis);
-    for &(t, requests, errors) in samples {
-        let x0 = axis.x(t);
-        let w = (axis.x(t + 1000) - x0 - 1.0).max(1.0);
-        let y = y_of(requests, max);
-        let _ = write!(
-            out,
-            "<rect class=\"requests\" x=\"{x0:.1}\" y=\"{y:.1}\" width=\"{w:.1}\" height=\"{:.1}\" fill=\"#93c5fd\"><title>{}: {requests} requests, {errors} errors</title></rect>",
-            CHART_H - y,
-            esc(&utc(t))
-        );
-        if errors > 0 {
-            let ye = y_of(errors, max).min(CHART_H - 3.0);
-            let _ = write!(
-                out,
-                "<rect class=\"errors\" x=\"{x0:.1}\" y=\"{ye:.1}\" width=\"{w:.1}\" height=\"{:.1}\" fill=\"#dc2626\"/>",
-                CHART_H - ye
-            );
-        }
-    }
-    out.push_str("</svg>\n<div class=\"legend\"><span><i style=\"background:#93c5fd\"></i>requests/s</span><span><i style=\"background:#dc2626\"></i>errors/s (failed requests and cut connections)</span></div>\n");
-    out
-}
-
 fn steps_table(members: &[Member], start: Option<u64>) -> String {
     let mut out = String::from(
         "<table class=\"steps\"><thead><tr><th>member</th><th>step</th><th>kind</th><th>at</th><th>duration</th><th>outcome</th><th>exit</th><th>detail</th></tr></thead><tbody>\n",
@@ -539,78 +270,10 @@ fn steps_table(members: &[Member], start: Option<u64>) -> String {
     out
 }
 
-fn array<'a>(value: &'a Value, key: &str) -> &'a [Value] {
-    value
-        .get(key)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-}
-
-fn text(value: &Value, key: &str) -> String {
-    match value.get(key) {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        Some(Value::Bool(b)) => b.to_string(),
-        _ => String::new(),
-    }
-}
-
-fn u(value: &Value, key: &str) -> Option<u64> {
-    let v = value.get(key)?;
-    v.as_u64()
-        .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-}
-
-/// Escapes text for HTML content and attribute values.
-fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Unix ms as `YYYY-MM-DD HH:MM:SS UTC` (civil-from-days, no date library needed).
-fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn formats_utc() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(1_764_072_000_000), "2025-11-25 12:00:00 UTC");
-        assert_eq!(utc(951_782_400_000), "2000-02-29 00:00:00 UTC");
-    }
 
     #[test]
     fn tolerates_missing_everything() {
