@@ -206,3 +206,64 @@ async fn stream_slowly(stream: &mut TcpStream, me: &Identity) -> std::io::Result
     }
     stream.write_all(b"end\n").await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn answers_name_version_health_and_writes_its_boot_id() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let listen = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").to_string()
+        };
+        let args = MemberArgs {
+            name: "web7".into(),
+            listen: listen.clone(),
+            version: "1.1".into(),
+            dir: dir.path().to_path_buf(),
+            stream_time: Duration::from_millis(400),
+        };
+        let server = tokio::spawn(serve(args));
+        let boot = boot_file(dir.path(), "web7");
+        for _ in 0..100 {
+            if boot.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let token = std::fs::read_to_string(&boot).expect("boot id written");
+        assert_eq!(token.trim().len(), 16);
+
+        let get = |path: &'static str| crate::http::get(&listen, path, Duration::from_secs(2));
+        assert_eq!(
+            get("/").await.map(|r| r.text()).ok().as_deref(),
+            Some("web7 1.1\n")
+        );
+        assert_eq!(
+            get("/version").await.map(|r| r.text()).ok().as_deref(),
+            Some("1.1")
+        );
+        assert_eq!(get("/health").await.map(|r| r.status).ok(), Some(200));
+        assert_eq!(get("/nope").await.map(|r| r.status).ok(), Some(404));
+        let stream = get("/stream").await.map(|r| r.text()).unwrap_or_default();
+        assert!(
+            stream.starts_with("web7 1.1 tick 0\n") && stream.ends_with("\nend\n"),
+            "{stream}"
+        );
+        server.abort();
+    }
+
+    #[test]
+    fn removes_only_its_own_boot_id() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("web1");
+        std::fs::write(&path, "newer\n").expect("write");
+        remove_if_ours(&path, "older");
+        assert!(path.exists());
+        remove_if_ours(&path, "newer");
+        assert!(!path.exists());
+        assert_ne!(random_token(), random_token());
+    }
+}

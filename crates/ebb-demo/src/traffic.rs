@@ -393,3 +393,101 @@ pub fn unix_ms() -> u64 {
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A server that answers one `/stream` request with `body`, then closes (or resets).
+    async fn server(body: &'static [u8], reset: bool) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            if let Ok((mut stream, _)) = listener.accept().await {
+                let _ = http::read_request(&mut stream, Duration::from_secs(2)).await;
+                let _ = stream.write_all(body).await;
+                if reset {
+                    // SO_LINGER 0: closing sends a reset instead of a clean FIN.
+                    use std::os::fd::AsRawFd;
+                    let linger = libc::linger {
+                        l_onoff: 1,
+                        l_linger: 0,
+                    };
+                    // SAFETY: a valid socket and a correctly sized option value.
+                    unsafe {
+                        libc::setsockopt(
+                            stream.as_raw_fd(),
+                            libc::SOL_SOCKET,
+                            libc::SO_LINGER,
+                            (&linger as *const libc::linger).cast(),
+                            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                        );
+                    }
+                }
+            }
+        });
+        addr
+    }
+
+    fn config(target: String) -> TrafficConfig {
+        TrafficConfig {
+            target,
+            rate: 1,
+            streams: 1,
+            stream_time: Duration::from_millis(200),
+            request_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_is_complete_only_with_its_end_line() {
+        let ok = server(b"HTTP/1.1 200 OK\r\n\r\nweb1 1.0 tick 0\nend\n", false).await;
+        assert_eq!(one_stream(&config(ok)).await, StreamEnd::Complete);
+
+        let closed = server(b"HTTP/1.1 200 OK\r\n\r\nweb1 1.0 tick 0\n", false).await;
+        assert!(matches!(
+            one_stream(&config(closed)).await,
+            StreamEnd::Cut(_)
+        ));
+
+        let reset = server(b"HTTP/1.1 200 OK\r\n\r\nweb1 1.0 tick 0\n", true).await;
+        assert!(matches!(
+            one_stream(&config(reset)).await,
+            StreamEnd::Cut(_)
+        ));
+
+        let refused = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").to_string()
+        };
+        assert!(matches!(
+            one_stream(&config(refused)).await,
+            StreamEnd::Failed(_)
+        ));
+
+        let nothing = server(b"", false).await;
+        assert!(matches!(
+            one_stream(&config(nothing)).await,
+            StreamEnd::Failed(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn short_requests_count_failures_and_versions() {
+        let stats = TrafficStats::new();
+        let ok = server(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nweb1 1.1\n",
+            false,
+        )
+        .await;
+        one_request(&ok, Duration::from_secs(1), &stats).await;
+        let bad = server(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n", false).await;
+        one_request(&bad, Duration::from_secs(1), &stats).await;
+        let s = stats.snapshot();
+        assert_eq!((s.requests, s.failed), (2, 1));
+        assert_eq!(s.versions.get("1.1"), Some(&1));
+        assert_eq!(s.recent_errors.len(), 1);
+        assert_eq!(stats.samples().iter().map(|x| x.requests).sum::<u64>(), 2);
+    }
+}
