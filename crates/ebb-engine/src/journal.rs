@@ -460,6 +460,31 @@ impl Journal {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.e(e))
     }
 
+    /// One member of a run.
+    pub fn member(&self, run: i64, name: &str) -> JResult<Option<MemberRecord>> {
+        self.db()
+            .query_row(
+                "SELECT name, position, state, cursor, ops, step, reason, reboot_pending FROM members
+                 WHERE run_id = ?1 AND name = ?2",
+                params![run, name],
+                |r| {
+                    let ops: String = r.get(4)?;
+                    Ok(MemberRecord {
+                        name: r.get(0)?,
+                        position: r.get::<_, i64>(1)? as usize,
+                        state: MemberState::parse(&r.get::<_, String>(2)?),
+                        cursor: r.get::<_, i64>(3)? as usize,
+                        ops: if ops.is_empty() { vec![] } else { ops.split('\n').map(String::from).collect() },
+                        step: r.get(5)?,
+                        reason: r.get(6)?,
+                        reboot_pending: r.get::<_, i64>(7)? != 0,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.e(e))
+    }
+
     /// Sets a member's state, current step and failure reason.
     pub fn set_member_state(
         &self,
@@ -725,4 +750,70 @@ pub fn pid_alive(pid: u32) -> bool {
     // SAFETY: kill with signal 0 only checks for existence and permission.
     let rc = unsafe { libc::kill(pid as i32, 0) };
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_holder(j: &Journal, host: &str, pid: u32, heartbeat_ms: i64) {
+        j.db()
+            .execute(
+                "INSERT OR REPLACE INTO lock(pool, pid, host, heartbeat_ms) VALUES ('p', ?1, ?2, ?3)",
+                params![pid, host, heartbeat_ms],
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn a_lock_from_another_host_is_taken_only_when_stale_and_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        fake_holder(&j, "elsewhere", 1234, now_ms());
+        assert!(
+            j.lock("p", true).unwrap().is_err(),
+            "fresh heartbeat: never stolen"
+        );
+        fake_holder(&j, "elsewhere", 1234, now_ms() - LOCK_STALE_MS - 1000);
+        let held = j.lock("p", false).unwrap().unwrap_err();
+        assert_eq!((held.pid, held.host.as_str()), (1234, "elsewhere"));
+        assert!(
+            j.lock("p", true).unwrap().is_ok(),
+            "stale and --steal-lock: taken"
+        );
+        assert_eq!(j.lock_holder("p").unwrap().unwrap().pid, std::process::id());
+    }
+
+    #[test]
+    fn a_lock_whose_holder_died_on_this_host_is_free_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        fake_holder(&j, &hostname(), dead, now_ms());
+        assert!(j.lock_holder("p").unwrap().is_none());
+        assert!(j.lock("p", false).unwrap().is_ok());
+    }
+
+    #[test]
+    fn owed_undos_are_a_stack_without_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let run = j
+            .create_run("p", "p.toml", &[("m".into(), vec!["hold".into()])])
+            .unwrap();
+        j.push_owed(run, "m", "hold", "hold", "started").unwrap();
+        j.push_owed(run, "m", "drain", "drain", "").unwrap();
+        // A re-run after an interruption keeps the first record (the true prior state).
+        j.push_owed(run, "m", "hold", "hold", "stopped").unwrap();
+        let owed = j.owed(run, "m").unwrap();
+        assert_eq!(
+            owed.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+            ["hold", "drain"]
+        );
+        assert_eq!(owed[0].payload, "started");
+        j.pay_owed(owed[1].id).unwrap();
+        assert_eq!(j.owed(run, "m").unwrap().len(), 1);
+    }
 }

@@ -175,8 +175,8 @@ impl Engine {
     /// Carries member `idx` from its cursor to the end (or to a failure).
     pub async fn run_member(self: Arc<Self>, idx: usize) -> MemberEnd {
         let name = self.member(idx).name.clone();
-        let rec = match self.journal.members(self.run_id) {
-            Ok(ms) => ms.into_iter().find(|m| m.name == name),
+        let rec = match self.journal.member(self.run_id, &name) {
+            Ok(r) => r,
             Err(e) => return MemberEnd::Failed(e.to_string()),
         };
         let Some(rec) = rec else {
@@ -543,9 +543,9 @@ impl Engine {
         let m = self.member(idx);
         let pending = self
             .journal
-            .members(self.run_id)
+            .member(self.run_id, &m.name)
             .ok()
-            .and_then(|ms| ms.into_iter().find(|r| r.name == m.name))
+            .flatten()
             .is_some_and(|r| r.reboot_pending);
         if !pending {
             return OpEnd::Skipped(format!(

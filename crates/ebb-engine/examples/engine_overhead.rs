@@ -1,0 +1,199 @@
+//! The engine's own overhead: a pool of N members (default 10,000) on a balancer and a
+//! transport that do nothing, through the real scheduler, policy checks and journal.
+//! Prints a table: time per step transition (journal included) and peak memory.
+//!
+//! `cargo run --release -p ebb-engine --example engine_overhead -- [MEMBERS]`
+
+use async_trait::async_trait;
+use ebb_engine::events::{Event, EventSink};
+use ebb_engine::interfaces::*;
+use ebb_engine::journal::Journal;
+use ebb_engine::member::Drivers;
+use ebb_engine::plan::{CheckSpec, Member};
+use ebb_engine::run::{run, RunOptions};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A balancer that only remembers states in memory.
+#[derive(Default)]
+struct NopBalancer {
+    states: Mutex<HashMap<String, (HostState, HostState)>>,
+}
+
+impl NopBalancer {
+    fn get(&self, m: &Member) -> (HostState, HostState) {
+        *self
+            .states
+            .lock()
+            .unwrap()
+            .entry(m.lb_name.clone())
+            .or_insert((HostState::Started, HostState::Started))
+    }
+    fn set(&self, m: &Member, f: impl FnOnce(&mut (HostState, HostState))) {
+        let mut s = self.states.lock().unwrap();
+        f(s.entry(m.lb_name.clone())
+            .or_insert((HostState::Started, HostState::Started)));
+    }
+}
+
+fn lb_state(s: HostState) -> MemberLbState {
+    MemberLbState {
+        state: s,
+        healthy: Some(true),
+        active_connections: Some(0),
+        detail: String::new(),
+    }
+}
+
+#[async_trait]
+impl Balancer for NopBalancer {
+    async fn state(&self, m: &Member) -> DriverResult<MemberLbState> {
+        Ok(lb_state(self.get(m).0))
+    }
+    async fn pool_state(&self, members: &[Member]) -> Vec<DriverResult<MemberLbState>> {
+        let s = self.states.lock().unwrap();
+        members
+            .iter()
+            .map(|m| {
+                Ok(lb_state(
+                    s.get(&m.lb_name).map_or(HostState::Started, |x| x.0),
+                ))
+            })
+            .collect()
+    }
+    async fn drainstop(&self, m: &Member) -> DriverResult<()> {
+        self.set(m, |s| s.0 = HostState::Stopped);
+        Ok(())
+    }
+    async fn stop(&self, m: &Member) -> DriverResult<()> {
+        self.set(m, |s| s.0 = HostState::Stopped);
+        Ok(())
+    }
+    async fn start(&self, m: &Member) -> DriverResult<()> {
+        self.set(m, |s| s.0 = HostState::Started);
+        Ok(())
+    }
+    async fn initial_state(&self, m: &Member) -> DriverResult<Option<HostState>> {
+        Ok(Some(self.get(m).1))
+    }
+    async fn set_initial_state(&self, m: &Member, st: HostState) -> DriverResult<()> {
+        self.set(m, |s| s.1 = st);
+        Ok(())
+    }
+}
+
+struct NopTransport;
+
+#[async_trait]
+impl Transport for NopTransport {
+    async fn run(
+        &self,
+        _: &str,
+        _: &BTreeMap<String, String>,
+        _: Duration,
+        _: Option<OutputSink>,
+    ) -> DriverResult<CommandOutcome> {
+        Ok(CommandOutcome {
+            exit_code: Some(0),
+            timed_out: false,
+            tail: String::new(),
+        })
+    }
+    async fn boot_id(&self) -> DriverResult<String> {
+        Ok("boot".into())
+    }
+}
+
+struct NopChecker;
+
+#[async_trait]
+impl Checker for NopChecker {
+    async fn check_once(
+        &self,
+        _: &CheckSpec,
+        _: &Member,
+        _: &dyn Transport,
+    ) -> Result<String, String> {
+        Ok(String::new())
+    }
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.to_string())
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut text = String::from(
+        "[pool]\nname = \"bench\"\nmax_unavailable = 1\n\n[balancer]\ndriver = \"command\"\n\n\
+         [runbook.drain]\ntimeout = \"1m\"\n\n[[runbook.step]]\nname = \"pause\"\nrun = \"pause {member}\"\nundo = \"resume {member}\"\n\n\
+         [[runbook.step]]\nname = \"update\"\nrun = \"update {member}\"\n\n[[runbook.verify]]\nname = \"ok\"\ncommand = \"true\"\n\n",
+    );
+    for i in 0..n {
+        text.push_str(&format!(
+            "[[member]]\nname = \"m{i}\"\naddress = \"10.0.{}.{}:80\"\n\n",
+            i / 250,
+            i % 250
+        ));
+    }
+    let path = dir.path().join("pool.toml");
+    std::fs::write(&path, &text).expect("write");
+    let t0 = Instant::now();
+    let plan = Arc::new(ebb_engine::config::load(&path).expect("valid plan"));
+    let parse = t0.elapsed();
+    let drivers = Drivers {
+        balancer: Arc::new(NopBalancer::default()),
+        transports: (0..n)
+            .map(|_| Arc::new(NopTransport) as Arc<dyn Transport>)
+            .collect(),
+        checker: Arc::new(NopChecker),
+    };
+    let journal = Arc::new(Journal::open(&dir.path().join("state")).expect("journal"));
+    let transitions = Arc::new(AtomicUsize::new(0));
+    let t = transitions.clone();
+    let sink: EventSink = Arc::new(move |e: &Event| {
+        if matches!(e, Event::StepFinished { .. }) {
+            t.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let t1 = Instant::now();
+    let out = run(plan, drivers, journal, sink, RunOptions::default(), rx)
+        .await
+        .expect("run");
+    let elapsed = t1.elapsed();
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    let tr = transitions.load(Ordering::Relaxed);
+    let db_mib = std::fs::metadata(dir.path().join("state/journal.db"))
+        .map(|m| m.len() as f64 / 1048576.0)
+        .unwrap_or(0.0);
+    println!("| members | transitions | run time | per transition | config parse | peak RSS | journal size |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {n} | {tr} | {:.2} s | {:.3} ms | {:.2} s | {:.1} MiB | {:.1} MiB |",
+        elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1000.0 / tr.max(1) as f64,
+        parse.as_secs_f64(),
+        peak_rss_mib(),
+        db_mib
+    );
+}
