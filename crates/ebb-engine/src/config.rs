@@ -383,7 +383,62 @@ const MEMBER_SETTINGS: &[&str] = &[
     "ssh_key",
     "ssh_known_hosts",
     "ssh_options",
+    "ssh_host",
+    "ssh_connect_timeout",
 ];
+
+/// Options of `ssh_options` that ebb owns (host keys are always checked).
+const SSH_OWNED_OPTIONS: &[&str] = &[
+    "stricthostkeychecking",
+    "userknownhostsfile",
+    "globalknownhostsfile",
+    "controlmaster",
+    "controlpath",
+    "controlpersist",
+    "batchmode",
+    "requesttty",
+    "permitlocalcommand",
+    "localcommand",
+];
+
+/// Checks the type of one transport setting (`ssh_*`), so a typo fails with its line.
+fn member_setting(cx: &mut Cx, key: &str, k: &str, v: &toml::Value) {
+    let bad = |cx: &mut Cx, what: &str| {
+        cx.err(key, format!("expected {what}, found {}", display_value(v)));
+    };
+    match k {
+        "ssh_port" => match v.as_integer() {
+            Some(p) if (1..=65535).contains(&p) => {}
+            _ => bad(cx, "a port number from 1 to 65535"),
+        },
+        "ssh_connect_timeout" => match v.as_str().map(parse_duration) {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => cx.err(key, e),
+            None => bad(cx, "a duration such as \"10s\""),
+        },
+        "ssh_options" => match v.as_array() {
+            Some(items) => {
+                for item in items {
+                    let Some(o) = item.as_str() else {
+                        bad(cx, "a list of \"Key=Value\" strings");
+                        return;
+                    };
+                    let name = o.split_once('=').map(|(n, _)| n.trim()).unwrap_or("");
+                    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
+                        cx.err(key, format!("\"{o}\" is not of the form Key=Value"));
+                    } else if SSH_OWNED_OPTIONS.contains(&name.to_ascii_lowercase().as_str()) {
+                        cx.err(key, format!("\"{name}\" is set by ebb: host keys are always checked (use ssh_known_hosts for the file)"));
+                    }
+                }
+            }
+            None => bad(cx, "a list of \"Key=Value\" strings"),
+        },
+        _ => match v.as_str() {
+            Some(s) if !s.trim().is_empty() => {}
+            _ => bad(cx, "a non-empty string"),
+        },
+    }
+}
 
 fn build(cx: &mut Cx, root: &toml::Table, path: &Path) -> Option<Plan> {
     let mut top = Tbl::new(root, "");
@@ -507,6 +562,7 @@ fn build(cx: &mut Cx, root: &toml::Table, path: &Path) -> Option<Plan> {
     let mut d_settings = toml::Table::new();
     for k in MEMBER_SETTINGS {
         if let Some(v) = defaults.get(k) {
+            member_setting(cx, &format!("defaults.{k}"), k, v);
             d_settings.insert(k.to_string(), v.clone());
         }
     }
@@ -553,6 +609,7 @@ fn build(cx: &mut Cx, root: &toml::Table, path: &Path) -> Option<Plan> {
         let mut msettings = d_settings.clone();
         for k in MEMBER_SETTINGS {
             if let Some(v) = m.get(k) {
+                member_setting(cx, &format!("{p}.{k}"), k, v);
                 msettings.insert(k.to_string(), v.clone());
             }
         }

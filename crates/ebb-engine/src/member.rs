@@ -57,6 +57,8 @@ pub struct Engine {
     pub gate: tokio::sync::Mutex<()>,
     /// Becomes true when the run must stop.
     pub shutdown: watch::Receiver<bool>,
+    /// The last in-service count recorded, so samples are written on change only.
+    pub last_in_service: Mutex<Option<usize>>,
 }
 
 enum OpEnd {
@@ -111,6 +113,34 @@ impl Engine {
             .into_iter()
             .map(|r| r.ok())
             .collect()
+    }
+
+    /// Reads the pool's in-service count and, when it changed, records a sample and emits
+    /// a `pool` event. Called periodically and right after each drain and rejoin, so that
+    /// short changes between members are not missed.
+    pub async fn sample_pool(&self) -> (usize, usize) {
+        let states = self.pool_states().await;
+        let in_service = states
+            .iter()
+            .filter(|s| s.as_ref().is_some_and(|s| s.in_service()))
+            .count();
+        let changed = {
+            let mut last = self
+                .last_in_service
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let changed = *last != Some(in_service);
+            *last = Some(in_service);
+            changed
+        };
+        if changed {
+            let _ = self.journal.sample(self.run_id, in_service, states.len());
+            self.emit(Event::Pool {
+                in_service,
+                total: states.len(),
+            });
+        }
+        (in_service, states.len())
     }
 
     /// Waits until the availability policy allows taking member `idx` out, then counts it
@@ -285,6 +315,9 @@ impl Engine {
                 Err(MemberEnd::Failed(format!("{step}: {reason}"))),
             ),
         };
+        if matches!(op, Op::Drain | Op::Return) {
+            self.sample_pool().await;
+        }
         let advance_to = result.is_ok().then_some(k + 1);
         self.journal
             .end_action(
@@ -760,18 +793,7 @@ impl Engine {
                 }
             }
         }
-        let states = self.pool_states().await;
-        let in_service = states
-            .iter()
-            .filter(|s| s.as_ref().is_some_and(|s| s.in_service()))
-            .count();
-        self.emit(Event::Pool {
-            in_service,
-            total: states.len(),
-        });
-        ok(format!(
-            "in service; pool {in_service}/{} in service",
-            states.len()
-        ))
+        let (in_service, total) = self.sample_pool().await;
+        ok(format!("in service; pool {in_service}/{total} in service"))
     }
 }

@@ -182,6 +182,7 @@ pub async fn run(
         out: Mutex::new(HashSet::new()),
         gate: tokio::sync::Mutex::new(()),
         shutdown: shutdown.clone(),
+        last_in_service: Mutex::new(None),
     });
     sink(&Event::RunStarted {
         run_id,
@@ -446,23 +447,8 @@ async fn drive(engine: &Arc<Engine>, resumed: bool) -> Result<RunOutcome, RunErr
 }
 
 async fn sample_pool(engine: Arc<Engine>) {
-    let mut last: Option<usize> = None;
     loop {
-        let states = engine.pool_states().await;
-        let in_service = states
-            .iter()
-            .filter(|s| s.as_ref().is_some_and(|s| s.in_service()))
-            .count();
-        if last != Some(in_service) {
-            let _ = engine
-                .journal
-                .sample(engine.run_id, in_service, states.len());
-            (engine.sink)(&Event::Pool {
-                in_service,
-                total: states.len(),
-            });
-            last = Some(in_service);
-        }
+        engine.sample_pool().await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -523,6 +509,7 @@ pub async fn release(
         out: Mutex::new(HashSet::from([idx])),
         gate: tokio::sync::Mutex::new(()),
         shutdown,
+        last_in_service: Mutex::new(None),
     });
     let ops = ops_for(&plan, idx);
     let pos = |want: Op| ops.iter().position(|o| *o == want).unwrap_or(0);
