@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmark: ebb's built-in balancer vs HAProxy (mode tcp), same backends, same wrk load.
 #
-#   bench/lb/run.sh            # from the workspace root; ~2 minutes
+#   bench/lb/run.sh            # from the workspace root; ~2.5 minutes
 #   DURATION=5s ROUNDS=1 CONNS=50 bench/lb/run.sh
 #
 # Two modes: HTTP keep-alive, and one request per connection (Connection: close).
@@ -10,8 +10,8 @@
 # Prints requests/s, p50 and p99 latency and the ratio ebb/haproxy.
 set -euo pipefail
 
-DURATION=${DURATION:-8s}
-ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-6s}
+ROUNDS=${ROUNDS:-5}
 CONNS=${CONNS:-50}
 THREADS=${THREADS:-2}
 # Each balancer gets its own loopback address (the backends listen on both), so the
