@@ -225,14 +225,16 @@ impl ControlClient {
         action: &str,
         body: Option<String>,
     ) -> Result<MemberStatus, ClientError> {
-        let path = format!("/members/{name}{action}");
-        if name.is_empty() || name.contains(['/', '?', '#', ' ']) {
+        if name.is_empty() {
             return Err(ClientError::UnknownMember {
                 url: self.url.clone(),
-                member: name.to_string(),
-                message: "member names in the balancer have no spaces, '/', '?' or '#'".into(),
+                member: String::new(),
+                message:
+                    "the member name is empty; give its name in the balancer (lb_name, or name)"
+                        .into(),
             });
         }
+        let path = format!("/members/{}{action}", percent_encode(name));
         let bytes = self.call(method, &path, body, Some(name)).await?;
         self.decode(&bytes, Some(name))
     }
@@ -371,6 +373,19 @@ impl ControlClient {
             timeout: self.timeout,
         }
     }
+}
+
+/// Escapes everything but unreserved URL characters.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Member changes as the balancer reports them (`GET /events`).

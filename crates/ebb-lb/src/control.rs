@@ -93,11 +93,13 @@ async fn connection(
 
 async fn handle(ctl: &Control, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
-    let segs: Vec<&str> = path
+    let decoded: Vec<String> = path
         .trim_start_matches('/')
         .trim_end_matches('/')
         .split('/')
+        .map(|seg| percent_decode(seg).unwrap_or_else(|| seg.to_string()))
         .collect();
+    let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     if segs == ["healthz"] {
         return match *req.method() {
             Method::GET | Method::HEAD => text(StatusCode::OK, "text/plain", "ok\n".into()),
@@ -251,6 +253,27 @@ fn check_token(ctl: &Control, req: &Request<Incoming>) -> Option<Response<Body>>
             "this balancer requires a token; send `Authorization: Bearer TOKEN` (ebb lb: --token or EBB_LB_TOKEN)".into(),
         )),
     }
+}
+
+/// Decodes `%XX` escapes (member names may hold characters a URL path cannot).
+fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_string());
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -212,6 +212,24 @@ async fn client_errors_name_the_url_the_member_and_what_to_do() {
     assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_names_with_url_special_characters_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Backend::start("a").await;
+    let text = format!(
+        "[balancer]\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\n[balancer.health]\ninterval = \"1h\"\n\
+         [[member]]\nname = \"cas#1?é%\"\naddress = \"{}\"\n",
+        a.addr
+    );
+    let pool = dir.path().join("pool.toml");
+    std::fs::write(&pool, text).unwrap();
+    let lb = Lb::start(&pool).await;
+    let st = lb.client.drainstop("cas#1?é%").await.unwrap();
+    assert_eq!(st.name, "cas#1?é%");
+    assert_eq!(st.state, HostState::Stopped);
+    lb.shutdown().await;
+}
+
 async fn lb_url_of_closed_port() -> String {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
