@@ -11,7 +11,7 @@ use crate::config::{LbConfig, DEFAULT_CONTROL};
 pub enum LbCommand {
     /// Run the built-in balancer for a pool file, until Ctrl-C or SIGTERM.
     ///
-    /// Reads [balancer] and the [[member]] list of the pool file (the same file `ebb run`
+    /// It reads [balancer] and the [[member]] list of the pool file (the same file `ebb run`
     /// uses), listens on balancer.listen, serves the control API on balancer.control
     /// (default http://127.0.0.1:9900) and keeps each member's state and initial state in
     /// balancer.state_file so they survive a restart. Logs go to stderr (EBB_LOG=debug for
@@ -21,6 +21,7 @@ pub enum LbCommand {
         pool: PathBuf,
     },
     /// Show every member: state, initial state, health and connections.
+    #[command(after_help = "Example: ebb lb status --control http://10.0.0.5:9900 --json")]
     Status {
         #[command(flatten)]
         control: ControlArgs,
@@ -28,31 +29,43 @@ pub enum LbCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Drainstop a member: no new connections, existing ones go on; it becomes stopped
-    /// when its last connection closes. Watch it with `ebb lb status`.
+    /// Drainstop a member: no new connections, existing ones go on.
+    ///
+    /// The member becomes stopped by itself when its last connection closes. Watch the
+    /// count fall with `ebb lb status` (or GET /events on the control API).
+    #[command(after_help = "Example: ebb lb drainstop web1 && ebb lb status")]
     Drainstop {
         /// The member's name in the balancer (lb_name, or name).
         member: String,
         #[command(flatten)]
         control: ControlArgs,
     },
-    /// Stop a member now: its open connections are closed. Prefer drainstop.
+    /// Stop a member now, closing its open connections.
+    ///
+    /// Clients of the member are cut off; prefer `drainstop` unless it is urgent.
     Stop {
         /// The member's name in the balancer (lb_name, or name).
         member: String,
         #[command(flatten)]
         control: ControlArgs,
     },
-    /// Start a member: it takes new connections again (once healthy).
+    /// Start a member: it takes new connections again.
+    ///
+    /// A member whose health checks fail gets no connections until they pass.
     Start {
         /// The member's name in the balancer (lb_name, or name).
         member: String,
         #[command(flatten)]
         control: ControlArgs,
     },
-    /// Set a member's initial state: the state it takes when it recovers from failed
-    /// health checks and when the balancer restarts. `stopped` holds it out of service
-    /// (e.g. across a reboot) until someone starts it.
+    /// Set a member's initial state (what it comes back as).
+    ///
+    /// The initial state is the state a member takes when it recovers from failed health
+    /// checks and when the balancer restarts. `stopped` holds it out of service (e.g.
+    /// across a reboot during an update) until someone starts it.
+    #[command(
+        after_help = "Example, as NLB's \"initial host state: stopped\" before patching:\n  ebb lb initial-state web1 stopped\n  ebb lb drainstop web1\n  ... patch, reboot, verify ...\n  ebb lb initial-state web1 started\n  ebb lb start web1"
+    )]
     InitialState {
         /// The member's name in the balancer (lb_name, or name).
         member: String,
@@ -85,7 +98,7 @@ pub fn run(cmd: LbCommand) -> i32 {
             |c| async move { c.members().await },
             |members| {
                 if json {
-                    print_json(&serde_json::json!({ "members": members }));
+                    print_json(&crate::status::Members { members });
                 } else {
                     print_table(&members);
                 }
@@ -125,8 +138,10 @@ pub fn run(cmd: LbCommand) -> i32 {
 }
 
 fn serve_command(pool: PathBuf) -> i32 {
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EBB_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -237,7 +252,7 @@ where
     }
 }
 
-fn print_json(v: &serde_json::Value) {
+fn print_json(v: &impl serde::Serialize) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 

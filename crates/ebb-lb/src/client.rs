@@ -46,7 +46,7 @@ pub enum ClientError {
     #[error("the balancer at {url} refused the request: {message}")]
     Unauthorized { url: String, message: String },
     /// No such member in the balancer.
-    #[error("the balancer at {url} has no member {member:?}: {message}")]
+    #[error("the balancer at {url}: {message} (member {member:?}; `ebb lb status` lists them)")]
     UnknownMember {
         url: String,
         member: String,
@@ -143,12 +143,8 @@ impl ControlClient {
 
     /// All members.
     pub async fn members(&self) -> Result<Vec<MemberStatus>, ClientError> {
-        #[derive(serde::Deserialize)]
-        struct Members {
-            members: Vec<MemberStatus>,
-        }
         let body = self.call(Method::GET, "/members", None, None).await?;
-        let m: Members = self.decode(&body, None)?;
+        let m: crate::status::Members = self.decode(&body, None)?;
         Ok(m.members)
     }
 

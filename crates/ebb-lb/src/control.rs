@@ -117,7 +117,9 @@ async fn handle(ctl: &Control, req: Request<Incoming>) -> Response<Body> {
             }
             json(
                 StatusCode::OK,
-                &serde_json::json!({ "members": ctl.pool.statuses() }),
+                &crate::status::Members {
+                    members: ctl.pool.statuses(),
+                },
             )
         }
         ["members", name] => {

@@ -64,6 +64,13 @@ pub struct MemberStatus {
     pub bytes_out: u64,
 }
 
+/// The answer to `GET /members`: `{"members":[...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Members {
+    /// Every member, in pool file order.
+    pub members: Vec<MemberStatus>,
+}
+
 impl HostState {
     /// The lowercase name used on the wire and in the CLI.
     pub fn as_str(self) -> &'static str {
