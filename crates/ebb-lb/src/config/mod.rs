@@ -1,0 +1,304 @@
+//! The `[balancer]` table and the `[[member]]` list of a pool file, validated into an
+//! [`LbConfig`].
+//!
+//! The pool file is the same TOML file `ebb run` uses; this module reads only the keys the
+//! balancer owns and ignores the engine's tables and member keys. Every error names the
+//! file, the line and the key, and all errors are collected before giving up so a user
+//! fixes them in one pass.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Table;
+
+mod addr;
+mod locate;
+mod parse;
+
+pub use addr::{parse_control_url, parse_host_port};
+use locate::{line_of_offset, Locator};
+use parse::Parser;
+
+/// The control API address used when `balancer.control` is not set.
+pub const DEFAULT_CONTROL: &str = "http://127.0.0.1:9900";
+
+/// Environment variable holding the control API bearer token.
+pub const TOKEN_ENV: &str = "EBB_LB_TOKEN";
+
+/// A validated balancer configuration.
+#[derive(Debug, Clone)]
+pub struct LbConfig {
+    /// The pool file this came from (for messages).
+    pub source: PathBuf,
+    /// Addresses clients connect to.
+    pub listen: Vec<SocketAddr>,
+    /// Address of the control API.
+    pub control: SocketAddr,
+    /// Where member host states and initial states are kept across restarts.
+    pub state_file: PathBuf,
+    /// How a new connection picks its member.
+    pub balance: Balance,
+    /// Whether a client sticks to its member.
+    pub affinity: Affinity,
+    /// Bound on connecting to a member before trying another one.
+    pub connect_timeout: Duration,
+    /// A proxied connection with no traffic either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Bearer token the control API requires, if any.
+    pub token: Option<String>,
+    /// Health checks.
+    pub health: HealthConfig,
+    /// The members, in file order.
+    pub members: Vec<MemberConfig>,
+}
+
+/// Balancing algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    /// Weighted round robin.
+    RoundRobin,
+    /// The member with the fewest active connections per unit of weight.
+    LeastConnections,
+}
+
+/// Client affinity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Affinity {
+    /// Every connection is balanced on its own.
+    None,
+    /// A client IP stays on its member while that member is started.
+    SourceIp,
+}
+
+/// Health-check settings, shared by all members.
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// TCP connect or HTTP GET.
+    pub kind: HealthKind,
+    /// Request path for HTTP checks.
+    pub path: String,
+    /// Status an HTTP check expects.
+    pub expect_status: u16,
+    /// Time between checks.
+    pub interval: Duration,
+    /// Bound on one check.
+    pub timeout: Duration,
+    /// Consecutive passes that bring a down member up.
+    pub rise: u32,
+    /// Consecutive failures that take a member down.
+    pub fall: u32,
+}
+
+/// Kind of health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthKind {
+    /// A TCP connect that succeeds within the timeout.
+    Tcp,
+    /// An HTTP/1.1 GET answered with the expected status within the timeout.
+    Http,
+}
+
+/// One member as the balancer needs it.
+#[derive(Debug, Clone)]
+pub struct MemberConfig {
+    /// The member's name in the balancer: `lb_name`, defaulting to `name`.
+    pub name: String,
+    /// The backend address as written.
+    pub address: String,
+    /// The backend address, resolved when the config was read.
+    pub addr: SocketAddr,
+    /// Weight for balancing (1..=1000).
+    pub weight: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            kind: HealthKind::Tcp,
+            path: "/health".to_string(),
+            expect_status: 200,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 2,
+        }
+    }
+}
+
+/// One problem in the pool file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, as given.
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// The key, e.g. `balancer.balance` or `member[1].address`.
+    pub key: String,
+    /// What is wrong and what is expected.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: ", self.file, line)?,
+            None => write!(f, "{}: ", self.file)?,
+        }
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in a pool file; displayed one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl LbConfig {
+    /// Reads and validates the balancer part of a pool file. The token falls back to the
+    /// `EBB_LB_TOKEN` environment variable.
+    pub fn from_pool_file(path: impl AsRef<Path>) -> Result<LbConfig, ConfigErrors> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.display().to_string(),
+                line: None,
+                key: String::new(),
+                message: format!("cannot read the pool file: {e}"),
+            }])
+        })?;
+        let env_token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
+        Self::from_pool_text(path, &text, env_token)
+    }
+
+    /// Validates pool file text; `path` names the file in messages and anchors relative
+    /// paths. `env_token` is used when the file sets no token.
+    pub fn from_pool_text(
+        path: &Path,
+        text: &str,
+        env_token: Option<String>,
+    ) -> Result<LbConfig, ConfigErrors> {
+        let mut p = Parser::new(path.display().to_string(), Locator::new(text));
+        let root: Table = match text.parse::<Table>() {
+            Ok(t) => t,
+            Err(e) => {
+                let line = e.span().map(|s| line_of_offset(text, s.start));
+                return Err(ConfigErrors(vec![ConfigError {
+                    file: p.file,
+                    line,
+                    key: String::new(),
+                    message: format!("invalid TOML: {}", e.message().trim()),
+                }]));
+            }
+        };
+        let cfg = p.build(path, &root, env_token);
+        match cfg {
+            Some(cfg) if p.errors.is_empty() => Ok(cfg),
+            _ => Err(ConfigErrors(p.errors)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<LbConfig, ConfigErrors> {
+        LbConfig::from_pool_text(Path::new("/tmp/pool.toml"), text, None)
+    }
+
+    const GOOD: &str = r#"
+[pool]
+name = "x"
+
+[balancer]
+driver = "builtin"
+listen = ["127.0.0.1:8080", "127.0.0.1:8443"]
+balance = "least-connections"
+affinity = "source-ip"
+connect_timeout = "500ms"
+
+[balancer.health]
+kind = "http"
+interval = "2s"
+
+[[member]]
+name = "web1"
+address = "127.0.0.1:8081"
+transport = "ssh"
+
+[[member]]
+name = "web2"
+lb_name = "w2"
+address = "localhost:8082"
+weight = 3
+[member.vars]
+x = "1"
+"#;
+
+    #[test]
+    fn good_config() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.balance, Balance::LeastConnections);
+        assert_eq!(c.affinity, Affinity::SourceIp);
+        assert_eq!(c.connect_timeout, Duration::from_millis(500));
+        assert_eq!(c.health.kind, HealthKind::Http);
+        assert_eq!(c.members[1].name, "w2");
+        assert_eq!(c.members[1].weight, 3);
+        assert_eq!(c.state_file, PathBuf::from("/tmp/pool.lb-state.json"));
+        assert_eq!(c.control.port(), 9900);
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let text = "[balancer]\nlisten = \"127.0.0.1:1\"\nbalance = \"rr\"\nidle_timeout = \"5 parsecs\"\n\n[[member]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n\n[[member]]\nname = \"b\"\naddress = \"nope\"\nweight = 0\n";
+        let errs = parse(text).unwrap_err().to_string();
+        assert!(
+            errs.contains("pool.toml:3: balancer.balance: expected \"round-robin\" or \"least-connections\", found \"rr\""),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("pool.toml:4: balancer.idle_timeout:"),
+            "{errs}"
+        );
+        assert!(errs.contains("pool.toml:12: member[1].address:"), "{errs}");
+        assert!(errs.contains("pool.toml:13: member[1].weight:"), "{errs}");
+    }
+
+    #[test]
+    fn syntax_error_has_line() {
+        let errs = parse("[balancer]\nlisten = \n").unwrap_err();
+        assert_eq!(errs.0[0].line, Some(2), "{errs}");
+    }
+
+    #[test]
+    fn control_urls() {
+        assert_eq!(
+            parse_control_url("http://127.0.0.1:9900/").unwrap(),
+            ("127.0.0.1".to_string(), 9900)
+        );
+        assert_eq!(
+            parse_control_url("[::1]:9900").unwrap(),
+            ("::1".to_string(), 9900)
+        );
+        assert!(parse_control_url("https://x:1").is_err());
+        assert!(parse_control_url("http://x").is_err());
+        assert!(parse_control_url("http://x:1/api").is_err());
+    }
+}
