@@ -319,6 +319,7 @@ impl Pool {
             if inner.active == 0 {
                 inner.state = HostState::Stopped;
                 m.eligible.store(false, Relaxed);
+                tracing::info!(member = %m.name, "drain finished: last connection closed, member stopped");
             }
             let _ = self.events.send(m.status(&inner));
         }

@@ -159,3 +159,43 @@ async fn idle_connections_are_closed() {
     );
     lb.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_connection_that_closes_during_a_drain_is_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let pool = write_pool(dir.path(), &[("a", a.addr), ("b", b.addr)], "", SLOW_HEALTH);
+    let lb = Lb::start(&pool).await;
+    let mut on_a = Vec::new();
+    for _ in 0..3 {
+        on_a.push(conn_to(lb.listen, "a").await);
+    }
+    lb.wait_member("b", "idle", |s| s.active_connections == 0)
+        .await;
+    let mut events = lb.client.events().await.unwrap();
+    lb.client.drainstop("a").await.unwrap();
+    let mut seen = Vec::new();
+    async fn next(events: &mut ebb_lb::client::EventStream) -> (HostState, u64) {
+        let ev = tokio::time::timeout(WAIT, events.next())
+            .await
+            .expect("event in time");
+        let ev = ev.expect("stream open").expect("good event");
+        (ev.state, ev.active_connections)
+    }
+    seen.push(next(&mut events).await);
+    while let Some(c) = on_a.pop() {
+        drop(c);
+        seen.push(next(&mut events).await);
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (HostState::Draining, 3),
+            (HostState::Draining, 2),
+            (HostState::Draining, 1),
+            (HostState::Stopped, 0),
+        ]
+    );
+    lb.shutdown().await;
+}
