@@ -1,8 +1,9 @@
-//! Balancer drivers, registered here: `builtin` (ebb's own, through its control API) and
-//! `command` (the operator's own commands per operation).
+//! Balancer drivers, registered here: `builtin` (ebb's own, through its control API),
+//! `haproxy` (its runtime API) and `command` (the operator's own commands per operation).
 
 pub mod builtin;
 pub mod command;
+pub mod haproxy;
 
 use ebb_engine::interfaces::Balancer;
 use ebb_engine::plan::Plan;
@@ -13,8 +14,9 @@ pub fn build(plan: &Plan) -> Result<Arc<dyn Balancer>, Vec<String>> {
     match plan.balancer.driver.as_str() {
         "builtin" => builtin::Builtin::from_plan(plan).map(|b| Arc::new(b) as Arc<dyn Balancer>),
         "command" => command::CommandBalancer::from_plan(plan).map(|b| Arc::new(b) as Arc<dyn Balancer>),
+        "haproxy" => haproxy::Haproxy::from_plan(plan).map(|b| Arc::new(b) as Arc<dyn Balancer>),
         other => Err(vec![format!(
-            "{}:{}: balancer.driver: the \"{other}\" driver is not available in this build of ebb yet (available: builtin, command)",
+            "{}:{}: balancer.driver: the \"{other}\" driver is not available in this build of ebb yet (available: builtin, haproxy, command)",
             plan.file.display(),
             plan.balancer.lines.get("driver").copied().unwrap_or(0)
         )]),

@@ -1,0 +1,506 @@
+//! The `haproxy` balancer driver: HAProxy through its runtime API (the admin "stats
+//! socket"), exactly as a careful operator would drive it with `socat`.
+//!
+//! ```toml
+//! [balancer]
+//! driver = "haproxy"
+//! socket = "/run/haproxy/admin.sock"   # or "tcp://127.0.0.1:9999"
+//! backend = "web"                      # a member's lb_name is its server name there
+//! state_file = "/var/lib/haproxy/server-state"  # HAProxy's server-state-file (for hold)
+//! start_timeout = "60s"                # how long `start` waits for the server to be UP
+//! timeout = "10s"                      # bound on each runtime API command
+//! ```
+//!
+//! | ebb | HAProxy |
+//! |---|---|
+//! | drainstop | `set server B/S state drain` (kept in `maint` when held) |
+//! | stop | `set server B/S state maint`, then `shutdown sessions server B/S` |
+//! | start | `set server B/S state ready`, then wait until `show stat` says `UP` |
+//! | state | `show stat` (`status`, `scur`, `qcur`) and `show servers state` (admin flags) |
+//! | initial state stopped (hold) | `set server B/S state maint`, and `show servers state` written to `state_file` |
+//! | initial state found | `stopped` when the server is in maintenance, else `started` |
+//!
+//! See docs/haproxy.md for the reasoning, notably why a hold is MAINT.
+
+pub mod client;
+pub mod status;
+
+use super::setting_error;
+use async_trait::async_trait;
+use client::{RuntimeApi, SocketAddr};
+use ebb_engine::duration::{format_duration, parse_duration};
+use ebb_engine::interfaces::{Balancer, DriverError, DriverResult, HostState, MemberLbState};
+use ebb_engine::plan::{Member, Plan};
+use status::{admin, AdminRow, StatRow};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const KEYS: &[&str] = &[
+    "socket",
+    "backend",
+    "state_file",
+    "start_timeout",
+    "timeout",
+];
+
+/// `[balancer]` for the haproxy driver.
+#[derive(Debug, Clone)]
+pub struct HaproxySettings {
+    /// The runtime API socket.
+    pub socket: SocketAddr,
+    /// The backend holding the members' servers (a member's `lb_name` may also be
+    /// `BACKEND/SERVER`).
+    pub backend: Option<String>,
+    /// HAProxy's `server-state-file`, rewritten after every change ebb makes, so that a
+    /// reload keeps held members out.
+    pub state_file: Option<PathBuf>,
+    /// How long `start` waits for the server to come UP.
+    pub start_timeout: Duration,
+    /// Bound on each runtime API command.
+    pub timeout: Duration,
+    /// Whether the runbook holds members (for the preflight warning).
+    pub hold: bool,
+}
+
+impl HaproxySettings {
+    /// Reads and validates `[balancer]`; every problem at once, with file, line and key.
+    pub fn from_plan(plan: &Plan) -> Result<Self, Vec<String>> {
+        let mut errors = Vec::new();
+        let s = &plan.balancer.settings;
+        let string = |key: &str, errors: &mut Vec<String>| match s.get(key) {
+            None => None,
+            Some(toml::Value::String(v)) => Some(v.clone()),
+            Some(_) => {
+                errors.push(setting_error(plan, key, "expected a string"));
+                None
+            }
+        };
+        for k in s.keys() {
+            if !KEYS.contains(&k.as_str()) {
+                errors.push(setting_error(
+                    plan,
+                    k,
+                    format!(
+                        "unknown key for the haproxy driver (known: {})",
+                        KEYS.join(", ")
+                    ),
+                ));
+            }
+        }
+        let socket = match string("socket", &mut errors) {
+            Some(v) => match SocketAddr::parse(&v) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    errors.push(setting_error(plan, "socket", e));
+                    None
+                }
+            },
+            None => {
+                if !s.contains_key("socket") {
+                    errors.push(format!(
+                        "{}:{}: balancer: the haproxy driver needs socket = \"/run/haproxy/admin.sock\" (HAProxy's `stats socket ... level admin`, or tcp://HOST:PORT)",
+                        plan.file.display(),
+                        plan.balancer.lines.get("driver").copied().unwrap_or(0)
+                    ));
+                }
+                None
+            }
+        };
+        let backend = string("backend", &mut errors);
+        if backend.is_none() && !s.contains_key("backend") {
+            if let Some(m) = plan.members.iter().find(|m| !m.lb_name.contains('/')) {
+                errors.push(format!(
+                    "{}:{}: balancer: the haproxy driver needs backend = \"<HAProxy backend>\" (member \"{}\" has lb_name \"{}\", not BACKEND/SERVER)",
+                    plan.file.display(),
+                    plan.balancer.lines.get("driver").copied().unwrap_or(0),
+                    m.name,
+                    m.lb_name
+                ));
+            }
+        }
+        let base = plan
+            .file
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let state_file = string("state_file", &mut errors).map(|p| base.join(p));
+        let duration =
+            |key: &str, default: Duration, errors: &mut Vec<String>| match string(key, errors)
+                .map(|v| parse_duration(&v))
+            {
+                None => default,
+                Some(Ok(d)) if !d.is_zero() => d,
+                Some(Ok(_)) => {
+                    errors.push(setting_error(plan, key, "must be more than 0"));
+                    default
+                }
+                Some(Err(e)) => {
+                    errors.push(setting_error(plan, key, e));
+                    default
+                }
+            };
+        let start_timeout = duration("start_timeout", Duration::from_secs(60), &mut errors);
+        let timeout = duration("timeout", Duration::from_secs(10), &mut errors);
+        match socket {
+            Some(socket) if errors.is_empty() => Ok(HaproxySettings {
+                socket,
+                backend,
+                state_file,
+                start_timeout,
+                timeout,
+                hold: plan.runbook.drain.hold,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// Drives HAProxy through its runtime API.
+pub struct Haproxy {
+    settings: HaproxySettings,
+    api: RuntimeApi,
+}
+
+/// A member's server in HAProxy.
+struct Target {
+    backend: String,
+    server: String,
+    member: String,
+}
+
+impl Target {
+    fn path(&self) -> String {
+        format!("{}/{}", self.backend, self.server)
+    }
+}
+
+impl Haproxy {
+    /// Reads `[balancer]` for the haproxy driver.
+    pub fn from_plan(plan: &Plan) -> Result<Self, Vec<String>> {
+        HaproxySettings::from_plan(plan).map(Self::new)
+    }
+
+    /// A driver with these settings.
+    pub fn new(settings: HaproxySettings) -> Self {
+        let api = RuntimeApi::new(settings.socket.clone(), settings.timeout);
+        Haproxy { settings, api }
+    }
+
+    fn target(&self, member: &Member) -> Target {
+        let (backend, server) = match (member.lb_name.split_once('/'), &self.settings.backend) {
+            (Some((b, s)), _) => (b.to_string(), s.to_string()),
+            (None, Some(b)) => (b.clone(), member.lb_name.clone()),
+            (None, None) => (String::new(), member.lb_name.clone()),
+        };
+        Target {
+            backend,
+            server,
+            member: member.name.clone(),
+        }
+    }
+
+    /// An error about `t`, naming the member, the server and the socket.
+    fn error(&self, t: &Target, what: impl std::fmt::Display) -> DriverError {
+        DriverError::new(format!(
+            "member \"{}\" (HAProxy server {} via {}): {what}",
+            t.member,
+            t.path(),
+            self.api.addr()
+        ))
+    }
+
+    /// `set server`/`shutdown sessions`, with HAProxy's error lines explained.
+    async fn action(&self, t: &Target, cmd: String) -> DriverResult<()> {
+        match self.api.action(&cmd).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.contains("\"No such backend.\"") => Err(self.error(
+                t,
+                format!("HAProxy has no backend \"{}\" (it answered `{cmd}` with \"No such backend.\"): check balancer.backend", t.backend),
+            )),
+            Err(e) if e.contains("\"No such server.\"") => Err(self.error(
+                t,
+                format!("backend \"{}\" has no server \"{}\" (HAProxy answered `{cmd}` with \"No such server.\"): set the member's lb_name to its server name", t.backend, t.server),
+            )),
+            Err(e) => Err(self.error(t, e)),
+        }
+    }
+
+    /// `show stat` and `show servers state` of one backend.
+    async fn backend_status(
+        &self,
+        t: &Target,
+    ) -> DriverResult<(Vec<StatRow>, HashMap<(String, String), AdminRow>)> {
+        let cmd = format!("show stat {} 4 -1", t.backend);
+        let text = self.api.command(&cmd).await.map_err(|e| self.error(t, e))?;
+        let rows = status::parse_stat(&text).map_err(|first| {
+            if first.contains("No such proxy") || first.contains("No such backend") {
+                self.error(
+                    t,
+                    format!("HAProxy has no backend \"{}\" (it answered `{cmd}` with {first}): check balancer.backend", t.backend),
+                )
+            } else {
+                self.error(t, format!("HAProxy answered `{cmd}` with {first}"))
+            }
+        })?;
+        let cmd = format!("show servers state {}", t.backend);
+        let text = self.api.command(&cmd).await.map_err(|e| self.error(t, e))?;
+        let admin = status::parse_servers_state(&text)
+            .map_err(|first| self.error(t, format!("HAProxy answered `{cmd}` with {first}")))?;
+        Ok((rows, admin))
+    }
+
+    fn member_state(
+        &self,
+        t: &Target,
+        rows: &[StatRow],
+        admin: &HashMap<(String, String), AdminRow>,
+    ) -> DriverResult<(MemberLbState, Option<AdminRow>)> {
+        let Some(row) = rows
+            .iter()
+            .find(|r| r.backend == t.backend && r.server == t.server)
+        else {
+            let names: Vec<&str> = rows.iter().map(|r| r.server.as_str()).collect();
+            return Err(self.error(
+                t,
+                format!(
+                    "backend \"{}\" has no server \"{}\" (its servers: {}): set the member's lb_name to its server name",
+                    t.backend,
+                    t.server,
+                    if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                ),
+            ));
+        };
+        let a = admin.get(&(t.backend.clone(), t.server.clone())).copied();
+        Ok((status::to_member_state(row, a), a))
+    }
+
+    async fn read(&self, t: &Target) -> DriverResult<(MemberLbState, Option<AdminRow>, StatRow)> {
+        let (rows, admin) = self.backend_status(t).await?;
+        let (st, a) = self.member_state(t, &rows, &admin)?;
+        let row = rows
+            .into_iter()
+            .find(|r| r.backend == t.backend && r.server == t.server)
+            .unwrap_or_default();
+        Ok((st, a, row))
+    }
+
+    /// Writes `show servers state` to the configured state file (atomically), so that an
+    /// HAProxy reload restores what ebb set.
+    async fn save_state_file(&self, t: &Target) -> DriverResult<()> {
+        let Some(path) = &self.settings.state_file else {
+            return Ok(());
+        };
+        let text = self
+            .api
+            .command("show servers state")
+            .await
+            .map_err(|e| self.error(t, e))?;
+        if status::parse_servers_state(&text).is_err() {
+            return Err(self.error(
+                t,
+                format!(
+                    "HAProxy answered `show servers state` with \"{}\"; the state file {} was not written",
+                    text.lines().next().unwrap_or("").trim(),
+                    path.display()
+                ),
+            ));
+        }
+        let tmp = path.with_extension("ebb-tmp");
+        let write = async {
+            tokio::fs::write(&tmp, text.as_bytes()).await?;
+            tokio::fs::rename(&tmp, path).await
+        };
+        write.await.map_err(|e| {
+            self.error(
+                t,
+                format!(
+                    "writing the server state file {} failed: {e}; an HAProxy reload now would forget the member's admin state (fix the path or its permissions: balancer.state_file)",
+                    path.display()
+                ),
+            )
+        })
+    }
+}
+
+#[async_trait]
+impl Balancer for Haproxy {
+    async fn state(&self, member: &Member) -> DriverResult<MemberLbState> {
+        let t = self.target(member);
+        self.read(&t).await.map(|(s, _, _)| s)
+    }
+
+    async fn pool_state(&self, members: &[Member]) -> Vec<DriverResult<MemberLbState>> {
+        // One pair of requests per backend, not per member.
+        let mut cache: HashMap<String, Result<(Vec<StatRow>, HashMap<_, _>), String>> =
+            HashMap::new();
+        let mut out = Vec::with_capacity(members.len());
+        for m in members {
+            let t = self.target(m);
+            if !cache.contains_key(&t.backend) {
+                let r = self.backend_status(&t).await.map_err(|e| e.0);
+                cache.insert(t.backend.clone(), r);
+            }
+            out.push(match &cache[&t.backend] {
+                Ok((rows, admin)) => self.member_state(&t, rows, admin).map(|(s, _)| s),
+                // The first member's message names it; say which one this is about.
+                Err(e) => Err(DriverError::new(
+                    if e.contains(&format!("\"{}\"", m.name)) {
+                        e.clone()
+                    } else {
+                        format!("{e} (reading member \"{}\")", m.name)
+                    },
+                )),
+            });
+        }
+        out
+    }
+
+    async fn drainstop(&self, member: &Member) -> DriverResult<()> {
+        let t = self.target(member);
+        let (_, a, _) = self.read(&t).await?;
+        if a.is_some_and(|a| a.admin_state & admin::FMAINT != 0) {
+            // Held (or stopped): MAINT already takes no new connections, not even
+            // persistent ones, and lets established ones finish; `state drain` would
+            // release the hold.
+            return Ok(());
+        }
+        self.action(&t, format!("set server {} state drain", t.path()))
+            .await?;
+        self.save_state_file(&t).await
+    }
+
+    async fn stop(&self, member: &Member) -> DriverResult<()> {
+        let t = self.target(member);
+        self.action(&t, format!("set server {} state maint", t.path()))
+            .await?;
+        self.action(&t, format!("shutdown sessions server {}", t.path()))
+            .await?;
+        self.save_state_file(&t).await
+    }
+
+    async fn start(&self, member: &Member) -> DriverResult<()> {
+        let t = self.target(member);
+        let (_, a, _) = self.read(&t).await?;
+        if a.is_some_and(|a| {
+            a.admin_state & admin::FMAINT != 0 && a.check_state & status::CHECK_CONFIGURED != 0
+        }) {
+            // Checks are paused in MAINT and HAProxy would put the server straight back UP
+            // on its last (stale) result; mark it down so that a fresh check must pass
+            // before it takes traffic. (In DRAIN the checks kept running: their verdict
+            // is current.)
+            self.action(&t, format!("set server {} health down", t.path()))
+                .await?;
+        }
+        self.action(&t, format!("set server {} state ready", t.path()))
+            .await?;
+        self.save_state_file(&t).await?;
+        let started = Instant::now();
+        loop {
+            let (st, _, row) = self.read(&t).await?;
+            let status = row.status.trim();
+            if st.state == HostState::Started && (status == "UP" || status == "no check") {
+                return Ok(());
+            }
+            if started.elapsed() >= self.settings.start_timeout {
+                // Not proven healthy: back out of rotation, so that it does not slip in
+                // unverified when a check finally passes; the start stays owed.
+                let back = self
+                    .action(&t, format!("set server {} state maint", t.path()))
+                    .await;
+                let check = if row.check_status.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ", last health check {}{}",
+                        row.check_status,
+                        if row.last_chk.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" \"{}\"", row.last_chk)
+                        }
+                    )
+                };
+                return Err(self.error(
+                    &t,
+                    format!(
+                        "not UP {} after `set server {} state ready`: HAProxy shows {}{check}; {} (balancer.start_timeout sets the wait). Fix the member, then `ebb resume`",
+                        format_duration(self.settings.start_timeout),
+                        t.path(),
+                        row.status,
+                        match back {
+                            Ok(()) => "it was put back in MAINT".to_string(),
+                            Err(e) => format!("putting it back in MAINT failed too: {e}"),
+                        }
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn initial_state(&self, member: &Member) -> DriverResult<Option<HostState>> {
+        let t = self.target(member);
+        let (_, a, row) = self.read(&t).await?;
+        let maint = match a {
+            Some(a) => a.admin_state & (admin::FMAINT | admin::CMAINT) != 0,
+            None => row.status.starts_with("MAINT"),
+        };
+        Ok(Some(if maint {
+            HostState::Stopped
+        } else {
+            HostState::Started
+        }))
+    }
+
+    async fn set_initial_state(&self, member: &Member, state: HostState) -> DriverResult<()> {
+        let t = self.target(member);
+        if state == HostState::Stopped {
+            let (_, a, _) = self.read(&t).await?;
+            let in_maint = a.is_some_and(|a| a.admin_state & admin::FMAINT != 0);
+            if !in_maint {
+                self.action(&t, format!("set server {} state maint", t.path()))
+                    .await?;
+            }
+        }
+        // `started` changes nothing live (taking traffic again is `start`'s job); either
+        // way the state file now says what a reload must restore.
+        self.save_state_file(&t).await
+    }
+
+    async fn wait_change(&self, _member: &Member, max: Duration) {
+        tokio::time::sleep(max.min(Duration::from_millis(200))).await;
+    }
+
+    async fn preflight(&self, members: &[Member]) -> Vec<String> {
+        let mut warnings = Vec::new();
+        match &self.settings.state_file {
+            None if self.settings.hold => warnings.push(format!(
+                "hold is on but balancer.state_file is not set: HAProxy forgets runtime admin states on reload, so a reload while a member is held would put it back into service. Configure `server-state-file PATH` (global) and `load-server-state-from-file global` (defaults) in HAProxy, and set state_file = \"PATH\" (socket {})",
+                self.api.addr()
+            )),
+            Some(p) => {
+                let dir = p.parent().filter(|d| !d.as_os_str().is_empty());
+                if dir.is_some_and(|d| !d.is_dir()) {
+                    warnings.push(format!(
+                        "balancer.state_file {}: its directory does not exist; ebb could not save the server state for an HAProxy reload",
+                        p.display()
+                    ));
+                }
+            }
+            None => {}
+        }
+        match self.api.command("show cli level").await {
+            Ok(level) if level.trim() == "admin" => {}
+            Ok(level) if level.trim() == "operator" || level.trim() == "user" => warnings.push(format!(
+                "the HAProxy socket {} is at level \"{}\": ebb needs `level admin` on its `stats socket` line to drain, stop and start servers",
+                self.api.addr(),
+                level.trim()
+            )),
+            // Older HAProxy without `show cli level`, or unreachable (the state check says so).
+            _ => {}
+        }
+        let _ = members;
+        warnings
+    }
+}

@@ -1,0 +1,393 @@
+//! Real servers for the driver tests: HAProxy (the Debian package) with an admin socket in
+//! a temp dir, tiny TCP backends that say who they are and echo, and clients and load that
+//! go through HAProxy. Everything binds to 127.0.0.1 on free ports; tests run in parallel.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+/// The HAProxy binary (Debian puts it in /usr/sbin).
+pub fn haproxy_bin() -> String {
+    for p in [
+        "/usr/sbin/haproxy",
+        "/usr/bin/haproxy",
+        "/usr/local/sbin/haproxy",
+    ] {
+        if Path::new(p).exists() {
+            return p.to_string();
+        }
+    }
+    panic!("haproxy is not installed (apt-get install haproxy; scripts/test.sh does it): the HAProxy tests need the real thing")
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A backend: answers each connection with its name and a newline, then echoes lines.
+pub struct Backend {
+    pub name: String,
+    pub addr: std::net::SocketAddr,
+    /// Connections open now.
+    pub active: Arc<AtomicUsize>,
+    /// Connections accepted so far.
+    pub accepted: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        Self::start_on(name, "127.0.0.1:0").await
+    }
+
+    pub async fn start_on(name: &str, addr: &str) -> Backend {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let active = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let (n, a, c) = (name.to_string(), active.clone(), accepted.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let (n, a) = (n.clone(), a.clone());
+                c.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    a.fetch_add(1, Ordering::SeqCst);
+                    let (r, mut w) = s.split();
+                    if w.write_all(format!("{n}\n").as_bytes()).await.is_ok() {
+                        let mut lines = BufReader::new(r).lines();
+                        while let Ok(Some(l)) = lines.next_line().await {
+                            if w.write_all(format!("{l}\n").as_bytes()).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    a.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Backend {
+            name: name.to_string(),
+            addr,
+            active,
+            accepted,
+            task,
+        }
+    }
+
+    /// Stops listening (new connections are refused; health checks fail).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A connection through the balancer that stays open.
+pub struct LongConn {
+    pub backend: String,
+    lines: tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+    w: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl LongConn {
+    pub async fn open(addr: &str) -> std::io::Result<LongConn> {
+        let s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+            .await
+            .map_err(|_| std::io::Error::other("connect timed out"))??;
+        let (r, w) = s.into_split();
+        let mut lines = BufReader::new(r).lines();
+        let backend = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+            .await
+            .map_err(|_| std::io::Error::other("no greeting within 5s"))??
+            .ok_or_else(|| std::io::Error::other("closed before the greeting"))?;
+        Ok(LongConn { backend, lines, w })
+    }
+
+    /// Sends a line and reads it back: proves the connection still works end to end.
+    pub async fn ping(&mut self, text: &str) -> std::io::Result<()> {
+        self.w.write_all(format!("{text}\n").as_bytes()).await?;
+        let back = tokio::time::timeout(Duration::from_secs(5), self.lines.next_line())
+            .await
+            .map_err(|_| std::io::Error::other("no echo within 5s"))??;
+        match back {
+            Some(l) if l == text => Ok(()),
+            Some(l) => Err(std::io::Error::other(format!("echo was {l:?}"))),
+            None => Err(std::io::Error::other("connection closed")),
+        }
+    }
+}
+
+/// One short request through the balancer: connect, greeting, one echo, close. Returns the
+/// backend's name.
+pub async fn hello(addr: &str) -> std::io::Result<String> {
+    let mut c = LongConn::open(addr).await?;
+    c.ping("ping").await?;
+    Ok(c.backend)
+}
+
+/// Steady load through the balancer: `workers` loops of [`hello`].
+pub struct Load {
+    pub ok: Arc<AtomicU64>,
+    pub failed: Arc<AtomicU64>,
+    pub errors: Arc<std::sync::Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(addr: &str, workers: usize, pause: Duration) -> Load {
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let tasks = (0..workers)
+            .map(|_| {
+                let (addr, ok, failed, errors, stop) = (
+                    addr.to_string(),
+                    ok.clone(),
+                    failed.clone(),
+                    errors.clone(),
+                    stop.clone(),
+                );
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        match hello(&addr).await {
+                            Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
+                            Err(e) => {
+                                errors.lock().unwrap().push(e.to_string());
+                                failed.fetch_add(1, Ordering::SeqCst)
+                            }
+                        };
+                        tokio::time::sleep(pause).await;
+                    }
+                })
+            })
+            .collect();
+        Load {
+            ok,
+            failed,
+            errors,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Stops the load and returns (ok, failed).
+    pub async fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// Options for [`Haproxy::start`].
+#[derive(Default, Clone)]
+pub struct HaproxyOptions {
+    /// Configure `server-state-file` + `load-server-state-from-file global`.
+    pub state_file: bool,
+    /// Health checks on the servers (`check inter 100ms`).
+    pub checks: bool,
+    /// An extra `stats socket` at `level user` (user.sock).
+    pub user_socket: bool,
+}
+
+/// A real HAProxy in master-worker mode, in a temp dir, in front of `servers`.
+pub struct Haproxy {
+    pub dir: PathBuf,
+    pub admin_sock: PathBuf,
+    pub state_file: PathBuf,
+    /// `127.0.0.1:PORT` of the frontend.
+    pub frontend: String,
+    child: Child,
+}
+
+impl Haproxy {
+    /// Starts HAProxy with backend `app` holding `servers` (name, address).
+    pub fn start(
+        dir: &Path,
+        servers: &[(&str, std::net::SocketAddr)],
+        o: HaproxyOptions,
+    ) -> Haproxy {
+        let admin_sock = dir.join("admin.sock");
+        let state_file = dir.join("server-state");
+        let port = free_port();
+        let mut cfg = format!(
+            "global\n  stats socket {} mode 600 level admin\n",
+            admin_sock.display()
+        );
+        if o.user_socket {
+            cfg += &format!(
+                "  stats socket {} mode 600 level user\n",
+                dir.join("user.sock").display()
+            );
+        }
+        if o.state_file {
+            cfg += &format!("  server-state-file {}\n", state_file.display());
+        }
+        cfg += "defaults\n  mode tcp\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n";
+        if o.state_file {
+            cfg += "  load-server-state-from-file global\n";
+        }
+        cfg += &format!(
+            "frontend fe\n  bind 127.0.0.1:{port}\n  default_backend app\nbackend app\n  balance roundrobin\n"
+        );
+        for (name, addr) in servers {
+            cfg += &format!(
+                "  server {name} {addr}{}\n",
+                if o.checks {
+                    " check inter 100ms fall 2 rise 1"
+                } else {
+                    ""
+                }
+            );
+        }
+        let cfg_path = dir.join("haproxy.cfg");
+        std::fs::write(&cfg_path, cfg).unwrap();
+        let child = Command::new(haproxy_bin())
+            .args(["-W", "-f"])
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("haproxy.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let h = Haproxy {
+            dir: dir.to_path_buf(),
+            admin_sock,
+            state_file,
+            frontend: format!("127.0.0.1:{port}"),
+            child,
+        };
+        h.wait_ready(None);
+        h
+    }
+
+    /// Sends a command on the admin socket (blocking; for test set-up only).
+    pub fn cli(&self, cmd: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.admin_sock).unwrap();
+        s.write_all(format!("{cmd}\n").as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    fn worker_pid(&self) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.admin_sock).ok()?;
+        s.write_all(b"show info\n").ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.lines()
+            .find_map(|l| l.strip_prefix("Pid: "))
+            .map(|p| p.trim().to_string())
+    }
+
+    fn wait_ready(&self, old_worker: Option<&str>) {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if let Some(pid) = self.worker_pid() {
+                if Some(pid.as_str()) != old_worker
+                    && std::net::TcpStream::connect(&self.frontend).is_ok()
+                {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "haproxy did not become ready: {}",
+            std::fs::read_to_string(self.dir.join("haproxy.log")).unwrap_or_default()
+        );
+    }
+
+    /// Reloads the configuration as `systemctl reload haproxy` does (SIGUSR2 to the
+    /// master): a new worker starts from the configuration (and the state file, if any).
+    pub fn reload(&self) {
+        let old = self.worker_pid();
+        // SAFETY: signalling the master process this test started.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGUSR2) };
+        self.wait_ready(old.as_deref());
+    }
+
+    /// The `status` column of `show stat` for a server of backend `app`.
+    pub fn status(&self, server: &str) -> String {
+        let out = self.cli("show stat app 4 -1");
+        let mut lines = out.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let i = header.iter().position(|c| *c == "status").unwrap();
+        lines
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .find(|f| f.get(1) == Some(&server))
+            .map(|f| f[i].to_string())
+            .unwrap_or_else(|| panic!("no server {server} in {out}"))
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        // SAFETY: the master this test started; SIGTERM stops it and its workers.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(3) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes `pool.toml` into `dir` and loads it as the engine would.
+pub fn plan(dir: &Path, toml_text: &str) -> ebb_engine::plan::Plan {
+    let path = dir.join("pool.toml");
+    std::fs::write(&path, toml_text).unwrap();
+    match ebb_engine::config::load(&path) {
+        Ok(p) => p,
+        Err(e) => panic!("pool file invalid: {e:?}"),
+    }
+}
+
+/// Polls `f` until it is true, at most `max`.
+pub async fn eventually<F, Fut>(max: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    loop {
+        if f().await {
+            return true;
+        }
+        if t.elapsed() > max {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
