@@ -180,7 +180,7 @@ timeout = "10s"
 [[runbook.step]]
 name = "maint"
 run = "echo on > {var.dir}/lb/{member}.maint"
-undo = "rm {var.dir}/lb/{member}.maint"
+undo = "rm -f {var.dir}/lb/{member}.maint"
 
 [[runbook.step]]
 name = "install"
