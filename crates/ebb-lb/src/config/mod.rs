@@ -23,6 +23,9 @@ use parse::Parser;
 /// The control API address used when `balancer.control` is not set.
 pub const DEFAULT_CONTROL: &str = "http://127.0.0.1:9900";
 
+/// Where clients connect when `balancer.listen` is not set.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
 /// Environment variable holding the control API bearer token.
 pub const TOKEN_ENV: &str = "EBB_LB_TOKEN";
 

@@ -11,7 +11,7 @@ use super::addr::{parse_control_url, parse_host_port, resolve};
 use super::locate::Locator;
 use super::{
     Affinity, Balance, ConfigError, HealthConfig, HealthKind, LbConfig, MemberConfig,
-    DEFAULT_CONTROL,
+    DEFAULT_CONTROL, DEFAULT_LISTEN,
 };
 use crate::duration::parse_duration;
 
@@ -286,13 +286,8 @@ impl Parser {
     fn listen(&mut self, bal: &Table) -> Option<Vec<SocketAddr>> {
         let key = "balancer.listen";
         let raw: Vec<String> = match bal.get("listen") {
-            None => {
-                self.err(
-                    "balancer",
-                    "missing key `listen`; add listen = \"127.0.0.1:8080\" (or a list of addresses)",
-                );
-                return None;
-            }
+            // The engine's pool files may name only `control` for the builtin driver.
+            None => vec![DEFAULT_LISTEN.to_string()],
             Some(Value::String(s)) => vec![s.clone()],
             Some(Value::Array(a)) => {
                 let mut out = Vec::new();
