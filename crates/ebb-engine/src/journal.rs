@@ -193,6 +193,34 @@ pub struct LockHolder {
     pub heartbeat_ms: i64,
 }
 
+fn member_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MemberRecord> {
+    let ops: String = r.get(4)?;
+    Ok(MemberRecord {
+        name: r.get(0)?,
+        position: r.get::<_, i64>(1)? as usize,
+        state: MemberState::parse(&r.get::<_, String>(2)?),
+        cursor: r.get::<_, i64>(3)? as usize,
+        ops: if ops.is_empty() {
+            vec![]
+        } else {
+            ops.split('\n').map(String::from).collect()
+        },
+        step: r.get(5)?,
+        reason: r.get(6)?,
+        reboot_pending: r.get::<_, i64>(7)? != 0,
+    })
+}
+
+const LOCK_SELECT: &str = "SELECT pid, host, heartbeat_ms FROM lock WHERE pool = ?1";
+
+fn lock_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LockHolder> {
+    Ok(LockHolder {
+        pid: r.get(0)?,
+        host: r.get(1)?,
+        heartbeat_ms: r.get(2)?,
+    })
+}
+
 /// The journal of one state dir.
 pub struct Journal {
     path: PathBuf,
@@ -284,17 +312,7 @@ impl Journal {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| self.e(e))?;
         let holder: Option<LockHolder> = tx
-            .query_row(
-                "SELECT pid, host, heartbeat_ms FROM lock WHERE pool = ?1",
-                [pool],
-                |r| {
-                    Ok(LockHolder {
-                        pid: r.get(0)?,
-                        host: r.get(1)?,
-                        heartbeat_ms: r.get(2)?,
-                    })
-                },
-            )
+            .query_row(LOCK_SELECT, [pool], lock_row)
             .optional()
             .map_err(|e| self.e(e))?;
         if let Some(h) = holder {
@@ -320,17 +338,7 @@ impl Journal {
     pub fn lock_holder(&self, pool: &str) -> JResult<Option<LockHolder>> {
         let h: Option<LockHolder> = self
             .db()
-            .query_row(
-                "SELECT pid, host, heartbeat_ms FROM lock WHERE pool = ?1",
-                [pool],
-                |r| {
-                    Ok(LockHolder {
-                        pid: r.get(0)?,
-                        host: r.get(1)?,
-                        heartbeat_ms: r.get(2)?,
-                    })
-                },
-            )
+            .query_row(LOCK_SELECT, [pool], lock_row)
             .optional()
             .map_err(|e| self.e(e))?;
         Ok(h.filter(|h| h.host != hostname() || pid_alive(h.pid)))
@@ -438,25 +446,7 @@ impl Journal {
                  WHERE run_id = ?1 ORDER BY position",
             )
             .map_err(|e| self.e(e))?;
-        let rows = st
-            .query_map([run], |r| {
-                let ops: String = r.get(4)?;
-                Ok(MemberRecord {
-                    name: r.get(0)?,
-                    position: r.get::<_, i64>(1)? as usize,
-                    state: MemberState::parse(&r.get::<_, String>(2)?),
-                    cursor: r.get::<_, i64>(3)? as usize,
-                    ops: if ops.is_empty() {
-                        vec![]
-                    } else {
-                        ops.split('\n').map(String::from).collect()
-                    },
-                    step: r.get(5)?,
-                    reason: r.get(6)?,
-                    reboot_pending: r.get::<_, i64>(7)? != 0,
-                })
-            })
-            .map_err(|e| self.e(e))?;
+        let rows = st.query_map([run], member_row).map_err(|e| self.e(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.e(e))
     }
 
@@ -467,19 +457,7 @@ impl Journal {
                 "SELECT name, position, state, cursor, ops, step, reason, reboot_pending FROM members
                  WHERE run_id = ?1 AND name = ?2",
                 params![run, name],
-                |r| {
-                    let ops: String = r.get(4)?;
-                    Ok(MemberRecord {
-                        name: r.get(0)?,
-                        position: r.get::<_, i64>(1)? as usize,
-                        state: MemberState::parse(&r.get::<_, String>(2)?),
-                        cursor: r.get::<_, i64>(3)? as usize,
-                        ops: if ops.is_empty() { vec![] } else { ops.split('\n').map(String::from).collect() },
-                        step: r.get(5)?,
-                        reason: r.get(6)?,
-                        reboot_pending: r.get::<_, i64>(7)? != 0,
-                    })
-                },
+                member_row,
             )
             .optional()
             .map_err(|e| self.e(e))

@@ -188,6 +188,16 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
+/// Prints why a command could not run; the journal failing is 1, anything else is bad
+/// input or usage (2).
+fn refused(e: RunError) -> i32 {
+    eprintln!("ebb: {e}");
+    match e {
+        RunError::Journal(_) => 1,
+        _ => EXIT_USAGE,
+    }
+}
+
 fn report_outcome(r: Result<RunOutcome, RunError>, renderer: &Renderer) -> i32 {
     renderer.finish();
     match r {
@@ -207,14 +217,7 @@ fn report_outcome(r: Result<RunOutcome, RunError>, renderer: &Renderer) -> i32 {
             }
             o.exit_code
         }
-        Err(RunError::Journal(e)) => {
-            eprintln!("ebb: {e}");
-            1
-        }
-        Err(e) => {
-            eprintln!("ebb: {e}");
-            EXIT_USAGE
-        }
+        Err(e) => refused(e),
     }
 }
 
@@ -273,14 +276,7 @@ async fn release(sel: &RunSel, member: &str, json: bool) -> i32 {
             eprintln!("ebb: {}", o.message);
             o.exit_code
         }
-        Err(RunError::Journal(e)) => {
-            eprintln!("ebb: {e}");
-            1
-        }
-        Err(e) => {
-            eprintln!("ebb: {e}");
-            EXIT_USAGE
-        }
+        Err(e) => refused(e),
     }
 }
 
@@ -414,14 +410,7 @@ async fn abort(sel: &RunSel, json_out: bool) -> i32 {
             }
             0
         }
-        Err(RunError::Journal(e)) => {
-            eprintln!("ebb: {e}");
-            1
-        }
-        Err(e) => {
-            eprintln!("ebb: {e}");
-            EXIT_USAGE
-        }
+        Err(e) => refused(e),
     }
 }
 
