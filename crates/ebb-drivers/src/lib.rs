@@ -11,6 +11,16 @@ use ebb_engine::member::Drivers;
 use ebb_engine::plan::Plan;
 use std::sync::Arc;
 
+/// The directory of the pool file: local commands (steps, checks, the command balancer)
+/// run there, so `./lb.sh` means the same wherever ebb is started from.
+pub fn pool_dir(plan: &Plan) -> Option<std::path::PathBuf> {
+    let dir = plan.file.parent()?;
+    if dir.as_os_str().is_empty() {
+        return None;
+    }
+    Some(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()))
+}
+
 /// Builds every driver a plan needs, validating driver settings; the error lists each
 /// problem with file, line and key.
 pub fn build(plan: &Plan) -> Result<Drivers, Vec<String>> {

@@ -168,7 +168,15 @@ pub async fn run(
             .map(|(i, m)| (m.name.clone(), op_keys(&plan, i)))
             .collect();
         (
-            journal.create_run(&pool, &plan.file.display().to_string(), &members)?,
+            journal.create_run(
+                &pool,
+                // Absolute, so `ebb resume --state-dir DIR` works from anywhere.
+                &std::fs::canonicalize(&plan.file)
+                    .unwrap_or_else(|_| plan.file.clone())
+                    .display()
+                    .to_string(),
+                &members,
+            )?,
             false,
         )
     };

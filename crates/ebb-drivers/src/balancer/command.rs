@@ -31,6 +31,7 @@ const OPTIONAL: &[&str] = &["connections", "get_initial_state", "health"];
 /// The operator's commands, one per operation.
 pub struct CommandBalancer {
     commands: BTreeMap<String, String>,
+    dir: Option<std::path::PathBuf>,
     timeout: Duration,
 }
 
@@ -77,7 +78,11 @@ impl CommandBalancer {
             }
         }
         if errors.is_empty() {
-            Ok(CommandBalancer { commands, timeout })
+            Ok(CommandBalancer {
+                commands,
+                timeout,
+                dir: crate::pool_dir(plan),
+            })
         } else {
             Err(errors)
         }
@@ -99,7 +104,15 @@ impl CommandBalancer {
             extras.insert("state", s.as_str().to_string());
         }
         let cmd = render(template, member, Quote::Sh, &extras);
-        let out = run_local(Shell::Sh, &cmd, &BTreeMap::new(), self.timeout, None).await?;
+        let out = run_local(
+            self.dir.as_deref(),
+            Shell::Sh,
+            &cmd,
+            &BTreeMap::new(),
+            self.timeout,
+            None,
+        )
+        .await?;
         match out.exit_code {
             Some(0) => Ok(out.tail),
             _ if out.timed_out => Err(DriverError::new(format!(

@@ -18,6 +18,7 @@ pub const TAIL_LINES: usize = 20;
 /// Runs a member's commands on this machine.
 pub struct Local {
     member: String,
+    dir: Option<std::path::PathBuf>,
     shell: Shell,
     boot_id: Option<String>,
 }
@@ -27,12 +28,22 @@ impl Local {
     pub fn new(member: &Member) -> Self {
         Local {
             member: member.name.clone(),
+            dir: None,
             shell: member.shell,
             boot_id: member
                 .boot_id
                 .as_ref()
                 .map(|b| render(b, member, Quote::from(member.shell), &BTreeMap::new())),
         }
+    }
+}
+
+impl Local {
+    /// Runs commands in `dir` (the pool file's directory), so relative paths in commands
+    /// mean the same wherever ebb is started from.
+    pub fn in_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.dir = dir;
+        self
     }
 }
 
@@ -51,6 +62,7 @@ impl Drop for GroupKill {
 /// Runs `command` with `shell` on this machine; shared by the local transport and the
 /// command balancer driver.
 pub async fn run_local(
+    dir: Option<&std::path::Path>,
     shell: Shell,
     command: &str,
     env: &BTreeMap<String, String>,
@@ -69,6 +81,9 @@ pub async fn run_local(
             c
         }
     };
+    if let Some(d) = dir {
+        cmd.current_dir(d);
+    }
     cmd.envs(env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -153,7 +168,15 @@ impl Transport for Local {
         timeout: Duration,
         output: Option<OutputSink>,
     ) -> DriverResult<CommandOutcome> {
-        run_local(self.shell, command, env, timeout, output).await
+        run_local(
+            self.dir.as_deref(),
+            self.shell,
+            command,
+            env,
+            timeout,
+            output,
+        )
+        .await
     }
 
     async fn boot_id(&self) -> DriverResult<String> {
@@ -164,6 +187,7 @@ impl Transport for Local {
             )));
         };
         let out = run_local(
+            self.dir.as_deref(),
             self.shell,
             cmd,
             &BTreeMap::new(),

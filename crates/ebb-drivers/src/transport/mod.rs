@@ -9,7 +9,9 @@ use std::sync::Arc;
 /// Builds the transport of one member.
 pub fn build(plan: &Plan, member: &Member) -> Result<Arc<dyn Transport>, String> {
     match member.transport.as_str() {
-        "local" => Ok(Arc::new(local::Local::new(member))),
+        "local" => Ok(Arc::new(
+            local::Local::new(member).in_dir(crate::pool_dir(plan)),
+        )),
         other => Err(format!(
             "{}: member \"{}\": transport \"{other}\" is not available in this build of ebb (available: local)",
             plan.file.display(),
