@@ -1,0 +1,160 @@
+//! The exact command lines ebb sends to a remote member, for `sh` and PowerShell members.
+//! Kept apart from the ssh plumbing so they can be tested as text (Windows members cannot
+//! be started in a test here).
+
+use ebb_engine::placeholder::{ps_quote, sh_quote};
+use std::collections::BTreeMap;
+
+/// The first line a wrapped command prints on stderr: its process id on the member, so
+/// that a timeout can kill it there.
+pub const PID_MARKER: &str = "__ebb_pid__ ";
+
+/// The shell a remote member runs commands with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteShell {
+    /// A POSIX `sh`.
+    Sh,
+    /// Windows PowerShell (`powershell.exe`).
+    PowerShell,
+}
+
+/// The remote command line for `command` (already rendered for the member's shell) with
+/// `env` set.
+///
+/// - `sh`: the login shell prints its pid (sshd made it a session and process-group
+///   leader), then `exec`s `env NAME=value ... sh -c COMMAND`, keeping that pid.
+/// - PowerShell: `powershell -NoProfile -NonInteractive -EncodedCommand ...` with a script
+///   that prints `$PID`, sets `$env:NAME`, runs the command and exits with
+///   `$LASTEXITCODE` (1 when a cmdlet failed without one). The script travels base64
+///   encoded (UTF-16LE, as PowerShell wants), so Windows' `cmd.exe` quoting, which sshd on
+///   Windows uses by default, can never mangle it.
+pub fn remote_command(shell: RemoteShell, command: &str, env: &BTreeMap<String, String>) -> String {
+    match shell {
+        RemoteShell::Sh => {
+            let mut s = format!("printf '%s\\n' \"{PID_MARKER}$$\" >&2; exec env");
+            for (k, v) in env {
+                s.push(' ');
+                s.push_str(k);
+                s.push('=');
+                s.push_str(&sh_quote(v));
+            }
+            s.push_str(" sh -c ");
+            s.push_str(&sh_quote(command));
+            s
+        }
+        RemoteShell::PowerShell => {
+            format!(
+                "powershell -NoProfile -NonInteractive -EncodedCommand {}",
+                encode_powershell(&powershell_script(command, env))
+            )
+        }
+    }
+}
+
+/// The PowerShell script a command is wrapped in (before encoding).
+pub fn powershell_script(command: &str, env: &BTreeMap<String, String>) -> String {
+    let mut s = format!("[Console]::Error.WriteLine('{PID_MARKER}' + $PID)\n");
+    for (k, v) in env {
+        s.push_str(&format!("$env:{k} = {}\n", ps_quote(v)));
+    }
+    s.push_str("$global:LASTEXITCODE = 0\n");
+    s.push_str(command);
+    s.push_str("\n$ebbOk = $?\n");
+    s.push_str("if ($LASTEXITCODE) { exit $LASTEXITCODE } elseif (-not $ebbOk) { exit 1 } else { exit 0 }\n");
+    s
+}
+
+/// The command that kills a timed-out command on the member: its process group and
+/// whatever else is left in its session (`sh`), or its process tree (Windows).
+pub fn remote_kill(shell: RemoteShell, pid: u32) -> String {
+    match shell {
+        RemoteShell::Sh => {
+            format!("kill -s KILL -- -{pid} 2>/dev/null; pkill -KILL -s {pid} 2>/dev/null; true")
+        }
+        RemoteShell::PowerShell => format!("taskkill /F /T /PID {pid}"),
+    }
+}
+
+/// `-EncodedCommand` form: base64 of the UTF-16LE text.
+pub fn encode_powershell(script: &str) -> String {
+    let bytes: Vec<u8> = script
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    base64(&bytes)
+}
+
+/// Standard base64 with padding.
+pub fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_known_values() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        // What `[Convert]::ToBase64String([Text.Encoding]::Unicode.GetBytes('dir'))` gives.
+        assert_eq!(encode_powershell("dir"), "ZABpAHIA");
+    }
+
+    #[test]
+    fn sh_wrapper_quotes_env_and_command() {
+        let mut env = BTreeMap::new();
+        env.insert("EBB_MEMBER".to_string(), "web 1".to_string());
+        let c = remote_command(RemoteShell::Sh, "echo 'hi' && exit 3", &env);
+        assert_eq!(
+            c,
+            "printf '%s\\n' \"__ebb_pid__ $$\" >&2; exec env EBB_MEMBER='web 1' sh -c 'echo '\\''hi'\\'' && exit 3'"
+        );
+    }
+
+    #[test]
+    fn powershell_wrapper_carries_lastexitcode() {
+        let mut env = BTreeMap::new();
+        env.insert("EBB_MEMBER".to_string(), "it's".to_string());
+        let s = powershell_script("msiexec /update 'x.msp' /quiet", &env);
+        assert_eq!(
+            s,
+            "[Console]::Error.WriteLine('__ebb_pid__ ' + $PID)\n$env:EBB_MEMBER = 'it''s'\n$global:LASTEXITCODE = 0\nmsiexec /update 'x.msp' /quiet\n$ebbOk = $?\nif ($LASTEXITCODE) { exit $LASTEXITCODE } elseif (-not $ebbOk) { exit 1 } else { exit 0 }\n"
+        );
+        let c = remote_command(
+            RemoteShell::PowerShell,
+            "msiexec /update 'x.msp' /quiet",
+            &env,
+        );
+        assert!(c.starts_with("powershell -NoProfile -NonInteractive -EncodedCommand "));
+        assert_eq!(
+            remote_kill(RemoteShell::PowerShell, 42),
+            "taskkill /F /T /PID 42"
+        );
+    }
+}

@@ -1,0 +1,551 @@
+//! The `ssh` transport: commands run on the member through the system OpenSSH client,
+//! one multiplexed connection per member (ControlMaster), host keys always checked.
+//!
+//! Why the system `ssh` and not an SSH library: it is what operators already trust and
+//! configure (agents, `~/.ssh/config`, jump hosts, hardware keys, `known_hosts` with hashed
+//! names and `@cert-authority` lines all keep working), it costs ebb no dependency, and
+//! OpenSSH's ControlMaster gives connection reuse across a member's steps for free. The
+//! price is one `ssh` process per command, which is small next to the steps it runs.
+//!
+//! A step's timeout must kill the remote command, not only the local `ssh`: closing an
+//! SSH channel without a terminal does not signal the remote process. So the remote
+//! wrapper first prints its process id (the session leader sshd made for the command) on
+//! stderr, and on timeout or cancellation ebb kills that process group (and session) on the
+//! member over a second connection.
+
+use super::command_line::{remote_command, remote_kill, RemoteShell, PID_MARKER};
+use async_trait::async_trait;
+use ebb_engine::interfaces::{CommandOutcome, DriverError, DriverResult, OutputSink, Transport};
+use ebb_engine::placeholder::{render, Quote};
+use ebb_engine::plan::{Member, Plan, Shell};
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+/// Lines of output kept for the journal.
+pub const TAIL_LINES: usize = 20;
+
+/// Boot identity on Linux (changes at every boot).
+pub const LINUX_BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
+
+/// Boot identity on Windows: the last boot time, in UTC.
+pub const WINDOWS_BOOT_ID: &str =
+    "(Get-CimInstance Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().ToString('o')";
+
+/// Options a pool file may not set through `ssh_options`: they would weaken host-key
+/// checking or break ebb's own connection handling.
+pub const FORBIDDEN_OPTIONS: &[&str] = &[
+    "stricthostkeychecking",
+    "userknownhostsfile",
+    "globalknownhostsfile",
+    "controlmaster",
+    "controlpath",
+    "controlpersist",
+    "batchmode",
+    "requesttty",
+    "permitlocalcommand",
+    "localcommand",
+];
+
+/// How one member is reached over ssh, from its `ssh_*` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshSettings {
+    /// Host name or address (`ssh_host`, default the host of `address`).
+    pub host: String,
+    /// `ssh_port` (default 22).
+    pub port: u16,
+    /// `ssh_user` (default: ssh's own default, the local user or `~/.ssh/config`).
+    pub user: Option<String>,
+    /// `ssh_key`: private key file.
+    pub key: Option<PathBuf>,
+    /// `ssh_known_hosts`: the known-hosts file (default: ssh's, `~/.ssh/known_hosts`).
+    pub known_hosts: Option<PathBuf>,
+    /// `ssh_options`: extra `-o Key=Value` options.
+    pub options: Vec<String>,
+    /// `ssh_connect_timeout` (default 10 s).
+    pub connect_timeout: Duration,
+}
+
+impl SshSettings {
+    /// Reads a member's settings; relative paths are taken from the pool file's folder.
+    pub fn from_member(member: &Member, base: &Path) -> Result<SshSettings, String> {
+        let s = &member.settings;
+        let who = format!("member \"{}\"", member.name);
+        let string = |k: &str| -> Result<Option<String>, String> {
+            match s.get(k) {
+                None => Ok(None),
+                Some(toml::Value::String(v)) if !v.trim().is_empty() => Ok(Some(v.clone())),
+                Some(_) => Err(format!("{who}: {k} must be a non-empty string")),
+            }
+        };
+        let path = |k: &str| -> Result<Option<PathBuf>, String> {
+            Ok(string(k)?.map(|p| {
+                let p = expand_home(&p);
+                if p.is_absolute() {
+                    p
+                } else {
+                    base.join(p)
+                }
+            }))
+        };
+        let port = match s.get("ssh_port") {
+            None => 22,
+            Some(toml::Value::Integer(p)) if (1..=65535).contains(p) => *p as u16,
+            Some(other) => {
+                return Err(format!(
+                    "{who}: ssh_port must be a port number from 1 to 65535, found {other}"
+                ))
+            }
+        };
+        let options = match s.get("ssh_options") {
+            None => Vec::new(),
+            Some(toml::Value::Array(a)) => {
+                let mut out = Vec::new();
+                for v in a {
+                    let Some(o) = v.as_str() else {
+                        return Err(format!(
+                            "{who}: ssh_options must be a list of \"Key=Value\" strings"
+                        ));
+                    };
+                    check_option(o).map_err(|e| format!("{who}: ssh_options: {e}"))?;
+                    out.push(o.to_string());
+                }
+                out
+            }
+            Some(_) => {
+                return Err(format!(
+                    "{who}: ssh_options must be a list of \"Key=Value\" strings"
+                ))
+            }
+        };
+        let connect_timeout = match string("ssh_connect_timeout")? {
+            None => Duration::from_secs(10),
+            Some(t) => ebb_engine::duration::parse_duration(&t)
+                .map_err(|e| format!("{who}: ssh_connect_timeout: {e}"))?,
+        };
+        let host = match string("ssh_host")? {
+            Some(h) => h,
+            None => host_of(&member.address),
+        };
+        Ok(SshSettings {
+            host,
+            port,
+            user: string("ssh_user")?,
+            key: path("ssh_key")?,
+            known_hosts: path("ssh_known_hosts")?,
+            options,
+            connect_timeout,
+        })
+    }
+}
+
+/// Validates one `ssh_options` entry: `Key=Value`, and not an option ebb must own.
+pub fn check_option(o: &str) -> Result<(), String> {
+    let Some((k, _)) = o.split_once('=') else {
+        return Err(format!("\"{o}\" is not of the form Key=Value"));
+    };
+    let k = k.trim();
+    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(format!("\"{o}\" is not of the form Key=Value"));
+    }
+    if FORBIDDEN_OPTIONS.contains(&k.to_ascii_lowercase().as_str()) {
+        return Err(format!(
+            "\"{k}\" is set by ebb (host keys are always checked; use ssh_known_hosts for the file)"
+        ));
+    }
+    Ok(())
+}
+
+fn expand_home(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+/// The host part of `host:port`, `[v6]:port`, `v6` or `host`.
+pub fn host_of(address: &str) -> String {
+    if let Some(rest) = address.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest).to_string();
+    }
+    match address.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && p.chars().all(|c| c.is_ascii_digit()) => h.into(),
+        _ => address.to_string(),
+    }
+}
+
+/// Runs a member's commands over ssh.
+pub struct Ssh {
+    member: String,
+    shell: RemoteShell,
+    settings: SshSettings,
+    boot_id: String,
+    control_dir: PathBuf,
+}
+
+static CONTROL_DIRS: AtomicUsize = AtomicUsize::new(0);
+
+impl Ssh {
+    /// The ssh transport for `member` of `plan`.
+    pub fn new(plan: &Plan, member: &Member) -> Result<Ssh, String> {
+        let base = plan
+            .file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let settings = SshSettings::from_member(member, &base)?;
+        let shell = match member.shell {
+            Shell::Sh => RemoteShell::Sh,
+            Shell::PowerShell => RemoteShell::PowerShell,
+        };
+        let boot_id = match &member.boot_id {
+            Some(b) => render(b, member, Quote::from(member.shell), &BTreeMap::new()),
+            None => match member.shell {
+                Shell::Sh => LINUX_BOOT_ID.to_string(),
+                Shell::PowerShell => WINDOWS_BOOT_ID.to_string(),
+            },
+        };
+        // A short folder of our own: socket paths are limited to ~100 bytes.
+        let control_dir = std::env::temp_dir().join(format!(
+            "ebb-ssh-{}-{}",
+            std::process::id(),
+            CONTROL_DIRS.fetch_add(1, Ordering::Relaxed)
+        ));
+        Ok(Ssh {
+            member: member.name.clone(),
+            shell,
+            settings,
+            boot_id,
+            control_dir,
+        })
+    }
+
+    /// The settings in use.
+    pub fn settings(&self) -> &SshSettings {
+        &self.settings
+    }
+
+    /// The `ssh` arguments before the remote command: host-key checking always on,
+    /// connection reuse, bounded connect and keep-alive.
+    pub fn base_args(&self) -> Vec<String> {
+        let s = &self.settings;
+        let mut a: Vec<String> = vec!["-T".into()];
+        let mut opt = |o: String| {
+            a.push("-o".into());
+            a.push(o);
+        };
+        // ssh keeps the first value of each option: ebb's own come first.
+        opt("BatchMode=yes".into());
+        opt("StrictHostKeyChecking=yes".into());
+        opt("ControlMaster=auto".into());
+        opt(format!(
+            "ControlPath={}",
+            self.control_dir.join("%C").display()
+        ));
+        opt("ControlPersist=60".into());
+        opt(format!(
+            "ConnectTimeout={}",
+            s.connect_timeout.as_secs().max(1)
+        ));
+        opt("ServerAliveInterval=5".into());
+        opt("ServerAliveCountMax=3".into());
+        opt("LogLevel=ERROR".into());
+        if let Some(k) = &s.known_hosts {
+            opt(format!("UserKnownHostsFile={}", k.display()));
+        }
+        if s.key.is_some() {
+            opt("IdentitiesOnly=yes".into());
+        }
+        for o in &s.options {
+            opt(o.clone());
+        }
+        if let Some(k) = &s.key {
+            a.push("-i".into());
+            a.push(k.display().to_string());
+        }
+        if let Some(u) = &s.user {
+            a.push("-l".into());
+            a.push(u.clone());
+        }
+        a.push("-p".into());
+        a.push(s.port.to_string());
+        a.push("--".into());
+        a.push(self.settings.host.clone());
+        a
+    }
+
+    fn where_(&self) -> String {
+        format!("{}:{}", self.settings.host, self.settings.port)
+    }
+
+    /// Explains an ssh failure (exit 255 before the remote command started) for humans.
+    fn connection_error(&self, stderr: &str) -> DriverError {
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("ssh exited with 255 and said nothing")
+            .trim()
+            .to_string();
+        let kh = self
+            .settings
+            .known_hosts
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "~/.ssh/known_hosts".into());
+        let msg = if stderr.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+            || stderr.contains("Host key verification failed")
+            || stderr.contains("host key is known")
+        {
+            let why = if stderr.contains("HAS CHANGED") {
+                "the host key it presented does not match the one recorded"
+            } else {
+                "its host key is not recorded (or does not match)"
+            };
+            format!(
+                "member \"{}\": host key verification failed for {}: {why} in {kh}. ebb never accepts an unknown or changed key: if the server was reinstalled, verify its new key and update {kh} (ssh_known_hosts)",
+                self.member,
+                self.where_()
+            )
+        } else if stderr.contains("Permission denied") {
+            format!(
+                "member \"{}\": ssh login to {} was refused ({last}); check ssh_user and ssh_key",
+                self.member,
+                self.where_()
+            )
+        } else {
+            format!(
+                "member \"{}\" is unreachable over ssh at {}: {last}",
+                self.member,
+                self.where_()
+            )
+        };
+        DriverError::new(msg)
+    }
+
+    async fn kill_remote(&self, pid: u32) {
+        let mut cmd = Command::new("ssh");
+        cmd.args(self.base_args())
+            .arg(remote_kill(self.shell, pid))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        if let Ok(mut child) = cmd.spawn() {
+            let _ = tokio::time::timeout(
+                self.settings.connect_timeout + Duration::from_secs(5),
+                child.wait(),
+            )
+            .await;
+        }
+    }
+}
+
+impl Drop for Ssh {
+    fn drop(&mut self) {
+        // Close the shared connection, if one was opened, and remove its folder.
+        if self.control_dir.exists() {
+            let _ = std::process::Command::new("ssh")
+                .args(self.base_args())
+                .args(["-O", "exit"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let _ = std::fs::remove_dir_all(&self.control_dir);
+        }
+    }
+}
+
+/// Kills the remote command when a run is cancelled while it runs (Ctrl-C, abort): the
+/// future is dropped, so the kill goes to a detached `ssh`.
+struct RemoteKillOnDrop {
+    args: Vec<String>,
+    shell: RemoteShell,
+    pid: Arc<Mutex<Option<u32>>>,
+    armed: bool,
+}
+
+impl Drop for RemoteKillOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let pid = self.pid.lock().ok().and_then(|p| *p);
+        if let Some(pid) = pid {
+            let _ = std::process::Command::new("ssh")
+                .args(&self.args)
+                .arg(remote_kill(self.shell, pid))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for Ssh {
+    async fn run(
+        &self,
+        command: &str,
+        env: &BTreeMap<String, String>,
+        timeout: Duration,
+        output: Option<OutputSink>,
+    ) -> DriverResult<CommandOutcome> {
+        if let Err(e) = std::fs::create_dir_all(&self.control_dir) {
+            return Err(DriverError::new(format!(
+                "member \"{}\": cannot create {} for the ssh connection: {e}",
+                self.member,
+                self.control_dir.display()
+            )));
+        }
+        let args = self.base_args();
+        let mut cmd = Command::new("ssh");
+        cmd.args(&args)
+            .arg(remote_command(self.shell, command, env))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| {
+            DriverError::new(format!(
+                "member \"{}\": cannot start the ssh client: {e} (is OpenSSH's `ssh` installed?)",
+                self.member
+            ))
+        })?;
+        let pid: Arc<Mutex<Option<u32>>> = Arc::new(Mutex::new(None));
+        let mut guard = RemoteKillOnDrop {
+            args: args.clone(),
+            shell: self.shell,
+            pid: pid.clone(),
+            armed: true,
+        };
+        let tail: Arc<Mutex<VecDeque<String>>> = Arc::new(Mutex::new(VecDeque::new()));
+        let stderr_all: Arc<Mutex<String>> = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            readers.push(tokio::spawn(read_lines(
+                BufReader::new(out),
+                tail.clone(),
+                output.clone(),
+                None,
+            )));
+        }
+        if let Some(err) = child.stderr.take() {
+            readers.push(tokio::spawn(read_lines(
+                BufReader::new(err),
+                tail.clone(),
+                output.clone(),
+                Some((pid.clone(), stderr_all.clone())),
+            )));
+        }
+        let waited = tokio::time::timeout(timeout, child.wait()).await;
+        let (status, timed_out) = match waited {
+            Ok(Ok(status)) => (status.code(), false),
+            Ok(Err(e)) => {
+                return Err(DriverError::new(format!(
+                    "member \"{}\": waiting for ssh: {e}",
+                    self.member
+                )))
+            }
+            Err(_) => (None, true),
+        };
+        if timed_out {
+            let _ = child.kill().await;
+        }
+        for r in readers {
+            let _ = tokio::time::timeout(Duration::from_millis(300), r).await;
+        }
+        let started = pid.lock().ok().and_then(|p| *p);
+        if timed_out {
+            if let Some(p) = started {
+                self.kill_remote(p).await;
+            }
+        }
+        guard.armed = false;
+        let tail = tail
+            .lock()
+            .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default();
+        if !timed_out && started.is_none() {
+            // The command never started: ssh itself failed (255), or the remote shell
+            // could not run the wrapper.
+            let err = stderr_all.lock().map(|s| s.clone()).unwrap_or_default();
+            return Err(self.connection_error(&err));
+        }
+        Ok(CommandOutcome {
+            exit_code: status,
+            timed_out,
+            tail,
+        })
+    }
+
+    async fn boot_id(&self) -> DriverResult<String> {
+        let out = self
+            .run(
+                &self.boot_id,
+                &BTreeMap::new(),
+                self.settings.connect_timeout + Duration::from_secs(10),
+                None,
+            )
+            .await?;
+        match out.exit_code {
+            Some(0) if !out.tail.trim().is_empty() => Ok(out.tail.trim().to_string()),
+            _ => Err(DriverError::new(format!(
+                "member \"{}\" did not give its boot identity: `{}` gave {:?}: {}",
+                self.member,
+                self.boot_id,
+                out.exit_code,
+                out.tail.trim()
+            ))),
+        }
+    }
+}
+
+type PidSlot = (Arc<Mutex<Option<u32>>>, Arc<Mutex<String>>);
+
+async fn read_lines<R: tokio::io::AsyncRead + Unpin>(
+    reader: BufReader<R>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    output: Option<OutputSink>,
+    stderr: Option<PidSlot>,
+) {
+    let mut lines = reader.lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let line = line.trim_end_matches('\r').to_string();
+        if let Some((pid, all)) = &stderr {
+            if let Some(p) = line.strip_prefix(PID_MARKER) {
+                if let (Ok(mut slot), Ok(n)) = (pid.lock(), p.trim().parse::<u32>()) {
+                    if slot.is_none() {
+                        *slot = Some(n);
+                        continue;
+                    }
+                }
+            }
+            let started = pid.lock().map(|p| p.is_some()).unwrap_or(false);
+            if !started {
+                // ssh's own messages (before the command started) explain failures.
+                if let Ok(mut a) = all.lock() {
+                    a.push_str(&line);
+                    a.push('\n');
+                }
+                continue;
+            }
+        }
+        if let Some(o) = &output {
+            o(&line);
+        }
+        if let Ok(mut t) = tail.lock() {
+            if t.len() == TAIL_LINES {
+                t.pop_front();
+            }
+            t.push_back(line);
+        }
+    }
+}
