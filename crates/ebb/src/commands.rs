@@ -243,6 +243,7 @@ async fn run_cmd(sel: &RunSel, opts: RunOptions, json: bool) -> i32 {
         return EXIT_USAGE;
     };
     let renderer = Renderer::new(json, &plan);
+    renderer.start_ticker();
     let sink = renderer.sink();
     let r = run::run(plan, drivers, journal, sink, opts, shutdown_signal()).await;
     report_outcome(r, &renderer)
@@ -261,6 +262,7 @@ async fn release(sel: &RunSel, member: &str, json: bool) -> i32 {
         return EXIT_USAGE;
     };
     let renderer = Renderer::new(json, &plan);
+    renderer.start_ticker();
     let r = run::release(
         plan,
         drivers,

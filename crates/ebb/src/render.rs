@@ -10,6 +10,7 @@ use std::time::Instant;
 
 struct Live {
     tty: bool,
+    finished: bool,
     drawn: usize,
     active: BTreeMap<String, (String, Instant, Option<u64>)>,
     in_service: Option<(usize, usize)>,
@@ -35,12 +36,34 @@ impl Renderer {
             json,
             live: Arc::new(Mutex::new(Live {
                 tty: is_tty() && std::env::var_os("EBB_PLAIN").is_none(),
+                finished: false,
                 drawn: 0,
                 active: BTreeMap::new(),
                 in_service: None,
                 order: plan.members.iter().map(|m| m.name.clone()).collect(),
             })),
         }
+    }
+
+    /// On a terminal, redraws the live block twice a second so elapsed times move while a
+    /// long step runs. Needs a tokio runtime.
+    pub fn start_ticker(&self) {
+        let tty = self.live.lock().map(|l| l.tty).unwrap_or(false);
+        if self.json || !tty {
+            return;
+        }
+        let live = self.live.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
+                if l.finished {
+                    break;
+                }
+                l.clear();
+                l.draw();
+            }
+        });
     }
 
     /// The sink to hand the engine.
@@ -68,6 +91,7 @@ impl Renderer {
     pub fn finish(&self) {
         if !self.json {
             let mut l = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            l.finished = true;
             l.clear();
         }
     }
