@@ -470,3 +470,70 @@ fn settings_errors_have_file_line_and_key() {
         assert!(errs.contains(want), "{want:?} missing in:\n{errs}");
     }
 }
+
+/// Permission denied on the socket file. Root passes every file permission check, so as
+/// root the check runs in a child process (this test binary again) as user `nobody`,
+/// through `setpriv`; as any other user, the socket is simply made mode 000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permission_denied_on_the_socket_names_it_and_says_what_to_do() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup(HaproxyOptions::default(), "", false).await;
+    let sock = &s.hap.admin_sock;
+    let e = if unsafe { libc::geteuid() } == 0 {
+        // The socket stays mode 600, owned by root; nobody may traverse the dir but not
+        // use the socket.
+        std::fs::set_permissions(&s.hap.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "permission_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("EBB_TEST_PERMISSION_POOL", s.plan.file.as_os_str())
+            .output()
+            .expect("setpriv (util-linux) runs the child as nobody");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines()
+            .find_map(|l| l.split_once("ERROR: ").map(|(_, e)| e))
+            .unwrap_or_else(|| {
+                panic!(
+                    "the child printed no error: {text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })
+            .to_string()
+    } else {
+        std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o000)).unwrap();
+        s.driver
+            .state(&s.plan.members[0])
+            .await
+            .unwrap_err()
+            .to_string()
+    };
+    for want in [
+        &sock.display().to_string()[..],
+        "permission denied",
+        "app/web1",
+        "stats socket",
+        "mode",
+    ] {
+        assert!(e.contains(want), "{want:?} missing in: {e}");
+    }
+}
+
+/// The unprivileged half of the test above; does nothing unless that test started it.
+#[tokio::test]
+async fn permission_child() {
+    let Ok(pool) = std::env::var("EBB_TEST_PERMISSION_POOL") else {
+        return;
+    };
+    let plan = ebb_engine::config::load(std::path::Path::new(&pool)).unwrap();
+    let d = Driver::from_plan(&plan).unwrap();
+    match d.state(&plan.members[0]).await {
+        Ok(st) => println!("UNEXPECTED: {st:?}"),
+        Err(e) => println!("ERROR: {e}"),
+    }
+}

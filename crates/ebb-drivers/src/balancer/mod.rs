@@ -1,9 +1,11 @@
 //! Balancer drivers, registered here: `builtin` (ebb's own, through its control API),
-//! `haproxy` (its runtime API) and `command` (the operator's own commands per operation).
+//! `haproxy` (its runtime API), `nlb` (Windows NLB cmdlets on the members) and `command`
+//! (the operator's own commands per operation).
 
 pub mod builtin;
 pub mod command;
 pub mod haproxy;
+pub mod nlb;
 
 use ebb_engine::interfaces::Balancer;
 use ebb_engine::plan::Plan;
@@ -15,8 +17,9 @@ pub fn build(plan: &Plan) -> Result<Arc<dyn Balancer>, Vec<String>> {
         "builtin" => builtin::Builtin::from_plan(plan).map(|b| Arc::new(b) as Arc<dyn Balancer>),
         "command" => command::CommandBalancer::from_plan(plan).map(|b| Arc::new(b) as Arc<dyn Balancer>),
         "haproxy" => haproxy::Haproxy::from_plan(plan).map(|b| Arc::new(b) as Arc<dyn Balancer>),
+        "nlb" => nlb::Nlb::from_plan(plan).map(|b| Arc::new(b) as Arc<dyn Balancer>),
         other => Err(vec![format!(
-            "{}:{}: balancer.driver: the \"{other}\" driver is not available in this build of ebb yet (available: builtin, haproxy, command)",
+            "{}:{}: balancer.driver: the \"{other}\" driver is not available in this build of ebb yet (available: builtin, haproxy, nlb, command)",
             plan.file.display(),
             plan.balancer.lines.get("driver").copied().unwrap_or(0)
         )]),

@@ -3,6 +3,8 @@
 //! go through HAProxy. Everything binds to 127.0.0.1 on free ports; tests run in parallel.
 #![allow(dead_code)]
 
+pub mod nlb;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -52,6 +54,16 @@ impl Backend {
 
     pub async fn start_on(name: &str, addr: &str) -> Backend {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        Self::serve(name, listener)
+    }
+
+    /// Listens on `addr` again (None while the port cannot be bound).
+    pub async fn try_start_on(name: String, addr: std::net::SocketAddr) -> Option<Backend> {
+        let listener = tokio::net::TcpListener::bind(addr).await.ok()?;
+        Some(Self::serve(&name, listener))
+    }
+
+    fn serve(name: &str, listener: tokio::net::TcpListener) -> Backend {
         let addr = listener.local_addr().unwrap();
         let active = Arc::new(AtomicUsize::new(0));
         let accepted = Arc::new(AtomicU64::new(0));
@@ -93,6 +105,55 @@ impl Backend {
 impl Drop for Backend {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A backend whose service goes down while the file `marker` exists (its port is closed,
+/// so health checks fail, as when the service is stopped for an update) and comes back on
+/// the same port when the file is removed. Established connections are not touched.
+pub struct ControlledBackend {
+    pub name: String,
+    pub addr: std::net::SocketAddr,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl ControlledBackend {
+    pub async fn start(name: &str, marker: PathBuf) -> ControlledBackend {
+        let first = Backend::start(name).await;
+        let addr = first.addr;
+        let n = name.to_string();
+        let watcher = tokio::spawn(async move {
+            let mut current = Some(first);
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let down = marker.exists();
+                match (&current, down) {
+                    (Some(_), true) => current = None,
+                    (None, false) => {
+                        // The port may linger a moment; retry.
+                        for _ in 0..50 {
+                            if let Some(b) = Backend::try_start_on(n.clone(), addr).await {
+                                current = Some(b);
+                                break;
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        ControlledBackend {
+            name: name.to_string(),
+            addr,
+            watcher,
+        }
+    }
+}
+
+impl Drop for ControlledBackend {
+    fn drop(&mut self) {
+        self.watcher.abort();
     }
 }
 
@@ -303,29 +364,42 @@ impl Haproxy {
     }
 
     fn wait_ready(&self, old_worker: Option<&str>) {
+        if !self.poll_ready(old_worker, Duration::from_secs(10)) {
+            panic!(
+                "haproxy did not become ready: {}",
+                std::fs::read_to_string(self.dir.join("haproxy.log")).unwrap_or_default()
+            );
+        }
+    }
+
+    fn poll_ready(&self, old_worker: Option<&str>, max: Duration) -> bool {
         let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(10) {
+        while t.elapsed() < max {
             if let Some(pid) = self.worker_pid() {
                 if Some(pid.as_str()) != old_worker
                     && std::net::TcpStream::connect(&self.frontend).is_ok()
                 {
-                    return;
+                    return true;
                 }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "haproxy did not become ready: {}",
-            std::fs::read_to_string(self.dir.join("haproxy.log")).unwrap_or_default()
-        );
+        false
     }
 
     /// Reloads the configuration as `systemctl reload haproxy` does (SIGUSR2 to the
     /// master): a new worker starts from the configuration (and the state file, if any).
     pub fn reload(&self) {
         let old = self.worker_pid();
-        // SAFETY: signalling the master process this test started.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGUSR2) };
+        // A master that has just started may not have its signal handlers yet (the
+        // signal is then lost): send again until a new worker answers.
+        for _ in 0..5 {
+            // SAFETY: signalling the master process this test started.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGUSR2) };
+            if self.poll_ready(old.as_deref(), Duration::from_secs(2)) {
+                return;
+            }
+        }
         self.wait_ready(old.as_deref());
     }
 

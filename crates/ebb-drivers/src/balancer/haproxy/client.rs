@@ -159,7 +159,7 @@ impl RuntimeApi {
             },
             _ => format!("cannot be reached: {e}"),
         };
-        format!("HAProxy runtime API socket {} {what}", self.addr)
+        format!("HAProxy runtime API socket {}: {what}", self.addr)
     }
 }
 

@@ -1,0 +1,175 @@
+//! The exact PowerShell command lines the nlb driver runs on a member. Every one starts
+//! with `$ErrorActionPreference = 'Stop'` so that any cmdlet error ends the command with a
+//! non-zero exit code instead of a warning ebb would miss; node and interface names are
+//! PowerShell-quoted.
+
+use ebb_engine::interfaces::HostState;
+use ebb_engine::placeholder::ps_quote;
+
+const STRICT: &str = "$ErrorActionPreference = 'Stop'; ";
+
+/// Builds the cmdlet command lines for one NLB cluster.
+#[derive(Debug, Clone, Default)]
+pub struct Commands {
+    /// `-InterfaceName` for hosts bound to more than one NLB cluster.
+    pub interface: Option<String>,
+}
+
+impl Commands {
+    fn iface(&self) -> String {
+        match &self.interface {
+            Some(i) => format!(" -InterfaceName {}", ps_quote(i)),
+            None => String::new(),
+        }
+    }
+
+    /// `Get-NlbClusterNode -NodeName 'NODE'`: the pipeline head of every node operation.
+    fn node(&self, node: &str) -> String {
+        format!(
+            "Get-NlbClusterNode -NodeName {}{}",
+            ps_quote(node),
+            self.iface()
+        )
+    }
+
+    /// Every node of the cluster with its state (the table ebb parses).
+    pub fn nodes(&self) -> String {
+        format!("{STRICT}Get-NlbClusterNode{}", self.iface())
+    }
+
+    /// The local NLB driver's settings, among them `InitialHostState` (run on the member
+    /// itself: it describes the machine it runs on).
+    pub fn driver_info(&self) -> String {
+        format!("{STRICT}Get-NlbClusterDriverInfo{}", self.iface())
+    }
+
+    /// The drain itself, as a separate command: `Stop-NlbClusterNode -Drain` returns only
+    /// once the node has drained (its documented examples print the node `Stopped`), and
+    /// the unit of its `-Timeout` is not made unmistakable, so ebb starts it detached and
+    /// owns the wait and the timeout.
+    pub fn drain_pipeline(&self, node: &str) -> String {
+        format!("{} | Stop-NlbClusterNode -Drain", self.node(node))
+    }
+
+    /// Starts [`Self::drain_pipeline`] in a process of its own, created by WMI
+    /// (`Win32_Process.Create`) so that it outlives the remote session (Windows OpenSSH
+    /// ends every process of a session when it closes), after checking that the node
+    /// exists so that a wrong name fails here, not in the background.
+    pub fn drainstop(&self, node: &str) -> String {
+        let inner = encode_command(&self.drain_pipeline(node));
+        format!(
+            "{STRICT}$null = {}; $r = Invoke-CimMethod -ClassName Win32_Process -MethodName Create -Arguments @{{ CommandLine = 'powershell.exe -NoProfile -NonInteractive -EncodedCommand {inner}' }}; if ($r.ReturnValue -ne 0) {{ throw \"could not start the drain (Win32_Process.Create returned $($r.ReturnValue))\" }}",
+            self.node(node)
+        )
+    }
+
+    /// Stop now: connections in progress are cut.
+    pub fn stop(&self, node: &str) -> String {
+        format!("{STRICT}{} | Stop-NlbClusterNode", self.node(node))
+    }
+
+    /// Start the node (it converges into the cluster).
+    pub fn start(&self, node: &str) -> String {
+        format!("{STRICT}{} | Start-NlbClusterNode", self.node(node))
+    }
+
+    /// Resume a suspended node; it is then Stopped and needs a start as well.
+    pub fn resume(&self, node: &str) -> String {
+        format!("{STRICT}{} | Resume-NlbClusterNode", self.node(node))
+    }
+
+    /// The state the node takes when it (or its host) starts: `Started` or `Stopped`.
+    /// `-Force` because the cmdlet asks for confirmation otherwise, and nobody is there to
+    /// answer.
+    pub fn set_initial_state(&self, node: &str, state: HostState) -> String {
+        let word = match state {
+            HostState::Stopped => "Stopped",
+            _ => "Started",
+        };
+        format!(
+            "{STRICT}{} | Set-NlbClusterNode -InitialHostState {word} -Force",
+            self.node(node)
+        )
+    }
+}
+
+/// `-EncodedCommand` text: base64 of the UTF-16LE command (no quoting to get wrong).
+pub fn encode_command(command: &str) -> String {
+    let bytes: Vec<u8> = command
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    base64(&bytes)
+}
+
+/// Reverses [`encode_command`] (for tests and for showing what runs).
+pub fn decode_command(encoded: &str) -> Option<String> {
+    let bytes = unbase64(encoded)?;
+    if bytes.len() % 2 != 0 {
+        return None;
+    }
+    let units: Vec<u16> = bytes
+        .chunks(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    String::from_utf16(&units).ok()
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn base64(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18, 12, 6, 0].iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(B64[((n >> shift) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn unbase64(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in text.bytes().filter(|&c| c != b'=') {
+        let v = B64.iter().position(|&x| x == c)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips_and_matches_powershell() {
+        // [Convert]::ToBase64String([Text.Encoding]::Unicode.GetBytes('dir'))
+        assert_eq!(encode_command("dir"), "ZABpAHIA");
+        for s in [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "Get-NlbClusterNode -NodeName 'o''brien' | Stop-NlbClusterNode -Drain",
+        ] {
+            assert_eq!(decode_command(&encode_command(s)).as_deref(), Some(s));
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! A whole rolling run through the engine over three members behind a real HAProxy, under
+//! steady load: every member is held, drained, its service stopped and updated, verified
+//! and returned, and not one request fails.
+
+mod support;
+
+use ebb_engine::events::{Event, EventSink};
+use ebb_engine::journal::Journal;
+use ebb_engine::run::{run, RunOptions};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_run_behind_haproxy_under_load_fails_no_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut backends = Vec::new();
+    for m in ["web1", "web2", "web3"] {
+        backends.push(ControlledBackend::start(m, d.join(format!("{m}.down"))).await);
+    }
+    let servers: Vec<_> = backends.iter().map(|b| (b.name.as_str(), b.addr)).collect();
+    let hap = Haproxy::start(
+        d,
+        &servers,
+        HaproxyOptions {
+            state_file: true,
+            checks: true,
+            ..Default::default()
+        },
+    );
+    let mut toml = format!(
+        r#"[pool]
+name = "web"
+max_unavailable = 1
+min_in_service = 2
+capacity_wait = "20s"
+
+[balancer]
+driver = "haproxy"
+socket = "{sock}"
+backend = "app"
+state_file = "server-state"
+start_timeout = "10s"
+
+[defaults]
+vars = {{ dir = "{dir}", version = "1.1" }}
+
+[runbook]
+rejoin_timeout = "10s"
+
+[runbook.drain]
+mode = "drainstop"
+timeout = "20s"
+on_timeout = "abort"
+hold = true
+
+[[runbook.step]]
+name = "stop service"
+run = "touch {{var.dir}}/{{member}}.down"
+undo = "rm -f {{var.dir}}/{{member}}.down"
+
+[[runbook.step]]
+name = "install"
+run = "sleep 0.3; echo {{var.version}} > {{var.dir}}/{{member}}.version"
+
+[[runbook.verify]]
+name = "version"
+command = "grep -qx {{var.version}} {{var.dir}}/{{member}}.version"
+
+[[pool.check]]
+name = "port"
+tcp = "{{address}}"
+retries = 20
+interval = "100ms"
+
+"#,
+        sock = hap.admin_sock.display(),
+        dir = d.display()
+    );
+    for b in &backends {
+        toml += &format!(
+            "[[member]]\nname = \"{}\"\naddress = \"{}\"\n\n",
+            b.name, b.addr
+        );
+    }
+    let plan = plan(d, &toml);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            ["web1", "web2", "web3"]
+                .iter()
+                .all(|m| hap.status(m) == "UP")
+        })
+        .await
+    );
+
+    // An independent observer: how many servers HAProxy has out of rotation, every 50 ms.
+    let stop_watch = Arc::new(AtomicBool::new(false));
+    let max_out = Arc::new(AtomicUsize::new(0));
+    let watcher = {
+        let (stop, max_out, sock) = (stop_watch.clone(), max_out.clone(), hap.admin_sock.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                if let Some(out) = stat_statuses(&sock) {
+                    let n = out.iter().filter(|s| s.as_str() != "UP").count();
+                    max_out.fetch_max(n, Ordering::SeqCst);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+
+    // Steady short requests, plus one long connection per member that outlives the start
+    // of its drain by a second: none may be cut.
+    let load = Load::start(&hap.frontend, 4, Duration::from_millis(5));
+    let mut longs = Vec::new();
+    for _ in 0..3 {
+        longs.push(LongConn::open(&hap.frontend).await.unwrap());
+    }
+    let long_task = tokio::spawn(async move {
+        let mut pings = 0;
+        for _ in 0..10 {
+            for c in longs.iter_mut() {
+                c.ping("alive")
+                    .await
+                    .map_err(|e| format!("{}: {e}", c.backend))?;
+                pings += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok::<_, String>(pings)
+    });
+
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let ev = events.clone();
+    let sink: EventSink = Arc::new(move |e: &Event| {
+        ev.lock().unwrap().push(serde_json::to_value(e).unwrap());
+    });
+    let drivers = ebb_drivers::build(&plan).unwrap_or_else(|e| panic!("{e:?}"));
+    let journal = Arc::new(Journal::open(&d.join(".ebb")).unwrap());
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    let outcome = run(
+        Arc::new(plan),
+        drivers,
+        journal,
+        sink,
+        RunOptions::default(),
+        rx,
+    )
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    let pings = long_task.await.unwrap();
+    let load_errors = load.errors.clone();
+    let (ok, failed) = load.finish().await;
+    stop_watch.store(true, Ordering::SeqCst);
+    watcher.join().unwrap();
+
+    let evs = events.lock().unwrap();
+    let failures: Vec<_> = evs.iter().filter(|e| e["outcome"] == "failed").collect();
+    assert_eq!(outcome.exit_code, 0, "{}: {failures:#?}", outcome.message);
+    assert_eq!(pings, Ok(30), "a long connection was cut");
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed: {:?}",
+        ok + failed,
+        load_errors.lock().unwrap()
+    );
+    assert!(ok > 100, "too little load to mean anything: {ok}");
+    assert_eq!(max_out.load(Ordering::SeqCst), 1, "max_unavailable = 1");
+    for m in ["web1", "web2", "web3"] {
+        assert_eq!(hap.status(m), "UP");
+        assert_eq!(
+            std::fs::read_to_string(d.join(format!("{m}.version")))
+                .unwrap()
+                .trim(),
+            "1.1"
+        );
+        assert!(!d.join(format!("{m}.down")).exists());
+    }
+    // The state file says what a reload must restore: every server in service.
+    let saved = std::fs::read_to_string(&hap.state_file).unwrap();
+    assert!(
+        saved
+            .lines()
+            .skip(2)
+            .filter(|l| !l.is_empty())
+            .all(|l| l.split(' ').nth(6) == Some("0")),
+        "{saved}"
+    );
+    let drains: Vec<_> = evs
+        .iter()
+        .filter(|e| e["step"] == "drain" && e["event"] == "step_finished")
+        .map(|e| e["detail"].to_string())
+        .collect();
+    println!(
+        "rolling run behind HAProxy: {} members in {:.1}s, {ok} requests, {failed} failed, max out of service {}, long-connection pings {pings:?}; drains: {drains:?}",
+        3,
+        took.as_secs_f64(),
+        max_out.load(Ordering::SeqCst)
+    );
+}
+
+/// The `status` column of every server of backend `app`.
+fn stat_statuses(sock: &std::path::Path) -> Option<Vec<String>> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).ok()?;
+    s.write_all(b"show stat app 4 -1\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next()?.trim_start_matches("# ").split(',').collect();
+    let i = header.iter().position(|c| *c == "status")?;
+    Some(
+        lines
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| l.split(',').nth(i).map(String::from))
+            .collect(),
+    )
+}
