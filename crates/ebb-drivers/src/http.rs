@@ -1,25 +1,30 @@
 //! A small HTTP/1.1 client for checks and drivers: one request per connection, every step
-//! bounded by a timeout. Plain `http://` only.
+//! bounded by a timeout. `http://` and `https://` (rustls; the Mozilla roots, plus a CA
+//! file of the user's, or no verification at all when asked for a self-signed server).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::time::Duration;
 use tokio::net::TcpStream;
 
-/// A parsed `http://host:port/path` URL.
+/// A parsed `http(s)://host:port/path` URL.
 #[derive(Debug, Clone)]
 pub struct Url {
     /// `host:port`.
     pub authority: String,
     /// `/path?query`.
     pub path: String,
+    /// `https://`.
+    pub tls: bool,
 }
 
-/// Parses an `http://` URL.
+/// Parses an `http://` or `https://` URL.
 pub fn parse_url(url: &str) -> Result<Url, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("\"{url}\" is not an http:// URL"))?;
+    let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(r), _) => (r, false),
+        (_, Some(r)) => (r, true),
+        _ => return Err(format!("\"{url}\" is not an http:// or https:// URL")),
+    };
     let (auth, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -33,12 +38,15 @@ pub fn parse_url(url: &str) -> Result<Url, String> {
         && !auth.ends_with(']')
     {
         auth.to_string()
+    } else if tls {
+        format!("{auth}:443")
     } else {
         format!("{auth}:80")
     };
     Ok(Url {
         authority,
         path: path.to_string(),
+        tls,
     })
 }
 
@@ -51,6 +59,16 @@ pub struct Response {
     pub body: String,
 }
 
+/// How an `https://` server is verified.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// Accept any certificate (self-signed, expired, another name): encrypted but not
+    /// authenticated.
+    pub insecure: bool,
+    /// Also trust the certificates in this PEM file.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
 /// Sends one request and reads the whole response, within `timeout`.
 pub async fn request(
     method: &str,
@@ -59,7 +77,19 @@ pub async fn request(
     headers: &[(&str, String)],
     timeout: Duration,
 ) -> Result<Response, String> {
-    match tokio::time::timeout(timeout, request_inner(method, url, body, headers)).await {
+    request_tls(method, url, body, headers, timeout, &TlsOptions::default()).await
+}
+
+/// [`request`], with how an `https://` server is verified.
+pub async fn request_tls(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    headers: &[(&str, String)],
+    timeout: Duration,
+    tls: &TlsOptions,
+) -> Result<Response, String> {
+    match tokio::time::timeout(timeout, request_inner(method, url, body, headers, tls)).await {
         Ok(r) => r,
         Err(_) => Err(format!(
             "{method} {url}: no answer within {}",
@@ -73,11 +103,33 @@ async fn request_inner(
     url: &str,
     body: Option<&str>,
     headers: &[(&str, String)],
+    tls: &TlsOptions,
 ) -> Result<Response, String> {
     let u = parse_url(url)?;
     let stream = TcpStream::connect(&u.authority)
         .await
         .map_err(|e| format!("{method} {url}: cannot connect to {}: {e}", u.authority))?;
+    if u.tls {
+        let stream = crate::tls::connect(stream, &u.authority, tls)
+            .await
+            .map_err(|e| format!("{method} {url}: {e}"))?;
+        exchange(stream, &u, method, url, body, headers).await
+    } else {
+        exchange(stream, &u, method, url, body, headers).await
+    }
+}
+
+async fn exchange<S>(
+    stream: S,
+    u: &Url,
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    headers: &[(&str, String)],
+) -> Result<Response, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let io = hyper_util::rt::TokioIo::new(stream);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await

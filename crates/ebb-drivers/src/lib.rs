@@ -5,6 +5,8 @@
 pub mod balancer;
 pub mod check;
 pub mod http;
+pub mod maintenance;
+pub mod tls;
 pub mod transport;
 
 use ebb_engine::member::Drivers;
@@ -44,6 +46,7 @@ pub fn build(plan: &Plan) -> Result<Drivers, Vec<String>> {
             balancer,
             transports,
             checker: Arc::new(check::StandardChecker),
+            maintenance: Arc::new(maintenance::MonitoringMaintenance),
         }),
         _ => Err(errors),
     }

@@ -166,6 +166,7 @@ async fn main() {
             .map(|_| Arc::new(NopTransport) as Arc<dyn Transport>)
             .collect(),
         checker: Arc::new(NopChecker),
+        maintenance: Arc::new(NoMaintenance),
     };
     let journal = Arc::new(Journal::open(&dir.path().join("state")).expect("journal"));
     let transitions = Arc::new(AtomicUsize::new(0));

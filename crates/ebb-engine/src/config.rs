@@ -503,7 +503,8 @@ fn build(cx: &mut Cx, root: &toml::Table, path: &Path) -> Option<Plan> {
         .enumerate()
         .filter_map(|(i, t)| check(cx, t, &format!("pool.check[{i}]")))
         .collect();
-    pool.finish(cx, &["gate"]);
+    let gate = pool.table(cx, "gate").and_then(|t| gate(cx, t));
+    pool.finish(cx, &[]);
 
     // [balancer]
     let bal_t = top.table(cx, "balancer");
@@ -691,8 +692,24 @@ fn build(cx: &mut Cx, root: &toml::Table, path: &Path) -> Option<Plan> {
         let p = format!("runbook.step[{i}]");
         let mut s = Tbl::new(t, p.clone());
         let name = s.req_str(cx, "name", "the step's name, e.g. name = \"install\"");
-        let run = s.req_str(cx, "run", "the command to run on the member");
-        let undo = s.str(cx, "undo");
+        let maintenance = maintenance(cx, &mut s);
+        let run = if maintenance.is_some() {
+            if t.contains_key("run") || t.contains_key("undo") {
+                cx.err(&p, "a maintenance step (alertmanager or webhook) has no run or undo: it begins maintenance and ends it on return");
+            }
+            Some(String::new())
+        } else {
+            s.req_str(
+                cx,
+                "run",
+                "the command to run on the member (or alertmanager = { ... } / webhook = { ... })",
+            )
+        };
+        let undo = if maintenance.is_some() {
+            None
+        } else {
+            s.str(cx, "undo")
+        };
         let when = s.choice(
             cx,
             "when",
@@ -783,6 +800,7 @@ fn build(cx: &mut Cx, root: &toml::Table, path: &Path) -> Option<Plan> {
                 idempotent,
                 reboot,
                 reboot_required_exit_codes: codes,
+                maintenance,
             },
         ));
     }
@@ -831,14 +849,18 @@ fn build(cx: &mut Cx, root: &toml::Table, path: &Path) -> Option<Plan> {
     if let Some(b) = &d_boot {
         templates.push(("defaults.boot_id".into(), b.clone(), vec![]));
     }
+    for (p, s) in &steps {
+        if let Some(m) = &s.maintenance {
+            for (k, t) in maintenance_templates(m) {
+                templates.push((format!("{p}.{k}"), t, vec![]));
+            }
+        }
+    }
     for (prefix, checks) in [("runbook.verify", &verify), ("pool.check", &pool_checks)] {
         for (i, c) in checks.iter().enumerate() {
-            let (k, t) = match &c.kind {
-                CheckKind::Command { command } => ("command", command),
-                CheckKind::Http { url, .. } => ("http.url", url),
-                CheckKind::Tcp { address } => ("tcp", address),
-            };
-            templates.push((format!("{prefix}[{i}].{k}"), t.clone(), vec![]));
+            for (k, t) in check_templates(&c.kind) {
+                templates.push((format!("{prefix}[{i}].{k}"), t, vec![]));
+            }
         }
     }
     if driver.as_deref() == Some("command") {
@@ -967,6 +989,7 @@ fn build(cx: &mut Cx, root: &toml::Table, path: &Path) -> Option<Plan> {
             min_in_service,
             capacity_wait,
             checks: pool_checks,
+            gate,
         },
         balancer: BalancerSpec {
             driver: driver?,
@@ -1032,43 +1055,66 @@ fn check(cx: &mut Cx, t: &toml::Table, p: &str) -> Option<CheckSpec> {
     let command = c.str(cx, "command");
     let tcp = c.str(cx, "tcp");
     let http = c.table(cx, "http");
-    let kinds =
-        usize::from(command.is_some()) + usize::from(tcp.is_some()) + usize::from(http.is_some());
+    let services = c.table(cx, "services");
+    let logs = c.table(cx, "logs");
+    let version = c.table(cx, "version");
+    let kinds = usize::from(command.is_some())
+        + usize::from(tcp.is_some())
+        + usize::from(http.is_some())
+        + usize::from(services.is_some())
+        + usize::from(logs.is_some())
+        + usize::from(version.is_some());
     let kind = if kinds != 1 {
-        cx.err(p, "a check needs exactly one of: command = \"...\", http = { url = \"...\" }, tcp = \"host:port\"");
+        cx.err(p, "a check needs exactly one of: command = \"...\", http = { url = \"...\" }, tcp = \"host:port\", services = { running = [...] }, logs = { source = \"...\" }, version = { command = \"...\", equals = \"...\" }");
         None
     } else if let Some(command) = command {
         Some(CheckKind::Command { command })
     } else if let Some(address) = tcp {
         Some(CheckKind::Tcp { address })
     } else if let Some(h) = http {
-        let mut ht = Tbl::new(h, format!("{p}.http"));
-        let url = ht.req_str(
-            cx,
-            "url",
-            "the URL to GET, e.g. url = \"http://{address}/health\"",
-        );
-        let status = ht.uint(cx, "expect_status", 200);
-        if !(100..=599).contains(&status) {
+        http_check(cx, h, p)
+    } else if let Some(t) = services {
+        let mut st = Tbl::new(t, format!("{p}.services"));
+        let running = st.strings(cx, "running").unwrap_or_default();
+        let stopped = st.strings(cx, "stopped").unwrap_or_default();
+        st.finish(cx, &[]);
+        if running.is_empty() && stopped.is_empty() {
             cx.err(
-                &format!("{p}.http.expect_status"),
-                format!("expected an HTTP status from 100 to 599, found {status}"),
+                &format!("{p}.services"),
+                "name at least one service in running = [...] or stopped = [...]",
             );
         }
-        let expect_body = ht.str(cx, "expect_body");
-        ht.finish(cx, &[]);
-        if let Some(u) = &url {
-            if !u.starts_with("http://") {
+        for n in running.iter().chain(&stopped) {
+            if n.trim().is_empty() || n.contains(['\'', '"', '\n']) {
                 cx.err(
-                    &format!("{p}.http.url"),
-                    format!("expected an http:// URL, found \"{u}\""),
+                    &format!("{p}.services"),
+                    format!("\"{n}\" is not a service name (letters, digits, -_.@ and *)"),
                 );
             }
         }
-        url.map(|url| CheckKind::Http {
-            url,
-            expect_status: status as u16,
-            expect_body,
+        Some(CheckKind::Services { running, stopped })
+    } else if let Some(t) = logs {
+        logs_check(cx, t, p).map(CheckKind::Logs)
+    } else if let Some(t) = version {
+        let mut vt = Tbl::new(t, format!("{p}.version"));
+        let command = vt.req_str(
+            cx,
+            "command",
+            "the command printing the version, e.g. command = \"myapp --version\"",
+        );
+        let equals = vt.str(cx, "equals");
+        let at_least = vt.str(cx, "at_least");
+        vt.finish(cx, &[]);
+        if equals.is_some() == at_least.is_some() {
+            cx.err(
+                &format!("{p}.version"),
+                "give exactly one of equals = \"1.2.3\" or at_least = \"1.2\"",
+            );
+        }
+        command.map(|command| CheckKind::Version {
+            command,
+            equals,
+            at_least,
         })
     } else {
         None
@@ -1080,5 +1126,369 @@ fn check(cx: &mut Cx, t: &toml::Table, p: &str) -> Option<CheckSpec> {
         retries,
         interval,
         timeout,
+    })
+}
+
+fn http_check(cx: &mut Cx, h: &toml::Table, p: &str) -> Option<CheckKind> {
+    let mut ht = Tbl::new(h, format!("{p}.http"));
+    let url = ht.req_str(
+        cx,
+        "url",
+        "the URL to GET, e.g. url = \"http://{address}/health\"",
+    );
+    let status = ht.uint(cx, "expect_status", 200);
+    if !(100..=599).contains(&status) {
+        cx.err(
+            &format!("{p}.http.expect_status"),
+            format!("expected an HTTP status from 100 to 599, found {status}"),
+        );
+    }
+    let expect_body = ht.str(cx, "expect_body");
+    let expect_body_regex = ht.str(cx, "expect_body_regex");
+    if let Some(r) = &expect_body_regex {
+        valid_regex(cx, &format!("{p}.http.expect_body_regex"), r);
+    }
+    let insecure_tls = ht.bool(cx, "insecure_tls", false);
+    // Relative to the pool file, like every other path in it.
+    let ca_file = ht.str(cx, "ca_file").map(|f| {
+        let f = PathBuf::from(f);
+        match Path::new(&cx.file).parent() {
+            Some(dir) if f.is_relative() => dir.join(f),
+            _ => f,
+        }
+    });
+    ht.finish(cx, &[]);
+    if let Some(u) = &url {
+        if !u.starts_with("http://") && !u.starts_with("https://") {
+            cx.err(
+                &format!("{p}.http.url"),
+                format!("expected an http:// or https:// URL, found \"{u}\""),
+            );
+        } else if u.starts_with("http://") && (insecure_tls || ca_file.is_some()) {
+            cx.err(
+                &format!("{p}.http"),
+                "insecure_tls and ca_file apply to https:// URLs only",
+            );
+        }
+    }
+    url.map(|url| CheckKind::Http {
+        url,
+        expect_status: status as u16,
+        expect_body,
+        expect_body_regex,
+        insecure_tls,
+        ca_file,
+    })
+}
+
+/// Syslog levels `journalctl -p` knows, most severe first.
+pub const JOURNAL_LEVELS: &[&str] = &[
+    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+];
+/// Windows event levels, most severe first (`Level` 1..=4).
+pub const EVENT_LEVELS: &[&str] = &["critical", "error", "warning", "information"];
+
+fn logs_check(cx: &mut Cx, t: &toml::Table, p: &str) -> Option<LogsSpec> {
+    let key = format!("{p}.logs");
+    let mut lt = Tbl::new(t, key.clone());
+    let source = lt.req_str(
+        cx,
+        "source",
+        "where to read: \"journal\", \"file\" or \"eventlog\"",
+    );
+    let unit = lt.str(cx, "unit");
+    let path = lt.str(cx, "path");
+    let log = lt.str(cx, "log");
+    let level = lt.str(cx, "level");
+    let fail_on = lt.strings(cx, "fail_on").unwrap_or_default();
+    let ignore = lt.strings(cx, "ignore").unwrap_or_default();
+    let expect = lt.strings(cx, "expect").unwrap_or_default();
+    let lookback = lt.duration(cx, "lookback", Duration::from_secs(3600));
+    lt.finish(cx, &[]);
+    for (k, list) in [
+        ("fail_on", &fail_on),
+        ("ignore", &ignore),
+        ("expect", &expect),
+    ] {
+        for r in list {
+            valid_regex(cx, &format!("{key}.{k}"), r);
+        }
+    }
+    let misplaced = |cx: &mut Cx, k: &str, v: bool, src: &str| {
+        if v {
+            cx.err(
+                &format!("{key}.{k}"),
+                format!("not used with source = \"{src}\""),
+            );
+        }
+    };
+    let source = match source.as_deref()? {
+        "journal" => {
+            misplaced(cx, "path", path.is_some(), "journal");
+            misplaced(cx, "log", log.is_some(), "journal");
+            if let Some(l) = &level {
+                if !JOURNAL_LEVELS.contains(&l.as_str()) {
+                    cx.err(
+                        &format!("{key}.level"),
+                        format!(
+                            "expected one of {}, found \"{l}\"",
+                            JOURNAL_LEVELS.join(", ")
+                        ),
+                    );
+                }
+            }
+            LogSource::Journal { unit }
+        }
+        "file" => {
+            misplaced(cx, "unit", unit.is_some(), "file");
+            misplaced(cx, "log", log.is_some(), "file");
+            misplaced(cx, "level", level.is_some(), "file (use fail_on patterns)");
+            if fail_on.is_empty() && expect.is_empty() {
+                cx.err(
+                    &key,
+                    "a file has no levels: give fail_on = [\"ERROR\", ...] and/or expect = [...]",
+                );
+            }
+            match path {
+                Some(path) => LogSource::File { path },
+                None => {
+                    cx.err(&key, "missing key \"path\": the log file on the member");
+                    return None;
+                }
+            }
+        }
+        "eventlog" => {
+            misplaced(cx, "unit", unit.is_some(), "eventlog");
+            misplaced(cx, "path", path.is_some(), "eventlog");
+            if let Some(l) = &level {
+                if !EVENT_LEVELS.contains(&l.as_str()) {
+                    cx.err(
+                        &format!("{key}.level"),
+                        format!("expected one of {}, found \"{l}\"", EVENT_LEVELS.join(", ")),
+                    );
+                }
+            }
+            LogSource::EventLog {
+                log: log.unwrap_or_else(|| "System".into()),
+            }
+        }
+        other => {
+            cx.err(
+                &format!("{key}.source"),
+                format!("expected one of \"journal\", \"file\", \"eventlog\", found \"{other}\""),
+            );
+            return None;
+        }
+    };
+    Some(LogsSpec {
+        source,
+        level,
+        fail_on,
+        ignore,
+        expect,
+        lookback,
+    })
+}
+
+fn valid_regex(cx: &mut Cx, key: &str, r: &str) {
+    if let Err(e) = regex::Regex::new(r) {
+        let first = e.to_string();
+        let last = first.lines().last().unwrap_or("").trim().to_string();
+        cx.err(
+            key,
+            format!("\"{r}\" is not a valid regular expression: {last}"),
+        );
+    }
+}
+
+/// The templates in a check, by key, for placeholder validation.
+fn check_templates(kind: &CheckKind) -> Vec<(&'static str, String)> {
+    match kind {
+        CheckKind::Command { command } => vec![("command", command.clone())],
+        CheckKind::Http { url, .. } => vec![("http.url", url.clone())],
+        CheckKind::Tcp { address } => vec![("tcp", address.clone())],
+        CheckKind::Services { .. } => vec![],
+        CheckKind::Logs(l) => match &l.source {
+            LogSource::File { path } => vec![("logs.path", path.clone())],
+            _ => vec![],
+        },
+        CheckKind::Version {
+            command,
+            equals,
+            at_least,
+        } => {
+            let mut v = vec![("version.command", command.clone())];
+            if let Some(e) = equals {
+                v.push(("version.equals", e.clone()));
+            }
+            if let Some(a) = at_least {
+                v.push(("version.at_least", a.clone()));
+            }
+            v
+        }
+    }
+}
+
+fn string_map(cx: &mut Cx, t: &mut Tbl<'_>, k: &'static str) -> BTreeMap<String, String> {
+    let key = t.key(k);
+    let mut out = BTreeMap::new();
+    if let Some(mt) = t.table(cx, k) {
+        for (name, v) in mt {
+            match v.as_str() {
+                Some(s) => {
+                    out.insert(name.clone(), s.to_string());
+                }
+                None => cx.err(
+                    &format!("{key}.{name}"),
+                    format!("expected a string, found {}", type_name(v)),
+                ),
+            }
+        }
+    }
+    out
+}
+
+fn http_url(cx: &mut Cx, key: &str, u: &Option<String>) {
+    if let Some(u) = u {
+        if !u.starts_with("http://") && !u.starts_with("https://") {
+            cx.err(
+                key,
+                format!("expected an http:// or https:// URL, found \"{u}\""),
+            );
+        }
+    }
+}
+
+/// `alertmanager = { ... }` or `webhook = { ... }` in a `[[runbook.step]]`.
+fn maintenance(cx: &mut Cx, s: &mut Tbl<'_>) -> Option<MaintenanceSpec> {
+    let am = s.table(cx, "alertmanager");
+    let wh = s.table(cx, "webhook");
+    if am.is_some() && wh.is_some() {
+        cx.err(
+            &s.path,
+            "give either alertmanager = { ... } or webhook = { ... }, not both",
+        );
+        return None;
+    }
+    if let Some(t) = am {
+        let key = s.key("alertmanager");
+        let mut a = Tbl::new(t, key.clone());
+        let url = a.req_str(
+            cx,
+            "url",
+            "the Alertmanager, e.g. url = \"http://alertmanager:9093\"",
+        );
+        http_url(cx, &format!("{key}.url"), &url);
+        let matchers = string_map(cx, &mut a, "matchers");
+        if matchers.is_empty() {
+            cx.err(
+                &key,
+                "a silence needs matchers, e.g. matchers = { instance = \"{address}\" }",
+            );
+        }
+        let duration = a.duration(cx, "duration", Duration::from_secs(7200));
+        let comment = a.str(cx, "comment");
+        a.finish(cx, &[]);
+        return Some(MaintenanceSpec::Alertmanager {
+            url: url?,
+            matchers,
+            duration,
+            comment,
+        });
+    }
+    if let Some(t) = wh {
+        let key = s.key("webhook");
+        let mut w = Tbl::new(t, key.clone());
+        let url = w.req_str(cx, "url", "the URL to call when maintenance begins");
+        http_url(cx, &format!("{key}.url"), &url);
+        let method = w.str(cx, "method").unwrap_or_else(|| "POST".into());
+        if !["POST", "PUT", "GET", "DELETE", "PATCH"].contains(&method.as_str()) {
+            cx.err(
+                &format!("{key}.method"),
+                format!("expected POST, PUT, PATCH, DELETE or GET, found \"{method}\""),
+            );
+        }
+        let body = w.str(cx, "body");
+        let undo_url = w.str(cx, "undo_url");
+        http_url(cx, &format!("{key}.undo_url"), &undo_url);
+        let undo_body = w.str(cx, "undo_body");
+        let headers = string_map(cx, &mut w, "headers");
+        w.finish(cx, &[]);
+        return Some(MaintenanceSpec::Webhook {
+            url: url?,
+            method,
+            body,
+            undo_url,
+            undo_body,
+            headers,
+        });
+    }
+    None
+}
+
+/// The templates in a maintenance step, by key, for placeholder validation.
+fn maintenance_templates(m: &MaintenanceSpec) -> Vec<(String, String)> {
+    match m {
+        MaintenanceSpec::Alertmanager {
+            matchers, comment, ..
+        } => {
+            let mut v: Vec<(String, String)> = matchers
+                .iter()
+                .map(|(k, t)| (format!("alertmanager.matchers.{k}"), t.clone()))
+                .collect();
+            if let Some(c) = comment {
+                v.push(("alertmanager.comment".into(), c.clone()));
+            }
+            v
+        }
+        MaintenanceSpec::Webhook {
+            url,
+            body,
+            undo_url,
+            undo_body,
+            headers,
+            ..
+        } => {
+            let mut v = vec![("webhook.url".to_string(), url.clone())];
+            for (k, t) in [
+                ("body", body),
+                ("undo_url", undo_url),
+                ("undo_body", undo_body),
+            ] {
+                if let Some(t) = t {
+                    v.push((format!("webhook.{k}"), t.clone()));
+                }
+            }
+            for (k, t) in headers {
+                v.push((format!("webhook.headers.{k}"), t.clone()));
+            }
+            v
+        }
+    }
+}
+
+/// `[pool.gate]`.
+fn gate(cx: &mut Cx, t: &toml::Table) -> Option<GateSpec> {
+    let mut g = Tbl::new(t, "pool.gate");
+    let url = g.req_str(
+        cx,
+        "alertmanager",
+        "the Alertmanager to ask, e.g. alertmanager = \"http://alertmanager:9093\"",
+    );
+    http_url(cx, "pool.gate.alertmanager", &url);
+    let matchers = string_map(cx, &mut g, "matchers");
+    for (k, v) in &matchers {
+        if let Some(r) = v.strip_prefix('~') {
+            valid_regex(cx, &format!("pool.gate.matchers.{k}"), r);
+        }
+    }
+    let timeout = g.duration(cx, "timeout", Duration::from_secs(1800));
+    let poll_interval = g.duration(cx, "poll_interval", Duration::from_secs(15));
+    g.finish(cx, &[]);
+    Some(GateSpec {
+        alertmanager: url?,
+        matchers,
+        timeout,
+        poll_interval,
     })
 }

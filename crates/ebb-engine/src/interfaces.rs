@@ -1,6 +1,6 @@
 //! The interfaces drivers implement. The engine uses only these.
 
-use crate::plan::{CheckSpec, Member};
+use crate::plan::{CheckSpec, GateSpec, MaintenanceSpec, Member};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -141,6 +141,14 @@ pub trait Transport: Send + Sync {
     async fn boot_id(&self) -> DriverResult<String>;
 }
 
+/// What a check may need to know about the run besides the member.
+#[derive(Debug, Clone, Default)]
+pub struct CheckContext {
+    /// When the member's update began (its first runbook step in this run), for checks
+    /// that look at what happened since (`logs`); `None` before any update.
+    pub update_began: Option<std::time::SystemTime>,
+}
+
 /// Runs verification checks against a member.
 #[async_trait]
 pub trait Checker: Send + Sync {
@@ -152,4 +160,63 @@ pub trait Checker: Send + Sync {
         member: &Member,
         transport: &dyn Transport,
     ) -> Result<String, String>;
+
+    /// One attempt with the run's context; checkers that need it (`logs`) override this.
+    async fn check_in(
+        &self,
+        check: &CheckSpec,
+        member: &Member,
+        transport: &dyn Transport,
+        ctx: &CheckContext,
+    ) -> Result<String, String> {
+        let _ = ctx;
+        self.check_once(check, member, transport).await
+    }
+}
+
+/// Monitoring maintenance and the pool's alert gate: the systems that page people.
+#[async_trait]
+pub trait Maintenance: Send + Sync {
+    /// Begins maintenance for `member` (e.g. creates a silence) and returns what ending it
+    /// needs (e.g. the silence id), kept in the journal. `key` names this run, member and
+    /// step; a begin that is repeated after an interruption finds its earlier work by it.
+    async fn begin(
+        &self,
+        spec: &MaintenanceSpec,
+        member: &Member,
+        key: &str,
+    ) -> DriverResult<String>;
+    /// Ends it (expires the silence `token`, calls the undo webhook). Ending what is
+    /// already ended succeeds.
+    async fn end(
+        &self,
+        spec: &MaintenanceSpec,
+        member: &Member,
+        key: &str,
+        token: &str,
+    ) -> DriverResult<String>;
+    /// The alerts now firing that hold the gate (one line each); empty: the gate is open.
+    async fn gate_alerts(&self, gate: &GateSpec) -> DriverResult<Vec<String>>;
+}
+
+/// Maintenance for builds without monitoring drivers: every call fails, saying so.
+pub struct NoMaintenance;
+
+#[async_trait]
+impl Maintenance for NoMaintenance {
+    async fn begin(&self, _: &MaintenanceSpec, _: &Member, _: &str) -> DriverResult<String> {
+        Err(DriverError::new(
+            "monitoring maintenance is not available in this build",
+        ))
+    }
+    async fn end(&self, _: &MaintenanceSpec, _: &Member, _: &str, _: &str) -> DriverResult<String> {
+        Err(DriverError::new(
+            "monitoring maintenance is not available in this build",
+        ))
+    }
+    async fn gate_alerts(&self, _: &GateSpec) -> DriverResult<Vec<String>> {
+        Err(DriverError::new(
+            "the alert gate is not available in this build",
+        ))
+    }
 }

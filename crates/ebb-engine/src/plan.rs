@@ -35,6 +35,23 @@ pub struct PoolSpec {
     pub capacity_wait: Duration,
     /// Checks run across the whole pool before the run and after each rejoin.
     pub checks: Vec<CheckSpec>,
+    /// `[pool.gate]`: no member starts while matching alerts fire.
+    pub gate: Option<GateSpec>,
+}
+
+/// `[pool.gate]`: do not start the next member while the given Alertmanager has firing
+/// (unsilenced, uninhibited) alerts matching `matchers`; wait at most `timeout`.
+#[derive(Debug, Clone)]
+pub struct GateSpec {
+    /// Base URL of the Alertmanager (`http://host:9093`).
+    pub alertmanager: String,
+    /// Label matchers an alert must all match to hold the gate (`name = "value"`, or
+    /// `"~regex"` for a regular expression).
+    pub matchers: BTreeMap<String, String>,
+    /// How long a member may wait for the gate before the run stops (exit 1).
+    pub timeout: Duration,
+    /// How often the alerts are asked for while waiting.
+    pub poll_interval: Duration,
 }
 
 /// `max_unavailable`: a count or a percentage of the pool.
@@ -183,6 +200,41 @@ pub struct StepSpec {
     pub reboot: RebootPolicy,
     /// Exit codes meaning "succeeded, reboot required".
     pub reboot_required_exit_codes: Vec<i32>,
+    /// A monitoring maintenance step (`alertmanager` or `webhook`) instead of `run`: paired,
+    /// its end (expire the silence, the webhook's undo) owed from the moment it starts.
+    pub maintenance: Option<MaintenanceSpec>,
+}
+
+/// Monitoring maintenance: what a maintenance step begins before the member goes on and
+/// ends when it returns.
+#[derive(Debug, Clone)]
+pub enum MaintenanceSpec {
+    /// An Alertmanager silence, created on the way out and expired on return.
+    Alertmanager {
+        /// Base URL (`http://host:9093`).
+        url: String,
+        /// Label matchers of the silence (values are templates: `{address}`, ...).
+        matchers: BTreeMap<String, String>,
+        /// How long the silence lasts if ebb never comes back to expire it.
+        duration: Duration,
+        /// Comment on the silence (a template).
+        comment: Option<String>,
+    },
+    /// An HTTP request to another system on the way out, and another on return.
+    Webhook {
+        /// URL template of the request that begins maintenance.
+        url: String,
+        /// HTTP method (default `POST`).
+        method: String,
+        /// Body template (values JSON-escaped).
+        body: Option<String>,
+        /// URL template of the request that ends it (default: `url`).
+        undo_url: Option<String>,
+        /// Body template of the request that ends it.
+        undo_body: Option<String>,
+        /// Extra headers.
+        headers: BTreeMap<String, String>,
+    },
 }
 
 /// `when`.
@@ -249,11 +301,76 @@ pub enum CheckKind {
         expect_status: u16,
         /// The body must contain this text.
         expect_body: Option<String>,
+        /// The body must match this regular expression.
+        expect_body_regex: Option<String>,
+        /// `https://`: accept any certificate (self-signed, wrong name). The connection is
+        /// still encrypted, but not authenticated: prefer `ca_file`.
+        insecure_tls: bool,
+        /// `https://`: also trust the certificates in this PEM file (a self-signed
+        /// certificate, a private CA).
+        ca_file: Option<PathBuf>,
     },
     /// A TCP connect.
     Tcp {
         /// `host:port` template.
         address: String,
+    },
+    /// Service states on the member (systemd for `sh` members, Windows services for
+    /// PowerShell members). Names may contain `*`.
+    Services {
+        /// Must be running.
+        running: Vec<String>,
+        /// Must not be running.
+        stopped: Vec<String>,
+    },
+    /// Log entries since the member's update began.
+    Logs(LogsSpec),
+    /// A command printing the member's version, compared with an expected one.
+    Version {
+        /// Command template; the last non-empty line of its output is the version.
+        command: String,
+        /// The version must equal this (a template: `{var.version}`).
+        equals: Option<String>,
+        /// The version must be at least this (compared part by part, numbers as numbers).
+        at_least: Option<String>,
+    },
+}
+
+/// A `logs` check: which entries count, from where.
+#[derive(Debug, Clone)]
+pub struct LogsSpec {
+    /// Where the entries come from.
+    pub source: LogSource,
+    /// Lowest level that counts (journal: syslog names; event log: `critical`, `error`,
+    /// `warning`, `information`).
+    pub level: Option<String>,
+    /// Entries that fail the check (regular expressions; empty: every entry that counts).
+    pub fail_on: Vec<String>,
+    /// Entries that never fail it (regular expressions).
+    pub ignore: Vec<String>,
+    /// Each must match some entry since the update began (e.g. "completed successfully").
+    pub expect: Vec<String>,
+    /// Without an update start (pool checks before the run), how far back to look.
+    pub lookback: Duration,
+}
+
+/// Where a `logs` check reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogSource {
+    /// `journalctl` on the member, optionally one unit.
+    Journal {
+        /// `-u UNIT`.
+        unit: Option<String>,
+    },
+    /// A text file on the member whose lines start with a timestamp.
+    File {
+        /// Path template.
+        path: String,
+    },
+    /// A Windows event log (`Get-WinEvent`).
+    EventLog {
+        /// `System`, `Application`, `Setup`, ...
+        log: String,
     },
 }
 
