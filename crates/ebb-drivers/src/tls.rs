@@ -12,6 +12,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
+use tokio_rustls::rustls::client::WebPkiServerVerifier;
 use tokio_rustls::rustls::crypto::{ring, CryptoProvider};
 use tokio_rustls::rustls::{self, ClientConfig, DigitallySignedStruct, RootCertStore};
 use tokio_rustls::TlsConnector;
@@ -60,15 +61,17 @@ fn client_config(opts: &TlsOptions) -> Result<ClientConfig, String> {
     }
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let mut pinned = Vec::new();
     if let Some(file) = &opts.ca_file {
         let certs = CertificateDer::pem_file_iter(file)
             .map_err(|e| format!("cannot read ca_file {}: {e}", file.display()))?;
         let mut n = 0;
         for c in certs {
             let c = c.map_err(|e| format!("ca_file {}: {e}", file.display()))?;
-            roots
-                .add(c)
-                .map_err(|e| format!("ca_file {}: {e}", file.display()))?;
+            pinned.push(c.clone());
+            // A self-signed server certificate is often not a valid CA (no CA flag):
+            // it is still accepted below as a pinned certificate.
+            let _ = roots.add(c);
             n += 1;
         }
         if n == 0 {
@@ -78,7 +81,68 @@ fn client_config(opts: &TlsOptions) -> Result<ClientConfig, String> {
             ));
         }
     }
-    Ok(builder.with_root_certificates(roots).with_no_client_auth())
+    if pinned.is_empty() {
+        return Ok(builder.with_root_certificates(roots).with_no_client_auth());
+    }
+    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    Ok(builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedOrWebPki { webpki, pinned }))
+        .with_no_client_auth())
+}
+
+/// `ca_file`: a server whose certificate is one of the file's (a self-signed
+/// certificate, byte for byte) is accepted; any other is verified against the roots and
+/// the file's CAs as usual.
+#[derive(Debug)]
+struct PinnedOrWebPki {
+    webpki: Arc<WebPkiServerVerifier>,
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for PinnedOrWebPki {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if self
+            .pinned
+            .iter()
+            .any(|p| p.as_ref() == end_entity.as_ref())
+        {
+            return Ok(ServerCertVerified::assertion());
+        }
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// `insecure_tls = true`: any certificate is accepted; signatures are still checked, so the

@@ -694,8 +694,15 @@ fn build(cx: &mut Cx, root: &toml::Table, path: &Path) -> Option<Plan> {
         let name = s.req_str(cx, "name", "the step's name, e.g. name = \"install\"");
         let maintenance = maintenance(cx, &mut s);
         let run = if maintenance.is_some() {
+            // Read, so they are reported once, below, not as unknown keys.
+            let (_, _) = (s.get("run"), s.get("undo"));
             if t.contains_key("run") || t.contains_key("undo") {
-                cx.err(&p, "a maintenance step (alertmanager or webhook) has no run or undo: it begins maintenance and ends it on return");
+                let k = if t.contains_key("alertmanager") {
+                    "alertmanager"
+                } else {
+                    "webhook"
+                };
+                cx.err(&format!("{p}.{k}"), "a maintenance step (alertmanager or webhook) has no run or undo: it begins maintenance and ends it on return");
             }
             Some(String::new())
         } else {
@@ -1242,7 +1249,7 @@ fn logs_check(cx: &mut Cx, t: &toml::Table, p: &str) -> Option<LogsSpec> {
         "file" => {
             misplaced(cx, "unit", unit.is_some(), "file");
             misplaced(cx, "log", log.is_some(), "file");
-            misplaced(cx, "level", level.is_some(), "file (use fail_on patterns)");
+            misplaced(cx, "level", level.is_some(), "file");
             if fail_on.is_empty() && expect.is_empty() {
                 cx.err(
                     &key,

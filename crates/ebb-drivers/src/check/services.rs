@@ -21,7 +21,20 @@ pub struct ServiceState {
 
 /// The systemd unit name a plain service name stands for (`nginx` → `nginx.service`).
 pub fn systemd_unit(name: &str) -> String {
-    if name.contains('.') || name.contains('*') {
+    const SUFFIXES: &[&str] = &[
+        ".service",
+        ".socket",
+        ".target",
+        ".timer",
+        ".mount",
+        ".automount",
+        ".path",
+        ".scope",
+        ".slice",
+        ".swap",
+        ".device",
+    ];
+    if name.contains('*') || SUFFIXES.iter().any(|s| name.ends_with(s)) {
         name.to_string()
     } else {
         format!("{name}.service")
