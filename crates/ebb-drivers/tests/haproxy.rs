@@ -413,7 +413,11 @@ async fn errors_name_the_socket_and_the_server() {
     assert!(e
         .iter()
         .all(|r| r.as_ref().is_err_and(|e| e.0.contains("nope.sock"))));
-    assert!(e[2].as_ref().unwrap_err().0.contains("web3"));
+    assert!(e[2]
+        .as_ref()
+        .unwrap_err()
+        .0
+        .starts_with("member \"web3\" (HAProxy server app/web3 via "));
 
     // A stale socket file with no HAProxy behind it.
     let stale = s.hap.dir.join("stale.sock");

@@ -351,7 +351,8 @@ async fn errors_name_the_member_the_node_the_command_and_what_it_printed() {
     }
     let e = nlb.state(&plan.members[2]).await.unwrap_err().to_string();
     assert!(
-        e.contains("no member could read") && e.contains("Connection refused"),
+        e.contains("could not be read on \"cas3\": ssh: connect to host cas3.corp.example port 22: Connection refused")
+            && e.contains("nor on any other member (\"cas1\", \"cas2\" tried)"),
         "{e}"
     );
 

@@ -231,22 +231,30 @@ impl Haproxy {
         &self,
         t: &Target,
     ) -> DriverResult<(Vec<StatRow>, HashMap<(String, String), AdminRow>)> {
-        let cmd = format!("show stat {} 4 -1", t.backend);
-        let text = self.api.command(&cmd).await.map_err(|e| self.error(t, e))?;
+        self.backend_status_of(&t.backend)
+            .await
+            .map_err(|e| self.error(t, e))
+    }
+
+    /// `show stat` and `show servers state` of `backend`; the error is about the backend,
+    /// for [`Self::error`] to say which member it concerns.
+    async fn backend_status_of(
+        &self,
+        backend: &str,
+    ) -> Result<(Vec<StatRow>, HashMap<(String, String), AdminRow>), String> {
+        let cmd = format!("show stat {backend} 4 -1");
+        let text = self.api.command(&cmd).await?;
         let rows = status::parse_stat(&text).map_err(|first| {
             if first.contains("No such proxy") || first.contains("No such backend") {
-                self.error(
-                    t,
-                    format!("HAProxy has no backend \"{}\" (it answered `{cmd}` with {first}): check balancer.backend", t.backend),
-                )
+                format!("HAProxy has no backend \"{backend}\" (it answered `{cmd}` with {first}): check balancer.backend")
             } else {
-                self.error(t, format!("HAProxy answered `{cmd}` with {first}"))
+                format!("HAProxy answered `{cmd}` with {first}")
             }
         })?;
-        let cmd = format!("show servers state {}", t.backend);
-        let text = self.api.command(&cmd).await.map_err(|e| self.error(t, e))?;
+        let cmd = format!("show servers state {backend}");
+        let text = self.api.command(&cmd).await?;
         let admin = status::parse_servers_state(&text)
-            .map_err(|first| self.error(t, format!("HAProxy answered `{cmd}` with {first}")))?;
+            .map_err(|first| format!("HAProxy answered `{cmd}` with {first}"))?;
         Ok((rows, admin))
     }
 
@@ -338,19 +346,12 @@ impl Balancer for Haproxy {
         for m in members {
             let t = self.target(m);
             if !cache.contains_key(&t.backend) {
-                let r = self.backend_status(&t).await.map_err(|e| e.0);
+                let r = self.backend_status_of(&t.backend).await;
                 cache.insert(t.backend.clone(), r);
             }
             out.push(match &cache[&t.backend] {
                 Ok((rows, admin)) => self.member_state(&t, rows, admin).map(|(s, _)| s),
-                // The first member's message names it; say which one this is about.
-                Err(e) => Err(DriverError::new(
-                    if e.contains(&format!("\"{}\"", m.name)) {
-                        e.clone()
-                    } else {
-                        format!("{e} (reading member \"{}\")", m.name)
-                    },
-                )),
+                Err(e) => Err(self.error(&t, e)),
             });
         }
         out

@@ -207,8 +207,9 @@ impl Nlb {
     }
 
     /// The cluster's nodes, read on member `first` or, when it does not answer (it may be
-    /// rebooting), on the other members in turn.
-    async fn nodes(&self, first: usize) -> Result<Vec<NodeRow>, String> {
+    /// rebooting), on the other members in turn. The error holds why each member could
+    /// not read them (see [`unreadable`]).
+    async fn nodes(&self, first: usize) -> Result<Vec<NodeRow>, Vec<(usize, String)>> {
         let cmd = self.settings.commands.nodes();
         let mut errors = Vec::new();
         let order = std::iter::once(first).chain((0..self.members.len()).filter(|&i| i != first));
@@ -216,15 +217,35 @@ impl Nlb {
             match self.run(i, &cmd).await {
                 Ok(text) => match parse::parse_nodes(&text) {
                     Ok(rows) => return Ok(rows),
-                    Err(e) => errors.push(format!("on \"{}\": {e}", self.members[i].0)),
+                    Err(e) => errors.push((i, format!("on \"{}\": {e}", self.members[i].0))),
                 },
-                Err(e) => errors.push(e),
+                Err(e) => errors.push((i, e)),
             }
         }
-        Err(format!(
-            "no member could read the NLB cluster's nodes: {}",
-            errors.join("; ")
-        ))
+        Err(errors)
+    }
+
+    /// Why the cluster could not be read, as seen from member `idx`: its own error, and
+    /// which other members were tried.
+    fn unreadable(&self, errors: &[(usize, String)], idx: usize) -> String {
+        let own = errors
+            .iter()
+            .find(|(i, _)| *i == idx)
+            .map(|(_, e)| e.as_str())
+            .unwrap_or("not tried");
+        let others: Vec<String> = errors
+            .iter()
+            .filter(|(i, _)| *i != idx)
+            .map(|(i, _)| format!("\"{}\"", self.members[*i].0))
+            .collect();
+        if others.is_empty() {
+            format!("the NLB cluster's nodes could not be read {own}")
+        } else {
+            format!(
+                "the NLB cluster's nodes could not be read {own}, nor on any other member ({} tried)",
+                others.join(", ")
+            )
+        }
     }
 
     fn find<'a>(rows: &'a [NodeRow], member: &Member) -> Result<&'a NodeRow, String> {
@@ -248,7 +269,10 @@ impl Nlb {
 
     async fn node(&self, member: &Member) -> DriverResult<NodeRow> {
         let idx = self.index(member)?;
-        let rows = self.nodes(idx).await.map_err(|e| Self::error(member, e))?;
+        let rows = self
+            .nodes(idx)
+            .await
+            .map_err(|e| Self::error(member, self.unreadable(&e, idx)))?;
         Self::find(&rows, member)
             .cloned()
             .map_err(|e| Self::error(member, e))
@@ -292,7 +316,7 @@ impl Nlb {
                     }
                     settled_once = settled;
                 }
-                Err(e) => last = e,
+                Err(e) => last = self.unreadable(&e, idx),
             }
             if t.elapsed() >= self.settings.converge_timeout {
                 return Err(Self::error(
@@ -324,7 +348,11 @@ impl Balancer for Nlb {
                         .map_err(|e| Self::error(m, e))
                 })
                 .collect(),
-            Err(e) => members.iter().map(|m| Err(Self::error(m, &e))).collect(),
+            Err(e) => members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| Err(Self::error(m, self.unreadable(&e, i))))
+                .collect(),
         }
     }
 

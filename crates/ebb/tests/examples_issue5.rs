@@ -1,0 +1,179 @@
+//! The two example pool files of issue 5 check and plan with the real `ebb` binary:
+//! `examples/haproxy-apt.toml` against a real HAProxy set up as the file's comment says,
+//! and `examples/exchange-2010-cas-array.toml`, whose Windows members this machine cannot
+//! reach: `ebb check` validates the whole file (exit 2 if anything in it is wrong), then
+//! reports every member unreachable and exits 1, naming what it tried.
+
+mod support;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name)
+}
+
+fn ops(plan_out: &str, member: &str) -> String {
+    plan_out
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{member} ")))
+        .unwrap_or_else(|| panic!("no line for {member} in:\n{plan_out}"))
+        .trim_start()[member.len()..]
+        .trim()
+        .to_string()
+}
+
+/// HAProxy as the example's comment configures it, in `dir`; stopped on drop.
+struct Haproxy(Child);
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        // SAFETY: the process this test started.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+fn start_haproxy(dir: &Path) -> Haproxy {
+    let bin = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("haproxy is not installed (apt-get install haproxy; scripts/test.sh does it)");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sock = dir.join("admin.sock");
+    let cfg = format!(
+        "global\n  stats socket {} mode 660 level admin\n  server-state-file {}\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n  load-server-state-from-file global\nfrontend fe\n  bind 127.0.0.1:{port}\n  default_backend web\nbackend web\n  server web1 127.0.0.1:1\n  server web2 127.0.0.1:2\n  server web3 127.0.0.1:3\n",
+        sock.display(),
+        dir.join("server-state").display()
+    );
+    std::fs::write(dir.join("haproxy.cfg"), cfg).unwrap();
+    let child = Command::new(bin)
+        .arg("-f")
+        .arg(dir.join("haproxy.cfg"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "haproxy did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Haproxy(child)
+}
+
+#[test]
+fn haproxy_apt_example_plans_and_checks_against_a_real_haproxy() {
+    let o = ebb()
+        .args(["plan"])
+        .arg(example("haproxy-apt.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("pool web (3 members, balancer haproxy)"),
+        "{out}"
+    );
+    for m in ["web1", "web2", "web3"] {
+        assert_eq!(
+            ops(&out, m),
+            "hold → drain → apt update → apt upgrade → reboot if required → reboot → verify → return → pool-check"
+        );
+    }
+
+    // The same file, with only the socket and state file moved into a temp dir.
+    let dir = tempfile::tempdir().unwrap();
+    let _h = start_haproxy(dir.path());
+    let text = std::fs::read_to_string(example("haproxy-apt.toml"))
+        .unwrap()
+        .replace(
+            "/run/haproxy/admin.sock",
+            &dir.path().join("admin.sock").display().to_string(),
+        )
+        .replace(
+            "/var/lib/haproxy/server-state",
+            &dir.path().join("server-state").display().to_string(),
+        );
+    std::fs::write(dir.path().join("haproxy-apt.toml"), text).unwrap();
+    let o = run(&["check", "haproxy-apt.toml"], dir.path());
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(
+        out.contains("haproxy-apt.toml: valid (3 members, balancer haproxy)"),
+        "{out}"
+    );
+    assert_eq!(out.matches("started   in service").count(), 3, "{out}");
+    assert!(!out.contains("warning:"), "{out}");
+    let o = run(&["check", "--json", "haproxy-apt.toml"], dir.path());
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["members"][1]["detail"], "no check");
+}
+
+#[test]
+fn exchange_example_plans_the_tutorials_procedure_and_check_reports_unreachable_members() {
+    let file = example("exchange-2010-cas-array.toml");
+    let o = ebb().arg("plan").arg(&file).output().unwrap();
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("pool cas-array (3 members, balancer nlb): at most 1 out at once, at least 2 in service"), "{out}");
+    // The tutorial's order; the backup only on the first member.
+    assert_eq!(
+        ops(&out, "cas1"),
+        "hold → drain → forefront → monitoring → backup → update rollup → reboot → verify → return → pool-check"
+    );
+    for m in ["cas2", "cas3"] {
+        assert_eq!(
+            ops(&out, m),
+            "hold → drain → forefront → monitoring → update rollup → reboot → verify → return → pool-check"
+        );
+    }
+
+    // check: the file is valid; the members (Windows, over ssh) cannot be reached from
+    // here, so each is reported with why, and the exit code is 1, not 2.
+    let t = Instant::now();
+    let o = ebb().args(["check", "--json"]).arg(&file).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 3, "{v}");
+    for (i, m) in ["cas1", "cas2", "cas3"].iter().enumerate() {
+        let e = v["members"][i]["error"].as_str().unwrap();
+        assert!(
+            e.contains(&format!("NLB node \"{}\"", m.to_uppercase()))
+                && e.contains(&format!("could not be read on \"{m}\""))
+                && e.contains("ssh")
+                && e.contains("nor on any other member"),
+            "{e}"
+        );
+    }
+    assert!(t.elapsed() < Duration::from_secs(40));
+    let o = ebb().arg("check").arg(&file).output().unwrap();
+    assert!(stdout(&o).contains("exchange-2010-cas-array.toml: valid (3 members, balancer nlb)"));
+
+    // What check validates before it reaches out: a copy that breaks the nlb driver's
+    // requirement is refused with exit 2 and the reason.
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("shell = \"powershell\"", "shell = \"sh\"");
+    std::fs::write(dir.path().join("pool.toml"), text).unwrap();
+    let o = run(&["check", "pool.toml"], dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("set shell = \"powershell\""),
+        "{}",
+        stderr(&o)
+    );
+}
