@@ -10,7 +10,7 @@ use crate::http::{request_tls, Response, TlsOptions};
 use async_trait::async_trait;
 use ebb_engine::interfaces::{DriverError, DriverResult, Maintenance};
 use ebb_engine::placeholder::{render, Quote};
-use ebb_engine::plan::{GateSpec, MaintenanceSpec, Member};
+use ebb_engine::plan::{GateSpec, MaintenanceSpec, Member, WebhookBody};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -57,7 +57,7 @@ impl Maintenance for MonitoringMaintenance {
                 body,
                 headers,
                 ..
-            } => webhook(member, method, url, body.as_deref(), headers).await,
+            } => webhook(member, method, url, body.as_ref(), headers).await,
         }
     }
 
@@ -101,7 +101,7 @@ impl Maintenance for MonitoringMaintenance {
                     return Ok("nothing to undo".into());
                 }
                 let url = undo_url.as_ref().unwrap_or(url);
-                webhook(member, method, url, undo_body.as_deref(), headers).await
+                webhook(member, method, url, undo_body.as_ref(), headers).await
             }
         }
     }
@@ -315,12 +315,15 @@ async fn webhook(
     member: &Member,
     method: &str,
     url: &str,
-    body: Option<&str>,
+    body: Option<&WebhookBody>,
     headers: &BTreeMap<String, String>,
 ) -> DriverResult<String> {
     let none = BTreeMap::new();
     let url = render(url, member, Quote::None, &none);
-    let body = body.map(|b| render(b, &json_escaped(member), Quote::None, &none));
+    let body = body.map(|b| match b {
+        WebhookBody::Text(t) => render(t, &json_escaped(member), Quote::None, &none),
+        WebhookBody::Json(v) => to_json(v, member).to_string(),
+    });
     let hs: Vec<(&str, String)> = headers
         .iter()
         .map(|(k, v)| (k.as_str(), render(v, member, Quote::None, &none)))
@@ -343,6 +346,23 @@ async fn webhook(
             resp.status,
             resp.body.trim()
         )))
+    }
+}
+
+/// A TOML value as JSON, placeholders in its strings substituted.
+fn to_json(v: &toml::Value, member: &Member) -> Value {
+    match v {
+        toml::Value::String(s) => Value::String(render(s, member, Quote::None, &BTreeMap::new())),
+        toml::Value::Integer(i) => json!(i),
+        toml::Value::Float(f) => json!(f),
+        toml::Value::Boolean(b) => json!(b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(a) => Value::Array(a.iter().map(|x| to_json(x, member)).collect()),
+        toml::Value::Table(t) => Value::Object(
+            t.iter()
+                .map(|(k, x)| (k.clone(), to_json(x, member)))
+                .collect(),
+        ),
     }
 }
 

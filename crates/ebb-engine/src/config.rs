@@ -1415,10 +1415,10 @@ fn maintenance(cx: &mut Cx, s: &mut Tbl<'_>) -> Option<MaintenanceSpec> {
                 format!("expected POST, PUT, PATCH, DELETE or GET, found \"{method}\""),
             );
         }
-        let body = w.str(cx, "body");
+        let body = webhook_body(cx, &mut w, "body");
         let undo_url = w.str(cx, "undo_url");
         http_url(cx, &format!("{key}.undo_url"), &undo_url);
-        let undo_body = w.str(cx, "undo_body");
+        let undo_body = webhook_body(cx, &mut w, "undo_body");
         let headers = string_map(cx, &mut w, "headers");
         w.finish(cx, &[]);
         return Some(MaintenanceSpec::Webhook {
@@ -1431,6 +1431,39 @@ fn maintenance(cx: &mut Cx, s: &mut Tbl<'_>) -> Option<MaintenanceSpec> {
         });
     }
     None
+}
+
+fn webhook_body(cx: &mut Cx, w: &mut Tbl<'_>, k: &'static str) -> Option<WebhookBody> {
+    match w.get(k)? {
+        toml::Value::String(s) => Some(WebhookBody::Text(s.clone())),
+        v @ toml::Value::Table(_) => Some(WebhookBody::Json(v.clone())),
+        other => {
+            cx.err(
+                &w.key(k),
+                format!(
+                    "expected a string or a table (sent as JSON), found {}",
+                    type_name(other)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// The strings inside a JSON body, for placeholder validation.
+fn body_templates(b: &WebhookBody, out: &mut Vec<String>) {
+    fn walk(v: &toml::Value, out: &mut Vec<String>) {
+        match v {
+            toml::Value::String(s) => out.push(s.clone()),
+            toml::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            toml::Value::Table(t) => t.values().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    match b {
+        WebhookBody::Text(t) => out.push(t.clone()),
+        WebhookBody::Json(v) => walk(v, out),
+    }
 }
 
 /// The templates in a maintenance step, by key, for placeholder validation.
@@ -1457,14 +1490,15 @@ fn maintenance_templates(m: &MaintenanceSpec) -> Vec<(String, String)> {
             ..
         } => {
             let mut v = vec![("webhook.url".to_string(), url.clone())];
-            for (k, t) in [
-                ("body", body),
-                ("undo_url", undo_url),
-                ("undo_body", undo_body),
-            ] {
-                if let Some(t) = t {
-                    v.push((format!("webhook.{k}"), t.clone()));
+            if let Some(u) = undo_url {
+                v.push(("webhook.undo_url".to_string(), u.clone()));
+            }
+            for (k, b) in [("body", body), ("undo_body", undo_body)] {
+                let mut ts = Vec::new();
+                if let Some(b) = b {
+                    body_templates(b, &mut ts);
                 }
+                v.extend(ts.into_iter().map(|t| (format!("webhook.{k}"), t)));
             }
             for (k, t) in headers {
                 v.push((format!("webhook.headers.{k}"), t.clone()));

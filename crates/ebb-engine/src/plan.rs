@@ -226,12 +226,12 @@ pub enum MaintenanceSpec {
         url: String,
         /// HTTP method (default `POST`).
         method: String,
-        /// Body template (values JSON-escaped).
-        body: Option<String>,
+        /// Body of the request that begins maintenance.
+        body: Option<WebhookBody>,
         /// URL template of the request that ends it (default: `url`).
         undo_url: Option<String>,
-        /// Body template of the request that ends it.
-        undo_body: Option<String>,
+        /// Body of the request that ends it.
+        undo_body: Option<WebhookBody>,
         /// Extra headers.
         headers: BTreeMap<String, String>,
     },
@@ -372,6 +372,16 @@ pub enum LogSource {
         /// `System`, `Application`, `Setup`, ...
         log: String,
     },
+}
+
+/// A webhook's body.
+#[derive(Debug, Clone)]
+pub enum WebhookBody {
+    /// A text template (`{{` and `}}` are literal braces; substituted values are
+    /// JSON-escaped, so they fit inside JSON strings).
+    Text(String),
+    /// A TOML table sent as JSON; placeholders in its strings are substituted.
+    Json(toml::Value),
 }
 
 /// A wave of members rolled together.

@@ -284,6 +284,15 @@ pub async fn rollout(
     plan: ebb_engine::plan::Plan,
     state_dir: &Path,
 ) -> (i32, String, std::sync::Arc<ebb_engine::journal::Journal>) {
+    rollout_with(plan, state_dir, ebb_engine::run::RunOptions::default()).await
+}
+
+/// [`rollout`] with options (`resume`, ...).
+pub async fn rollout_with(
+    plan: ebb_engine::plan::Plan,
+    state_dir: &Path,
+    opts: ebb_engine::run::RunOptions,
+) -> (i32, String, std::sync::Arc<ebb_engine::journal::Journal>) {
     use std::sync::{Arc, Mutex};
     let drivers = match ebb_drivers::build(&plan) {
         Ok(d) => d,
@@ -298,15 +307,7 @@ pub async fn rollout(
         }
     });
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    let out = ebb_engine::run::run(
-        Arc::new(plan),
-        drivers,
-        journal.clone(),
-        sink,
-        ebb_engine::run::RunOptions::default(),
-        rx,
-    )
-    .await;
+    let out = ebb_engine::run::run(Arc::new(plan), drivers, journal.clone(), sink, opts, rx).await;
     let text = log.lock().map(|l| l.clone()).unwrap_or_default();
     match out {
         Ok(o) => (o.exit_code, format!("{}\n{text}", o.message), journal),
