@@ -201,15 +201,16 @@ async fn the_tutorials_procedure_runs_step_for_step_on_each_cas_server() {
     assert!(last("cas1", "-InitialHostState Started") < pos("cas2", "-InitialHostState Stopped"));
     assert!(last("cas2", "-InitialHostState Started") < pos("cas3", "-InitialHostState Stopped"));
     // The cluster as the tutorial leaves it.
-    let cl = c.lock().unwrap();
-    for n in &cl.nodes {
-        assert_eq!(
-            (n.state.as_str(), n.initial.as_str(), n.boot),
-            ("Converged", "Started", 2),
-            "{n:?}"
-        );
+    {
+        let cl = c.lock().unwrap();
+        for n in &cl.nodes {
+            assert_eq!(
+                (n.state.as_str(), n.initial.as_str(), n.boot),
+                ("Converged", "Started", 2),
+                "{n:?}"
+            );
+        }
     }
-    drop(cl);
     for m in &plan.members {
         assert!(nlb.state(m).await.unwrap().in_service());
     }
