@@ -245,8 +245,35 @@ async fn run_cmd(sel: &RunSel, opts: RunOptions, json: bool) -> i32 {
     let renderer = Renderer::new(json, &plan);
     renderer.start_ticker();
     let sink = renderer.sink();
+    let (plan2, drivers2) = (plan.clone(), drivers.clone());
     let r = run::run(plan, drivers, journal, sink, opts, shutdown_signal()).await;
-    report_outcome(r, &renderer)
+    let code = report_outcome(r, &renderer);
+    // The pool-wide version table at the end of a run (version checks only).
+    let versions = ebb_drivers::check::version::table(&plan2, &drivers2.transports).await;
+    if json && !versions.is_empty() {
+        println!(
+            "{}",
+            json!({"event": "versions", "members": ebb_drivers::check::version::table_json(&versions)})
+        );
+    } else if !json {
+        print_versions(&versions);
+    }
+    code
+}
+
+/// Prints the pool-wide version table, naming the members that are behind.
+fn print_versions(rows: &[ebb_drivers::check::version::VersionRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!("versions:");
+    for l in ebb_drivers::check::version::render_table(rows) {
+        println!("{l}");
+    }
+    let behind = ebb_drivers::check::version::behind(rows);
+    if !behind.is_empty() {
+        println!("behind: {}", behind.join(", "));
+    }
 }
 
 async fn release(sel: &RunSel, member: &str, json: bool) -> i32 {
@@ -519,10 +546,11 @@ async fn check(path: &Path, json_out: bool) -> i32 {
         }
     }
     let ok = problems.is_empty();
+    let versions = ebb_drivers::check::version::table(&plan, &drivers.transports).await;
     if json_out {
         println!(
             "{}",
-            json!({"ok": ok, "pool": plan.pool.name, "members": rows, "warnings": warnings, "problems": problems})
+            json!({"ok": ok, "pool": plan.pool.name, "members": rows, "warnings": warnings, "problems": problems, "versions": ebb_drivers::check::version::table_json(&versions)})
         );
     } else {
         println!(
@@ -550,6 +578,7 @@ async fn check(path: &Path, json_out: bool) -> i32 {
                 ),
             }
         }
+        print_versions(&versions);
         for w in &warnings {
             println!("warning: {w}");
         }

@@ -232,3 +232,26 @@ pub fn render_table(rows: &[VersionRow]) -> Vec<String> {
     }
     out
 }
+
+/// The table as JSON: `[{member, check, version, expected, ok, error}]`.
+pub fn table_json(rows: &[VersionRow]) -> serde_json::Value {
+    serde_json::Value::Array(
+        rows.iter()
+            .map(|r| match &r.reading {
+                Ok(v) => serde_json::json!({"member": r.member, "check": r.check, "version": v.version, "expected": v.expected, "ok": v.ok}),
+                Err(e) => serde_json::json!({"member": r.member, "check": r.check, "ok": false, "error": e}),
+            })
+            .collect(),
+    )
+}
+
+/// The members whose version is behind (or unknown), for a one-line summary.
+pub fn behind(rows: &[VersionRow]) -> Vec<String> {
+    let mut out: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.reading.as_ref().is_ok_and(|v| v.ok))
+        .map(|r| r.member.clone())
+        .collect();
+    out.dedup();
+    out
+}
