@@ -445,6 +445,40 @@ async fn errors_name_the_socket_and_the_server() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_api_over_tcp_works_the_same() {
+    let s = setup(
+        HaproxyOptions {
+            tcp_socket: true,
+            ..Default::default()
+        },
+        "",
+        false,
+    )
+    .await;
+    let d = with_socket(&s.plan, s.hap.tcp_admin.as_deref().unwrap());
+    let web2 = &s.plan.members[1];
+    assert!(d.state(web2).await.unwrap().in_service());
+    d.drainstop(web2).await.unwrap();
+    assert_eq!(s.hap.status("web2"), "DRAIN");
+    assert_eq!(d.state(web2).await.unwrap().state, HostState::Stopped);
+    d.start(web2).await.unwrap();
+    assert_eq!(s.hap.status("web2"), "no check");
+    let e = d
+        .state(&{
+            let mut m = web2.clone();
+            m.lb_name = "nosuch".into();
+            m
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(s.hap.tcp_admin.as_deref().unwrap()) && e.contains("app/nosuch"),
+        "{e}"
+    );
+}
+
 /// The same plan with another socket.
 fn with_socket(plan: &Plan, socket: &str) -> Driver {
     let mut p = plan.clone();

@@ -269,6 +269,8 @@ pub struct HaproxyOptions {
     pub checks: bool,
     /// An extra `stats socket` at `level user` (user.sock).
     pub user_socket: bool,
+    /// An extra admin socket on TCP (`stats socket ipv4@127.0.0.1:PORT level admin`).
+    pub tcp_socket: bool,
 }
 
 /// A real HAProxy in master-worker mode, in a temp dir, in front of `servers`.
@@ -278,6 +280,8 @@ pub struct Haproxy {
     pub state_file: PathBuf,
     /// `127.0.0.1:PORT` of the frontend.
     pub frontend: String,
+    /// `tcp://127.0.0.1:PORT` of the TCP admin socket, with `tcp_socket`.
+    pub tcp_admin: Option<String>,
     child: Child,
 }
 
@@ -300,6 +304,10 @@ impl Haproxy {
                 "  stats socket {} mode 600 level user\n",
                 dir.join("user.sock").display()
             );
+        }
+        let tcp_admin = o.tcp_socket.then(|| format!("127.0.0.1:{}", free_port()));
+        if let Some(a) = &tcp_admin {
+            cfg += &format!("  stats socket ipv4@{a} level admin\n");
         }
         if o.state_file {
             cfg += &format!("  server-state-file {}\n", state_file.display());
@@ -336,6 +344,7 @@ impl Haproxy {
             admin_sock,
             state_file,
             frontend: format!("127.0.0.1:{port}"),
+            tcp_admin: tcp_admin.map(|a| format!("tcp://{a}")),
             child,
         };
         h.wait_ready(None);
