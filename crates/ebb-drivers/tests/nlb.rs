@@ -62,7 +62,7 @@ fn commands_of(log: &[(String, String)]) -> Vec<&str> {
     log.iter().map(|(_, c)| c.as_str()).collect()
 }
 
-const NODES: &str = "$ErrorActionPreference = 'Stop'; Get-NlbClusterNode";
+const NODES: &str = "$ErrorActionPreference = 'Stop'; Import-Module NetworkLoadBalancingClusters; Get-NlbClusterNode";
 
 #[test]
 fn recorded_outputs_parse_and_map_to_ebb_states() {
@@ -135,27 +135,27 @@ fn command_lines_are_exact_and_quoted() {
     assert_eq!(c.nodes(), NODES);
     assert_eq!(
         c.stop("CAS1"),
-        "$ErrorActionPreference = 'Stop'; Get-NlbClusterNode -NodeName 'CAS1' | Stop-NlbClusterNode"
+        "$ErrorActionPreference = 'Stop'; Import-Module NetworkLoadBalancingClusters; Get-NlbClusterNode -NodeName 'CAS1' | Stop-NlbClusterNode"
     );
     assert_eq!(
         c.start("CAS1"),
-        "$ErrorActionPreference = 'Stop'; Get-NlbClusterNode -NodeName 'CAS1' | Start-NlbClusterNode"
+        "$ErrorActionPreference = 'Stop'; Import-Module NetworkLoadBalancingClusters; Get-NlbClusterNode -NodeName 'CAS1' | Start-NlbClusterNode"
     );
     assert_eq!(
         c.resume("CAS1"),
-        "$ErrorActionPreference = 'Stop'; Get-NlbClusterNode -NodeName 'CAS1' | Resume-NlbClusterNode"
+        "$ErrorActionPreference = 'Stop'; Import-Module NetworkLoadBalancingClusters; Get-NlbClusterNode -NodeName 'CAS1' | Resume-NlbClusterNode"
     );
     assert_eq!(
         c.set_initial_state("CAS1", HostState::Stopped),
-        "$ErrorActionPreference = 'Stop'; Get-NlbClusterNode -NodeName 'CAS1' | Set-NlbClusterNode -InitialHostState Stopped -Force"
+        "$ErrorActionPreference = 'Stop'; Import-Module NetworkLoadBalancingClusters; Get-NlbClusterNode -NodeName 'CAS1' | Set-NlbClusterNode -InitialHostState Stopped -Force"
     );
     assert_eq!(
         c.set_initial_state("CAS1", HostState::Started),
-        "$ErrorActionPreference = 'Stop'; Get-NlbClusterNode -NodeName 'CAS1' | Set-NlbClusterNode -InitialHostState Started -Force"
+        "$ErrorActionPreference = 'Stop'; Import-Module NetworkLoadBalancingClusters; Get-NlbClusterNode -NodeName 'CAS1' | Set-NlbClusterNode -InitialHostState Started -Force"
     );
     assert_eq!(
         c.driver_info(),
-        "$ErrorActionPreference = 'Stop'; Get-NlbClusterDriverInfo"
+        "$ErrorActionPreference = 'Stop'; Import-Module NetworkLoadBalancingClusters; Get-NlbClusterDriverInfo"
     );
     let d = c.drainstop("CAS1");
     let enc = d
@@ -167,11 +167,11 @@ fn command_lines_are_exact_and_quoted() {
         .unwrap();
     assert_eq!(
         d,
-        format!("$ErrorActionPreference = 'Stop'; $null = Get-NlbClusterNode -NodeName 'CAS1'; $r = Invoke-CimMethod -ClassName Win32_Process -MethodName Create -Arguments @{{ CommandLine = 'powershell.exe -NoProfile -NonInteractive -EncodedCommand {enc}' }}; if ($r.ReturnValue -ne 0) {{ throw \"could not start the drain (Win32_Process.Create returned $($r.ReturnValue))\" }}")
+        format!("$ErrorActionPreference = 'Stop'; Import-Module NetworkLoadBalancingClusters; $null = Get-NlbClusterNode -NodeName 'CAS1'; $r = ([wmiclass]'Win32_Process').Create('powershell.exe -NoProfile -NonInteractive -EncodedCommand {enc}'); if ($r.ReturnValue -ne 0) {{ throw \"could not start the drain (Win32_Process.Create returned $($r.ReturnValue))\" }}")
     );
     assert_eq!(
         decode_command(enc).unwrap(),
-        "Get-NlbClusterNode -NodeName 'CAS1' | Stop-NlbClusterNode -Drain"
+        "Import-Module NetworkLoadBalancingClusters; Get-NlbClusterNode -NodeName 'CAS1' | Stop-NlbClusterNode -Drain"
     );
     // Names are PowerShell-quoted: a quote cannot end the string and inject a command.
     let c = Commands {
@@ -179,11 +179,11 @@ fn command_lines_are_exact_and_quoted() {
     };
     assert_eq!(
         c.stop("O'Brien; Restart-Computer"),
-        "$ErrorActionPreference = 'Stop'; Get-NlbClusterNode -NodeName 'O''Brien; Restart-Computer' -InterfaceName 'Ethernet 2 (NLB)' | Stop-NlbClusterNode"
+        "$ErrorActionPreference = 'Stop'; Import-Module NetworkLoadBalancingClusters; Get-NlbClusterNode -NodeName 'O''Brien; Restart-Computer' -InterfaceName 'Ethernet 2 (NLB)' | Stop-NlbClusterNode"
     );
     assert_eq!(
         c.nodes(),
-        "$ErrorActionPreference = 'Stop'; Get-NlbClusterNode -InterfaceName 'Ethernet 2 (NLB)'"
+        "$ErrorActionPreference = 'Stop'; Import-Module NetworkLoadBalancingClusters; Get-NlbClusterNode -InterfaceName 'Ethernet 2 (NLB)'"
     );
 }
 
@@ -232,7 +232,7 @@ async fn hold_and_return_set_the_initial_state_and_wait_for_the_cluster_to_conve
     );
     assert_eq!(
         commands_of(&take_log(&c)),
-        vec!["$ErrorActionPreference = 'Stop'; Get-NlbClusterDriverInfo"]
+        vec!["$ErrorActionPreference = 'Stop'; Import-Module NetworkLoadBalancingClusters; Get-NlbClusterDriverInfo"]
     );
     nlb.set_initial_state(cas2, HostState::Stopped)
         .await
@@ -241,7 +241,7 @@ async fn hold_and_return_set_the_initial_state_and_wait_for_the_cluster_to_conve
     let cmds = commands_of(&log);
     assert_eq!(
         cmds[0],
-        "$ErrorActionPreference = 'Stop'; Get-NlbClusterNode -NodeName 'CAS2' | Set-NlbClusterNode -InitialHostState Stopped -Force"
+        "$ErrorActionPreference = 'Stop'; Import-Module NetworkLoadBalancingClusters; Get-NlbClusterNode -NodeName 'CAS2' | Set-NlbClusterNode -InitialHostState Stopped -Force"
     );
     // Then it reads the cluster until no node is converging, twice in a row.
     assert!(cmds[1..].iter().all(|c| *c == NODES));
@@ -260,7 +260,7 @@ async fn hold_and_return_set_the_initial_state_and_wait_for_the_cluster_to_conve
     let log = take_log(&c);
     assert_eq!(
         log[1].1,
-        "$ErrorActionPreference = 'Stop'; Get-NlbClusterNode -NodeName 'CAS2' | Start-NlbClusterNode"
+        "$ErrorActionPreference = 'Stop'; Import-Module NetworkLoadBalancingClusters; Get-NlbClusterNode -NodeName 'CAS2' | Start-NlbClusterNode"
     );
     assert!(nlb.state(cas2).await.unwrap().in_service());
     nlb.set_initial_state(cas2, HostState::Started)
@@ -285,8 +285,8 @@ async fn a_suspended_node_is_resumed_then_started() {
     assert_eq!(
         ops,
         vec![
-            "$ErrorActionPreference = 'Stop'; Get-NlbClusterNode -NodeName 'CAS3' | Resume-NlbClusterNode",
-            "$ErrorActionPreference = 'Stop'; Get-NlbClusterNode -NodeName 'CAS3' | Start-NlbClusterNode",
+            "$ErrorActionPreference = 'Stop'; Import-Module NetworkLoadBalancingClusters; Get-NlbClusterNode -NodeName 'CAS3' | Resume-NlbClusterNode",
+            "$ErrorActionPreference = 'Stop'; Import-Module NetworkLoadBalancingClusters; Get-NlbClusterNode -NodeName 'CAS3' | Start-NlbClusterNode",
         ]
     );
     assert!(nlb.state(cas3).await.unwrap().in_service());

@@ -80,7 +80,7 @@ impl Maintenance for RecordingMaintenance {
     }
 }
 
-const P: &str = "$ErrorActionPreference = 'Stop'; ";
+const P: &str = "$ErrorActionPreference = 'Stop'; Import-Module NetworkLoadBalancingClusters; ";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tutorials_procedure_runs_step_for_step_on_each_cas_server() {

@@ -1,12 +1,15 @@
 //! The exact PowerShell command lines the nlb driver runs on a member. Every one starts
 //! with `$ErrorActionPreference = 'Stop'` so that any cmdlet error ends the command with a
-//! non-zero exit code instead of a warning ebb would miss; node and interface names are
-//! PowerShell-quoted.
+//! non-zero exit code instead of a warning ebb would miss, and imports the NLB module
+//! (Windows PowerShell 2.0, the default on the Windows Server 2008 R2 of Exchange 2010,
+//! does not load modules by itself); node and interface names are PowerShell-quoted.
 
+use crate::transport::command_line::encode_powershell;
 use ebb_engine::interfaces::HostState;
 use ebb_engine::placeholder::ps_quote;
 
-const STRICT: &str = "$ErrorActionPreference = 'Stop'; ";
+const STRICT: &str =
+    "$ErrorActionPreference = 'Stop'; Import-Module NetworkLoadBalancingClusters; ";
 
 /// Builds the cmdlet command lines for one NLB cluster.
 #[derive(Debug, Clone, Default)]
@@ -43,22 +46,25 @@ impl Commands {
         format!("{STRICT}Get-NlbClusterDriverInfo{}", self.iface())
     }
 
-    /// The drain itself, as a separate command: `Stop-NlbClusterNode -Drain` returns only
+    /// The drain itself (with its module import), as a separate command: `Stop-NlbClusterNode -Drain` returns only
     /// once the node has drained (its documented examples print the node `Stopped`), and
     /// the unit of its `-Timeout` is not made unmistakable, so ebb starts it detached and
     /// owns the wait and the timeout.
     pub fn drain_pipeline(&self, node: &str) -> String {
-        format!("{} | Stop-NlbClusterNode -Drain", self.node(node))
+        format!(
+            "Import-Module NetworkLoadBalancingClusters; {} | Stop-NlbClusterNode -Drain",
+            self.node(node)
+        )
     }
 
     /// Starts [`Self::drain_pipeline`] in a process of its own, created by WMI
-    /// (`Win32_Process.Create`) so that it outlives the remote session (Windows OpenSSH
-    /// ends every process of a session when it closes), after checking that the node
-    /// exists so that a wrong name fails here, not in the background.
+    /// (`Win32_Process.Create`, through `[wmiclass]`, which every Windows PowerShell has) so
+    /// that it does not depend on the remote session staying open, after checking that the
+    /// node exists so that a wrong name fails here, not in the background.
     pub fn drainstop(&self, node: &str) -> String {
-        let inner = encode_command(&self.drain_pipeline(node));
+        let inner = encode_powershell(&self.drain_pipeline(node));
         format!(
-            "{STRICT}$null = {}; $r = Invoke-CimMethod -ClassName Win32_Process -MethodName Create -Arguments @{{ CommandLine = 'powershell.exe -NoProfile -NonInteractive -EncodedCommand {inner}' }}; if ($r.ReturnValue -ne 0) {{ throw \"could not start the drain (Win32_Process.Create returned $($r.ReturnValue))\" }}",
+            "{STRICT}$null = {}; $r = ([wmiclass]'Win32_Process').Create('powershell.exe -NoProfile -NonInteractive -EncodedCommand {inner}'); if ($r.ReturnValue -ne 0) {{ throw \"could not start the drain (Win32_Process.Create returned $($r.ReturnValue))\" }}",
             self.node(node)
         )
     }
@@ -93,16 +99,7 @@ impl Commands {
     }
 }
 
-/// `-EncodedCommand` text: base64 of the UTF-16LE command (no quoting to get wrong).
-pub fn encode_command(command: &str) -> String {
-    let bytes: Vec<u8> = command
-        .encode_utf16()
-        .flat_map(|u| u.to_le_bytes())
-        .collect();
-    base64(&bytes)
-}
-
-/// Reverses [`encode_command`] (for tests and for showing what runs).
+/// Reverses `-EncodedCommand` text (for tests and for showing what runs).
 pub fn decode_command(encoded: &str) -> Option<String> {
     let bytes = unbase64(encoded)?;
     if bytes.len() % 2 != 0 {
@@ -116,26 +113,6 @@ pub fn decode_command(encoded: &str) -> Option<String> {
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-fn base64(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(B64[((n >> shift) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
 
 fn unbase64(text: &str) -> Option<Vec<u8>> {
     let mut out = Vec::new();
@@ -159,9 +136,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn base64_round_trips_and_matches_powershell() {
-        // [Convert]::ToBase64String([Text.Encoding]::Unicode.GetBytes('dir'))
-        assert_eq!(encode_command("dir"), "ZABpAHIA");
+    fn decodes_what_the_transport_encodes() {
+        assert_eq!(decode_command("ZABpAHIA").as_deref(), Some("dir"));
         for s in [
             "",
             "a",
@@ -169,7 +145,7 @@ mod tests {
             "abc",
             "Get-NlbClusterNode -NodeName 'o''brien' | Stop-NlbClusterNode -Drain",
         ] {
-            assert_eq!(decode_command(&encode_command(s)).as_deref(), Some(s));
+            assert_eq!(decode_command(&encode_powershell(s)).as_deref(), Some(s));
         }
     }
 }
