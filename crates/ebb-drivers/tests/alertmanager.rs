@@ -378,3 +378,84 @@ async fn a_webhook_begins_and_ends_maintenance_with_json_escaped_values() {
     assert_eq!(calls[2].1["host"], "web2");
     assert_eq!(calls[3].1, json!({"host": "web2", "on": false}));
 }
+
+#[tokio::test]
+async fn an_interrupted_run_resumes_without_a_second_silence_and_expires_the_first() {
+    let am = Alertmanager::start();
+    let dir = tempfile::tempdir().unwrap();
+    let text = pool(
+        dir.path(),
+        "",
+        &format!(
+            "{}[[runbook.step]]\nname = \"install\"\nrun = \"sleep 3\"\n",
+            silence_step(&am)
+        ),
+    );
+    let state = tempfile::tempdir().unwrap();
+    interrupt_after(state.path(), Duration::from_millis(1500));
+    let (code, log, _) = rollout(load_plan(dir.path(), &text), state.path()).await;
+    assert_eq!(code, 130, "interrupted during web1's install: {log}");
+    let active: Vec<Value> = silences(&am)
+        .await
+        .into_iter()
+        .filter(|s| s["status"]["state"] == "active")
+        .collect();
+    assert_eq!(
+        active.len(),
+        1,
+        "web1 stays silenced while interrupted: {active:#?}"
+    );
+    let opts = ebb_engine::run::RunOptions {
+        resume: true,
+        ..Default::default()
+    };
+    let (code, log, _) = rollout_with(load_plan(dir.path(), &text), state.path(), opts).await;
+    assert_eq!(code, 0, "{log}");
+    let all = silences(&am).await;
+    assert_eq!(all.len(), 2, "one silence per member: {all:#?}");
+    assert!(
+        all.iter().all(|s| s["status"]["state"] == "expired"),
+        "{all:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_begin_repeated_after_a_crash_reuses_its_silence_and_an_end_without_an_id_finds_it() {
+    use ebb_engine::interfaces::Maintenance;
+    let am = Alertmanager::start();
+    let dir = tempfile::tempdir().unwrap();
+    let text = pool(dir.path(), "", &silence_step(&am));
+    let plan = load_plan(dir.path(), &text);
+    let spec = plan.runbook.steps[0].maintenance.clone().unwrap();
+    let m = &plan.members[0];
+    let driver = ebb_drivers::maintenance::MonitoringMaintenance;
+    let key = "ebb pool am run 7 member web1 step silence";
+    let first = driver.begin(&spec, m, key).await.unwrap();
+    let again = driver.begin(&spec, m, key).await.unwrap();
+    assert_eq!(first, again, "the repeated begin found its silence");
+    let other = driver
+        .begin(
+            &spec,
+            &plan.members[1],
+            "ebb pool am run 7 member web2 step silence",
+        )
+        .await
+        .unwrap();
+    assert_ne!(first, other);
+    // ebb died before the id reached the journal: the end finds the silence by its key.
+    let ended = driver.end(&spec, m, key, "").await.unwrap();
+    assert_eq!(ended, format!("expired {first}"));
+    let all = silences(&am).await;
+    let state = |tok: &str| {
+        let id = tok.strip_prefix("silence ").unwrap();
+        all.iter().find(|s| s["id"] == id).unwrap()["status"]["state"].clone()
+    };
+    assert_eq!(state(&first), "expired");
+    assert_eq!(
+        state(&other),
+        "active",
+        "another member's silence is not touched"
+    );
+    // Ending twice is fine.
+    driver.end(&spec, m, key, &first).await.unwrap();
+}

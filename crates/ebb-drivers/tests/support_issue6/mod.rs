@@ -306,7 +306,15 @@ pub async fn rollout_with(
             l.push_str(&format!("{e:?}\n"));
         }
     });
-    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    if let Some(after) = opts_interrupt_after(&state_dir.to_path_buf()) {
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let _ = tx.send(true);
+        });
+    } else {
+        std::mem::forget(tx);
+    }
     let out = ebb_engine::run::run(Arc::new(plan), drivers, journal.clone(), sink, opts, rx).await;
     let text = log.lock().map(|l| l.clone()).unwrap_or_default();
     match out {
@@ -374,4 +382,20 @@ impl Drop for Alertmanager {
             let _ = c.wait();
         }
     }
+}
+
+/// Makes the next rollout in `state_dir` stop (as Ctrl-C does) after `after`.
+pub fn interrupt_after(state_dir: &Path, after: std::time::Duration) {
+    std::fs::write(
+        state_dir.join("interrupt-after-ms"),
+        after.as_millis().to_string(),
+    )
+    .expect("write");
+}
+
+fn opts_interrupt_after(state_dir: &Path) -> Option<std::time::Duration> {
+    let f = state_dir.join("interrupt-after-ms");
+    let ms = std::fs::read_to_string(&f).ok()?.trim().parse().ok()?;
+    let _ = std::fs::remove_file(&f);
+    Some(std::time::Duration::from_millis(ms))
 }
