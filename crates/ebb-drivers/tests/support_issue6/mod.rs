@@ -307,7 +307,7 @@ pub async fn rollout_with(
         }
     });
     let (tx, rx) = tokio::sync::watch::channel(false);
-    if let Some(after) = opts_interrupt_after(&state_dir.to_path_buf()) {
+    if let Some(after) = opts_interrupt_after(state_dir) {
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             let _ = tx.send(true);
