@@ -160,6 +160,9 @@ impl HaproxySettings {
 pub struct Haproxy {
     settings: HaproxySettings,
     api: RuntimeApi,
+    /// One state-file write at a time (members drained in parallel), each with a snapshot
+    /// taken inside the lock, so the file ends with the newest one.
+    state_file_lock: tokio::sync::Mutex<()>,
 }
 
 /// A member's server in HAProxy.
@@ -184,7 +187,11 @@ impl Haproxy {
     /// A driver with these settings.
     pub fn new(settings: HaproxySettings) -> Self {
         let api = RuntimeApi::new(settings.socket.clone(), settings.timeout);
-        Haproxy { settings, api }
+        Haproxy {
+            settings,
+            api,
+            state_file_lock: tokio::sync::Mutex::new(()),
+        }
     }
 
     fn target(&self, member: &Member) -> Target {
@@ -299,6 +306,7 @@ impl Haproxy {
         let Some(path) = &self.settings.state_file else {
             return Ok(());
         };
+        let _one_at_a_time = self.state_file_lock.lock().await;
         let text = self
             .api
             .command("show servers state")
@@ -314,7 +322,7 @@ impl Haproxy {
                 ),
             ));
         }
-        let tmp = path.with_extension("ebb-tmp");
+        let tmp = path.with_extension(format!("ebb-tmp-{}", std::process::id()));
         let write = async {
             tokio::fs::write(&tmp, text.as_bytes()).await?;
             tokio::fs::rename(&tmp, path).await
