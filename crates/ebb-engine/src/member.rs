@@ -419,14 +419,18 @@ impl Engine {
                 Ok(s) => s,
                 Err(e) => return failed(e.to_string()),
             };
-            let conns = st.active_connections.unwrap_or(0);
-            if last != Some(conns) {
+            // Some balancers (NLB) cannot count a node's connections: show nothing rather
+            // than a made-up 0.
+            if let Some(conns) = st.active_connections.filter(|c| last != Some(*c)) {
                 self.emit(Event::DrainProgress {
                     member: m.name.clone(),
                     active_connections: conns,
                 });
                 last = Some(conns);
             }
+            let conns = st
+                .active_connections
+                .map_or_else(|| "an unknown number of".to_string(), |c| c.to_string());
             if st.state == HostState::Stopped
                 || (st.state == HostState::Draining && st.active_connections == Some(0))
             {

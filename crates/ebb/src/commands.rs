@@ -221,6 +221,19 @@ fn report_outcome(r: Result<RunOutcome, RunError>, renderer: &Renderer) -> i32 {
     }
 }
 
+/// The plan, its drivers and a renderer for a command that works on a run.
+fn prepare(
+    sel: &RunSel,
+    journal: &Journal,
+    json: bool,
+) -> Result<(Arc<Plan>, Drivers, Renderer), i32> {
+    let plan = Arc::new(plan_for(sel, journal)?);
+    let drivers = load_drivers(&plan).ok_or(EXIT_USAGE)?;
+    let renderer = Renderer::new(json, &plan);
+    renderer.start_ticker();
+    Ok((plan, drivers, renderer))
+}
+
 async fn run_cmd(sel: &RunSel, opts: RunOptions, json: bool) -> i32 {
     // Validate everything before the journal (or anything else) is created.
     if let Some(p) = &sel.pool {
@@ -235,15 +248,10 @@ async fn run_cmd(sel: &RunSel, opts: RunOptions, json: bool) -> i32 {
         Ok(j) => Arc::new(j),
         Err(c) => return c,
     };
-    let plan = match plan_for(sel, &journal) {
-        Ok(p) => Arc::new(p),
+    let (plan, drivers, renderer) = match prepare(sel, &journal, json) {
+        Ok(x) => x,
         Err(c) => return c,
     };
-    let Some(drivers) = load_drivers(&plan) else {
-        return EXIT_USAGE;
-    };
-    let renderer = Renderer::new(json, &plan);
-    renderer.start_ticker();
     let sink = renderer.sink();
     let (plan2, drivers2) = (plan.clone(), drivers.clone());
     let r = run::run(plan, drivers, journal, sink, opts, shutdown_signal()).await;
@@ -281,15 +289,10 @@ async fn release(sel: &RunSel, member: &str, json: bool) -> i32 {
         Ok(j) => Arc::new(j),
         Err(c) => return c,
     };
-    let plan = match plan_for(sel, &journal) {
-        Ok(p) => Arc::new(p),
+    let (plan, drivers, renderer) = match prepare(sel, &journal, json) {
+        Ok(x) => x,
         Err(c) => return c,
     };
-    let Some(drivers) = load_drivers(&plan) else {
-        return EXIT_USAGE;
-    };
-    let renderer = Renderer::new(json, &plan);
-    renderer.start_ticker();
     let r = run::release(
         plan,
         drivers,

@@ -347,3 +347,39 @@ poll_interval = "100ms"
     assert_eq!(reboot("b")["outcome"], "skipped", "b exited 0: no reboot");
     assert_eq!(f.read("lb/b.boot").trim(), "b-boot-1");
 }
+
+#[test]
+fn on_failure_continue_goes_on_with_other_members_within_max_failed_and_the_policy() {
+    let members = ["a", "b", "c", "d"];
+    let f = Fixture::new(&members);
+    let rb = RUNBOOK.replace(
+        "echo start >>",
+        "if [ {member} = a ]; then exit 5; fi; echo start >>",
+    );
+    let rest = format!("[runbook]\non_failure = \"continue\"\nmax_failed = 1\n{rb}");
+    // a fails and stays out: with max_unavailable = 2 one slot is left for the others.
+    let pool = f.pool("max_unavailable = 2\nmin_in_service = 1", &members, &rest);
+    let o = run(&["run", pool.to_str().unwrap()], f.dir.path());
+    assert_eq!(o.status.code(), Some(1), "a member failed: {}", stderr(&o));
+    let st = status(&pool);
+    assert_eq!(st["run"]["state"], "halted");
+    assert_eq!(member(&st, "a")["state"], "failed");
+    for m in ["b", "c", "d"] {
+        assert_eq!(member(&st, m)["state"], "done", "{m} went on");
+        assert_eq!(f.lb_state(m), "started");
+    }
+    assert_eq!(f.lb_state("a"), "stopped");
+    assert_eq!(f.lb_initial("a"), "stopped");
+    assert!(f.max_out_at_once() <= 2, "{:?}", f.transitions());
+
+    // With max_failed = 0 the first failure halts: members not yet started stay untouched.
+    let f = Fixture::new(&members);
+    let rest = format!("[runbook]\non_failure = \"continue\"\nmax_failed = 0\n{rb}");
+    let pool = f.pool("max_unavailable = 1", &members, &rest);
+    let o = run(&["run", pool.to_str().unwrap()], f.dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    let st = status(&pool);
+    for m in ["b", "c", "d"] {
+        assert_eq!(member(&st, m)["state"], "pending");
+    }
+}
