@@ -120,6 +120,7 @@ pub async fn run(
 ) -> Result<RunOutcome, RunError> {
     let pool = plan.pool.name.clone();
     let _lock = LockGuard::take(&journal, &pool, opts.steal_lock)?;
+    reachable(&plan, &drivers).await?;
     let latest = journal.latest_run(Some(&pool))?;
     let (run_id, resumed) = if opts.resume {
         let Some(run) = latest else {
@@ -209,6 +210,31 @@ pub async fn run(
         message: outcome.message.clone(),
     });
     Ok(outcome)
+}
+
+/// Refuses to start when the balancer cannot be asked about every member: the policy
+/// would otherwise see the whole pool as out and wait for nothing.
+async fn reachable(plan: &Plan, drivers: &Drivers) -> Result<(), RunError> {
+    let problems: Vec<String> = plan
+        .members
+        .iter()
+        .zip(drivers.balancer.pool_state(&plan.members).await)
+        .filter_map(|(m, r)| r.err().map(|e| format!("member \"{}\": {e}", m.name)))
+        .collect();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let shown: Vec<&str> = problems.iter().take(5).map(String::as_str).collect();
+    Err(RunError::Usage(format!(
+        "the balancer cannot tell the state of {} member(s); nothing was changed:\n{}{}",
+        problems.len(),
+        shown.join("\n"),
+        if problems.len() > shown.len() {
+            "\n..."
+        } else {
+            ""
+        }
+    )))
 }
 
 /// The state to show for a run: a `running` run whose process is gone is `halted`.
@@ -481,6 +507,7 @@ pub async fn release(
         )));
     };
     let _lock = LockGuard::take(&journal, &pool, false)?;
+    reachable(&plan, &drivers).await?;
     let Some(run) = journal.latest_run(Some(&pool))? else {
         return Err(RunError::Usage(format!(
             "pool \"{pool}\" has no run; nothing to release"

@@ -383,3 +383,21 @@ fn on_failure_continue_goes_on_with_other_members_within_max_failed_and_the_poli
         assert_eq!(member(&st, m)["state"], "pending");
     }
 }
+
+#[test]
+fn an_unreachable_balancer_is_refused_before_anything_changes() {
+    let members = ["a", "b"];
+    let f = Fixture::new(&members);
+    let pool = f.pool("", &members, RUNBOOK);
+    // The balancer's state command now fails.
+    std::fs::remove_file(f.path("lb/b.state")).unwrap();
+    let o = run(&["run", pool.to_str().unwrap()], f.dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("member \"b\"") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert!(f.transitions().is_empty(), "{:?}", f.transitions());
+    assert_eq!(f.lb_initial("a"), "started");
+}
