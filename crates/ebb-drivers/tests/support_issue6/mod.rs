@@ -172,14 +172,20 @@ impl Sshd {
             format!(
                 "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {pid}\nAuthorizedKeysFile {ak}\n\
                  StrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\nPasswordAuthentication no\n\
-                 KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nLogLevel ERROR\nMaxSessions 50\nMaxStartups 50\n",
+                 KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nLogLevel ERROR\nMaxSessions 50\nMaxStartups 50\n\
+                 SetEnv HOME={home}\n",
                 hk = d.join("host_key").display(),
                 pid = d.join("sshd.pid").display(),
                 ak = d.join("authorized_keys").display(),
+                home = d.join("home").display(),
             ),
         )
         .expect("write");
         std::fs::write(d.join("boot_id"), "boot-1\n").expect("write");
+        // Sessions get a home of their own: the test user's real start-up files (a
+        // shell's rc taking global locks, say) are not what is being tested, and a
+        // session killed inside them must not leave anything behind.
+        std::fs::create_dir_all(d.join("home")).expect("mkdir home");
         let mut s = Sshd {
             dir,
             port,
