@@ -477,6 +477,15 @@ impl Transport for Ssh {
             // The command never started: ssh itself failed (255), or the remote shell
             // could not run the wrapper.
             let err = stderr_all.lock().map(|s| s.clone()).unwrap_or_default();
+            if status != Some(255) {
+                return Err(DriverError::new(format!(
+                    "member \"{}\": the remote login shell at {} did not run ebb's wrapper (exit {:?}): {}; ebb needs a POSIX login shell (sh, bash, zsh, ksh) for shell = \"sh\", or powershell.exe for shell = \"powershell\"",
+                    self.member,
+                    self.where_(),
+                    status,
+                    err.trim()
+                )));
+            }
             return Err(self.connection_error(&err));
         }
         Ok(CommandOutcome {
