@@ -339,3 +339,28 @@ async fn a_rollout_over_ssh_reboots_members_and_waits_for_the_new_boot() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn preflight_names_the_members_ssh_cannot_reach_before_a_run() {
+    let sshd = Sshd::start();
+    let d = sshd.dir.path();
+    let good = sshd.member_keys();
+    let bad = good.replace(
+        &sshd.path("known_hosts").display().to_string(),
+        &sshd.path("wrong_known_hosts").display().to_string(),
+    );
+    let text = format!(
+        "[pool]\nname = \"pre\"\n\n{}\n[defaults]\nboot_id = \"cat {}\"\n\n[[member]]\nname = \"good\"\naddress = \"127.0.0.1:1\"\n{good}\n[[member]]\nname = \"bad\"\naddress = \"127.0.0.1:2\"\n{bad}\n[[member]]\nname = \"here\"\naddress = \"127.0.0.1:3\"\n",
+        file_balancer(d, &["good", "bad", "here"]),
+        sshd.path("boot_id").display()
+    );
+    let plan = load_plan(d, &text);
+    let drivers = ebb_drivers::build(&plan).expect("drivers");
+    let problems = ebb_drivers::transport::preflight(&plan, &drivers.transports).await;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].0, "bad");
+    assert!(
+        problems[0].1.contains("host key verification failed"),
+        "{problems:?}"
+    );
+}

@@ -548,6 +548,14 @@ async fn check(path: &Path, json_out: bool) -> i32 {
             }
         }
     }
+    // Members reached over ssh: one connection each (host key, login, boot identity).
+    for (name, e) in ebb_drivers::transport::preflight(&plan, &drivers.transports).await {
+        if e.contains(&format!("member \"{name}\"")) {
+            problems.push(e);
+        } else {
+            problems.push(format!("member \"{name}\": {e}"));
+        }
+    }
     let ok = problems.is_empty();
     let versions = ebb_drivers::check::version::table(&plan, &drivers.transports).await;
     if json_out {

@@ -22,3 +22,25 @@ pub fn build(plan: &Plan, member: &Member) -> Result<Arc<dyn Transport>, String>
         )),
     }
 }
+
+/// Connects once to every member reached over ssh (host key, login, boot identity), all
+/// at once; returns `(member, problem)` for each that failed. For `ebb check`, so a changed
+/// host key or a refused login shows before a run, not in the middle of one.
+pub async fn preflight(plan: &Plan, transports: &[Arc<dyn Transport>]) -> Vec<(String, String)> {
+    let mut set = tokio::task::JoinSet::new();
+    for (m, t) in plan.members.iter().zip(transports) {
+        if m.transport != "ssh" {
+            continue;
+        }
+        let (name, t) = (m.name.clone(), t.clone());
+        set.spawn(async move { (name, t.boot_id().await) });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        if let Ok((name, Err(e))) = r {
+            out.push((name, e.to_string()));
+        }
+    }
+    out.sort();
+    out
+}
