@@ -63,19 +63,34 @@ impl Op {
 }
 
 /// The operations of member `index`, in order.
+///
+/// Monitoring maintenance steps (`alertmanager`, `webhook`) come first, before the hold and
+/// the drain, so the monitoring is quiet before the member goes out; their ends, owed
+/// first, are unwound last, after the member is back in service.
 pub fn ops_for(plan: &Plan, index: usize) -> Vec<Op> {
-    let mut ops = Vec::new();
+    let steps: Vec<(usize, &crate::plan::StepSpec)> = plan
+        .steps_for(index)
+        .into_iter()
+        .map(|step| {
+            let i = plan
+                .runbook
+                .steps
+                .iter()
+                .position(|s| std::ptr::eq(s, step))
+                .unwrap_or(0);
+            (i, step)
+        })
+        .collect();
+    let mut ops: Vec<Op> = steps
+        .iter()
+        .filter(|(_, s)| s.maintenance.is_some())
+        .map(|(i, _)| Op::Step(*i))
+        .collect();
     if plan.runbook.drain.hold {
         ops.push(Op::Hold);
     }
     ops.push(Op::Drain);
-    for step in plan.steps_for(index) {
-        let i = plan
-            .runbook
-            .steps
-            .iter()
-            .position(|s| std::ptr::eq(s, step))
-            .unwrap_or(0);
+    for (i, step) in steps.into_iter().filter(|(_, s)| s.maintenance.is_none()) {
         ops.push(Op::Step(i));
         if step.reboot != RebootPolicy::Never {
             ops.push(Op::Reboot(i));
@@ -90,4 +105,62 @@ pub fn ops_for(plan: &Plan, index: usize) -> Vec<Op> {
 /// The journal keys of a member's operations.
 pub fn op_keys(plan: &Plan, index: usize) -> Vec<String> {
     ops_for(plan, index).iter().map(|o| o.key(plan)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maintenance_steps_come_before_the_member_goes_out() {
+        let text = r#"
+[pool]
+name = "p"
+[balancer]
+driver = "command"
+[[member]]
+name = "a"
+address = "127.0.0.1:1"
+[[member]]
+name = "b"
+address = "127.0.0.1:2"
+[[runbook.step]]
+name = "fsc"
+run = "fscutility /disable"
+undo = "fscutility /enable"
+[[runbook.step]]
+name = "silence"
+webhook = { url = "http://127.0.0.1:9/begin", undo_url = "http://127.0.0.1:9/end" }
+[[runbook.step]]
+name = "backup"
+run = "backup"
+when = "first"
+"#;
+        let plan = crate::config::parse(text, std::path::Path::new("p.toml")).expect("valid");
+        assert_eq!(
+            op_keys(&plan, 0),
+            [
+                "step:silence",
+                "hold",
+                "drain",
+                "step:fsc",
+                "step:backup",
+                "verify",
+                "return",
+                "check"
+            ]
+        );
+        assert_eq!(
+            op_keys(&plan, 1),
+            [
+                "step:silence",
+                "hold",
+                "drain",
+                "step:fsc",
+                "verify",
+                "return",
+                "check"
+            ]
+        );
+    }
 }
