@@ -163,11 +163,12 @@ async fn the_tutorials_procedure_runs_step_for_step_on_each_cas_server() {
                 }
             })
             .collect();
+        // Monitoring maintenance begins before the member goes out and ends after it is back.
         let mut want: Vec<String> = vec![
+            "[maintenance begin]".into(),
             format!("{P}Get-NlbClusterNode -NodeName '{node}' | Set-NlbClusterNode -InitialHostState Stopped -Force"),
             "[drain, detached]".into(),
             "fscutility /disable".into(),
-            "[maintenance begin]".into(),
         ];
         if i == 0 {
             want.push(r"wbadmin start backup -backupTarget:\\backup.corp.example\cas-array -allCritical -quiet".into());
@@ -180,10 +181,10 @@ async fn the_tutorials_procedure_runs_step_for_step_on_each_cas_server() {
             "[check application log]".into(),
             "[check system log]".into(),
             "[check owa]".into(),
-            "[maintenance end]".into(),
             "fscutility /enable".into(),
             format!("{P}Get-NlbClusterNode -NodeName '{node}' | Start-NlbClusterNode"),
             format!("{P}Get-NlbClusterNode -NodeName '{node}' | Set-NlbClusterNode -InitialHostState Started -Force"),
+            "[maintenance end]".into(),
         ]);
         assert_eq!(ops, want, "{m}");
     }

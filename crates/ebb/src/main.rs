@@ -45,6 +45,10 @@ enum Command {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// Do not connect to the members themselves (no ssh login, no version table):
+        /// validate the file and ask the balancer only.
+        #[arg(long)]
+        no_members: bool,
     },
     /// Show the order, waves, policy and what each member will go through.
     Plan {
