@@ -1,0 +1,274 @@
+//! Carrying one member through its operations: each one journaled (intent, then outcome),
+//! each bounded, each undo owed from the moment its step may have changed something.
+
+use crate::events::{Event, EventSink};
+use crate::interfaces::{
+    Balancer, CheckContext, Checker, CommandOutcome, HostState, Maintenance, MemberLbState,
+    OutputSink, Transport,
+};
+use crate::journal::{ActionEnd, Journal, MemberState};
+use crate::ops::{ops_for, Op};
+use crate::placeholder::{render, Quote};
+use crate::plan::{CheckSpec, DrainMode, Member, OnTimeout, Plan, RebootPolicy};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// The drivers a run uses: one balancer, one transport per member (in plan order), one
+/// checker.
+#[derive(Clone)]
+pub struct Drivers {
+    /// The balancer in front of the pool.
+    pub balancer: Arc<dyn Balancer>,
+    /// How each member is reached, by member index.
+    pub transports: Vec<Arc<dyn Transport>>,
+    /// Runs verification checks.
+    pub checker: Arc<dyn Checker>,
+    /// Monitoring maintenance (silences, webhooks) and the alert gate.
+    pub maintenance: Arc<dyn Maintenance>,
+}
+
+/// How a member's work ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberEnd {
+    /// Updated, verified and back in service.
+    Done,
+    /// A step failed: held out, undos owed.
+    Failed(String),
+    /// The availability policy could not be met in time; nothing was done to it.
+    Capacity(String),
+    /// Shutdown asked (Ctrl-C, abort); the journal shows where it stopped.
+    Interrupted,
+}
+
+/// Shared state of a run in progress.
+pub struct Engine {
+    /// The plan.
+    pub plan: Arc<Plan>,
+    /// The drivers.
+    pub drivers: Drivers,
+    /// The journal.
+    pub journal: Arc<Journal>,
+    /// The run id.
+    pub run_id: i64,
+    /// Where events go.
+    pub sink: EventSink,
+    /// Members ebb has taken out (by index), for the policy.
+    pub out: Mutex<HashSet<usize>>,
+    /// Serialises policy checks, so two members never both see the same free slot.
+    pub gate: tokio::sync::Mutex<()>,
+    /// Becomes true when the run must stop.
+    pub shutdown: watch::Receiver<bool>,
+    /// The last in-service count recorded, so samples are written on change only.
+    pub last_in_service: Mutex<Option<usize>>,
+}
+
+enum OpEnd {
+    Ok {
+        detail: String,
+        exit_code: Option<i32>,
+        output: String,
+    },
+    Skipped(String),
+    Failed {
+        reason: String,
+        exit_code: Option<i32>,
+        output: String,
+    },
+}
+
+fn ok(detail: impl Into<String>) -> OpEnd {
+    OpEnd::Ok {
+        detail: detail.into(),
+        exit_code: None,
+        output: String::new(),
+    }
+}
+
+fn failed(reason: impl Into<String>) -> OpEnd {
+    OpEnd::Failed {
+        reason: reason.into(),
+        exit_code: None,
+        output: String::new(),
+    }
+}
+
+mod maintenance;
+mod policy;
+mod stages;
+
+impl Engine {
+    pub(super) fn emit(&self, e: Event) {
+        (self.sink)(&e);
+    }
+
+    pub(super) fn member(&self, idx: usize) -> &Member {
+        &self.plan.members[idx]
+    }
+
+    pub(super) fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Carries member `idx` from its cursor to the end (or to a failure).
+    pub async fn run_member(self: Arc<Self>, idx: usize) -> MemberEnd {
+        let name = self.member(idx).name.clone();
+        let rec = match self.journal.member(self.run_id, &name) {
+            Ok(r) => r,
+            Err(e) => return MemberEnd::Failed(e.to_string()),
+        };
+        let Some(rec) = rec else {
+            return MemberEnd::Failed(format!("member \"{name}\" is not in this run's journal"));
+        };
+        if rec.cursor == 0 {
+            if let Err(end) = self.wait_gate(idx).await {
+                return end;
+            }
+            if let Err(end) = self.acquire_capacity(idx).await {
+                return end;
+            }
+        } else {
+            self.out
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(idx);
+        }
+        let _ = self
+            .journal
+            .set_member_state(self.run_id, &name, MemberState::Out, &rec.step, "");
+        self.emit(Event::MemberStarted {
+            member: name.clone(),
+        });
+        let ops = ops_for(&self.plan, idx);
+        for (k, op) in ops.iter().enumerate().skip(rec.cursor) {
+            if self.shutting_down() {
+                return MemberEnd::Interrupted;
+            }
+            match self.clone().journaled(idx, k, *op).await {
+                Ok(()) => {}
+                Err(MemberEnd::Failed(reason)) => {
+                    let step = op.name(&self.plan);
+                    let _ = self.journal.set_member_state(
+                        self.run_id,
+                        &name,
+                        MemberState::Failed,
+                        &step,
+                        &reason,
+                    );
+                    self.emit(Event::MemberFinished {
+                        member: name.clone(),
+                        state: "failed".into(),
+                        reason: reason.clone(),
+                    });
+                    return MemberEnd::Failed(reason);
+                }
+                Err(other) => return other,
+            }
+        }
+        let _ = self
+            .journal
+            .set_member_state(self.run_id, &name, MemberState::Done, "", "");
+        self.out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&idx);
+        self.emit(Event::MemberFinished {
+            member: name,
+            state: "done".into(),
+            reason: String::new(),
+        });
+        MemberEnd::Done
+    }
+
+    /// Runs one operation between its journaled intent and outcome.
+    pub async fn journaled(self: Arc<Self>, idx: usize, k: usize, op: Op) -> Result<(), MemberEnd> {
+        let name = self.member(idx).name.clone();
+        let step = op.name(&self.plan);
+        let kind = op.kind();
+        let _ = self
+            .journal
+            .set_member_state(self.run_id, &name, MemberState::Out, &step, "");
+        let action = self
+            .journal
+            .begin_action(self.run_id, &name, k, &step, kind)
+            .map_err(|e| MemberEnd::Failed(e.to_string()))?;
+        self.emit(Event::StepStarted {
+            member: name.clone(),
+            step: step.clone(),
+            kind: kind.into(),
+        });
+        let started = Instant::now();
+        let mut sd = self.shutdown.clone();
+        let end = tokio::select! {
+            end = self.exec(idx, op, action) => end,
+            _ = async { while sd.changed().await.is_ok() { if *sd.borrow() { break; } } } => {
+                // The intent stays without an outcome: resume sees exactly where it stopped.
+                return Err(MemberEnd::Interrupted);
+            }
+        };
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let (outcome, detail, exit_code, output, result) = match end {
+            OpEnd::Ok {
+                detail,
+                exit_code,
+                output,
+            } => ("ok", detail, exit_code, output, Ok(())),
+            OpEnd::Skipped(d) => ("skipped", d, None, String::new(), Ok(())),
+            OpEnd::Failed {
+                reason,
+                exit_code,
+                output,
+            } => (
+                "failed",
+                reason.clone(),
+                exit_code,
+                output,
+                Err(MemberEnd::Failed(format!("{step}: {reason}"))),
+            ),
+        };
+        if matches!(op, Op::Drain | Op::Return) {
+            self.sample_pool().await;
+        }
+        let advance_to = result.is_ok().then_some(k + 1);
+        self.journal
+            .end_action(
+                self.run_id,
+                &name,
+                action,
+                &ActionEnd {
+                    outcome,
+                    exit_code,
+                    output: &output,
+                    detail: &detail,
+                    advance_to,
+                },
+            )
+            .map_err(|e| MemberEnd::Failed(e.to_string()))?;
+        self.emit(Event::StepFinished {
+            member: name,
+            step,
+            kind: kind.into(),
+            outcome: outcome.into(),
+            exit_code,
+            duration_ms,
+            detail,
+        });
+        result
+    }
+
+    async fn exec(&self, idx: usize, op: Op, action: i64) -> OpEnd {
+        match op {
+            Op::Hold => self.hold(idx).await,
+            Op::Drain => self.drain(idx).await,
+            Op::Step(i) if self.plan.runbook.steps[i].maintenance.is_some() => {
+                self.begin_maintenance(idx, i, action).await
+            }
+            Op::Step(i) => self.step(idx, i).await,
+            Op::Reboot(i) => self.reboot(idx, i, action).await,
+            Op::Verify => self.verify(idx).await,
+            Op::Return => self.unwind(idx, action).await,
+            Op::PoolCheck => self.pool_check(idx).await,
+        }
+    }
+}

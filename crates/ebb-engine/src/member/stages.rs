@@ -1,0 +1,454 @@
+//! The stages of a member: hold, drain, steps, reboot, verify, return and the pool check.
+
+use super::*;
+
+impl Engine {
+    pub(super) async fn hold(&self, idx: usize) -> OpEnd {
+        let m = self.member(idx);
+        let bal = &self.drivers.balancer;
+        let prior = match bal.initial_state(m).await {
+            Ok(s) => s.unwrap_or(HostState::Started),
+            Err(e) => return failed(e.to_string()),
+        };
+        // Owed before it is changed; a re-run keeps the first recorded prior state.
+        if let Err(e) = self
+            .journal
+            .push_owed(self.run_id, &m.name, "hold", "hold", prior.as_str())
+        {
+            return failed(e.to_string());
+        }
+        match bal.set_initial_state(m, HostState::Stopped).await {
+            Ok(()) => ok(format!("initial state stopped (was {})", prior.as_str())),
+            Err(e) => failed(e.to_string()),
+        }
+    }
+
+    pub(super) async fn drain(&self, idx: usize) -> OpEnd {
+        let m = self.member(idx);
+        let bal = &self.drivers.balancer;
+        let spec = &self.plan.runbook.drain;
+        if let Err(e) = self
+            .journal
+            .push_owed(self.run_id, &m.name, "drain", "drain", "")
+        {
+            return failed(e.to_string());
+        }
+        if spec.mode == DrainMode::Stop {
+            let before = bal
+                .state(m)
+                .await
+                .ok()
+                .and_then(|s| s.active_connections)
+                .unwrap_or(0);
+            return match bal.stop(m).await {
+                Ok(()) => ok(format!("stopped, {before} connection(s) cut")),
+                Err(e) => failed(e.to_string()),
+            };
+        }
+        if let Err(e) = bal.drainstop(m).await {
+            return failed(e.to_string());
+        }
+        let started = Instant::now();
+        let mut last: Option<u64> = None;
+        let mut warned = false;
+        loop {
+            let st = match bal.state(m).await {
+                Ok(s) => s,
+                Err(e) => return failed(e.to_string()),
+            };
+            // Some balancers (NLB) cannot count a node's connections: show nothing rather
+            // than a made-up 0.
+            if let Some(conns) = st.active_connections.filter(|c| last != Some(*c)) {
+                self.emit(Event::DrainProgress {
+                    member: m.name.clone(),
+                    active_connections: conns,
+                });
+                last = Some(conns);
+            }
+            let conns = st
+                .active_connections
+                .map_or_else(|| "an unknown number of".to_string(), |c| c.to_string());
+            if st.state == HostState::Stopped
+                || (st.state == HostState::Draining && st.active_connections == Some(0))
+            {
+                return ok(format!(
+                    "drained in {}",
+                    crate::duration::format_duration(started.elapsed())
+                ));
+            }
+            if st.state == HostState::Started {
+                return failed("the balancer shows the member started again while ebb was draining it (someone else started it?)");
+            }
+            if started.elapsed() >= spec.timeout {
+                match spec.on_timeout {
+                    OnTimeout::Stop => {
+                        return match bal.stop(m).await {
+                            Ok(()) => ok(format!("drain timeout {} reached: stopped, {conns} connection(s) cut", crate::duration::format_duration(spec.timeout))),
+                            Err(e) => failed(e.to_string()),
+                        };
+                    }
+                    OnTimeout::Abort => {
+                        return failed(format!(
+                            "drain timeout {} reached with {conns} connection(s) still open (on_timeout = \"abort\"); the member stays draining and held",
+                            crate::duration::format_duration(spec.timeout)
+                        ))
+                    }
+                    OnTimeout::Wait => {
+                        if !warned {
+                            self.emit(Event::Waiting {
+                                member: Some(m.name.clone()),
+                                reason: format!("drain timeout reached with {conns} connection(s) open; waiting (on_timeout = \"wait\")"),
+                            });
+                            warned = true;
+                        }
+                    }
+                }
+            }
+            let left = spec
+                .timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(50));
+            bal.wait_change(m, left.min(Duration::from_secs(1))).await;
+        }
+    }
+
+    pub(super) fn env(&self, m: &Member) -> BTreeMap<String, String> {
+        let mut env = BTreeMap::new();
+        env.insert("EBB_MEMBER".into(), m.name.clone());
+        env.insert("EBB_ADDRESS".into(), m.address.clone());
+        env.insert("EBB_LB_NAME".into(), m.lb_name.clone());
+        env.insert("EBB_POOL".into(), self.plan.pool.name.clone());
+        env.insert("EBB_RUN_ID".into(), self.run_id.to_string());
+        if let Some(g) = &m.group {
+            env.insert("EBB_GROUP".into(), g.clone());
+        }
+        for (k, v) in &m.vars {
+            let key: String = k
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            env.insert(format!("EBB_VAR_{key}"), v.clone());
+        }
+        env
+    }
+
+    pub(super) async fn command(
+        &self,
+        idx: usize,
+        step: &str,
+        template: &str,
+        timeout: Duration,
+    ) -> Result<CommandOutcome, String> {
+        let m = self.member(idx);
+        let cmd = render(template, m, Quote::from(m.shell), &BTreeMap::new());
+        let sink = self.sink.clone();
+        let (member, step_name) = (m.name.clone(), step.to_string());
+        let out: OutputSink = Arc::new(move |line: &str| {
+            sink(&Event::Output {
+                member: member.clone(),
+                step: step_name.clone(),
+                line: line.to_string(),
+            })
+        });
+        self.drivers.transports[idx]
+            .run(&cmd, &self.env(m), timeout, Some(out))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    pub(super) async fn step(&self, idx: usize, i: usize) -> OpEnd {
+        let m = self.member(idx);
+        let spec = &self.plan.runbook.steps[i];
+        if spec.undo.is_some() {
+            // Owed from the moment the step may have changed anything.
+            if let Err(e) =
+                self.journal
+                    .push_owed(self.run_id, &m.name, &spec.name, "undo", &spec.name)
+            {
+                return failed(e.to_string());
+            }
+        }
+        let out = match self.command(idx, &spec.name, &spec.run, spec.timeout).await {
+            Ok(o) => o,
+            Err(e) => return failed(e),
+        };
+        if out.timed_out {
+            return OpEnd::Failed {
+                reason: format!(
+                    "timed out after {} and was killed",
+                    crate::duration::format_duration(spec.timeout)
+                ),
+                exit_code: None,
+                output: out.tail,
+            };
+        }
+        let code = out.exit_code;
+        let reboot_code = code.is_some_and(|c| spec.reboot_required_exit_codes.contains(&c));
+        let reboot = match spec.reboot {
+            RebootPolicy::Never => false,
+            RebootPolicy::Always => true,
+            RebootPolicy::IfRequired => reboot_code,
+        };
+        let success = code == Some(0) || (reboot_code && spec.reboot != RebootPolicy::Never);
+        if !success {
+            return OpEnd::Failed {
+                reason: match code {
+                    Some(c) => format!("exited with code {c}"),
+                    None => "was killed by a signal".into(),
+                },
+                exit_code: code,
+                output: out.tail,
+            };
+        }
+        if reboot {
+            if let Err(e) = self.journal.set_reboot_pending(self.run_id, &m.name, true) {
+                return failed(e.to_string());
+            }
+        }
+        OpEnd::Ok {
+            detail: if reboot {
+                "reboot required".into()
+            } else {
+                String::new()
+            },
+            exit_code: code,
+            output: out.tail,
+        }
+    }
+
+    pub(super) async fn reboot(&self, idx: usize, i: usize, action: i64) -> OpEnd {
+        let m = self.member(idx);
+        let pending = self
+            .journal
+            .member(self.run_id, &m.name)
+            .ok()
+            .flatten()
+            .is_some_and(|r| r.reboot_pending);
+        if !pending {
+            return OpEnd::Skipped(format!(
+                "\"{}\" did not ask for a reboot",
+                self.plan.runbook.steps[i].name
+            ));
+        }
+        let Some(spec) = self.plan.runbook.reboot.clone() else {
+            return failed("a reboot is required but there is no [runbook.reboot]");
+        };
+        let transport = &self.drivers.transports[idx];
+        // An interrupted reboot left the boot id it started from: the member may already
+        // have rebooted, in which case it must not reboot again.
+        let earlier = self
+            .journal
+            .actions(self.run_id, Some(&m.name))
+            .ok()
+            .and_then(|acts| {
+                acts.into_iter()
+                    .rev()
+                    .filter(|a| a.kind == "reboot" && a.id != action)
+                    .find_map(|a| a.detail.strip_prefix("boot before: ").map(String::from))
+            });
+        let current = transport.boot_id().await;
+        let before = match (&earlier, &current) {
+            (Some(b), Ok(now)) if b != now => {
+                let _ = self.journal.set_reboot_pending(self.run_id, &m.name, false);
+                return ok(format!("already rebooted (boot {b} → {now})"));
+            }
+            (Some(b), _) => b.clone(),
+            (None, Ok(now)) => now.clone(),
+            (None, Err(e)) => {
+                return failed(format!(
+                    "cannot read the boot identity before the reboot: {e}"
+                ))
+            }
+        };
+        let _ = self
+            .journal
+            .set_action_detail(action, &format!("boot before: {before}"));
+        let started = Instant::now();
+        let issued = self
+            .command(
+                idx,
+                "reboot",
+                &spec.command,
+                spec.timeout.min(Duration::from_secs(120)),
+            )
+            .await;
+        let mut issue_note = String::new();
+        match issued {
+            Ok(o) if o.exit_code != Some(0) => {
+                // The command often dies with the machine; only the boot identity tells.
+                issue_note = format!(" (the reboot command ended with {:?})", o.exit_code);
+            }
+            Err(e) => issue_note = format!(" (the reboot command: {e})"),
+            _ => {}
+        }
+        let mut seen_down = false;
+        loop {
+            match transport.boot_id().await {
+                Ok(now) if now != before => {
+                    let _ = self.journal.set_reboot_pending(self.run_id, &m.name, false);
+                    return ok(format!(
+                        "rebooted in {}{}: boot {before} → {now}",
+                        crate::duration::format_duration(started.elapsed()),
+                        if seen_down { "" } else { " (never seen down)" }
+                    ));
+                }
+                Ok(_) => {}
+                Err(_) => seen_down = true,
+            }
+            if started.elapsed() >= spec.timeout {
+                return failed(format!(
+                    "did not come back as a new boot within {}{}{issue_note}",
+                    crate::duration::format_duration(spec.timeout),
+                    if seen_down {
+                        " (it went down)"
+                    } else {
+                        " (it never went down)"
+                    }
+                ));
+            }
+            tokio::time::sleep(spec.poll_interval).await;
+        }
+    }
+
+    /// Runs one check with its retries.
+    pub async fn run_check(&self, check: &CheckSpec, idx: usize) -> Result<String, String> {
+        let m = self.member(idx);
+        let ctx = self.check_context(idx);
+        let mut last = String::new();
+        for attempt in 0..=check.retries {
+            if attempt > 0 {
+                tokio::time::sleep(check.interval).await;
+            }
+            match tokio::time::timeout(
+                check.timeout,
+                self.drivers.checker.check_in(
+                    check,
+                    m,
+                    self.drivers.transports[idx].as_ref(),
+                    &ctx,
+                ),
+            )
+            .await
+            {
+                Ok(Ok(s)) => return Ok(s),
+                Ok(Err(e)) => last = e,
+                Err(_) => {
+                    last = format!(
+                        "timed out after {}",
+                        crate::duration::format_duration(check.timeout)
+                    )
+                }
+            }
+        }
+        Err(format!(
+            "check \"{}\" failed on \"{}\" after {} attempt(s): {last}",
+            check.name,
+            m.name,
+            check.retries + 1
+        ))
+    }
+
+    pub(super) async fn verify(&self, idx: usize) -> OpEnd {
+        let mut passed = Vec::new();
+        for check in &self.plan.runbook.verify {
+            match self.run_check(check, idx).await {
+                Ok(_) => passed.push(check.name.clone()),
+                Err(e) => return failed(e),
+            }
+        }
+        ok(if passed.is_empty() {
+            "no checks configured".to_string()
+        } else {
+            format!("passed: {}", passed.join(", "))
+        })
+    }
+
+    /// Unwinds the member's owed undos, newest first; each is paid only once it has run.
+    pub(super) async fn unwind(&self, idx: usize, _action: i64) -> OpEnd {
+        let m = self.member(idx);
+        let owed = match self.journal.owed(self.run_id, &m.name) {
+            Ok(o) => o,
+            Err(e) => return failed(e.to_string()),
+        };
+        let mut done = Vec::new();
+        for o in owed.iter().rev() {
+            let result: Result<(), String> = match o.kind.as_str() {
+                "undo" => match self.plan.runbook.steps.iter().find(|s| s.name == o.payload).and_then(|s| s.undo.clone().map(|u| (u, s.timeout))) {
+                    Some((undo, timeout)) => match self.command(idx, &format!("undo {}", o.name), &undo, timeout).await {
+                        Ok(out) if out.exit_code == Some(0) => Ok(()),
+                        Ok(out) if out.timed_out => Err(format!("undo of \"{}\" timed out; it is still owed", o.name)),
+                        Ok(out) => Err(format!("undo of \"{}\" exited with {:?}; it is still owed. Output: {}", o.name, out.exit_code, out.tail.trim())),
+                        Err(e) => Err(format!("undo of \"{}\": {e}; it is still owed", o.name)),
+                    },
+                    None => Err(format!("the undo of step \"{}\" is owed but the pool file no longer has that step with an undo; restore it", o.payload)),
+                },
+                "maintenance" => self.end_maintenance(idx, &o.payload).await,
+                "drain" => self.drivers.balancer.start(m).await.map_err(|e| format!("start in the balancer: {e}")),
+                "hold" => {
+                    let st = HostState::parse(&o.payload).unwrap_or(HostState::Started);
+                    self.drivers.balancer.set_initial_state(m, st).await.map_err(|e| format!("restore initial state {}: {e}", st.as_str()))
+                }
+                other => Err(format!("unknown owed undo kind \"{other}\" in the journal")),
+            };
+            match result {
+                Ok(()) => {
+                    if let Err(e) = self.journal.pay_owed(o.id) {
+                        return failed(e.to_string());
+                    }
+                    done.push(o.name.clone());
+                }
+                Err(e) => return failed(e),
+            }
+        }
+        ok(if done.is_empty() {
+            "nothing owed".to_string()
+        } else {
+            format!("unwound: {}", done.join(", "))
+        })
+    }
+
+    pub(super) async fn pool_check(&self, idx: usize) -> OpEnd {
+        let m = self.member(idx);
+        let deadline = Instant::now() + self.plan.runbook.rejoin_timeout;
+        loop {
+            match self.drivers.balancer.state(m).await {
+                Ok(st) if st.in_service() => break,
+                Ok(st) if Instant::now() >= deadline => {
+                    return failed(format!(
+                        "\"{}\" is not in service {} after its return: the balancer shows {} ({}), health {}",
+                        m.name,
+                        crate::duration::format_duration(self.plan.runbook.rejoin_timeout),
+                        st.state.as_str(),
+                        st.detail,
+                        match st.healthy { Some(true) => "up", Some(false) => "down", None => "unknown" }
+                    ))
+                }
+                Err(e) if Instant::now() >= deadline => return failed(e.to_string()),
+                _ => self.drivers.balancer.wait_change(m, Duration::from_millis(500)).await,
+            }
+        }
+        // A rejoin can knock another member out: look at the whole pool.
+        let out_set: HashSet<usize> = self.out.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for (j, other) in self.plan.members.iter().enumerate() {
+            if j == idx || out_set.contains(&j) {
+                continue;
+            }
+            for check in &self.plan.pool.checks {
+                if let Err(e) = self.run_check(check, j).await {
+                    return failed(format!(
+                        "after \"{}\" rejoined, the pool check failed on \"{}\": {e}",
+                        m.name, other.name
+                    ));
+                }
+            }
+        }
+        let (in_service, total) = self.sample_pool().await;
+        ok(format!("in service; pool {in_service}/{total} in service"))
+    }
+}
