@@ -390,16 +390,20 @@ fn print_run_human(v: &serde_json::Value) {
     }
 }
 
+/// The pool's name when a valid pool file was given: a state dir may hold several pools.
+pub fn pool_name(sel: &RunSel) -> Option<String> {
+    sel.pool
+        .as_ref()
+        .and_then(|p| ebb_engine::config::load(p).ok())
+        .map(|p| p.pool.name)
+}
+
 fn status(sel: &RunSel, json_out: bool) -> i32 {
     let journal = match open_journal(sel, true) {
         Ok(j) => j,
         Err(c) => return c,
     };
-    let pool_name = sel
-        .pool
-        .as_ref()
-        .and_then(|p| ebb_engine::config::load(p).ok())
-        .map(|p| p.pool.name);
+    let pool_name = pool_name(sel);
     match journal.latest_run(pool_name.as_deref()) {
         Ok(Some(run)) => {
             let v = run_json(&journal, &run);
@@ -430,11 +434,7 @@ async fn abort(sel: &RunSel, json_out: bool) -> i32 {
         Ok(j) => j,
         Err(c) => return c,
     };
-    let pool_name = sel
-        .pool
-        .as_ref()
-        .and_then(|p| ebb_engine::config::load(p).ok())
-        .map(|p| p.pool.name);
+    let pool_name = pool_name(sel);
     match run::abort(&journal, pool_name.as_deref()).await {
         Ok(run) => {
             let v = run_json(&journal, &run);

@@ -62,11 +62,7 @@ pub fn report(sel: &RunSel, json_out: bool, html: Option<&Path>) -> i32 {
     let Some(dir) = crate::commands::state_dir(sel) else {
         return EXIT_USAGE;
     };
-    let pool = sel
-        .pool
-        .as_ref()
-        .and_then(|p| ebb_engine::config::load(p).ok())
-        .map(|p| p.pool.name);
+    let pool = crate::commands::pool_name(sel);
     let Some(doc) = report_json(&journal, &dir, pool.as_deref()) else {
         eprintln!("ebb: no run in {}", journal.path().display());
         return EXIT_USAGE;
