@@ -727,7 +727,20 @@ pub fn pid_alive(pid: u32) -> bool {
     }
     // SAFETY: kill with signal 0 only checks for existence and permission.
     let rc = unsafe { libc::kill(pid as i32, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    // A killed ebb whose parent has not reaped it yet is a zombie: it holds nothing.
+    exists && !is_zombie(pid)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    // /proc/PID/stat: "PID (comm) STATE ..."; comm may contain spaces and parentheses.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rfind(')')
+                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -772,6 +785,29 @@ mod tests {
         fake_holder(&j, &hostname(), dead, now_ms());
         assert!(j.lock_holder("p").unwrap().is_none());
         assert!(j.lock("p", false).unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_killed_but_unreaped_holder_does_not_hold_the_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        fake_holder(&j, &hostname(), child.id(), now_ms());
+        assert!(j.lock_holder("p").unwrap().is_some(), "alive: holds");
+        child.kill().unwrap();
+        // Not reaped yet: a zombie.
+        for _ in 0..100 {
+            if is_zombie(child.id()) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(is_zombie(child.id()));
+        assert!(j.lock_holder("p").unwrap().is_none(), "zombie: free");
+        child.wait().unwrap();
     }
 
     #[test]
