@@ -6,9 +6,14 @@
 
 use crate::events::now_ms;
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+
+mod host;
+mod records;
+
+pub use host::{hostname, pid_alive};
+pub use records::*;
 
 /// A journal error, naming the journal file.
 #[derive(Debug, thiserror::Error)]
@@ -22,176 +27,6 @@ pub struct JournalError {
 
 /// Result of journal operations.
 pub type JResult<T> = Result<T, JournalError>;
-
-/// The run's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunState {
-    /// In progress (or its process died: see the lock).
-    Running,
-    /// Stopped after a wave with `pause_after`; `ebb resume` goes on.
-    Paused,
-    /// Stopped by a failure or the policy; `ebb resume` retries.
-    Halted,
-    /// Every member done.
-    Done,
-    /// Stopped by `ebb abort`; members stay where they are.
-    Aborted,
-}
-
-impl RunState {
-    /// Lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Running => "running",
-            RunState::Paused => "paused",
-            RunState::Halted => "halted",
-            RunState::Done => "done",
-            RunState::Aborted => "aborted",
-        }
-    }
-    fn parse(s: &str) -> Self {
-        match s {
-            "paused" => RunState::Paused,
-            "halted" => RunState::Halted,
-            "done" => RunState::Done,
-            "aborted" => RunState::Aborted,
-            _ => RunState::Running,
-        }
-    }
-}
-
-/// A member's progress in a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MemberState {
-    /// Not touched yet.
-    Pending,
-    /// Out of service, being worked on.
-    Out,
-    /// A step failed; held out with its undos owed.
-    Failed,
-    /// Updated and back in service.
-    Done,
-    /// Left out of this run.
-    Skipped,
-}
-
-impl MemberState {
-    /// Lowercase name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MemberState::Pending => "pending",
-            MemberState::Out => "out",
-            MemberState::Failed => "failed",
-            MemberState::Done => "done",
-            MemberState::Skipped => "skipped",
-        }
-    }
-    fn parse(s: &str) -> Self {
-        match s {
-            "out" => MemberState::Out,
-            "failed" => MemberState::Failed,
-            "done" => MemberState::Done,
-            "skipped" => MemberState::Skipped,
-            _ => MemberState::Pending,
-        }
-    }
-}
-
-/// A run as recorded.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunRecord {
-    /// Run id.
-    pub id: i64,
-    /// Pool name.
-    pub pool: String,
-    /// Pool file.
-    pub pool_file: String,
-    /// State.
-    pub state: RunState,
-    /// Start time (unix ms).
-    pub started_ms: i64,
-    /// End time, when it ended.
-    pub ended_ms: Option<i64>,
-    /// Next wave to run.
-    pub next_wave: usize,
-    /// Why it stopped.
-    pub message: String,
-}
-
-/// A member as recorded in a run.
-#[derive(Debug, Clone, Serialize)]
-pub struct MemberRecord {
-    /// Name.
-    pub name: String,
-    /// Position in the plan.
-    pub position: usize,
-    /// Progress.
-    pub state: MemberState,
-    /// Index of the next operation.
-    pub cursor: usize,
-    /// Names of its operations, as planned when the run started.
-    pub ops: Vec<String>,
-    /// The step it is at (or failed at).
-    pub step: String,
-    /// Why it failed.
-    pub reason: String,
-    /// A step asked for a reboot that has not happened yet.
-    pub reboot_pending: bool,
-}
-
-/// One owed undo.
-#[derive(Debug, Clone, Serialize)]
-pub struct Owed {
-    /// Row id (stack order).
-    pub id: i64,
-    /// Name shown to the operator.
-    pub name: String,
-    /// `undo` (a command), `drain` (start in the balancer), `hold` (restore initial state).
-    pub kind: String,
-    /// Kind-specific data (the undo command's step name, the initial state to restore).
-    pub payload: String,
-}
-
-/// One recorded action (intent, then outcome).
-#[derive(Debug, Clone, Serialize)]
-pub struct ActionRecord {
-    /// Row id.
-    pub id: i64,
-    /// Member.
-    pub member: String,
-    /// Operation index in the member's plan.
-    pub op: usize,
-    /// Step name.
-    pub name: String,
-    /// Kind.
-    pub kind: String,
-    /// Start (unix ms).
-    pub started_ms: i64,
-    /// End, when it ended.
-    pub ended_ms: Option<i64>,
-    /// `ok`, `failed`, `skipped`, `interrupted`, `assumed-done`; `None` while in flight
-    /// (or when the process died during it).
-    pub outcome: Option<String>,
-    /// Exit code of its command.
-    pub exit_code: Option<i32>,
-    /// Last lines of output.
-    pub output: String,
-    /// Details (drain counts, boot ids, check results).
-    pub detail: String,
-}
-
-/// Who holds a pool's lock.
-#[derive(Debug, Clone, Serialize)]
-pub struct LockHolder {
-    /// Process id.
-    pub pid: u32,
-    /// Host name.
-    pub host: String,
-    /// Last heartbeat (unix ms).
-    pub heartbeat_ms: i64,
-}
 
 fn member_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MemberRecord> {
     let ops: String = r.get(4)?;
@@ -693,58 +528,9 @@ impl Journal {
     }
 }
 
-/// How an action ended.
-#[derive(Debug, Clone, Default)]
-pub struct ActionEnd<'a> {
-    /// ok, failed, skipped, interrupted, assumed-done.
-    pub outcome: &'a str,
-    /// Exit code of its command.
-    pub exit_code: Option<i32>,
-    /// Last lines of output.
-    pub output: &'a str,
-    /// Details; empty keeps what was there.
-    pub detail: &'a str,
-    /// Move the member's cursor here.
-    pub advance_to: Option<usize>,
-}
-
-/// This machine's host name.
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
-/// Whether a process with this pid exists on this host.
-pub fn pid_alive(pid: u32) -> bool {
-    if pid == 0 || pid > i32::MAX as u32 {
-        return false;
-    }
-    // SAFETY: kill with signal 0 only checks for existence and permission.
-    let rc = unsafe { libc::kill(pid as i32, 0) };
-    let exists = rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    // A killed ebb whose parent has not reaped it yet is a zombie: it holds nothing.
-    exists && !is_zombie(pid)
-}
-
-fn is_zombie(pid: u32) -> bool {
-    // /proc/PID/stat: "PID (comm) STATE ..."; comm may contain spaces and parentheses.
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rfind(')')
-                .map(|i| s[i + 1..].trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
-
 #[cfg(test)]
 mod tests {
+    use super::host::is_zombie;
     use super::*;
 
     fn fake_holder(j: &Journal, host: &str, pid: u32, heartbeat_ms: i64) {
