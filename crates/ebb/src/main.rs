@@ -19,7 +19,17 @@ updates it, proves it healthy, returns it, and moves on, so the array never goes
 Every step is journaled; every undo is owed until done.\n\n\
 Start with `ebb demo`. Then write a pool file (see the README) and run \
 `ebb check POOL.toml`, `ebb plan POOL.toml`, `ebb run POOL.toml`.",
-    after_help = "Exit codes: 0 done (or paused), 1 a member failed or the policy stopped the run, 2 bad input or usage."
+    after_help = "Examples:\n  \
+  ebb demo                              see a rolling update under live traffic\n  \
+  ebb check pool.toml                   validate; ask the balancer and the members\n  \
+  ebb plan pool.toml                    what each member will go through, in order\n  \
+  ebb run pool.toml                     roll through the pool\n  \
+  ebb status pool.toml                  where each member is, and what it still owes\n  \
+  ebb resume pool.toml                  continue after a failure, a pause or a crash\n  \
+  ebb release web2 pool.toml            verify a member you fixed by hand, then return it\n  \
+  ebb report pool.toml --html run.html  the run as one page\n\n\
+Docs: README.md, docs/pool-file.md (every key), docs/operations.md (failures, resume).\n\n\
+Exit codes: 0 done (or paused), 1 a member failed or the policy stopped the run, 2 bad input or usage."
 )]
 struct Cli {
     #[command(subcommand)]
