@@ -420,3 +420,16 @@ impl Plan {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::MaxUnavailable;
+
+    #[test]
+    fn max_unavailable_percentages_round_down_but_allow_one() {
+        assert_eq!(MaxUnavailable::Percent(25).resolve(10), 2);
+        assert_eq!(MaxUnavailable::Percent(25).resolve(3), 1, "never zero");
+        assert_eq!(MaxUnavailable::Percent(100).resolve(4), 4);
+        assert_eq!(MaxUnavailable::Count(2).resolve(10), 2);
+    }
+}
