@@ -15,10 +15,9 @@
 //! timeout = "30s"                             # bound on each command
 //! ```
 
-use super::setting_error;
+use super::settings::Settings;
 use crate::transport::local::run_local;
 use async_trait::async_trait;
-use ebb_engine::duration::parse_duration;
 use ebb_engine::interfaces::{Balancer, DriverError, DriverResult, HostState, MemberLbState};
 use ebb_engine::placeholder::{render, Quote};
 use ebb_engine::plan::{Member, Plan, Shell};
@@ -38,53 +37,34 @@ pub struct CommandBalancer {
 impl CommandBalancer {
     /// Reads `[balancer]` for the command driver.
     pub fn from_plan(plan: &Plan) -> Result<Self, Vec<String>> {
-        let mut errors = Vec::new();
+        let known: Vec<&str> = REQUIRED
+            .iter()
+            .chain(OPTIONAL)
+            .copied()
+            .chain(["timeout"])
+            .collect();
+        let mut s = Settings::new(plan, "command", &known);
         let mut commands = BTreeMap::new();
-        let mut timeout = Duration::from_secs(30);
-        for (k, v) in &plan.balancer.settings {
-            match (k.as_str(), v) {
-                ("timeout", toml::Value::String(s)) => match parse_duration(s) {
-                    Ok(d) => timeout = d,
-                    Err(e) => errors.push(setting_error(plan, k, e)),
-                },
-                (key, toml::Value::String(s))
-                    if REQUIRED.contains(&key) || OPTIONAL.contains(&key) =>
-                {
-                    commands.insert(key.to_string(), s.clone());
+        for k in REQUIRED.iter().chain(OPTIONAL) {
+            match s.string(k) {
+                Some(c) => {
+                    commands.insert(k.to_string(), c);
                 }
-                (key, _)
-                    if REQUIRED.contains(&key) || OPTIONAL.contains(&key) || key == "timeout" =>
-                {
-                    errors.push(setting_error(plan, k, "expected a string"))
+                None if REQUIRED.contains(k) && !s.has(k) => {
+                    s.missing(format!("the command driver needs {k} = \"<command>\""))
                 }
-                _ => errors.push(setting_error(
-                    plan,
-                    k,
-                    format!(
-                        "unknown key for the command driver (known: {}, {}, timeout)",
-                        REQUIRED.join(", "),
-                        OPTIONAL.join(", ")
-                    ),
-                )),
+                None => {}
             }
         }
-        for k in REQUIRED {
-            if !commands.contains_key(*k) {
-                errors.push(format!(
-                    "{}:{}: balancer: the command driver needs {k} = \"<command>\"",
-                    plan.file.display(),
-                    plan.balancer.lines.get("driver").copied().unwrap_or(0)
-                ));
-            }
-        }
-        if errors.is_empty() {
+        let timeout = s.duration("timeout", Duration::from_secs(30));
+        if s.errors.is_empty() {
             Ok(CommandBalancer {
                 commands,
                 timeout,
                 dir: crate::pool_dir(plan),
             })
         } else {
-            Err(errors)
+            Err(s.errors)
         }
     }
 

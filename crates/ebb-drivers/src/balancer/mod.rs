@@ -7,6 +7,8 @@ pub mod command;
 pub mod haproxy;
 pub mod nlb;
 
+mod settings;
+
 use ebb_engine::interfaces::Balancer;
 use ebb_engine::plan::Plan;
 use std::sync::Arc;

@@ -25,10 +25,10 @@
 pub mod client;
 pub mod status;
 
-use super::setting_error;
+use super::settings::Settings;
 use async_trait::async_trait;
 use client::{RuntimeApi, SocketAddr};
-use ebb_engine::duration::{format_duration, parse_duration};
+use ebb_engine::duration::format_duration;
 use ebb_engine::interfaces::{Balancer, DriverError, DriverResult, HostState, MemberLbState};
 use ebb_engine::plan::{Member, Plan};
 use status::{admin, AdminRow, StatRow};
@@ -66,56 +66,28 @@ pub struct HaproxySettings {
 impl HaproxySettings {
     /// Reads and validates `[balancer]`; every problem at once, with file, line and key.
     pub fn from_plan(plan: &Plan) -> Result<Self, Vec<String>> {
-        let mut errors = Vec::new();
-        let s = &plan.balancer.settings;
-        let string = |key: &str, errors: &mut Vec<String>| match s.get(key) {
-            None => None,
-            Some(toml::Value::String(v)) => Some(v.clone()),
-            Some(_) => {
-                errors.push(setting_error(plan, key, "expected a string"));
-                None
-            }
-        };
-        for k in s.keys() {
-            if !KEYS.contains(&k.as_str()) {
-                errors.push(setting_error(
-                    plan,
-                    k,
-                    format!(
-                        "unknown key for the haproxy driver (known: {})",
-                        KEYS.join(", ")
-                    ),
-                ));
-            }
-        }
-        let socket = match string("socket", &mut errors) {
+        let mut s = Settings::new(plan, "haproxy", KEYS);
+        let socket = match s.string("socket") {
             Some(v) => match SocketAddr::parse(&v) {
                 Ok(a) => Some(a),
                 Err(e) => {
-                    errors.push(setting_error(plan, "socket", e));
+                    s.error("socket", e);
                     None
                 }
             },
             None => {
-                if !s.contains_key("socket") {
-                    errors.push(format!(
-                        "{}:{}: balancer: the haproxy driver needs socket = \"/run/haproxy/admin.sock\" (HAProxy's `stats socket ... level admin`, or tcp://HOST:PORT)",
-                        plan.file.display(),
-                        plan.balancer.lines.get("driver").copied().unwrap_or(0)
-                    ));
+                if !s.has("socket") {
+                    s.missing("the haproxy driver needs socket = \"/run/haproxy/admin.sock\" (HAProxy's `stats socket ... level admin`, or tcp://HOST:PORT)");
                 }
                 None
             }
         };
-        let backend = string("backend", &mut errors);
-        if backend.is_none() && !s.contains_key("backend") {
+        let backend = s.string("backend");
+        if backend.is_none() && !s.has("backend") {
             if let Some(m) = plan.members.iter().find(|m| !m.lb_name.contains('/')) {
-                errors.push(format!(
-                    "{}:{}: balancer: the haproxy driver needs backend = \"<HAProxy backend>\" (member \"{}\" has lb_name \"{}\", not BACKEND/SERVER)",
-                    plan.file.display(),
-                    plan.balancer.lines.get("driver").copied().unwrap_or(0),
-                    m.name,
-                    m.lb_name
+                s.missing(format!(
+                    "the haproxy driver needs backend = \"<HAProxy backend>\" (member \"{}\" has lb_name \"{}\", not BACKEND/SERVER)",
+                    m.name, m.lb_name
                 ));
             }
         }
@@ -124,26 +96,11 @@ impl HaproxySettings {
             .parent()
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("."));
-        let state_file = string("state_file", &mut errors).map(|p| base.join(p));
-        let duration =
-            |key: &str, default: Duration, errors: &mut Vec<String>| match string(key, errors)
-                .map(|v| parse_duration(&v))
-            {
-                None => default,
-                Some(Ok(d)) if !d.is_zero() => d,
-                Some(Ok(_)) => {
-                    errors.push(setting_error(plan, key, "must be more than 0"));
-                    default
-                }
-                Some(Err(e)) => {
-                    errors.push(setting_error(plan, key, e));
-                    default
-                }
-            };
-        let start_timeout = duration("start_timeout", Duration::from_secs(60), &mut errors);
-        let timeout = duration("timeout", Duration::from_secs(10), &mut errors);
+        let state_file = s.string("state_file").map(|p| base.join(p));
+        let start_timeout = s.duration("start_timeout", Duration::from_secs(60));
+        let timeout = s.duration("timeout", Duration::from_secs(10));
         match socket {
-            Some(socket) if errors.is_empty() => Ok(HaproxySettings {
+            Some(socket) if s.errors.is_empty() => Ok(HaproxySettings {
                 socket,
                 backend,
                 state_file,
@@ -151,7 +108,7 @@ impl HaproxySettings {
                 timeout,
                 hold: plan.runbook.drain.hold,
             }),
-            _ => Err(errors),
+            _ => Err(s.errors),
         }
     }
 }

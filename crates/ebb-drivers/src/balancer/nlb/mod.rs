@@ -24,10 +24,10 @@
 pub mod commands;
 pub mod parse;
 
-use super::setting_error;
+use super::settings::Settings;
 use async_trait::async_trait;
 use commands::Commands;
-use ebb_engine::duration::{format_duration, parse_duration};
+use ebb_engine::duration::format_duration;
 use ebb_engine::interfaces::{
     Balancer, DriverError, DriverResult, HostState, MemberLbState, OutputSink, Transport,
 };
@@ -55,47 +55,12 @@ pub struct NlbSettings {
 impl NlbSettings {
     /// Reads and validates `[balancer]`; every problem at once, with file, line and key.
     pub fn from_plan(plan: &Plan) -> Result<Self, Vec<String>> {
-        let mut errors = Vec::new();
-        let s = &plan.balancer.settings;
-        for k in s.keys() {
-            if !KEYS.contains(&k.as_str()) {
-                errors.push(setting_error(
-                    plan,
-                    k,
-                    format!(
-                        "unknown key for the nlb driver (known: {})",
-                        KEYS.join(", ")
-                    ),
-                ));
-            }
-        }
-        let string = |key: &str, errors: &mut Vec<String>| match s.get(key) {
-            None => None,
-            Some(toml::Value::String(v)) => Some(v.clone()),
-            Some(_) => {
-                errors.push(setting_error(plan, key, "expected a string"));
-                None
-            }
-        };
-        let duration =
-            |key: &str, default: Duration, errors: &mut Vec<String>| match string(key, errors)
-                .map(|v| parse_duration(&v))
-            {
-                None => default,
-                Some(Ok(d)) if !d.is_zero() => d,
-                Some(Ok(_)) => {
-                    errors.push(setting_error(plan, key, "must be more than 0"));
-                    default
-                }
-                Some(Err(e)) => {
-                    errors.push(setting_error(plan, key, e));
-                    default
-                }
-            };
-        let interface = string("interface", &mut errors);
-        let timeout = duration("timeout", Duration::from_secs(60), &mut errors);
-        let converge_timeout = duration("converge_timeout", Duration::from_secs(120), &mut errors);
-        let poll_interval = duration("poll_interval", Duration::from_secs(1), &mut errors);
+        let mut s = Settings::new(plan, "nlb", KEYS);
+        let interface = s.string("interface");
+        let timeout = s.duration("timeout", Duration::from_secs(60));
+        let converge_timeout = s.duration("converge_timeout", Duration::from_secs(120));
+        let poll_interval = s.duration("poll_interval", Duration::from_secs(1));
+        let mut errors = s.errors;
         for m in plan.members.iter().filter(|m| m.shell != Shell::PowerShell) {
             errors.push(format!(
                 "{}: member \"{}\": the nlb driver runs the NLB PowerShell cmdlets on the member itself: set shell = \"powershell\" on it (or in [defaults])",
