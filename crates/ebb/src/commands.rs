@@ -363,7 +363,7 @@ fn print_run_human(v: &serde_json::Value) {
         );
     }
     println!(
-        "  {:<16} {:<8} {:<20} owed undos (unwound last to first)",
+        "  {:<16} {:<8} {:<20} owed undos (in the order they will run)",
         "MEMBER", "STATE", "STEP"
     );
     for m in v["members"].as_array().into_iter().flatten() {

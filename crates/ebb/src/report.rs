@@ -118,6 +118,11 @@ pub fn report(sel: &RunSel, json_out: bool, html: Option<&Path>) -> i32 {
                 s["outcome"].as_str().unwrap_or(""),
                 dur
             );
+            if s["outcome"] == "failed" {
+                for line in s["output"].as_str().unwrap_or("").lines() {
+                    println!("           | {line}");
+                }
+            }
         }
         let owed: Vec<&str> = m["owed_undos"]
             .as_array()
