@@ -1,19 +1,16 @@
 //! The `local` transport: commands run on this machine through `sh -c` (or PowerShell),
 //! each in its own process group so that a timeout or Ctrl-C kills everything it started.
 
+use super::OutputTail;
 use async_trait::async_trait;
 use ebb_engine::interfaces::{CommandOutcome, DriverError, DriverResult, OutputSink, Transport};
 use ebb_engine::placeholder::{render, Quote};
 use ebb_engine::plan::{Member, Shell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-
-/// Lines of output kept for the journal.
-pub const TAIL_LINES: usize = 20;
 
 /// Runs a member's commands on this machine.
 pub struct Local {
@@ -94,7 +91,7 @@ pub async fn run_local(
         .spawn()
         .map_err(|e| DriverError::new(format!("cannot start `{command}`: {e}")))?;
     let mut guard = GroupKill(child.id().map(|p| p as i32));
-    let tail: Arc<Mutex<VecDeque<String>>> = Arc::new(Mutex::new(VecDeque::new()));
+    let tail = OutputTail::default();
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
         readers.push(tokio::spawn(read_lines(
@@ -129,10 +126,7 @@ pub async fn run_local(
     for r in readers {
         let _ = tokio::time::timeout(Duration::from_millis(300), r).await;
     }
-    let tail = tail
-        .lock()
-        .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
-        .unwrap_or_default();
+    let tail = tail.text();
     Ok(CommandOutcome {
         exit_code,
         timed_out,
@@ -142,20 +136,12 @@ pub async fn run_local(
 
 async fn read_lines<R: tokio::io::AsyncRead + Unpin>(
     reader: BufReader<R>,
-    tail: Arc<Mutex<VecDeque<String>>>,
+    tail: OutputTail,
     output: Option<OutputSink>,
 ) {
     let mut lines = reader.lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        if let Some(o) = &output {
-            o(&line);
-        }
-        if let Ok(mut t) = tail.lock() {
-            if t.len() == TAIL_LINES {
-                t.pop_front();
-            }
-            t.push_back(line);
-        }
+        tail.keep(line, &output);
     }
 }
 

@@ -4,9 +4,11 @@ pub mod command_line;
 pub mod local;
 pub mod ssh;
 
-use ebb_engine::interfaces::Transport;
+use ebb_engine::interfaces::{OutputSink, Transport};
 use ebb_engine::plan::{Member, Plan};
+use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::Mutex;
 
 /// Builds the transport of one member.
 pub fn build(plan: &Plan, member: &Member) -> Result<Arc<dyn Transport>, String> {
@@ -43,4 +45,34 @@ pub async fn preflight(plan: &Plan, transports: &[Arc<dyn Transport>]) -> Vec<(S
     }
     out.sort();
     out
+}
+
+/// Lines of output kept for the journal.
+pub const TAIL_LINES: usize = 20;
+
+/// The last lines of a command's output, fed by its stdout and stderr readers at once.
+#[derive(Clone, Default)]
+pub struct OutputTail(Arc<Mutex<VecDeque<String>>>);
+
+impl OutputTail {
+    /// Passes `line` on to `output` (live display, journal events) and keeps it.
+    pub fn keep(&self, line: String, output: &Option<OutputSink>) {
+        if let Some(o) = output {
+            o(&line);
+        }
+        if let Ok(mut t) = self.0.lock() {
+            if t.len() == TAIL_LINES {
+                t.pop_front();
+            }
+            t.push_back(line);
+        }
+    }
+
+    /// The kept lines, oldest first.
+    pub fn text(&self) -> String {
+        self.0
+            .lock()
+            .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
+    }
 }

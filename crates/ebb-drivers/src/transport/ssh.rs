@@ -14,11 +14,12 @@
 //! member over a second connection.
 
 use super::command_line::{remote_command, remote_kill, RemoteShell, PID_MARKER};
+use super::OutputTail;
 use async_trait::async_trait;
 use ebb_engine::interfaces::{CommandOutcome, DriverError, DriverResult, OutputSink, Transport};
 use ebb_engine::placeholder::{render, Quote};
 use ebb_engine::plan::{Member, Plan, Shell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,9 +27,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-
-/// Lines of output kept for the journal.
-pub const TAIL_LINES: usize = 20;
 
 /// Boot identity on Linux (changes at every boot).
 pub const LINUX_BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
@@ -426,7 +424,7 @@ impl Transport for Ssh {
             pid: pid.clone(),
             armed: true,
         };
-        let tail: Arc<Mutex<VecDeque<String>>> = Arc::new(Mutex::new(VecDeque::new()));
+        let tail = OutputTail::default();
         let stderr_all: Arc<Mutex<String>> = Arc::new(Mutex::new(String::new()));
         let mut readers = Vec::new();
         if let Some(out) = child.stdout.take() {
@@ -469,10 +467,7 @@ impl Transport for Ssh {
             }
         }
         guard.armed = false;
-        let tail = tail
-            .lock()
-            .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
-            .unwrap_or_default();
+        let tail = tail.text();
         if !timed_out && started.is_none() {
             // The command never started: ssh itself failed (255), or the remote shell
             // could not run the wrapper.
@@ -521,7 +516,7 @@ type PidSlot = (Arc<Mutex<Option<u32>>>, Arc<Mutex<String>>);
 
 async fn read_lines<R: tokio::io::AsyncRead + Unpin>(
     reader: BufReader<R>,
-    tail: Arc<Mutex<VecDeque<String>>>,
+    tail: OutputTail,
     output: Option<OutputSink>,
     stderr: Option<PidSlot>,
 ) {
@@ -547,14 +542,6 @@ async fn read_lines<R: tokio::io::AsyncRead + Unpin>(
                 continue;
             }
         }
-        if let Some(o) = &output {
-            o(&line);
-        }
-        if let Ok(mut t) = tail.lock() {
-            if t.len() == TAIL_LINES {
-                t.pop_front();
-            }
-            t.push_back(line);
-        }
+        tail.keep(line, &output);
     }
 }
