@@ -9,12 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drainstop_keeps_existing_connection_and_reports_the_end_of_the_drain() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = Backend::start("a").await;
-    let b = Backend::start("b").await;
-    let pool = write_pool(dir.path(), &[("a", a.addr), ("b", b.addr)], "", FAST_HEALTH);
-    let lb = Lb::start(&pool).await;
-    lb.wait_all_up().await;
+    let (_dir, _a, _b, lb) = two_members_up(FAST_HEALTH).await;
 
     let mut long = conn_to(lb.listen, "a").await;
     long.echo(b"before drain").await;
@@ -72,12 +67,7 @@ async fn drainstop_keeps_existing_connection_and_reports_the_end_of_the_drain() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drainstop_without_connections_stops_at_once_and_start_brings_it_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = Backend::start("a").await;
-    let b = Backend::start("b").await;
-    let pool = write_pool(dir.path(), &[("a", a.addr), ("b", b.addr)], "", FAST_HEALTH);
-    let lb = Lb::start(&pool).await;
-    lb.wait_all_up().await;
+    let (_dir, _a, _b, lb) = two_members_up(FAST_HEALTH).await;
     let st = lb.client.drainstop("a").await.unwrap();
     assert_eq!(st.state, HostState::Stopped);
     for _ in 0..4 {
@@ -93,12 +83,7 @@ async fn drainstop_without_connections_stops_at_once_and_start_brings_it_back() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_cuts_open_connections() {
-    let dir = tempfile::tempdir().unwrap();
-    let a = Backend::start("a").await;
-    let b = Backend::start("b").await;
-    let pool = write_pool(dir.path(), &[("a", a.addr), ("b", b.addr)], "", FAST_HEALTH);
-    let lb = Lb::start(&pool).await;
-    lb.wait_all_up().await;
+    let (_dir, _a, _b, lb) = two_members_up(FAST_HEALTH).await;
     let mut on_a = conn_to(lb.listen, "a").await;
     let mut on_b = conn_to(lb.listen, "b").await;
     on_a.echo(b"hi").await;

@@ -330,3 +330,15 @@ pub async fn raw_http(addr: &str, request: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// Two members `a` and `b` behind a balancer started from a pool file in a temp dir, both
+/// seen up by the health checks. Keep the temp dir and the backends alive while testing.
+pub async fn two_members_up(health: &str) -> (tempfile::TempDir, Backend, Backend, Lb) {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let pool = write_pool(dir.path(), &[("a", a.addr), ("b", b.addr)], "", health);
+    let lb = Lb::start(&pool).await;
+    lb.wait_all_up().await;
+    (dir, a, b, lb)
+}
