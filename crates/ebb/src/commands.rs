@@ -81,7 +81,11 @@ async fn dispatch(cmd: Command) -> i32 {
         Command::Release { member, sel, json } => release(&sel, &member, json).await,
         Command::Abort { sel, json } => abort(&sel, json).await,
         Command::Report { sel, json, html } => crate::report::report(&sel, json, html.as_deref()),
-        Command::Lb(_) | Command::Demo(_) | Command::Internal(_) => EXIT_USAGE,
+        Command::Lb(_)
+        | Command::Demo(_)
+        | Command::Internal(_)
+        | Command::Completions { .. }
+        | Command::Man => EXIT_USAGE,
     }
 }
 

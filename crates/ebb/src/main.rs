@@ -4,8 +4,9 @@
 mod commands;
 mod render;
 mod report;
+mod shell;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// Exit codes: 0 done, 1 a member failed or the policy stopped the run, 2 bad input or usage.
@@ -143,6 +144,13 @@ enum Command {
     Lb(ebb_lb::cli::LbCommand),
     /// A real rolling update under live traffic on this machine, with proof.
     Demo(ebb_demo::DemoArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) for ebb and every subcommand.
+    Man,
     #[command(flatten)]
     Internal(ebb_demo::InternalCommand),
 }
@@ -153,6 +161,8 @@ fn main() {
         Command::Lb(cmd) => ebb_lb::cli::run(cmd),
         Command::Demo(args) => ebb_demo::run(args),
         Command::Internal(cmd) => ebb_demo::run_internal(cmd),
+        Command::Completions { shell } => shell::completions(shell, Cli::command()),
+        Command::Man => shell::man(Cli::command()),
         other => commands::main(other),
     };
     std::process::exit(code);
