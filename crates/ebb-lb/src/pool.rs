@@ -260,36 +260,52 @@ impl Pool {
         let ok = |i: usize| {
             self.members[i].eligible.load(Relaxed) && !tried.contains(&i) && !skip.contains(&i)
         };
+        let turn = self.next_turn(ok)?;
         match self.balance {
-            Balance::RoundRobin => {
-                let n = self.schedule.len();
-                let start = self.next.fetch_add(1, Relaxed);
-                (0..n)
-                    .map(|k| self.schedule[(start + k) % n])
-                    .find(|&i| ok(i))
-            }
+            Balance::RoundRobin => Some(turn),
             Balance::LeastConnections => {
+                // Fewest connections per weight; on a tie the round-robin turn wins, so
+                // that idle members share new connections by their weights.
                 let n = self.members.len();
-                let start = self.next.fetch_add(1, Relaxed);
-                let mut best: Option<(usize, u64)> = None;
-                for k in 0..n {
-                    let i = (start + k) % n;
+                let load = |i: usize| self.members[i].active.load(Relaxed);
+                let mut best = (turn, load(turn));
+                for k in 1..n {
+                    let i = (turn + k) % n;
                     if !ok(i) {
                         continue;
                     }
-                    let a = self.members[i].active.load(Relaxed);
-                    let w = u64::from(self.members[i].weight);
-                    best = match best {
-                        // a/w < ba/bw without division.
-                        Some((b, ba)) if a * u64::from(self.members[b].weight) >= ba * w => {
-                            Some((b, ba))
-                        }
-                        _ => Some((i, a)),
-                    };
+                    let a = load(i);
+                    // a/w < best_a/best_w without division.
+                    if a * u64::from(self.members[best.0].weight)
+                        < best.1 * u64::from(self.members[i].weight)
+                    {
+                        best = (i, a);
+                    }
                 }
-                best.map(|(i, _)| i)
+                Some(best.0)
             }
         }
+    }
+
+    /// The next member in the weighted schedule that `ok` accepts. A turn that falls on
+    /// a member that is out is passed over by taking the next turn from the shared
+    /// counter, so the members in service split the absent member's turns by their
+    /// weights. (Scanning on from a fixed place instead would hand all of them to the
+    /// member after it: 20/10 instead of 15/15 with one of three equal members out.)
+    fn next_turn(&self, ok: impl Fn(usize) -> bool) -> Option<usize> {
+        let n = self.schedule.len();
+        let mut at = 0;
+        for _ in 0..n {
+            at = self.next.fetch_add(1, Relaxed);
+            let i = self.schedule[at % n];
+            if ok(i) {
+                return Some(i);
+            }
+        }
+        // Concurrent picks took the turns looked at; one scan decides.
+        (1..=n)
+            .map(|k| self.schedule[(at + k) % n])
+            .find(|&i| ok(i))
     }
 
     /// Claims member `i` for a new connection if it takes new connections now.

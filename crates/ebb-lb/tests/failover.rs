@@ -99,6 +99,112 @@ async fn weights_are_honoured() {
     lb.shutdown().await;
 }
 
+/// Three members `a`, `b`, `c` with the given weights, balanced by `balance`; health
+/// checks run once. Keep the temp dir and the backends alive while testing.
+async fn three_weighted(weights: [u32; 3], balance: &str) -> (tempfile::TempDir, Vec<Backend>, Lb) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut backends = Vec::new();
+    let mut text = format!(
+        "[balancer]\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nbalance = \"{balance}\"\n\
+         [balancer.health]\ninterval = \"1h\"\n"
+    );
+    for (name, w) in ["a", "b", "c"].into_iter().zip(weights) {
+        let b = Backend::start(name).await;
+        text.push_str(&format!(
+            "[[member]]\nname = \"{name}\"\naddress = \"{}\"\nweight = {w}\n",
+            b.addr
+        ));
+        backends.push(b);
+    }
+    let pool = dir.path().join("pool.toml");
+    std::fs::write(&pool, text).unwrap();
+    let lb = Lb::start(&pool).await;
+    (dir, backends, lb)
+}
+
+/// Drainstops `name` and waits until it is stopped.
+async fn take_out(lb: &Lb, name: &str) {
+    lb.client.drainstop(name).await.unwrap();
+    lb.wait_member(name, "stopped", |s| s.state == HostState::Stopped)
+        .await;
+}
+
+/// Opens `n` connections one after another (each closed before the next) and counts
+/// where they landed.
+async fn count_sequential(lb: &Lb, n: usize) -> HashMap<String, usize> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..n {
+        *counts
+            .entry(Conn::open(lb.listen).await.member)
+            .or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_splits_evenly_while_a_member_is_out() {
+    let (_dir, _backends, lb) = three_weighted([1, 1, 1], "round-robin").await;
+    // The member after the one that is out must not inherit its turns, wherever it is.
+    take_out(&lb, "c").await;
+    let counts = count_sequential(&lb, 30).await;
+    assert_eq!(counts.get("a"), Some(&15), "{counts:?}");
+    assert_eq!(counts.get("b"), Some(&15), "{counts:?}");
+    lb.client.start("c").await.unwrap();
+    take_out(&lb, "a").await;
+    let counts = count_sequential(&lb, 30).await;
+    assert_eq!(counts.get("b"), Some(&15), "{counts:?}");
+    assert_eq!(counts.get("c"), Some(&15), "{counts:?}");
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_weights_hold_while_a_member_is_out() {
+    let (_dir, _backends, lb) = three_weighted([2, 1, 1], "round-robin").await;
+    take_out(&lb, "b").await;
+    let counts = count_sequential(&lb, 30).await;
+    assert_eq!(counts.get("a"), Some(&20), "{counts:?}");
+    assert_eq!(counts.get("c"), Some(&10), "{counts:?}");
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_weights_hold_while_a_member_is_out() {
+    let (_dir, _backends, lb) = three_weighted([1, 1, 2], "least-connections").await;
+    take_out(&lb, "a").await;
+    // Held open: each new connection goes to the fewest connections per weight.
+    let mut held = Vec::new();
+    for _ in 0..30 {
+        held.push(Conn::open(lb.listen).await);
+    }
+    let on = |m: &str| held.iter().filter(|c| c.member == m).count();
+    assert_eq!((on("a"), on("b"), on("c")), (0, 10, 20));
+    drop(held);
+    for m in ["b", "c"] {
+        lb.wait_member(m, "idle", |s| s.active_connections == 0)
+            .await;
+    }
+    // Idle members (equal load) share connections by weight too, not by position.
+    let counts = count_sequential_idle(&lb, 30).await;
+    assert_eq!(counts.get("b"), Some(&10), "{counts:?}");
+    assert_eq!(counts.get("c"), Some(&20), "{counts:?}");
+    lb.shutdown().await;
+}
+
+/// As `count_sequential`, but waits after each connection until the balancer has let go
+/// of it, so that every pick sees all members idle.
+async fn count_sequential_idle(lb: &Lb, n: usize) -> HashMap<String, usize> {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..n {
+        let c = Conn::open(lb.listen).await;
+        let member = c.member.clone();
+        drop(c);
+        lb.wait_member(&member, "idle", |s| s.active_connections == 0)
+            .await;
+        *counts.entry(member).or_default() += 1;
+    }
+    counts
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_connections_prefers_the_idle_member() {
     let dir = tempfile::tempdir().unwrap();
