@@ -4,6 +4,7 @@
 
 pub mod balancer;
 pub mod check;
+pub mod discover;
 pub mod http;
 pub mod maintenance;
 pub mod tls;

@@ -85,7 +85,8 @@ async fn dispatch(cmd: Command) -> i32 {
         | Command::Demo(_)
         | Command::Internal(_)
         | Command::Completions { .. }
-        | Command::Man => EXIT_USAGE,
+        | Command::Man
+        | Command::Init(_) => EXIT_USAGE,
     }
 }
 

@@ -2,6 +2,7 @@
 //! and the demo.
 
 mod commands;
+mod init;
 mod render;
 mod report;
 mod shell;
@@ -144,6 +145,9 @@ enum Command {
     Lb(ebb_lb::cli::LbCommand),
     /// A real rolling update under live traffic on this machine, with proof.
     Demo(ebb_demo::DemoArgs),
+    /// Write a first pool file from what a balancer knows: its members, the balancer
+    /// section, and a runbook skeleton (never overwrites a file).
+    Init(init::InitArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions {
         /// The shell to complete for.
@@ -163,6 +167,7 @@ fn main() {
         Command::Internal(cmd) => ebb_demo::run_internal(cmd),
         Command::Completions { shell } => shell::completions(shell, Cli::command()),
         Command::Man => shell::man(Cli::command()),
+        Command::Init(args) => init::main(args),
         other => commands::main(other),
     };
     std::process::exit(code);

@@ -190,6 +190,21 @@ impl Nlb {
         Err(errors)
     }
 
+    /// Every node of the cluster, read on the first member that answers (`ebb init`
+    /// lists them as the pool's members).
+    pub async fn cluster_nodes(&self) -> Result<Vec<NodeRow>, String> {
+        if self.members.is_empty() {
+            return Err("no member to read the cluster on".into());
+        }
+        self.nodes(0).await.map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|(_, e)| e)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+    }
+
     /// Why the cluster could not be read, as seen from member `idx`: its own error, and
     /// which other members were tried.
     fn unreadable(&self, errors: &[(usize, String)], idx: usize) -> String {
