@@ -3,6 +3,7 @@
 //! [`build`] is the one place they are registered.
 
 pub mod balancer;
+pub mod base64;
 pub mod check;
 pub mod discover;
 pub mod http;

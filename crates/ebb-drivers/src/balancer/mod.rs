@@ -1,10 +1,12 @@
 //! Balancer drivers, registered here: `builtin` (ebb's own, through its control API),
 //! `haproxy` (its runtime API), `nlb` (Windows NLB cmdlets on the members) and `command`
-//! (the operator's own commands per operation).
+//! (the operator's own commands per operation), `nginx` (its upstream file, tested and
+//! reloaded).
 
 pub mod builtin;
 pub mod command;
 pub mod haproxy;
+pub mod nginx;
 pub mod nlb;
 
 mod settings;
@@ -20,8 +22,9 @@ pub fn build(plan: &Plan) -> Result<Arc<dyn Balancer>, Vec<String>> {
         "command" => command::CommandBalancer::from_plan(plan).map(|b| Arc::new(b) as Arc<dyn Balancer>),
         "haproxy" => haproxy::Haproxy::from_plan(plan).map(|b| Arc::new(b) as Arc<dyn Balancer>),
         "nlb" => nlb::Nlb::from_plan(plan).map(|b| Arc::new(b) as Arc<dyn Balancer>),
+        "nginx" => nginx::Nginx::from_plan(plan).map(|b| Arc::new(b) as Arc<dyn Balancer>),
         other => Err(vec![format!(
-            "{}:{}: balancer.driver: the \"{other}\" driver is not available in this build of ebb yet (available: builtin, haproxy, nlb, command)",
+            "{}:{}: balancer.driver: the \"{other}\" driver is not available in this build of ebb yet (available: builtin, haproxy, nlb, command, nginx)",
             plan.file.display(),
             plan.balancer.lines.get("driver").copied().unwrap_or(0)
         )]),

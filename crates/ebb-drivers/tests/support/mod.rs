@@ -3,7 +3,9 @@
 //! go through HAProxy. Everything binds to 127.0.0.1 on free ports; tests run in parallel.
 #![allow(dead_code)]
 
+pub mod nginx;
 pub mod nlb;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

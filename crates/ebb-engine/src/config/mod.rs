@@ -198,7 +198,7 @@ fn build(cx: &mut Cx, root: &toml::Table, path: &Path) -> Option<Plan> {
     if bal_t.is_none() && !root.contains_key("balancer") {
         cx.err(
             "balancer",
-            "missing table [balancer] (driver = \"builtin\" | \"haproxy\" | \"nlb\" | \"command\")",
+            "missing table [balancer] (driver = \"builtin\" | \"haproxy\" | \"nlb\" | \"command\" | \"nginx\")",
         );
     }
     let mut bal = Tbl::new(bal_t.unwrap_or(&empty), "balancer");
@@ -206,17 +206,17 @@ fn build(cx: &mut Cx, root: &toml::Table, path: &Path) -> Option<Plan> {
         bal.req_str(
             cx,
             "driver",
-            "one of \"builtin\", \"haproxy\", \"nlb\", \"command\"",
+            "one of \"builtin\", \"haproxy\", \"nlb\", \"command\", \"nginx\"",
         )
     } else {
         None
     };
     if let Some(d) = &driver {
-        if !["builtin", "haproxy", "nlb", "command"].contains(&d.as_str()) {
+        if !["builtin", "haproxy", "nlb", "command", "nginx"].contains(&d.as_str()) {
             cx.err(
                 "balancer.driver",
                 format!(
-                    "expected one of \"builtin\", \"haproxy\", \"nlb\", \"command\", found \"{d}\""
+                    "expected one of \"builtin\", \"haproxy\", \"nlb\", \"command\", \"nginx\", found \"{d}\""
                 ),
             );
         }

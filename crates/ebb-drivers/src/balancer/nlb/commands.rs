@@ -101,7 +101,7 @@ impl Commands {
 
 /// Reverses `-EncodedCommand` text (for tests and for showing what runs).
 pub fn decode_command(encoded: &str) -> Option<String> {
-    let bytes = unbase64(encoded)?;
+    let bytes = crate::base64::decode(encoded)?;
     if bytes.len() % 2 != 0 {
         return None;
     }
@@ -110,25 +110,6 @@ pub fn decode_command(encoded: &str) -> Option<String> {
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
         .collect();
     String::from_utf16(&units).ok()
-}
-
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-fn unbase64(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in text.bytes().filter(|&c| c != b'=') {
-        let v = B64.iter().position(|&x| x == c)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]
