@@ -206,7 +206,7 @@ interval = "100ms"
     );
     // Everything back: the file is the user's again, byte for byte.
     assert_eq!(nginx.upstream(), upstream);
-    for m in names.iter().copied() {
+    for m in names {
         assert_eq!(
             std::fs::read_to_string(d.join(format!("{m}.version")))
                 .unwrap()
