@@ -4,12 +4,9 @@
 
 mod support;
 
-use ebb_engine::events::{Event, EventSink};
-use ebb_engine::journal::Journal;
-use ebb_engine::run::{run, RunOptions};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,40 +51,9 @@ backend = "app"
 state_file = "server-state"
 start_timeout = "10s"
 
-[defaults]
-vars = {{ dir = "{dir}", version = "1.1" }}
-
-[runbook]
-rejoin_timeout = "10s"
-
-[runbook.drain]
-mode = "drainstop"
-timeout = "20s"
-on_timeout = "abort"
-hold = true
-
-[[runbook.step]]
-name = "stop service"
-run = "touch {{var.dir}}/{{member}}.down"
-undo = "rm -f {{var.dir}}/{{member}}.down"
-
-[[runbook.step]]
-name = "install"
-run = "sleep 0.3; echo {{var.version}} > {{var.dir}}/{{member}}.version"
-
-[[runbook.verify]]
-name = "version"
-command = "grep -qx {{var.version}} {{var.dir}}/{{member}}.version"
-
-[[pool.check]]
-name = "port"
-tcp = "{{address}}"
-retries = 20
-interval = "100ms"
-
-"#,
+{runbook}"#,
         sock = hap.admin_sock.display(),
-        dir = d.display()
+        runbook = rolling_runbook(d)
     );
     for b in &backends {
         toml += &format!(
@@ -140,33 +106,13 @@ interval = "100ms"
         Ok::<_, String>(pings)
     });
 
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let ev = events.clone();
-    let sink: EventSink = Arc::new(move |e: &Event| {
-        ev.lock().unwrap().push(serde_json::to_value(e).unwrap());
-    });
-    let drivers = ebb_drivers::build(&plan).unwrap_or_else(|e| panic!("{e:?}"));
-    let journal = Arc::new(Journal::open(&d.join(".ebb")).unwrap());
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    let started = Instant::now();
-    let outcome = run(
-        Arc::new(plan),
-        drivers,
-        journal,
-        sink,
-        RunOptions::default(),
-        rx,
-    )
-    .await
-    .unwrap();
-    let took = started.elapsed();
+    let (outcome, evs, took) = run_engine(plan, d).await;
     let pings = long_task.await.unwrap();
     let load_errors = load.errors.clone();
     let (ok, failed) = load.finish().await;
     stop_watch.store(true, Ordering::SeqCst);
     watcher.join().unwrap();
 
-    let evs = events.lock().unwrap();
     let failures: Vec<_> = evs.iter().filter(|e| e["outcome"] == "failed").collect();
     assert_eq!(outcome.exit_code, 0, "{}: {failures:#?}", outcome.message);
     assert_eq!(pings, Ok(30), "a long connection was cut");

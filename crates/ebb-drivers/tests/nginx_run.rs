@@ -5,11 +5,8 @@
 
 mod support;
 
-use ebb_engine::events::{Event, EventSink};
-use ebb_engine::journal::Journal;
-use ebb_engine::run::{run, RunOptions};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::nginx::{balancer_toml, Nginx};
 use support::web::*;
@@ -40,6 +37,14 @@ fn down_lines(file: &std::path::Path) -> Option<usize> {
     )
 }
 
+/// Whether the member's line (`# NAME` at its end) carries `down`.
+fn member_down(file: &std::path::Path, name: &str) -> bool {
+    std::fs::read_to_string(file).is_ok_and(|t| {
+        t.lines()
+            .any(|l| l.ends_with(&format!("# {name}")) && l.contains(" down;"))
+    })
+}
+
 async fn rolling_run(names: &[&str], max_unavailable: usize) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -58,47 +63,9 @@ async fn rolling_run(names: &[&str], max_unavailable: usize) {
         .collect();
     let nginx = Nginx::start(d, &upstream);
     let mut toml = format!(
-        r#"[pool]
-name = "web"
-max_unavailable = {max_unavailable}
-min_in_service = 2
-capacity_wait = "20s"
-
-{balancer}
-[defaults]
-vars = {{ dir = "{dir}", version = "1.1" }}
-
-[runbook]
-rejoin_timeout = "10s"
-
-[runbook.drain]
-mode = "drainstop"
-timeout = "20s"
-on_timeout = "abort"
-hold = true
-
-[[runbook.step]]
-name = "stop service"
-run = "touch {{var.dir}}/{{member}}.down"
-undo = "rm -f {{var.dir}}/{{member}}.down"
-
-[[runbook.step]]
-name = "install"
-run = "sleep 0.3; echo {{var.version}} > {{var.dir}}/{{member}}.version"
-
-[[runbook.verify]]
-name = "version"
-command = "grep -qx {{var.version}} {{var.dir}}/{{member}}.version"
-
-[[pool.check]]
-name = "port"
-tcp = "{{address}}"
-retries = 20
-interval = "100ms"
-
-"#,
-        balancer = balancer_toml(&nginx),
-        dir = d.display()
+        "[pool]\nname = \"web\"\nmax_unavailable = {max_unavailable}\nmin_in_service = 2\ncapacity_wait = \"20s\"\n\n{}\n{}",
+        balancer_toml(&nginx),
+        rolling_runbook(d)
     );
     for m in &members {
         toml += &format!(
@@ -127,57 +94,49 @@ interval = "100ms"
         })
     };
 
-    // Steady short requests, plus long streams opened before the run that outlive the
-    // start of their member's drain by more than a second: none may be cut.
-    let load = WebLoad::start(&nginx.frontend, 4, Duration::from_millis(5));
+    // Steady short requests, plus long streams opened before the run, each kept open
+    // until a second after its member went `down`: none may be cut, and each member's
+    // drain must wait for its stream.
+    let load = web_load(&nginx.frontend, 4, Duration::from_millis(5));
     let mut streams = Vec::new();
     for _ in 0..names.len() {
-        streams.push(LongStream::open(&nginx.frontend).await.unwrap());
+        streams.push((LongStream::open(&nginx.frontend).await.unwrap(), None));
     }
+    let file = nginx.upstream_file.clone();
     let stream_task = tokio::spawn(async move {
-        // Each stream is checked alive for ~1.5 s, then closed by its client.
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_millis(1500) {
-            for s in &streams {
+        let mut on = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !streams.is_empty() {
+            if Instant::now() > deadline {
+                return Err("streams still open after 60 s".to_string());
+            }
+            for (s, since) in streams.iter_mut() {
                 if !s.alive().await {
                     return Err(format!("the stream to {} was cut", s.member));
                 }
+                if since.is_none() && member_down(&file, &s.member) {
+                    *since = Some(Instant::now());
+                }
             }
-        }
-        let on: Vec<String> = streams.iter().map(|s| s.member.clone()).collect();
-        for s in streams {
-            s.close();
+            let (done, rest): (Vec<_>, Vec<_>) = streams.into_iter().partition(|(_, since)| {
+                since.is_some_and(|t: Instant| t.elapsed() > Duration::from_secs(1))
+            });
+            for (s, _) in done {
+                on.push(s.member.clone());
+                s.close();
+            }
+            streams = rest;
         }
         Ok(on)
     });
 
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let ev = events.clone();
-    let sink: EventSink = Arc::new(move |e: &Event| {
-        ev.lock().unwrap().push(serde_json::to_value(e).unwrap());
-    });
-    let drivers = ebb_drivers::build(&plan).unwrap_or_else(|e| panic!("{e:?}"));
-    let journal = Arc::new(Journal::open(&d.join(".ebb")).unwrap());
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    let started = Instant::now();
-    let outcome = run(
-        Arc::new(plan),
-        drivers,
-        journal,
-        sink,
-        RunOptions::default(),
-        rx,
-    )
-    .await
-    .unwrap();
-    let took = started.elapsed();
+    let (outcome, evs, took) = run_engine(plan, d).await;
     let streams_on = stream_task.await.unwrap();
     let load_errors = load.errors.clone();
     let (ok, failed) = load.finish().await;
     stop_watch.store(true, Ordering::SeqCst);
     watcher.join().unwrap();
 
-    let evs = events.lock().unwrap();
     let failures: Vec<_> = evs.iter().filter(|e| e["outcome"] == "failed").collect();
     assert_eq!(outcome.exit_code, 0, "{}: {failures:#?}", outcome.message);
     let streams_on = streams_on.unwrap_or_else(|e| panic!("{e}"));
@@ -201,7 +160,7 @@ interval = "100ms"
         .map(|e| e["member"].as_str().unwrap_or("").to_string())
         .collect();
     assert!(
-        streams_on.iter().any(|m| counted.contains(m)),
+        streams_on.iter().all(|m| counted.contains(m)),
         "no drain saw a stream's connection: streams on {streams_on:?}, counted {counted:?}"
     );
     // Everything back: the file is the user's again, byte for byte.

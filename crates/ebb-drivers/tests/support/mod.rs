@@ -213,25 +213,37 @@ pub struct Load {
 
 impl Load {
     pub fn start(addr: &str, workers: usize, pause: Duration) -> Load {
+        Load::with(addr, workers, pause, |a| async move {
+            hello(&a).await.map(|_| ()).map_err(|e| e.to_string())
+        })
+    }
+
+    /// `workers` loops of `request(addr)`, each followed by `pause`.
+    pub fn with<F, Fut>(addr: &str, workers: usize, pause: Duration, request: F) -> Load
+    where
+        F: Fn(String) -> Fut + Clone + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send,
+    {
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let tasks = (0..workers)
             .map(|_| {
-                let (addr, ok, failed, errors, stop) = (
+                let (addr, ok, failed, errors, stop, request) = (
                     addr.to_string(),
                     ok.clone(),
                     failed.clone(),
                     errors.clone(),
                     stop.clone(),
+                    request.clone(),
                 );
                 tokio::spawn(async move {
                     while !stop.load(Ordering::SeqCst) {
-                        match hello(&addr).await {
-                            Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
+                        match request(addr.clone()).await {
+                            Ok(()) => ok.fetch_add(1, Ordering::SeqCst),
                             Err(e) => {
-                                errors.lock().unwrap().push(e.to_string());
+                                errors.lock().unwrap().push(e);
                                 failed.fetch_add(1, Ordering::SeqCst)
                             }
                         };
@@ -475,4 +487,80 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The runbook of the rolling-run tests: each member's service stopped (its port closed
+/// while `DIR/MEMBER.down` exists) and updated, verified, and the pool's ports checked
+/// after each return. `dir` holds the markers and version files.
+pub fn rolling_runbook(dir: &Path) -> String {
+    format!(
+        r#"[defaults]
+vars = {{ dir = "{dir}", version = "1.1" }}
+
+[runbook]
+rejoin_timeout = "10s"
+
+[runbook.drain]
+mode = "drainstop"
+timeout = "20s"
+on_timeout = "abort"
+hold = true
+
+[[runbook.step]]
+name = "stop service"
+run = "touch {{var.dir}}/{{member}}.down"
+undo = "rm -f {{var.dir}}/{{member}}.down"
+
+[[runbook.step]]
+name = "install"
+run = "sleep 0.3; echo {{var.version}} > {{var.dir}}/{{member}}.version"
+
+[[runbook.verify]]
+name = "version"
+command = "grep -qx {{var.version}} {{var.dir}}/{{member}}.version"
+
+[[pool.check]]
+name = "port"
+tcp = "{{address}}"
+retries = 20
+interval = "100ms"
+
+"#,
+        dir = dir.display()
+    )
+}
+
+/// A whole `ebb run` of `plan` through the engine with the real drivers, its journal in
+/// `dir/.ebb`: the outcome, every event as JSON, and how long it took.
+pub async fn run_engine(
+    plan: ebb_engine::plan::Plan,
+    dir: &Path,
+) -> (
+    ebb_engine::run::RunOutcome,
+    Vec<serde_json::Value>,
+    Duration,
+) {
+    use ebb_engine::events::{Event, EventSink};
+    let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ev = events.clone();
+    let sink: EventSink = Arc::new(move |e: &Event| {
+        ev.lock().unwrap().push(serde_json::to_value(e).unwrap());
+    });
+    let drivers = ebb_drivers::build(&plan).unwrap_or_else(|e| panic!("{e:?}"));
+    let journal = Arc::new(ebb_engine::journal::Journal::open(&dir.join(".ebb")).unwrap());
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let started = Instant::now();
+    let outcome = ebb_engine::run::run(
+        Arc::new(plan),
+        drivers,
+        journal,
+        sink,
+        ebb_engine::run::RunOptions::default(),
+        rx,
+    )
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    let events = events.lock().unwrap().clone();
+    (outcome, events, took)
 }

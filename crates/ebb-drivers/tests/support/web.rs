@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -242,61 +242,8 @@ impl Drop for LongStream {
 }
 
 /// Steady `GET /` load through the balancer from `workers` loops.
-pub struct WebLoad {
-    pub ok: Arc<AtomicU64>,
-    pub failed: Arc<AtomicU64>,
-    pub errors: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl WebLoad {
-    pub fn start(addr: &str, workers: usize, pause: Duration) -> WebLoad {
-        let ok = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(AtomicU64::new(0));
-        let errors = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let tasks = (0..workers)
-            .map(|_| {
-                let (addr, ok, failed, errors, stop) = (
-                    addr.to_string(),
-                    ok.clone(),
-                    failed.clone(),
-                    errors.clone(),
-                    stop.clone(),
-                );
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::SeqCst) {
-                        match get(&addr).await {
-                            Ok(_) => ok.fetch_add(1, Ordering::SeqCst),
-                            Err(e) => {
-                                errors.lock().unwrap().push(e);
-                                failed.fetch_add(1, Ordering::SeqCst)
-                            }
-                        };
-                        tokio::time::sleep(pause).await;
-                    }
-                })
-            })
-            .collect();
-        WebLoad {
-            ok,
-            failed,
-            errors,
-            stop,
-            tasks,
-        }
-    }
-
-    /// Stops the load and returns (ok, failed).
-    pub async fn finish(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.tasks {
-            let _ = t.await;
-        }
-        (
-            self.ok.load(Ordering::SeqCst),
-            self.failed.load(Ordering::SeqCst),
-        )
-    }
+pub fn web_load(addr: &str, workers: usize, pause: Duration) -> super::Load {
+    super::Load::with(addr, workers, pause, |a| async move {
+        get(&a).await.map(|_| ())
+    })
 }
