@@ -1,19 +1,35 @@
 #!/usr/bin/env bash
 # Benchmark: ebb's built-in balancer vs HAProxy (mode tcp), same backends, same wrk load.
 #
-#   bench/lb/run.sh            # from the workspace root; ~2.5 minutes
-#   DURATION=5s ROUNDS=1 CONNS=50 bench/lb/run.sh
+#   bench/lb/run.sh                       # from the workspace root; about 6 minutes
+#   ROUNDS=3 DURATION=2s bench/lb/run.sh  # quicker, noisier
+#   BACKEND=own bench/lb/run.sh           # ebb's own bench_backend instead of nginx
+#   CELLS="keepalive:32:1 close:256:2" IDLE="" bench/lb/run.sh   # some cells, no memory part
 #
-# Two modes: HTTP keep-alive, and one request per connection (Connection: close).
-# Each (mode, balancer) pair runs ROUNDS times, interleaved (runs vary by +-30% on a
-# shared 2-core machine); the table shows the median of the rounds.
-# Prints requests/s, p50 and p99 latency and the ratio ebb/haproxy.
+# Backends: by default nginx (Debian's package; installed if missing), one nginx with
+# NGINX_WORKERS worker processes listening on three ports that answer `return 200`; it
+# runs from a temporary prefix with its own config. BACKEND=own uses
+# crates/ebb-lb/examples/bench_backend.rs (a fixed 13-byte answer) on the same ports.
+# ebb and HAProxy each have three members, one per port, round robin.
+#
+# Throughput: every cell (mode:connections:wrk threads) runs ROUNDS times for each
+# balancer, interleaved (ebb then HAProxy in odd rounds, the other way round in even
+# ones), because single runs vary by +-30% on a shared machine. The table shows the
+# median req/s and p99 of each balancer, and the median of the per-round ratios.
+# Modes: keepalive (HTTP keep-alive) and close (`Connection: close`: one request per TCP
+# connection, both hops).
+#
+# Memory: for each count in IDLE, idle_clients opens that many keep-alive connections
+# through the balancer (one request answered on each), holds them, then closes them;
+# the balancer's RSS before, with them open and after they closed, and KB per connection.
 set -euo pipefail
 
-DURATION=${DURATION:-6s}
+BACKEND=${BACKEND:-nginx}
+DURATION=${DURATION:-3s}
 ROUNDS=${ROUNDS:-5}
-CONNS=${CONNS:-50}
-THREADS=${THREADS:-2}
+CELLS=${CELLS:-"keepalive:32:1 keepalive:32:2 keepalive:256:1 keepalive:256:2 close:32:1 close:32:2 close:256:1 close:256:2"}
+IDLE=${IDLE-"1000 4000 10000"}
+NGINX_WORKERS=${NGINX_WORKERS:-2}
 # Each balancer gets its own loopback address (the backends listen on both), so the
 # TIME_WAIT sockets one-request-per-connection runs leave behind (tens of thousands; they
 # slow down port allocation in connect()) do not land on the other balancer's runs.
@@ -22,40 +38,95 @@ HAP_IP=${HAP_IP:-127.0.0.3}
 EBB_PORT=${EBB_PORT:-18080}
 HAP_PORT=${HAP_PORT:-18090}
 CTL_PORT=${CTL_PORT:-18099}
-B1=${B1:-18081}
-B2=${B2:-18082}
+PORTS=${PORTS:-"18081 18082 18083"}
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 
+# 10,000 idle connections are 20,000 descriptors in the balancer: raise the limit as far
+# as allowed, and hold no more idle connections than it leaves room for.
+ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+FD_LIMIT=$(ulimit -n)
+MAX_IDLE=$(((FD_LIMIT - 300) / 2))
+idle=
+for n in $IDLE; do
+    if [ "$n" -gt "$MAX_IDLE" ]; then
+        echo "note: $n idle connections need about $((2 * n + 300)) descriptors, the limit here is $FD_LIMIT; measuring $MAX_IDLE instead" >&2
+        n=$MAX_IDLE
+    fi
+    idle="$idle $n"
+done
+IDLE=$idle
+
 need() { # command, Debian package
     if ! command -v "$1" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$1" ]; then
         echo "installing $2 ..." >&2
-        if [ "$(id -u)" = 0 ]; then apt-get install -y "$2" >&2; else sudo apt-get install -y "$2" >&2; fi
+        local sudo=
+        [ "$(id -u)" = 0 ] || sudo=sudo
+        $sudo apt-get -o DPkg::Lock::Timeout=600 install -y "$2" >&2
     fi
 }
 need wrk wrk
 need haproxy haproxy
 HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+if [ "$BACKEND" = nginx ]; then
+    need nginx nginx
+    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+elif [ "$BACKEND" != own ]; then
+    echo "BACKEND must be nginx or own, not $BACKEND" >&2
+    exit 2
+fi
 
 echo "building (release) ..." >&2
-cargo build --release -q -p ebb-lb --example lb_serve --example bench_backend
+cargo build --release -q -p ebb-lb --example lb_serve --example bench_backend --example idle_clients
 target_dir=$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 bin="${target_dir:-$root/target}/release/examples"
 
 work=$(mktemp -d)
 pids=()
 cleanup() {
+    exec 7>&- 2>/dev/null || true
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-"$bin/bench_backend" "$EBB_IP:$B1" "$EBB_IP:$B2" "$HAP_IP:$B1" "$HAP_IP:$B2" 2>"$work/backend.log" &
-pids+=($!)
+# --- backends ------------------------------------------------------------------------
+if [ "$BACKEND" = nginx ]; then
+    mkdir -p "$work/nginx/logs"
+    {
+        echo "worker_processes $NGINX_WORKERS;"
+        echo "pid $work/nginx/nginx.pid;"
+        echo "error_log $work/nginx/logs/error.log warn;"
+        echo "events { worker_connections $((FD_LIMIT - 100)); }"
+        echo "http {"
+        echo "  access_log off;"
+        echo "  keepalive_requests 100000000;"
+        echo "  keepalive_timeout 600s;"
+        echo "  client_body_temp_path $work/nginx/tmp;"
+        echo "  server {"
+        for p in $PORTS; do echo "    listen $EBB_IP:$p; listen $HAP_IP:$p;"; done
+        echo "    default_type text/plain;"
+        echo "    location / { return 200 \"hello, world\\n\"; }"
+        echo "  }"
+        echo "}"
+    } >"$work/nginx/nginx.conf"
+    "$NGINX" -p "$work/nginx" -e "$work/nginx/logs/error.log" -c "$work/nginx/nginx.conf" \
+        -g 'daemon off;' 2>"$work/backend.log" &
+    pids+=($!)
+    backend_desc="nginx $("$NGINX" -v 2>&1 | sed 's,.*nginx/,,'), $NGINX_WORKERS workers, return 200"
+else
+    addrs=()
+    for p in $PORTS; do addrs+=("$EBB_IP:$p" "$HAP_IP:$p"); done
+    "$bin/bench_backend" "${addrs[@]}" 2>"$work/backend.log" &
+    pids+=($!)
+    backend_desc="ebb's bench_backend"
+fi
 
-cat >"$work/pool.toml" <<TOML
+# --- the balancers -------------------------------------------------------------------
+{
+    cat <<TOML
 [pool]
 name = "bench"
 
@@ -66,45 +137,52 @@ control = "http://127.0.0.1:$CTL_PORT"
 state_file = "lb-state.json"
 balance = "round-robin"
 connect_timeout = "2s"
-idle_timeout = "5m"
+idle_timeout = "10m"
 
 [balancer.health]
 kind = "tcp"
 interval = "1s"
-
-[[member]]
-name = "b1"
-address = "$EBB_IP:$B1"
-
-[[member]]
-name = "b2"
-address = "$EBB_IP:$B2"
 TOML
+    i=0
+    for p in $PORTS; do
+        i=$((i + 1))
+        printf '\n[[member]]\nname = "b%s"\naddress = "%s:%s"\n' "$i" "$EBB_IP" "$p"
+    done
+} >"$work/pool.toml"
 EBB_LOG=warn "$bin/lb_serve" "$work/pool.toml" >"$work/ebb.out" 2>"$work/ebb.log" &
-pids+=($!)
+ebb_pid=$!
+pids+=($ebb_pid)
 
-cat >"$work/haproxy.cfg" <<CFG
+{
+    cat <<CFG
 global
-    maxconn 4000
+    maxconn $(((FD_LIMIT - 100) / 2))
     nbthread 2
 defaults
     mode tcp
     timeout connect 2s
-    timeout client 5m
-    timeout server 5m
+    timeout client 10m
+    timeout server 10m
 frontend fe
     bind $HAP_IP:$HAP_PORT
     default_backend be
 backend be
     balance roundrobin
-    server b1 $HAP_IP:$B1 check inter 1s
-    server b2 $HAP_IP:$B2 check inter 1s
 CFG
+    i=0
+    for p in $PORTS; do
+        i=$((i + 1))
+        echo "    server b$i $HAP_IP:$p check inter 1s"
+    done
+} >"$work/haproxy.cfg"
 "$HAPROXY" -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
-pids+=($!)
+hap_pid=$!
+pids+=($hap_pid)
 
-# Wait for all three to listen.
-for addr in $EBB_IP/$B1 $EBB_IP/$B2 $HAP_IP/$B1 $EBB_IP/$EBB_PORT $HAP_IP/$HAP_PORT; do
+# Wait for everything to listen.
+wait_for=("$EBB_IP/$EBB_PORT" "$HAP_IP/$HAP_PORT")
+for p in $PORTS; do wait_for+=("$EBB_IP/$p" "$HAP_IP/$p"); done
+for addr in "${wait_for[@]}"; do
     ok=
     for _ in $(seq 100); do
         if (exec 3<>"/dev/tcp/$addr") 2>/dev/null; then ok=1; break; fi
@@ -112,68 +190,135 @@ for addr in $EBB_IP/$B1 $EBB_IP/$B2 $HAP_IP/$B1 $EBB_IP/$EBB_PORT $HAP_IP/$HAP_P
     done
     if [ -z "$ok" ]; then
         echo "nothing listens on $addr; logs:" >&2
-        tail -n 20 "$work"/*.log >&2
+        tail -n 20 "$work"/*.log "$work"/nginx/logs/*.log >&2 || true
         exit 1
     fi
 done
 
+header="$(nproc) cores, $(uname -m), load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
+
+# --- memory with idle connections ------------------------------------------------------
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+fds() { ls "/proc/$1/fd" | wc -l; }
+mem_results="$work/mem"
+: >"$mem_results"
+idle_phase() { # name pid addr
+    local name=$1 pid=$2 addr=$3 n base before with after ok
+    base=$(fds "$pid")
+    for n in $IDLE; do
+        before=$(rss_kb "$pid")
+        rm -f "$work/hold" "$work/idle.out"
+        mkfifo "$work/hold"
+        "$bin/idle_clients" "$addr" "$n" <"$work/hold" >"$work/idle.out" 2>"$work/idle.log" &
+        local cpid=$!
+        exec 7>"$work/hold"
+        ok=
+        for _ in $(seq 1200); do # 120 s
+            if grep -q '^ready' "$work/idle.out" 2>/dev/null; then ok=1; break; fi
+            kill -0 "$cpid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if [ -z "$ok" ]; then
+            echo "idle_clients did not get $n connections through $name:" >&2
+            cat "$work/idle.log" >&2
+            exit 1
+        fi
+        sleep 1
+        with=$(rss_kb "$pid")
+        exec 7>&-
+        wait "$cpid" || true
+        # Bounded wait for the balancer to close its side of every connection.
+        for _ in $(seq 100); do
+            [ "$(fds "$pid")" -le $((base + 4)) ] && break
+            sleep 0.1
+        done
+        sleep 1
+        after=$(rss_kb "$pid")
+        echo "$name $n $before $with $after" >>"$mem_results"
+        awk -v b="$before" -v w="$with" -v a="$after" -v n="$n" -v name="$name" 'BEGIN {
+            printf "  %-8s %6d idle: RSS %6.1f -> %6.1f MB, %6.1f MB after close\n", name, n, b/1024, w/1024, a/1024 }' >&2
+    done
+}
+if [ -n "$IDLE" ]; then
+    echo "memory: idle keep-alive connections ($IDLE) ..." >&2
+    idle_phase ebb "$ebb_pid" "$EBB_IP:$EBB_PORT"
+    idle_phase haproxy "$hap_pid" "$HAP_IP:$HAP_PORT"
+fi
+
+# --- throughput ------------------------------------------------------------------------
 # wrk latency to milliseconds.
 to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; printf "%.3f", v}'; }
 
-# run MODE NAME PORT -> appends "mode name rps p50 p99 errors" to results
 results="$work/results"
 : >"$results"
-run() {
-    local mode=$1 name=$2 addr=$3 hdr=()
+run() { # cell round name addr
+    local cell=$1 round=$2 name=$3 addr=$4 mode conns threads hdr=() out rps p99 errs
+    IFS=: read -r mode conns threads <<<"$cell"
     [ "$mode" = close ] && hdr=(-H "Connection: close")
-    local out
-    out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "${hdr[@]}" "http://$addr/")
-    local rps p50 p99 errs
+    out=$(wrk -t"$threads" -c"$conns" -d"$DURATION" --latency "${hdr[@]}" "http://$addr/")
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-    p50=$(echo "$out" | awk '$1=="50%" {print $2}' | to_ms)
     p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
-    errs=$(echo "$out" | awk '/Socket errors|Non-2xx/ {printf "%s ", $0}')
-    echo "$mode $name $rps $p50 $p99" >>"$results"
-    printf '  %-10s %-8s %10s req/s  p50 %7s ms  p99 %7s ms %s\n' "$mode" "$name" "$rps" "$p50" "$p99" "$errs" >&2
+    # Socket errors (connect, read, write, timeout) and non-2xx answers.
+    errs=$(echo "$out" | awk '/Socket errors/ {gsub(",", ""); e += $4 + $6 + $8 + $10} /Non-2xx/ {e += $NF} END {print e + 0}')
+    echo "$cell $round $name $rps $p99 $errs" >>"$results"
+    printf '  %-16s round %s %-8s %10s req/s  p99 %8s ms  errors %s\n' "$cell" "$round" "$name" "$rps" "$p99" "$errs" >&2
 }
 
 # Warm up both (connection pools, page cache, CPU frequency).
 wrk -t1 -c10 -d2s "http://$EBB_IP:$EBB_PORT/" >/dev/null
 wrk -t1 -c10 -d2s "http://$HAP_IP:$HAP_PORT/" >/dev/null
 
-echo "wrk -t$THREADS -c$CONNS -d$DURATION, $ROUNDS round(s), $(nproc) cores" >&2
-# Alternate who goes first, so neither always runs on a warmer (or more loaded) machine.
+echo "throughput: $ROUNDS round(s) of $DURATION per cell and balancer ..." >&2
 for round in $(seq "$ROUNDS"); do
-    for mode in keepalive close; do
+    for cell in $CELLS; do
         if [ $((round % 2)) = 1 ]; then
-            run "$mode" ebb "$EBB_IP:$EBB_PORT"
-            run "$mode" haproxy "$HAP_IP:$HAP_PORT"
+            run "$cell" "$round" ebb "$EBB_IP:$EBB_PORT"
+            run "$cell" "$round" haproxy "$HAP_IP:$HAP_PORT"
         else
-            run "$mode" haproxy "$HAP_IP:$HAP_PORT"
-            run "$mode" ebb "$EBB_IP:$EBB_PORT"
+            run "$cell" "$round" haproxy "$HAP_IP:$HAP_PORT"
+            run "$cell" "$round" ebb "$EBB_IP:$EBB_PORT"
         fi
     done
 done
 
 echo
-echo "ebb-lb vs HAProxy $("$HAPROXY" -v | awk 'NR==1 {print $3}') (mode tcp), wrk -t$THREADS -c$CONNS -d$DURATION x$ROUNDS, $(nproc) cores, $(uname -m)"
+echo "ebb-lb vs HAProxy $("$HAPROXY" -v | awk 'NR==1 {print $3}') (mode tcp, nbthread 2), backend: $backend_desc"
+echo "wrk -d$DURATION x$ROUNDS interleaved rounds; $header"
+echo
 awk '
 function median(list,   a, n, i, j, t) {
   n = split(list, a, " ")
-  for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] > t; j--) a[j+1] = a[j]; a[j+1] = t }
+  for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j+1] = a[j]; a[j+1] = t }
   return (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
 }
-{ k=$1" "$2; rps[k]=rps[k]" "$3; p50[k]=p50[k]" "$4; p99[k]=p99[k]" "$5 }
+{
+  cell = $1; key = cell " " $2
+  if (!(cell in seen)) { seen[cell] = 1; order[++ncells] = cell }
+  if ($3 == "ebb") { erps[cell] = erps[cell] " " $4; ep99[cell] = ep99[cell] " " $5; eerr[cell] += $6; er[key] = $4; ep[key] = $5 }
+  else             { hrps[cell] = hrps[cell] " " $4; hp99[cell] = hp99[cell] " " $5; herr[cell] += $6; hr[key] = $4; hp[key] = $5 }
+  rounds[cell] = rounds[cell] " " $2
+}
 END {
-  printf "| mode | balancer | req/s | p50 ms | p99 ms |\n|---|---|---:|---:|---:|\n"
-  split("keepalive close", modes, " ")
-  for (i=1; i<=2; i++) {
-    m=modes[i]; e=m" ebb"; h=m" haproxy"
-    er=median(rps[e]); e5=median(p50[e]); e9=median(p99[e])
-    hr=median(rps[h]); h5=median(p50[h]); h9=median(p99[h])
-    printf "| %s | ebb | %.0f | %.3f | %.3f |\n", m, er, e5, e9
-    printf "| %s | haproxy | %.0f | %.3f | %.3f |\n", m, hr, h5, h9
-    printf "| %s | **ebb/haproxy** | **%.2fx** | %.2fx | **%.2fx** |\n", m, er/hr, e5/h5, e9/h9
+  print "| mode | conns | wrk threads | ebb req/s | HAProxy req/s | **req/s ratio** | ebb p99 ms | HAProxy p99 ms | **p99 ratio** | errors ebb / HAProxy |"
+  print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for (c = 1; c <= ncells; c++) {
+    cell = order[c]; split(cell, f, ":")
+    n = split(rounds[cell], rs, " "); rr = ""; pr = ""; delete done
+    for (i = 1; i <= n; i++) {
+      k = cell " " rs[i]; if (k in done) continue; done[k] = 1
+      if ((k in er) && (k in hr) && hr[k] > 0) rr = rr " " er[k] / hr[k]
+      if ((k in ep) && (k in hp) && hp[k] > 0) pr = pr " " ep[k] / hp[k]
+    }
+    printf "| %s | %s | %s | %.0f | %.0f | **%.2fx** | %.3f | %.3f | **%.2fx** | %d / %d |\n", f[1], f[2], f[3], median(erps[cell]), median(hrps[cell]), median(rr), median(ep99[cell]), median(hp99[cell]), median(pr), eerr[cell], herr[cell]
   }
 }' "$results"
-echo "targets: req/s >= 0.90x, p99 <= 1.20x"
+echo
+echo "ratios: median of the per-round ebb/HAProxy ratios (req/s: higher is better for ebb; p99: lower)."
+echo "targets: req/s ratio >= 1.05x and p99 ratio <= 1.00x in every cell"
+
+if [ -s "$mem_results" ]; then
+    echo
+    echo "| balancer | idle connections | RSS before MB | RSS with them MB | RSS after close MB | KB per connection |"
+    echo "|---|---:|---:|---:|---:|---:|"
+    awk '{ printf "| %s | %d | %.1f | %.1f | %.1f | %.1f |\n", ($1 == "ebb" ? "ebb" : "HAProxy"), $2, $3/1024, $4/1024, $5/1024, ($4 - $3) / $2 }' "$mem_results"
+fi
