@@ -192,6 +192,7 @@ pub async fn run(
         gate: tokio::sync::Mutex::new(()),
         shutdown: shutdown.clone(),
         last_in_service: Mutex::new(None),
+        starts: Default::default(),
     });
     sink(&Event::RunStarted {
         run_id,
@@ -403,6 +404,7 @@ async fn drive(engine: &Arc<Engine>, resumed: bool) -> Result<RunOutcome, RunErr
         loop {
             while halt.is_none() && tasks.len() < limit {
                 let Some(i) = queue.pop_front() else { break };
+                engine.starts.push(i);
                 let e = engine.clone();
                 tasks.spawn(async move { (i, e.run_member(i).await) });
             }
@@ -436,6 +438,11 @@ async fn drive(engine: &Arc<Engine>, resumed: bool) -> Result<RunOutcome, RunErr
                         "interrupted; `ebb resume` continues where it stopped".into(),
                     ));
                 }
+                MemberEnd::NotStarted => {}
+            }
+            if halt.is_some() {
+                // Nothing new starts; the run ends when the members in flight have stopped.
+                engine.starts.close();
             }
         }
         if let Some((code, msg)) = halt {
@@ -545,6 +552,7 @@ pub async fn release(
         gate: tokio::sync::Mutex::new(()),
         shutdown,
         last_in_service: Mutex::new(None),
+        starts: Default::default(),
     });
     let ops = ops_for(&plan, idx);
     let pos = |want: Op| ops.iter().position(|o| *o == want).unwrap_or(0);

@@ -401,3 +401,113 @@ fn an_unreachable_balancer_is_refused_before_anything_changes() {
     assert!(f.transitions().is_empty(), "{:?}", f.transitions());
     assert_eq!(f.lb_initial("a"), "started");
 }
+
+/// The events of `ebb run --json`.
+fn json_events(o: &std::process::Output) -> Vec<serde_json::Value> {
+    stdout(o)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Milliseconds from the last `member_finished` to `run_finished`. With `capacity_wait`
+/// set to 60 s, anything near that means the run sat waiting after it had already failed.
+fn end_lag_ms(events: &[serde_json::Value]) -> i64 {
+    let ts = |e: &serde_json::Value| e["ts_ms"].as_i64().expect("ts_ms");
+    let last_member = events
+        .iter()
+        .filter(|e| e["event"] == "member_finished")
+        .map(ts)
+        .max()
+        .expect("a member finished");
+    let finished = events
+        .iter()
+        .find(|e| e["event"] == "run_finished")
+        .map(ts)
+        .expect("run_finished");
+    finished - last_member
+}
+
+#[test]
+fn on_failure_continue_starts_members_in_plan_order_and_ends_once_max_failed_is_exceeded() {
+    // The scenario: web3's step fails, web5's drain aborts, web4 waits for capacity
+    // (web2 is slow, so web4 is already waiting when web5 comes into line).
+    let members = ["web1", "web2", "web3", "web4", "web5"];
+    let f = Fixture::new(&members);
+    std::fs::write(f.path("lb/web5.conns"), "3\n").unwrap();
+    let rb = RUNBOOK
+        .replace(
+            "timeout = \"10s\"",
+            "timeout = \"1s\"\non_timeout = \"abort\"",
+        )
+        .replace(
+            "echo start >>",
+            "if [ {member} = web3 ]; then exit 5; fi; if [ {member} = web2 ]; then sleep 1.5; fi; echo start >>",
+        );
+    let rest = format!("[runbook]\non_failure = \"continue\"\nmax_failed = 1\n{rb}");
+    let pool = f.pool(
+        "max_unavailable = 2\nmin_in_service = 1\ncapacity_wait = \"60s\"",
+        &members,
+        &rest,
+    );
+    let o = ebb().args(["run", "--json"]).arg(&pool).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let events = json_events(&o);
+    let started: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "member_started")
+        .filter_map(|e| e["member"].as_str())
+        .collect();
+    assert_eq!(started, members, "members start in plan order");
+    let lag = end_lag_ms(&events);
+    assert!(
+        lag < 30_000,
+        "run_finished came {lag} ms after the last member finished"
+    );
+    let st = status(&pool);
+    assert_eq!(member(&st, "web3")["state"], "failed");
+    assert_eq!(member(&st, "web4")["state"], "done");
+    assert_eq!(member(&st, "web5")["state"], "failed");
+    assert!(f.max_out_at_once() <= 2, "{:?}", f.transitions());
+}
+
+#[test]
+fn once_max_failed_is_exceeded_members_waiting_for_capacity_are_not_started() {
+    // a fails at once and stays out; c waits for a slot while b works, then b fails too.
+    let members = ["a", "b", "c", "d"];
+    let f = Fixture::new(&members);
+    let rb = RUNBOOK.replace(
+        "echo start >>",
+        "if [ {member} = a ]; then exit 5; fi; if [ {member} = b ]; then sleep 1; exit 6; fi; echo start >>",
+    );
+    let rest = format!("[runbook]\non_failure = \"continue\"\nmax_failed = 1\n{rb}");
+    let pool = f.pool(
+        "max_unavailable = 2\nmin_in_service = 1\ncapacity_wait = \"60s\"",
+        &members,
+        &rest,
+    );
+    let o = ebb().args(["run", "--json"]).arg(&pool).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let events = json_events(&o);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "waiting" && e["member"] == "c"),
+        "c waited for capacity: {events:?}"
+    );
+    let lag = end_lag_ms(&events);
+    assert!(
+        lag < 30_000,
+        "run_finished came {lag} ms after the last member finished"
+    );
+    let st = status(&pool);
+    for m in ["c", "d"] {
+        assert_eq!(member(&st, m)["state"], "pending", "{m} never started");
+        assert_eq!(f.lb_state(m), "started");
+    }
+    let msg = st["run"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!msg.contains("capacity_wait"), "{msg}");
+}

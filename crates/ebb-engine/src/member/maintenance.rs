@@ -79,7 +79,11 @@ impl Engine {
         };
         let started = Instant::now();
         let mut announced = false;
+        let mut turns = self.starts.watch();
         loop {
+            if self.starts.is_closed() {
+                return Err(MemberEnd::NotStarted);
+            }
             let why = match self.drivers.maintenance.gate_alerts(gate).await {
                 Ok(alerts) if alerts.is_empty() => return Ok(()),
                 Ok(alerts) => format!(
@@ -109,6 +113,7 @@ impl Engine {
             tokio::select! {
                 _ = tokio::time::sleep(gate.poll_interval.min(left).max(Duration::from_millis(10))) => {}
                 _ = sd.changed() => {}
+                _ = turns.changed() => {}
             }
             if self.shutting_down() {
                 return Err(MemberEnd::Interrupted);

@@ -40,6 +40,9 @@ pub enum MemberEnd {
     Capacity(String),
     /// Shutdown asked (Ctrl-C, abort); the journal shows where it stopped.
     Interrupted,
+    /// The run is stopping (the failure policy says so): it was not started and nothing
+    /// was done to it.
+    NotStarted,
 }
 
 /// Shared state of a run in progress.
@@ -62,6 +65,8 @@ pub struct Engine {
     pub shutdown: watch::Receiver<bool>,
     /// The last in-service count recorded, so samples are written on change only.
     pub last_in_service: Mutex<Option<usize>>,
+    /// Members waiting to be taken out, in plan order.
+    pub starts: StartQueue,
 }
 
 enum OpEnd {
@@ -76,6 +81,15 @@ enum OpEnd {
         exit_code: Option<i32>,
         output: String,
     },
+}
+
+/// A member's place in the start queue; leaves it when dropped.
+struct Turn<'a>(&'a StartQueue, usize);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.leave(self.1);
+    }
 }
 
 fn ok(detail: impl Into<String>) -> OpEnd {
@@ -98,6 +112,8 @@ mod maintenance;
 mod policy;
 mod stages;
 
+pub use policy::StartQueue;
+
 impl Engine {
     pub(super) fn emit(&self, e: Event) {
         (self.sink)(&e);
@@ -114,6 +130,8 @@ impl Engine {
     /// Carries member `idx` from its cursor to the end (or to a failure).
     pub async fn run_member(self: Arc<Self>, idx: usize) -> MemberEnd {
         let name = self.member(idx).name.clone();
+        // Out of the start queue on every way out of this block, panics included.
+        let turn = Turn(&self.starts, idx);
         let rec = match self.journal.member(self.run_id, &name) {
             Ok(r) => r,
             Err(e) => return MemberEnd::Failed(e.to_string()),
@@ -128,7 +146,9 @@ impl Engine {
             if let Err(end) = self.acquire_capacity(idx).await {
                 return end;
             }
+            drop(turn);
         } else {
+            drop(turn);
             self.out
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

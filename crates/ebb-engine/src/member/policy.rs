@@ -1,6 +1,66 @@
-//! The availability policy and the pool's in-service count, as the balancer sees them.
+//! The availability policy and the pool's in-service count, as the balancer sees them;
+//! the order in which waiting members start.
 
 use super::*;
+use std::collections::VecDeque;
+
+/// The members waiting to be taken out, in plan order. Only the first may take a free
+/// slot, so a member that waited first starts first; once closed (the run is stopping),
+/// none starts and every waiting member gives up at once instead of waiting out
+/// `capacity_wait`.
+#[derive(Default)]
+pub struct StartQueue {
+    inner: Mutex<Queue>,
+    /// Bumped on every change, to wake the waiting members.
+    changed: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<usize>,
+    closed: bool,
+}
+
+impl StartQueue {
+    /// Puts member `idx` at the end of the line (the scheduler does, in plan order).
+    pub fn push(&self, idx: usize) {
+        self.update(|q| q.waiting.push_back(idx));
+    }
+
+    /// Nothing new starts from now on; members waiting for their turn give up.
+    pub fn close(&self) {
+        self.update(|q| q.closed = true);
+    }
+
+    /// Member `idx` no longer waits (it started, or it will not).
+    pub fn leave(&self, idx: usize) {
+        self.update(|q| q.waiting.retain(|&i| i != idx));
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Queue)) {
+        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()));
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// True once nothing new may start.
+    pub(super) fn is_closed(&self) -> bool {
+        self.first().is_err()
+    }
+
+    /// Wakes on every change of the line.
+    pub(super) fn watch(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// `Err(())` once closed, else the member first in line (if any).
+    fn first(&self) -> Result<Option<usize>, ()> {
+        let q = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if q.closed {
+            return Err(());
+        }
+        Ok(q.waiting.front().copied())
+    }
+}
 
 impl Engine {
     /// The balancer's view of every member; a member it cannot read counts as out.
@@ -50,10 +110,14 @@ impl Engine {
         let max_u = plan.pool.max_unavailable.resolve(total);
         let deadline = Instant::now() + plan.pool.capacity_wait;
         let mut announced = false;
+        let mut turns = self.starts.watch();
         loop {
             let message;
             {
                 let _g = self.gate.lock().await;
+                let Ok(first) = self.starts.first() else {
+                    return Err(MemberEnd::NotStarted);
+                };
                 let states = self.pool_states().await;
                 let mut out_set = self.out.lock().unwrap_or_else(|p| p.into_inner());
                 let is_out = |j: usize| {
@@ -65,17 +129,28 @@ impl Engine {
                     .collect();
                 let in_service = (0..total).filter(|&j| !is_out(j)).count();
                 let after = in_service - usize::from(!is_out(idx));
-                if out_names.len() < max_u && after >= plan.pool.min_in_service {
-                    out_set.insert(idx);
-                    return Ok(());
-                }
-                message = format!(
+                let allowed = out_names.len() < max_u && after >= plan.pool.min_in_service;
+                match first {
+                    Some(f) if allowed && f != idx => {
+                        message = format!(
+                            "\"{}\" waits for \"{}\", earlier in the plan, to be taken out first",
+                            plan.members[idx].name, plan.members[f].name
+                        );
+                    }
+                    _ if allowed => {
+                        out_set.insert(idx);
+                        drop(out_set);
+                        self.starts.leave(idx);
+                        return Ok(());
+                    }
+                    _ => message = format!(
                     "the availability policy does not allow taking \"{}\" out: {} of {total} in service, min_in_service = {}, max_unavailable = {max_u}; out of service now: {}",
                     plan.members[idx].name,
                     in_service,
                     plan.pool.min_in_service,
                     if out_names.is_empty() { "none".to_string() } else { out_names.join(", ") }
-                );
+                ),
+                }
             }
             if Instant::now() >= deadline {
                 return Err(MemberEnd::Capacity(format!(
@@ -94,6 +169,7 @@ impl Engine {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = sd.changed() => {}
+                _ = turns.changed() => {}
             }
             if self.shutting_down() {
                 return Err(MemberEnd::Interrupted);
