@@ -22,11 +22,13 @@ pub const FAKE_LB: &str = r#"#!/bin/sh
 d=$1; op=$2; m=$3
 log() { echo "$(date +%s%N) $m $1" >> "$d/transitions.log"; }
 conns() { if [ -f "$d/$m.conns" ]; then cat "$d/$m.conns"; else echo 0; fi; }
+# Replaced, never rewritten in place: a concurrent `state` must not read a truncated file.
+put() { echo "$1" > "$d/$m.state.$$"; mv "$d/$m.state.$$" "$d/$m.state"; }
 case $op in
-  drainstop) echo draining > "$d/$m.state"; log out ;;
-  stop) echo stopped > "$d/$m.state"; rm -f "$d/$m.conns"; log out ;;
-  start) echo started > "$d/$m.state"; log in ;;
-  state) s=$(cat "$d/$m.state"); if [ "$s" = draining ] && [ "$(conns)" = 0 ]; then echo stopped > "$d/$m.state"; s=stopped; fi; echo "$s" ;;
+  drainstop) put draining; log out ;;
+  stop) put stopped; rm -f "$d/$m.conns"; log out ;;
+  start) put started; log in ;;
+  state) s=$(cat "$d/$m.state"); if [ "$s" = draining ] && [ "$(conns)" = 0 ]; then put stopped; s=stopped; fi; echo "$s" ;;
   connections) conns ;;
   initial) echo "$4" > "$d/$m.initial"; log "initial=$4" ;;
   get-initial) cat "$d/$m.initial" ;;
