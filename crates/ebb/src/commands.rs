@@ -43,6 +43,7 @@ async fn dispatch(cmd: Command) -> i32 {
             state_dir,
             json,
             steal_lock,
+            web,
         } => {
             let sel = RunSel {
                 pool: Some(pool),
@@ -55,6 +56,7 @@ async fn dispatch(cmd: Command) -> i32 {
                     ..Default::default()
                 },
                 json,
+                &web,
             )
             .await
         }
@@ -64,6 +66,7 @@ async fn dispatch(cmd: Command) -> i32 {
             rerun,
             json,
             steal_lock,
+            web,
         } => {
             run_cmd(
                 &sel,
@@ -74,6 +77,7 @@ async fn dispatch(cmd: Command) -> i32 {
                     steal_lock,
                 },
                 json,
+                &web,
             )
             .await
         }
@@ -81,6 +85,7 @@ async fn dispatch(cmd: Command) -> i32 {
         Command::Release { member, sel, json } => release(&sel, &member, json).await,
         Command::Abort { sel, json } => abort(&sel, json).await,
         Command::Report { sel, json, html } => crate::report::report(&sel, json, html.as_deref()),
+        Command::Watch { sel, web } => crate::watch::watch(&sel, &web).await,
         Command::Lb(_)
         | Command::Demo(_)
         | Command::Internal(_)
@@ -243,8 +248,15 @@ fn prepare(
     Ok((plan, drivers, renderer))
 }
 
-async fn run_cmd(sel: &RunSel, opts: RunOptions, json: bool) -> i32 {
+async fn run_cmd(sel: &RunSel, opts: RunOptions, json: bool, web: &crate::web::WebArgs) -> i32 {
     // Validate everything before the journal (or anything else) is created.
+    let web = match web.options() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("ebb: {e}");
+            return EXIT_USAGE;
+        }
+    };
     if let Some(p) = &sel.pool {
         let Some(plan) = load_plan(p) else {
             return EXIT_USAGE;
@@ -261,7 +273,14 @@ async fn run_cmd(sel: &RunSel, opts: RunOptions, json: bool) -> i32 {
         Ok(x) => x,
         Err(c) => return c,
     };
-    let sink = renderer.sink();
+    let web = match crate::web::serve_run(web.as_ref(), sel, &plan).await {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("ebb: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let sink = crate::web::tee(web.as_ref(), renderer.sink());
     let (plan2, drivers2) = (plan.clone(), drivers.clone());
     let r = run::run(plan, drivers, journal, sink, opts, shutdown_signal()).await;
     let code = report_outcome(r, &renderer);

@@ -6,6 +6,8 @@ mod init;
 mod render;
 mod report;
 mod shell;
+mod watch;
+mod web;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
@@ -84,6 +86,8 @@ enum Command {
         /// 30 s ago or more.
         #[arg(long)]
         steal_lock: bool,
+        #[command(flatten)]
+        web: web::WebArgs,
     },
     /// Continue the latest run (after a failure, a pause, Ctrl-C or a crash).
     Resume {
@@ -101,6 +105,8 @@ enum Command {
         /// Take a stale lock held from another host.
         #[arg(long)]
         steal_lock: bool,
+        #[command(flatten)]
+        web: web::WebArgs,
     },
     /// Show the latest run: its state, each member's state and what it still owes.
     Status {
@@ -139,6 +145,14 @@ enum Command {
         /// Write a self-contained HTML page (timeline, in-service count) to this file.
         #[arg(long, value_name = "FILE")]
         html: Option<PathBuf>,
+    },
+    /// Serve a live page (and /metrics) of the latest run of a pool, also one started by
+    /// another ebb, from its journal; until Ctrl-C.
+    Watch {
+        #[command(flatten)]
+        sel: RunSel,
+        #[command(flatten)]
+        web: web::WebArgs,
     },
     /// Run or control ebb's built-in load balancer.
     #[command(subcommand)]

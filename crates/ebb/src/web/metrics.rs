@@ -1,0 +1,188 @@
+//! `/metrics`: the snapshot in Prometheus' text exposition format (version 0.0.4), named
+//! as Prometheus' conventions say (`ebb_` prefix, base units, `_total` for counters).
+
+use super::view::Snapshot;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// Upper bounds (seconds) of the step duration histogram: from a quick command to an
+/// hour-long update.
+const BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0,
+];
+
+/// Run states, each exported as `ebb_run_state{state=...}` 1 or 0.
+const RUN_STATES: &[&str] = &["running", "paused", "halted", "done", "aborted"];
+/// Member states, each exported as `ebb_members{state=...}`.
+const MEMBER_STATES: &[&str] = &["pending", "draining", "out", "failed", "done", "skipped"];
+
+/// Renders the metrics text.
+pub fn render(s: &Snapshot) -> String {
+    let v = &s.view;
+    let mut out = String::new();
+    let pool = v
+        .run
+        .as_ref()
+        .map(|r| r.pool.clone())
+        .or_else(|| v.pool.clone())
+        .unwrap_or_default();
+    let pool_label = format!("pool=\"{}\"", escape(&pool));
+
+    family(
+        &mut out,
+        "ebb_run_state",
+        "gauge",
+        "State of the latest run of the pool: 1 for its state, 0 for the others.",
+    );
+    let state = v.run.as_ref().map(|r| r.state.as_str());
+    for st in RUN_STATES {
+        let _ = writeln!(
+            out,
+            "ebb_run_state{{{pool_label},state=\"{st}\"}} {}",
+            u8::from(state == Some(st))
+        );
+    }
+    if let Some(r) = &v.run {
+        family(
+            &mut out,
+            "ebb_run_start_time_seconds",
+            "gauge",
+            "When the latest run started, in seconds since the Unix epoch.",
+        );
+        let _ = writeln!(
+            out,
+            "ebb_run_start_time_seconds{{{pool_label}}} {}",
+            r.started_ms as f64 / 1000.0
+        );
+    }
+
+    family(
+        &mut out,
+        "ebb_members",
+        "gauge",
+        "Members of the run by state (draining: its drain is in flight).",
+    );
+    for st in MEMBER_STATES {
+        let n = v.members.iter().filter(|m| m.state == *st).count();
+        let _ = writeln!(out, "ebb_members{{{pool_label},state=\"{st}\"}} {n}");
+    }
+
+    if let Some(last) = v.in_service.last() {
+        family(
+            &mut out,
+            "ebb_members_in_service",
+            "gauge",
+            "Members in service as the balancer last showed them.",
+        );
+        let _ = writeln!(
+            out,
+            "ebb_members_in_service{{{pool_label}}} {}",
+            last.in_service
+        );
+    }
+
+    family(
+        &mut out,
+        "ebb_drains_in_progress",
+        "gauge",
+        "Members whose drain is in flight.",
+    );
+    let _ = writeln!(
+        out,
+        "ebb_drains_in_progress{{{pool_label}}} {}",
+        v.draining().count()
+    );
+    family(
+        &mut out,
+        "ebb_drain_connections",
+        "gauge",
+        "Connections still open on a draining member, as last seen.",
+    );
+    for m in v.draining() {
+        if let Some(c) = m.connections {
+            let _ = writeln!(
+                out,
+                "ebb_drain_connections{{{pool_label},member=\"{}\"}} {c}",
+                escape(&m.name)
+            );
+        }
+    }
+
+    family(
+        &mut out,
+        "ebb_owed_undos",
+        "gauge",
+        "Undos a member still owes (run when it returns, or by ebb release).",
+    );
+    for m in &v.members {
+        let _ = writeln!(
+            out,
+            "ebb_owed_undos{{{pool_label},member=\"{}\"}} {}",
+            escape(&m.name),
+            m.owed.len()
+        );
+    }
+
+    // Per step name: histogram of durations and the failure counter.
+    let mut by_step: BTreeMap<&str, (Vec<u64>, f64, u64, u64)> = BTreeMap::new();
+    for f in &s.finished {
+        let e = by_step
+            .entry(f.name.as_str())
+            .or_insert_with(|| (vec![0; BUCKETS.len()], 0.0, 0, 0));
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if f.seconds <= *le {
+                e.0[i] += 1;
+            }
+        }
+        e.1 += f.seconds;
+        e.2 += 1;
+        e.3 += u64::from(f.failed);
+    }
+    family(
+        &mut out,
+        "ebb_step_duration_seconds",
+        "histogram",
+        "How long finished steps of the run took, by step name.",
+    );
+    for (step, (buckets, sum, count, _)) in &by_step {
+        let l = format!("{pool_label},step=\"{}\"", escape(step));
+        for (le, n) in BUCKETS.iter().zip(buckets) {
+            let _ = writeln!(
+                out,
+                "ebb_step_duration_seconds_bucket{{{l},le=\"{le}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "ebb_step_duration_seconds_bucket{{{l},le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(out, "ebb_step_duration_seconds_sum{{{l}}} {sum}");
+        let _ = writeln!(out, "ebb_step_duration_seconds_count{{{l}}} {count}");
+    }
+    family(
+        &mut out,
+        "ebb_step_failures_total",
+        "counter",
+        "Steps of the run that failed, by step name.",
+    );
+    for (step, (_, _, _, failed)) in &by_step {
+        let _ = writeln!(
+            out,
+            "ebb_step_failures_total{{{pool_label},step=\"{}\"}} {failed}",
+            escape(step)
+        );
+    }
+    out
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A label value: backslash, double quote and newline escaped.
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
