@@ -200,9 +200,11 @@ pub async fn run(
         members: plan.members.iter().map(|m| m.name.clone()).collect(),
         resumed,
     });
-    let sampler = tokio::spawn(sample_pool(engine.clone()));
+    // Aborted however this function ends, also when its future is dropped mid-run (an
+    // embedder's cancellation): no sampler outlives its run.
+    let sampler = AbortOnDrop(tokio::spawn(sample_pool(engine.clone())));
     let outcome = drive(&engine, resumed).await;
-    sampler.abort();
+    drop(sampler);
     let outcome = outcome?;
     journal.set_run_state(run_id, outcome.state, &outcome.message)?;
     sink(&Event::RunFinished {
@@ -323,6 +325,16 @@ fn prepare_resume(
     }
     for (a, assume) in decisions {
         let advance_to = assume.then_some(a.op + 1);
+        // A step assumed done may have asked for a reboot (`always`, or an exit code that
+        // was lost with the process): reboot rather than return a half-installed member.
+        let step = plan
+            .member_index(&a.member)
+            .and_then(|i| ops_for(plan, i).get(a.op).copied());
+        if let (true, Some(Op::Step(s))) = (assume, step) {
+            if plan.runbook.steps[s].reboot != crate::plan::RebootPolicy::Never {
+                journal.set_reboot_pending(run.id, &a.member, true)?;
+            }
+        }
         journal.end_action(
             run.id,
             &a.member,
@@ -485,6 +497,15 @@ async fn drive(engine: &Arc<Engine>, resumed: bool) -> Result<RunOutcome, RunErr
         );
     }
     finish(RunState::Done, 0, String::new())
+}
+
+/// A spawned task that is aborted when this handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn sample_pool(engine: Arc<Engine>) {

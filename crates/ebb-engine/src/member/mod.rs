@@ -193,6 +193,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&idx);
+        self.starts.slot_freed();
         self.emit(Event::MemberFinished {
             member: name,
             state: "done".into(),

@@ -32,6 +32,11 @@ impl StartQueue {
         self.update(|q| q.closed = true);
     }
 
+    /// A member of this run gave its slot back: the waiting members look again at once.
+    pub fn slot_freed(&self) {
+        self.update(|_| {});
+    }
+
     /// Member `idx` no longer waits (it started, or it will not).
     pub fn leave(&self, idx: usize) {
         self.update(|q| q.waiting.retain(|&i| i != idx));
@@ -165,9 +170,13 @@ impl Engine {
                 });
                 announced = true;
             }
+            // Poll the balancer (someone else's member may come back), wake at once when the
+            // line changes or a member of this run gives its slot back, and never sleep past
+            // the deadline.
+            let left = deadline.saturating_duration_since(Instant::now());
             let mut sd = self.shutdown.clone();
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(500).min(left)) => {}
                 _ = sd.changed() => {}
                 _ = turns.changed() => {}
             }
