@@ -18,3 +18,5 @@ pub mod journal;
 pub mod member;
 pub mod ops;
 pub mod run;
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,35 @@
+//! The engine in process: the scheduler, the policy, the owed-undo stack, resume, release
+//! and abort, driven against the scripted fakes of `ebb_engine::testing` with a real
+//! journal. Every test asserts on what the fakes recorded and on the journal.
+
+mod drain;
+mod failure;
+mod liar;
+mod reboot;
+mod release;
+mod resume;
+mod scheduler;
+mod undo;
+
+use ebb_engine::events::Event;
+use ebb_engine::testing::Harness;
+
+/// The calls every member receives in a plain run with hold and the given step commands.
+pub fn plain_calls(steps: &[&str]) -> Vec<String> {
+    let mut v = vec!["set-initial stopped".to_string(), "drainstop".to_string()];
+    v.extend(steps.iter().map(|s| format!("run {s}")));
+    v.push("start".into());
+    v.push("set-initial started".into());
+    v
+}
+
+/// The `waiting` events' reasons.
+pub fn waits(h: &Harness) -> Vec<String> {
+    h.events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Waiting { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,0 +1,256 @@
+//! Resume after an interruption at every operation of every member: as kill -9 (the run's
+//! future dropped where it stands) before or after the call took effect, and as Ctrl-C.
+
+use ebb_engine::journal::RunState;
+use ebb_engine::plan::StepSpec;
+use ebb_engine::run::{RunError, RunOptions};
+use ebb_engine::testing::{
+    maintenance_step, step, Ended, Harness, Interrupt, KillPoint, PlanBuilder, Reply,
+};
+use std::collections::BTreeMap;
+
+/// Two members, each with every kind of operation: monitoring maintenance, hold, drain, a
+/// paired step, a non-idempotent step that asks for a reboot, the reboot, a verify check,
+/// return, and the pool check after the rejoin.
+fn full_plan() -> PlanBuilder {
+    PlanBuilder::new(2)
+        .with_step(maintenance_step("silence"))
+        .paired("fsc")
+        .with_step(StepSpec {
+            idempotent: false,
+            reboot: ebb_engine::plan::RebootPolicy::IfRequired,
+            ..step("install")
+        })
+        .rebooting()
+        .verify("owa")
+        .pool_check("pool")
+}
+
+fn harness() -> Harness {
+    let h = Harness::new(full_plan().build());
+    for t in &h.transports {
+        t.script("install", [Reply::Exit(3010)]);
+    }
+    h
+}
+
+fn counts(h: &Harness) -> BTreeMap<String, usize> {
+    let mut c = BTreeMap::new();
+    for r in h.log.records().into_iter().filter(|r| r.effect) {
+        *c.entry(format!("{} {}", r.member, r.call)).or_insert(0) += 1;
+    }
+    c
+}
+
+/// Runs `case(k)` for every `k` in `0..n` side by side (each has its own harness and
+/// journal, so their waits overlap), and fails with the first case that failed.
+async fn every<F, Fut>(n: usize, case: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for k in 0..n {
+        set.spawn(case(k));
+    }
+    while let Some(r) = set.join_next().await {
+        if let Err(e) = r {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+}
+
+/// The operations of an uninterrupted run, in order.
+async fn clean_run() -> (Vec<String>, BTreeMap<String, usize>) {
+    let h = harness();
+    let out = h.run().await;
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    h.assert_all_done();
+    (h.log.all_calls(), counts(&h))
+}
+
+/// Resumes after the interruption, answering the question about the non-idempotent step
+/// as an operator would: `--rerun` when it never ran, `--assume-done` when it did.
+async fn resume_after(h: &Harness, point: KillPoint) {
+    let fired = h.log.fired().expect("the trip wire fired");
+    let mut out = h.try_resume(RunOptions::default()).await;
+    if fired.call == "run install" {
+        let refused = matches!(&out, Err(RunError::Usage(m))
+            if m.contains("idempotent = false") && m.contains(&format!("--assume-done \"{}:install\"", fired.member)));
+        assert!(
+            refused,
+            "resume must refuse to guess about install: {out:?}"
+        );
+        let named = vec![format!("{}:install", fired.member)];
+        let opts = match point {
+            KillPoint::Before => RunOptions {
+                rerun: named,
+                ..Default::default()
+            },
+            KillPoint::After => RunOptions {
+                assume_done: named,
+                ..Default::default()
+            },
+        };
+        out = h.try_resume(opts).await;
+    }
+    match out {
+        Ok(o) => assert_eq!(
+            o.exit_code,
+            0,
+            "resume after {fired:?}: {}\n{}",
+            o.message,
+            h.log.dump()
+        ),
+        Err(e) => panic!("resume after {fired:?} refused: {e}\n{}", h.log.dump()),
+    }
+    h.assert_all_done();
+}
+
+#[tokio::test]
+async fn killed_before_any_operation_resume_does_each_exactly_once() {
+    let (ops, clean) = clean_run().await;
+    assert!(ops.len() >= 25, "{ops:?}");
+    every(ops.len(), |k| {
+        let (ops, clean) = (ops.clone(), clean.clone());
+        async move {
+            let h = harness();
+            h.log.interrupt_at(k, KillPoint::Before, Interrupt::Kill);
+            assert!(
+                matches!(h.start(RunOptions::default()).await, Ended::Killed),
+                "k = {k}"
+            );
+            resume_after(&h, KillPoint::Before).await;
+            // Checks may be asked again; everything that changes something happened once.
+            let mut got = counts(&h);
+            let mut want = clean;
+            got.retain(|c, _| !c.contains(" check "));
+            want.retain(|c, _| !c.contains(" check "));
+            assert_eq!(got, want, "killed before {:?}\n{}", ops[k], h.log.dump());
+            for m in ["m1", "m2"] {
+                assert_eq!(
+                    h.transport(m).boot(),
+                    "boot-1",
+                    "{m} rebooted once (k = {k})"
+                );
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn killed_after_any_operation_resume_finishes_and_never_repeats_install() {
+    let (ops, _) = clean_run().await;
+    every(ops.len(), |k| async move {
+        let h = harness();
+        h.log.interrupt_at(k, KillPoint::After, Interrupt::Kill);
+        assert!(
+            matches!(h.start(RunOptions::default()).await, Ended::Killed),
+            "k = {k}"
+        );
+        resume_after(&h, KillPoint::After).await;
+        for m in ["m1", "m2"] {
+            assert_eq!(
+                h.log.count(m, "run install"),
+                1,
+                "k = {k}\n{}",
+                h.log.dump()
+            );
+            assert_eq!(
+                h.transport(m).boot(),
+                "boot-1",
+                "{m} rebooted once (k = {k})\n{}",
+                h.log.dump()
+            );
+            assert_eq!(h.log.count(m, "begin silence"), 1, "k = {k}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ctrl_c_at_any_operation_halts_with_130_and_resume_finishes() {
+    // No pool check before the run here: Ctrl-C there is not an operation on a member.
+    let plan = full_plan().edit(|p| p.pool.checks.clear()).build();
+    let with_scripts = |plan| {
+        let h = Harness::new(plan);
+        for t in &h.transports {
+            t.script("install", [Reply::Exit(3010)]);
+        }
+        h
+    };
+    let n = {
+        let h = with_scripts(plan.clone());
+        assert_eq!(h.run().await.exit_code, 0);
+        h.log.effects()
+    };
+    every(n, |k| {
+        let h = with_scripts(plan.clone());
+        async move {
+            h.log
+                .interrupt_at(k, KillPoint::Before, Interrupt::Shutdown);
+            let out = h.run().await;
+            assert_eq!(
+                (out.state, out.exit_code),
+                (RunState::Halted, 130),
+                "k = {k}: {}",
+                out.message
+            );
+            assert_eq!(h.run_record().state, RunState::Halted);
+            let fired = h.log.fired().expect("fired");
+            // The interrupted operation's intent is in the journal without an outcome.
+            let open: Vec<_> = h
+                .actions(&fired.member)
+                .into_iter()
+                .filter(|a| a.outcome.is_none())
+                .collect();
+            assert_eq!(open.len(), 1, "k = {k} ({fired:?}): {open:?}");
+            resume_after(&h, KillPoint::Before).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_interrupted_non_idempotent_step_is_refused_without_a_decision() {
+    let h = harness();
+    // The pool check on m1 and m2, then m1: begin silence, set-initial stopped, drainstop,
+    // run fsc, run install.
+    h.log.interrupt_at(6, KillPoint::After, Interrupt::Kill);
+    assert!(matches!(
+        h.start(RunOptions::default()).await,
+        Ended::Killed
+    ));
+    assert_eq!(h.log.fired().map(|r| r.call), Some("run install".into()));
+    let r = h.try_resume(RunOptions::default()).await;
+    assert!(
+        matches!(&r, Err(RunError::Usage(m)) if m.contains("--rerun \"m1:install\"")),
+        "{r:?}"
+    );
+    let both = RunOptions {
+        assume_done: vec!["install".into()],
+        rerun: vec!["m1:install".into()],
+        ..Default::default()
+    };
+    let r = h.try_resume(both).await;
+    assert!(
+        matches!(&r, Err(RunError::Usage(m)) if m.contains("both")),
+        "{r:?}"
+    );
+    assert_eq!(h.log.count("m1", "run install"), 1, "refusals ran nothing");
+    let opts = RunOptions {
+        rerun: vec!["install".into()],
+        ..Default::default()
+    };
+    assert_eq!(h.try_resume(opts).await.expect("resume").exit_code, 0);
+    assert_eq!(h.log.count("m1", "run install"), 2, "--rerun ran it again");
+    let outcomes: Vec<Option<String>> = h
+        .actions("m1")
+        .into_iter()
+        .filter(|a| a.name == "install")
+        .map(|a| a.outcome)
+        .collect();
+    assert_eq!(outcomes, [Some("interrupted".into()), Some("ok".into())]);
+    h.assert_all_done();
+}
