@@ -102,7 +102,6 @@ async fn with_continue_a_failed_member_keeps_its_slot() {
 }
 
 #[tokio::test]
-#[ignore = "waits for issue 9 item 3 (fix-policy): m4, spawned while m1 had failed within max_failed and still waiting for a slot, starts after m2's failure exceeded max_failed"]
 async fn continue_starts_nothing_new_once_max_failed_is_exceeded() {
     let plan = PlanBuilder::new(5)
         .max_unavailable(MaxUnavailable::Count(3))
@@ -167,7 +166,6 @@ async fn a_failed_step_is_retried_by_resume_and_the_run_finishes() {
 }
 
 #[tokio::test]
-#[ignore = "waits for issue 9 item 3 (fix-policy): once max_failed is exceeded a member still waiting for capacity waits out the whole capacity_wait instead of stopping"]
 async fn after_max_failed_is_exceeded_a_waiting_member_does_not_wait_out_capacity_wait() {
     // capacity_wait is far longer than the harness's bound on a run: waiting it out fails
     // the test.

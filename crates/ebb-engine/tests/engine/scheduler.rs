@@ -221,7 +221,6 @@ async fn min_in_service_that_cannot_be_met_ends_the_run_after_capacity_wait() {
 }
 
 #[tokio::test]
-#[ignore = "waits for issue 9 item 3 (fix-policy): plan order is not guaranteed; when a slot frees, the member spawned into it races the earlier member already waiting for capacity"]
 async fn members_start_in_plan_order_when_a_slot_frees() {
     let plan = PlanBuilder::new(4)
         .max_unavailable(MaxUnavailable::Count(2))
