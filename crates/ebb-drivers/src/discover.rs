@@ -16,6 +16,8 @@ pub struct Found {
     pub address: String,
     /// Its weight, when the balancer has one other than 1 (builtin).
     pub weight: Option<u32>,
+    /// The balancer keeps it out of service now (nginx: `down` in the upstream file).
+    pub down: bool,
 }
 
 /// Bound on each question to a balancer.
@@ -82,6 +84,7 @@ fn parse_haproxy_servers(text: &str, backend: &str) -> Result<Vec<Found>, Server
             name: get(name).to_string(),
             address,
             weight: None,
+            down: false,
         });
     }
     if found.is_empty() {
@@ -107,6 +110,7 @@ pub async fn builtin(control: &str, token: Option<String>) -> Result<Vec<Found>,
             name: m.name,
             address: m.address,
             weight: (m.weight != 1).then_some(m.weight),
+            down: false,
         })
         .collect())
 }
@@ -132,8 +136,71 @@ pub async fn nlb_nodes(driver: &Nlb) -> Result<Vec<Found>, String> {
             address: r.name.clone(),
             name: r.name,
             weight: None,
+            down: false,
         })
         .collect())
+}
+
+/// The `server` lines of an nginx upstream file (on this machine): each address exactly
+/// as written (the `nginx` driver finds a member's line by it), named after its host.
+/// `unix:` sockets are left out (ebb cannot reach such a member); `skipped` lists them.
+pub fn nginx(upstream_file: &std::path::Path) -> Result<(Vec<Found>, Vec<String>), String> {
+    let text = std::fs::read_to_string(upstream_file)
+        .map_err(|e| format!("cannot read {}: {e}", upstream_file.display()))?;
+    let upstream = crate::balancer::nginx::upstream::Upstream::parse(text)
+        .map_err(|e| format!("{}: {e}", upstream_file.display()))?;
+    let mut found: Vec<Found> = Vec::new();
+    let mut skipped = Vec::new();
+    for server in &upstream.servers {
+        if server.address.starts_with("unix:") {
+            skipped.push(format!("line {}: {}", server.line, server.address));
+            continue;
+        }
+        let mut name = member_name(&server.address);
+        if found.iter().any(|f| f.name == name) {
+            name = format!("{name}-{}", server.line);
+        }
+        found.push(Found {
+            name,
+            address: server.address.clone(),
+            weight: None,
+            down: server.down,
+        });
+    }
+    if found.is_empty() {
+        return Err(format!(
+            "{} has no `server` lines ebb can use (it should hold the upstream's `server ADDRESS ...;` lines)",
+            upstream_file.display()
+        ));
+    }
+    Ok((found, skipped))
+}
+
+/// A member name from an address: the host of `host:port` (an IP whole, a host name's
+/// first label), or `host-port` when the host alone would not tell members apart.
+fn member_name(address: &str) -> String {
+    let host = match address.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => match address.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() && !h.contains(':') => h,
+            _ => address,
+        },
+    };
+    let is_ip = host.parse::<std::net::IpAddr>().is_ok();
+    let name = if is_ip {
+        host
+    } else {
+        host.split('.').next().unwrap_or(host)
+    };
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -157,6 +224,14 @@ mod tests {
                 ("web3", "10.0.0.3")
             ]
         );
+    }
+
+    #[test]
+    fn nginx_member_names_come_from_hosts() {
+        assert_eq!(member_name("192.0.2.11:80"), "192.0.2.11");
+        assert_eq!(member_name("app1.example:8080"), "app1");
+        assert_eq!(member_name("[2001:db8::1]:80"), "2001-db8--1");
+        assert_eq!(member_name("backend"), "backend");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// Where the members come from: `haproxy SOCKET` (with --backend), `builtin
-    /// CONTROL_URL`, `nlb HOST` (over ssh, PowerShell).
+    /// CONTROL_URL`, `nginx UPSTREAM_FILE`, `nlb HOST` (over ssh, PowerShell).
     #[arg(long, num_args = 2, value_names = ["KIND", "SOURCE"], required = true)]
     pub from: Vec<String>,
     /// haproxy: the backend whose servers are the members.
@@ -46,6 +46,8 @@ pub enum Source {
     Haproxy { socket: String, backend: String },
     /// ebb's built-in balancer's control API.
     Builtin { control: String },
+    /// The nginx upstream file holding the members' `server` lines (on this machine).
+    Nginx { upstream_file: PathBuf },
     /// A Windows NLB cluster, read on one of its hosts.
     Nlb {
         host: String,
@@ -124,6 +126,7 @@ impl Source {
         match self {
             Source::Haproxy { .. } => "haproxy",
             Source::Builtin { .. } => "builtin",
+            Source::Nginx { .. } => "nginx",
             Source::Nlb { .. } => "nlb",
         }
     }
@@ -160,6 +163,17 @@ fn source(args: &InitArgs) -> Result<Source, String> {
                 control: value.clone(),
             })
         }
+        "nginx" => {
+            unused("--backend", args.backend.is_some())?;
+            unused("--ssh-user", args.ssh_user.is_some())?;
+            unused("--interface", args.interface.is_some())?;
+            // The driver reads the file from the pool file's directory (local transport):
+            // an absolute path keeps it right wherever the pool file is written.
+            let path = PathBuf::from(value);
+            let upstream_file = std::fs::canonicalize(&path)
+                .map_err(|e| format!("--from nginx {value}: {e}"))?;
+            Ok(Source::Nginx { upstream_file })
+        }
         "nlb" => {
             unused("--backend", args.backend.is_some())?;
             Ok(Source::Nlb {
@@ -169,7 +183,7 @@ fn source(args: &InitArgs) -> Result<Source, String> {
             })
         }
         other => Err(format!(
-            "--from {other}: expected haproxy SOCKET, builtin CONTROL_URL or nlb HOST"
+            "--from {other}: expected haproxy SOCKET, builtin CONTROL_URL, nginx UPSTREAM_FILE or nlb HOST"
         )),
     }
 }
@@ -184,6 +198,13 @@ async fn discover(source: &Source, args: &InitArgs) -> Result<Vec<Found>, String
         Source::Builtin { control } => discover::builtin(control, args.token.clone())
             .await
             .map_err(|e| format!("cannot read the members of the balancer at {control}: {e}")),
+        Source::Nginx { upstream_file } => {
+            let (found, skipped) = discover::nginx(upstream_file)?;
+            for s in skipped {
+                eprintln!("ebb init: left out {s}: ebb cannot reach a member on a unix socket");
+            }
+            Ok(found)
+        }
         Source::Nlb { host, .. } => {
             let probe = nlb_probe(source);
             let plan = ebb_engine::config::parse(&probe, &args.pool)
@@ -333,6 +354,9 @@ capacity_wait = \"5m\"         # wait this long for the policy to allow a drain,
         if let Some(w) = f.weight {
             t += &format!("weight = {w}\n");
         }
+        if f.down {
+            t += "# marked `down` in the balancer now: ebb check shows it out of service\n";
+        }
         t += "\n";
     }
     let powershell = matches!(s.source, Source::Nlb { .. });
@@ -373,6 +397,14 @@ start_timeout = \"60s\"        # how long a start waits for the server to be UP\
         Source::Builtin { control } => format!(
             "[balancer]\ndriver = \"builtin\"\n# the balancer's control API; its token: set EBB_LB_TOKEN (kept out of this file)\ncontrol = {}\n\n",
             q(control)
+        ),
+        Source::Nginx { upstream_file } => format!(
+            "[balancer]\ndriver = \"nginx\"\n# the included file holding the upstream's server lines (ebb toggles `down` there)\n\
+upstream_file = {}\n\
+# test = \"nginx -t\"              # must fail when the configuration is broken\n\
+# reload = \"nginx -s reload\"     # a graceful reload\n\
+# transport = \"local\"            # ebb runs on the nginx host; or \"ssh\" with ssh_host\n\n",
+            q(&upstream_file.display().to_string())
         ),
         Source::Nlb { interface, .. } => {
             let mut b = String::from(
@@ -490,6 +522,7 @@ mod tests {
                 name: n.to_string(),
                 address: a.to_string(),
                 weight: None,
+                down: false,
             })
             .collect()
     }

@@ -1,11 +1,12 @@
-//! `ebb init` against real balancers: a real HAProxy (its runtime API) and a real
-//! `ebb lb serve`. The file it writes lists the members the balancer knows, and `ebb check`
+//! `ebb init` against real balancers: a real HAProxy (its runtime API), a real
+//! `ebb lb serve` and a real nginx (its upstream file). The file it writes lists the members the balancer knows, and `ebb check`
 //! and `ebb plan` accept it against that same balancer; an existing file is never
 //! overwritten.
 
 #[path = "../../ebb-drivers/tests/support/mod.rs"]
 mod drivers_support;
 
+use drivers_support::nginx::Nginx;
 use drivers_support::{free_port, Haproxy, HaproxyOptions};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -234,6 +235,55 @@ fn from_builtin_lists_the_balancers_members_and_passes_check() {
 }
 
 #[test]
+fn from_nginx_lists_the_upstream_files_servers_and_passes_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    let nginx = Nginx::start(
+        dir.path(),
+        &format!(
+            "# the web pool\nserver 127.0.0.1:{p1} max_fails=3;\nserver 127.0.0.1:{p2}\n    weight=2;\nserver 127.0.0.1:{p3} down;  # out for now\nserver unix:/run/app.sock;\n"
+        ),
+    );
+    let before = nginx.upstream();
+    let file = nginx.upstream_file.display().to_string();
+    let out = ebb(dir.path(), &["init", "--from", "nginx", &file, "web.toml"]);
+    assert_eq!(out.status.code(), Some(0), "ebb init: {}", text(&out));
+    assert!(
+        text(&out).contains("unix:/run/app.sock"),
+        "the unix socket server is said to be left out: {}",
+        text(&out)
+    );
+    let plan = ebb_engine::config::load(&dir.path().join("web.toml")).expect("valid");
+    assert_eq!(plan.balancer.driver, "nginx");
+    assert_eq!(plan.pool.name, "web");
+    let addrs: Vec<&str> = plan.members.iter().map(|m| m.address.as_str()).collect();
+    assert_eq!(
+        addrs,
+        [
+            format!("127.0.0.1:{p1}"),
+            format!("127.0.0.1:{p2}"),
+            format!("127.0.0.1:{p3}")
+        ]
+    );
+    let names: std::collections::HashSet<&str> =
+        plan.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names.len(), 3, "member names are unique: {names:?}");
+
+    let check = check_and_plan(dir.path(), "web.toml");
+    let lines: Vec<&str> = check.lines().collect();
+    for (i, p) in [p1, p2, p3].iter().enumerate() {
+        let name = &plan.members[i].name;
+        let line = lines
+            .iter()
+            .find(|l| l.trim_start().starts_with(name.as_str()))
+            .unwrap_or_else(|| panic!("no line for {name} (port {p}) in\n{check}"));
+        let out_of_service = line.contains("OUT of service");
+        assert_eq!(out_of_service, i == 2, "{line}");
+    }
+    assert_eq!(nginx.upstream(), before, "init and check change nothing");
+}
+
+#[test]
 fn usage_errors_change_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     for (args, says) in [
@@ -242,6 +292,10 @@ fn usage_errors_change_nothing() {
             "--backend",
         ),
         (&["init", "--from", "f5", "x"][..], "expected haproxy"),
+        (
+            &["init", "--from", "nginx", "/nonexistent/upstream.conf"][..],
+            "nonexistent",
+        ),
         (
             &[
                 "init",

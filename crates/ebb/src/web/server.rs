@@ -159,13 +159,15 @@ fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         "/page.js" => return page(SCRIPT, "text/javascript; charset=utf-8"),
         "/page.css" => return page(STYLE, "text/css; charset=utf-8"),
         "/state" | "/events" | "/metrics" => {}
-        _ => return text(
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            format!(
+        _ => {
+            return text(
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                format!(
                 "no {path} here: the page is /, its data /state and /events, metrics /metrics\n"
             ),
-        ),
+            )
+        }
     }
     if let Some(denied) = check_token(shared, &req) {
         return denied;
