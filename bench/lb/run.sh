@@ -21,7 +21,8 @@
 #
 # Memory: for each count in IDLE, idle_clients opens that many keep-alive connections
 # through the balancer (one request answered on each), holds them, then closes them;
-# the balancer's RSS before, with them open and after they closed, and KB per connection.
+# the balancer's RSS before, with them open and after they closed, and KB per connection
+# (with them open, over the RSS before the first count).
 set -euo pipefail
 
 BACKEND=${BACKEND:-nginx}
@@ -203,8 +204,9 @@ fds() { ls "/proc/$1/fd" | wc -l; }
 mem_results="$work/mem"
 : >"$mem_results"
 idle_phase() { # name pid addr
-    local name=$1 pid=$2 addr=$3 n base before with after ok
+    local name=$1 pid=$2 addr=$3 n base start before with after ok
     base=$(fds "$pid")
+    start=$(rss_kb "$pid")
     for n in $IDLE; do
         before=$(rss_kb "$pid")
         rm -f "$work/hold" "$work/idle.out"
@@ -234,7 +236,7 @@ idle_phase() { # name pid addr
         done
         sleep 1
         after=$(rss_kb "$pid")
-        echo "$name $n $before $with $after" >>"$mem_results"
+        echo "$name $n $start $before $with $after" >>"$mem_results"
         awk -v b="$before" -v w="$with" -v a="$after" -v n="$n" -v name="$name" 'BEGIN {
             printf "  %-8s %6d idle: RSS %6.1f -> %6.1f MB, %6.1f MB after close\n", name, n, b/1024, w/1024, a/1024 }' >&2
     done
@@ -320,5 +322,7 @@ if [ -s "$mem_results" ]; then
     echo
     echo "| balancer | idle connections | RSS before MB | RSS with them MB | RSS after close MB | KB per connection |"
     echo "|---|---:|---:|---:|---:|---:|"
-    awk '{ printf "| %s | %d | %.1f | %.1f | %.1f | %.1f |\n", ($1 == "ebb" ? "ebb" : "HAProxy"), $2, $3/1024, $4/1024, $5/1024, ($4 - $3) / $2 }' "$mem_results"
+    # Per connection: over the RSS the balancer had before the first count (memory a
+    # balancer kept from an earlier count is part of what holding them costs).
+    awk '{ printf "| %s | %d | %.1f | %.1f | %.1f | %.1f |\n", ($1 == "ebb" ? "ebb" : "HAProxy"), $2, $4/1024, $5/1024, $6/1024, ($5 - $3) / $2 }' "$mem_results"
 fi

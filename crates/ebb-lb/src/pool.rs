@@ -341,6 +341,11 @@ impl Pool {
         }
     }
 
+    /// Open connections over all members (a snapshot; for the memory release).
+    pub fn active_total(&self) -> u64 {
+        self.members.iter().map(|m| m.active.load(Relaxed)).sum()
+    }
+
     /// Closes every connection (shutdown).
     pub fn cut_all(&self) {
         for m in &self.members {

@@ -134,6 +134,10 @@ impl Server {
                 stop_rx.clone(),
             )));
         }
+        tasks.push(tokio::spawn(return_memory(
+            self.pool.clone(),
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(save_changes(
             self.pool.clone(),
             stop_rx.clone(),
@@ -184,5 +188,39 @@ async fn save_changes(pool: Arc<Pool>, mut shutdown: watch::Receiver<bool>) {
             Ok(Err(msg)) => tracing::error!("{msg}"),
             Err(e) => tracing::error!("saving the state file failed: {e}"),
         }
+    }
+}
+
+/// Gives memory back to the system after many connections closed. The allocator keeps
+/// the freed memory of connections in its arenas (free pages in the middle of a heap are
+/// not returned by `free`), so a balancer that once held 10,000 connections would keep
+/// that RSS forever. Once a second: when the open connections fell to half of their peak
+/// since the last release (and by at least `RELEASE_MIN`), `malloc_trim` returns the free
+/// pages.
+async fn return_memory(pool: Arc<Pool>, mut shutdown: watch::Receiver<bool>) {
+    const RELEASE_MIN: u64 = 256;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut peak = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = pool.active_total();
+        peak = peak.max(now);
+        if peak - now >= RELEASE_MIN && now <= peak / 2 {
+            peak = now;
+            let _ = tokio::task::spawn_blocking(trim_heap).await;
+        }
+    }
+}
+
+/// Returns the allocator's free pages to the system.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; no pointers of ours.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
