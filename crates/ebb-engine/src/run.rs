@@ -203,7 +203,7 @@ pub async fn run(
     // Aborted however this function ends, also when its future is dropped mid-run (an
     // embedder's cancellation): no sampler outlives its run.
     let sampler = AbortOnDrop(tokio::spawn(sample_pool(engine.clone())));
-    let outcome = drive(&engine, resumed).await;
+    let outcome = drive(&engine).await;
     drop(sampler);
     let outcome = outcome?;
     journal.set_run_state(run_id, outcome.state, &outcome.message)?;
@@ -358,7 +358,7 @@ fn prepare_resume(
     Ok(())
 }
 
-async fn drive(engine: &Arc<Engine>, resumed: bool) -> Result<RunOutcome, RunError> {
+async fn drive(engine: &Arc<Engine>) -> Result<RunOutcome, RunError> {
     let plan = &engine.plan;
     let journal = &engine.journal;
     let run_id = engine.run_id;
@@ -373,10 +373,22 @@ async fn drive(engine: &Arc<Engine>, resumed: bool) -> Result<RunOutcome, RunErr
         })
     };
 
-    if !resumed && !plan.pool.checks.is_empty() {
+    // Before anything changed: a new run, or one stopped before any member was touched
+    // (killed during these very checks, or stopped by the policy).
+    let untouched = journal
+        .members(run_id)?
+        .iter()
+        .all(|m| m.cursor == 0 && m.state == MemberState::Pending);
+    if untouched && !plan.pool.checks.is_empty() {
         for (j, m) in plan.members.iter().enumerate() {
             for check in &plan.pool.checks {
-                if let Err(e) = engine.run_check(check, j).await {
+                let checked = tokio::select! {
+                    r = engine.run_check(check, j) => r,
+                    _ = crate::member::shutdown_asked(engine.shutdown.clone()) => {
+                        return finish(RunState::Halted, 130, "interrupted during the pool check before the run, nothing was changed; `ebb resume` continues".into());
+                    }
+                };
+                if let Err(e) = checked {
                     return finish(RunState::Halted, 1, format!("the pool check before the run failed on \"{}\", nothing was changed: {e}", m.name));
                 }
             }

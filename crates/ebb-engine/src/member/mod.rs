@@ -112,6 +112,19 @@ mod maintenance;
 mod policy;
 mod stages;
 
+/// Returns once the shutdown signal is raised (at once if it already is); never if its
+/// sender is gone.
+pub(crate) async fn shutdown_asked(mut sd: watch::Receiver<bool>) {
+    loop {
+        if *sd.borrow_and_update() {
+            return;
+        }
+        if sd.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 pub use policy::StartQueue;
 
 impl Engine {
@@ -153,6 +166,18 @@ impl Engine {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(idx);
+            if let Err(reason) = self.drain_again_if_serving(idx, rec.cursor).await {
+                if let Err(e) = self.journal.set_member_state(
+                    self.run_id,
+                    &name,
+                    MemberState::Failed,
+                    "drain",
+                    &reason,
+                ) {
+                    return MemberEnd::Failed(e.to_string());
+                }
+                return MemberEnd::Failed(reason);
+            }
         }
         let _ = self
             .journal
@@ -220,10 +245,9 @@ impl Engine {
             kind: kind.into(),
         });
         let started = Instant::now();
-        let mut sd = self.shutdown.clone();
         let end = tokio::select! {
             end = self.exec(idx, op, action) => end,
-            _ = async { while sd.changed().await.is_ok() { if *sd.borrow() { break; } } } => {
+            _ = shutdown_asked(self.shutdown.clone()) => {
                 // The intent stays without an outcome: resume sees exactly where it stopped.
                 return Err(MemberEnd::Interrupted);
             }
