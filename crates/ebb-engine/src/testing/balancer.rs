@@ -35,6 +35,8 @@ struct Sim {
     /// Counts shown while draining, one per read by the engine; the last one stays.
     conns: VecDeque<u64>,
     current: u64,
+    /// The balancer cannot count connections (NLB cannot).
+    uncounted: bool,
     lost: bool,
     lie: Option<HostState>,
     ignore: HashSet<BalOp>,
@@ -51,6 +53,7 @@ impl Default for Sim {
             healthy: Some(true),
             conns: VecDeque::from([0]),
             current: 0,
+            uncounted: false,
             lost: false,
             lie: None,
             ignore: HashSet::new(),
@@ -148,6 +151,11 @@ impl FakeBalancer {
     /// the engine; the last one stays (`[7]`: a drain that never ends).
     pub fn drain_counts(&self, member: &str, counts: &[u64]) {
         self.with(member, |s| s.conns = counts.iter().copied().collect());
+    }
+
+    /// The balancer cannot tell `member`'s connection count (as NLB cannot).
+    pub fn uncounted(&self, member: &str) {
+        self.with(member, |s| s.uncounted = true);
     }
 
     /// The next `times` calls of `op` on `member` fail.
@@ -288,11 +296,11 @@ impl FakeBalancer {
             } else {
                 s.healthy
             },
-            active_connections: Some(if state == HostState::Stopped {
-                0
-            } else {
-                s.current
-            }),
+            active_connections: match (s.uncounted, state) {
+                (true, _) => None,
+                (false, HostState::Stopped) => Some(0),
+                (false, _) => Some(s.current),
+            },
             detail: format!("fake {}", state.as_str()),
         })
     }

@@ -106,6 +106,7 @@ pub struct FakeMaintenance {
 
 struct MaintState {
     tokens: usize,
+    fail_begin: usize,
     /// The token of each begin, by key: a repeated begin finds its earlier work.
     begun: HashMap<String, String>,
     fail_end: usize,
@@ -118,6 +119,7 @@ impl FakeMaintenance {
             log,
             state: Mutex::new(MaintState {
                 tokens: 0,
+                fail_begin: 0,
                 begun: HashMap::new(),
                 fail_end: 0,
                 gate: Scripts(HashMap::new()),
@@ -127,6 +129,11 @@ impl FakeMaintenance {
 
     fn lock(&self) -> MutexGuard<'_, MaintState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next `times` begins fail.
+    pub fn fail_begin(&self, times: usize) {
+        self.lock().fail_begin = times;
     }
 
     /// The next `times` ends fail.
@@ -147,15 +154,24 @@ impl FakeMaintenance {
 #[async_trait]
 impl Maintenance for FakeMaintenance {
     async fn begin(&self, _: &MaintenanceSpec, member: &Member, key: &str) -> DriverResult<String> {
-        let found = self.lock().begun.get(key).cloned();
+        let (found, fails) = {
+            let mut st = self.lock();
+            let fails = st.fail_begin > 0;
+            st.fail_begin = st.fail_begin.saturating_sub(1);
+            (st.begun.get(key).cloned(), fails)
+        };
         let step = Self::step_of(key);
-        let call = format!(
-            "begin {step}{}",
-            if found.is_some() { " (found)" } else { "" }
-        );
+        let call = match (&found, fails) {
+            (_, true) => format!("begin {step} (fails)"),
+            (Some(_), false) => format!("begin {step} (found)"),
+            (None, false) => format!("begin {step}"),
+        };
         let fate = self.log.effect(&member.name, call);
         if fate == Fate::DieBefore {
             return dead().await;
+        }
+        if fails {
+            return Err(DriverError::new("fake maintenance: begin fails (scripted)"));
         }
         let token = found.unwrap_or_else(|| {
             let mut st = self.lock();

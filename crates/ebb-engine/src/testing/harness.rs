@@ -135,6 +135,15 @@ impl Harness {
             opts,
             self.shutdown.subscribe(),
         );
+        self.killable("the run", run).await
+    }
+
+    /// Drives `f` until it ends or the trip wire kills it (drops it where it stands).
+    async fn killable(
+        &self,
+        what: &str,
+        f: impl std::future::Future<Output = Result<RunOutcome, RunError>>,
+    ) -> Ended {
         let log = self.log.clone();
         let killed = async move {
             loop {
@@ -144,9 +153,9 @@ impl Harness {
                 }
             }
         };
-        self.bounded("the run", async {
+        self.bounded(what, async {
             tokio::select! {
-                r = run => Ended::Finished(r),
+                r = f => Ended::Finished(r),
                 _ = killed => Ended::Killed,
             }
         })
@@ -196,7 +205,16 @@ impl Harness {
 
     /// `ebb release MEMBER`.
     pub async fn release(&self, member: &str) -> Result<RunOutcome, RunError> {
+        match self.start_release(member).await {
+            Ended::Finished(r) => r,
+            Ended::Killed => panic!("the release was killed by the trip wire"),
+        }
+    }
+
+    /// `ebb release MEMBER` until it ends or the trip wire kills it.
+    pub async fn start_release(&self, member: &str) -> Ended {
         self.shutdown.send_replace(false);
+        self.log.take_fired();
         let f = crate::run::release(
             self.plan.clone(),
             self.drivers(),
@@ -205,7 +223,17 @@ impl Harness {
             member,
             self.shutdown.subscribe(),
         );
-        self.bounded("the release", f).await
+        self.killable("the release", f).await
+    }
+
+    /// Replaces the plan (as an operator edits the pool file between a run and its
+    /// resume); the members must be the same, since the fakes are kept.
+    pub fn replan(&mut self, plan: crate::plan::Plan) {
+        let names = |p: &crate::plan::Plan| -> Vec<String> {
+            p.members.iter().map(|m| m.name.clone()).collect()
+        };
+        assert_eq!(names(&plan), names(&self.plan), "replan keeps the members");
+        self.plan = Arc::new(plan);
     }
 
     /// `ebb abort`.

@@ -322,3 +322,33 @@ async fn the_alert_gate_holds_a_member_until_the_alerts_clear() {
     assert!(crate::waits(&h).iter().any(|w| w.contains("HighLatency")));
     h.assert_all_done();
 }
+
+#[tokio::test]
+async fn a_balancer_that_cannot_count_connections_drains_until_the_timeout_then_stops() {
+    let plan = PlanBuilder::new(1)
+        .drain(
+            DrainMode::Drainstop,
+            Duration::from_millis(20),
+            OnTimeout::Stop,
+        )
+        .build();
+    let h = Harness::new(plan);
+    h.balancer.uncounted("m1");
+    let out = h.run().await;
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    assert!(drain_counts(&h, "m1").is_empty(), "no made-up counts");
+    assert_eq!(&h.log.calls("m1")[1..3], ["drainstop", "stop"]);
+    let drain = h
+        .actions("m1")
+        .into_iter()
+        .find(|a| a.kind == "drain")
+        .expect("drain");
+    assert!(
+        drain
+            .detail
+            .contains("an unknown number of connection(s) cut"),
+        "{}",
+        drain.detail
+    );
+    h.assert_all_done();
+}

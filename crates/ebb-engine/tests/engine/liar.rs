@@ -147,3 +147,20 @@ async fn someone_else_taking_a_member_out_mid_run_blocks_the_next() {
     // m1 and m3 were out together only while m1 was already out (not ebb's choice).
     assert_eq!(h.balancer.max_out(), 2);
 }
+
+#[tokio::test]
+async fn a_member_reported_in_service_while_out_lets_ebb_take_another_out() {
+    // ebb can only be as right as the balancer: the true timeline shows what it missed.
+    let h = Harness::new(PlanBuilder::new(3).step("install").build());
+    h.balancer.set("m3", HostState::Stopped);
+    h.balancer.lie("m3", Some(HostState::Started));
+    // The balancer tells the truth again once m1 and m2 are done.
+    let bal = Arc::clone(&h.balancer);
+    h.log
+        .on("m2", "set-initial started", move || bal.lie("m3", None));
+    let out = h.run().await;
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    assert_eq!(h.balancer.max_out(), 2, "{:?}", h.balancer.timeline());
+    assert_eq!(h.log.order_of("drainstop"), ["m1", "m2", "m3"]);
+    h.assert_all_done();
+}

@@ -254,3 +254,164 @@ async fn an_interrupted_non_idempotent_step_is_refused_without_a_decision() {
     assert_eq!(outcomes, [Some("interrupted".into()), Some("ok".into())]);
     h.assert_all_done();
 }
+
+#[tokio::test]
+async fn a_run_killed_during_its_pool_check_does_the_check_again_before_anything() {
+    let h = harness();
+    // Killed before the pool check of m2, the second operation of the run.
+    h.log.interrupt_at(1, KillPoint::Before, Interrupt::Kill);
+    assert!(matches!(
+        h.start(RunOptions::default()).await,
+        Ended::Killed
+    ));
+    assert_eq!(
+        h.log.fired().map(|r| r.call),
+        Some("check pool: pass".into())
+    );
+    let out = h.resume().await;
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    let checked = h.log.position("m2", "check pool: pass");
+    let first_change = h.log.position("m1", "begin silence");
+    assert!(
+        checked.is_some() && checked < first_change,
+        "m2 checked before any change:\n{}",
+        h.log.dump()
+    );
+    h.assert_all_done();
+}
+
+#[tokio::test]
+async fn resume_refuses_a_runbook_that_changed_under_a_member_in_flight() {
+    let mut h = Harness::new(PlanBuilder::new(2).paired("fsc").step("install").build());
+    h.transport("m1").script("install", [Reply::Exit(1)]);
+    assert_eq!(h.run().await.exit_code, 1);
+    let calls = h.log.effects();
+    h.replan(
+        PlanBuilder::new(2)
+            .paired("fsc")
+            .step("prepare")
+            .step("install")
+            .build(),
+    );
+    let r = h.try_resume(RunOptions::default()).await;
+    assert!(
+        matches!(&r, Err(RunError::Usage(m)) if m.contains("the steps of member \"m1\" changed") && m.contains("step:prepare")),
+        "{r:?}"
+    );
+    assert_eq!(h.log.effects(), calls, "nothing changed on any server");
+    // Fixing the command (same steps) is fine: the run goes on.
+    h.replan(PlanBuilder::new(2).paired("fsc").step("install").build());
+    h.transport("m1").script("install", [Reply::Exit(0)]);
+    assert_eq!(h.resume().await.exit_code, 0);
+    h.assert_all_done();
+}
+
+#[tokio::test]
+async fn resume_after_the_policy_stopped_the_run_starts_where_nothing_was_done() {
+    let h = Harness::new(
+        PlanBuilder::new(3)
+            .capacity_wait(std::time::Duration::from_millis(20))
+            .step("install")
+            .build(),
+    );
+    h.balancer
+        .set("m3", ebb_engine::interfaces::HostState::Stopped);
+    let out = h.run().await;
+    assert_eq!(out.exit_code, 1);
+    assert_eq!(h.log.effects(), 0);
+    // Whoever took m3 out puts it back; the resume does every member.
+    h.balancer
+        .set("m3", ebb_engine::interfaces::HostState::Started);
+    let out = h.resume().await;
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    assert_eq!(h.log.order_of("drainstop"), ["m1", "m2", "m3"]);
+    h.assert_all_done();
+}
+
+#[tokio::test]
+async fn a_release_killed_at_any_operation_is_finished_by_releasing_again() {
+    fn failed() -> Harness {
+        let h = Harness::new(
+            PlanBuilder::new(2)
+                .with_step(maintenance_step("silence"))
+                .paired("fsc")
+                .step("install")
+                .verify("owa")
+                .build(),
+        );
+        h.transport("m1").script("install", [Reply::Exit(1)]);
+        h
+    }
+    // The operations of a release: verify, the undos, start, hold, the silence's end.
+    let h = failed();
+    assert_eq!(h.run().await.exit_code, 1);
+    let before = h.log.effects();
+    assert_eq!(h.release("m1").await.expect("release").exit_code, 0);
+    let n = h.log.effects() - before;
+    assert_eq!(n, 5, "{}", h.log.dump());
+    every(n, |k| async move {
+        let h = failed();
+        assert_eq!(h.run().await.exit_code, 1);
+        h.log
+            .interrupt_at(h.log.effects() + k, KillPoint::Before, Interrupt::Kill);
+        assert!(
+            matches!(h.start_release("m1").await, Ended::Killed),
+            "k = {k}"
+        );
+        let out = h.release("m1").await.expect("release again");
+        assert_eq!(out.exit_code, 0, "k = {k}: {}", out.message);
+        assert_eq!(h.owed("m1"), Vec::<String>::new());
+        for call in [
+            "run undo fsc",
+            "start",
+            "set-initial started",
+            "end silence token-1",
+        ] {
+            assert_eq!(
+                h.log.count("m1", call),
+                1,
+                "{call} once (k = {k})\n{}",
+                h.log.dump()
+            );
+        }
+        assert_eq!(
+            h.balancer.truth("m1"),
+            (
+                ebb_engine::interfaces::HostState::Started,
+                ebb_engine::interfaces::HostState::Started
+            )
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_member_started_by_someone_while_ebb_was_dead_is_drained_again_before_its_steps() {
+    let h = Harness::new(PlanBuilder::new(2).paired("fsc").step("install").build());
+    // Killed before fsc, with m1 drained and held; then someone starts m1 again.
+    h.log.interrupt_at(2, KillPoint::Before, Interrupt::Kill);
+    assert!(matches!(
+        h.start(RunOptions::default()).await,
+        Ended::Killed
+    ));
+    h.balancer
+        .set("m1", ebb_engine::interfaces::HostState::Started);
+    let out = h.resume().await;
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    // No step ran on m1 while it took traffic.
+    let started_again = h.log.position("m1", "external started").expect("logged");
+    let fsc = h.log.position("m1", "run fsc").expect("ran");
+    let drains: Vec<usize> = h
+        .log
+        .records()
+        .iter()
+        .filter(|r| r.member == "m1" && r.call == "drainstop")
+        .map(|r| r.seq)
+        .collect();
+    assert!(
+        drains.iter().any(|&d| d > started_again && d < fsc),
+        "drained again before fsc:\n{}",
+        h.log.dump()
+    );
+    h.assert_all_done();
+}

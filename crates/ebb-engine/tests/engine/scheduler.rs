@@ -241,3 +241,113 @@ async fn members_start_in_plan_order_when_a_slot_frees() {
     );
     assert!(h.balancer.max_out() <= 2);
 }
+
+#[tokio::test]
+async fn a_first_only_step_runs_on_the_first_member_of_the_first_wave() {
+    let plan = PlanBuilder::new(3)
+        .with_step(ebb_engine::plan::StepSpec {
+            when: ebb_engine::plan::When::First,
+            ..ebb_engine::testing::step("backup")
+        })
+        .step("install")
+        .waves(vec![
+            wave("canary", &[1], false),
+            wave("rest", &[0, 2], false),
+        ])
+        .build();
+    let h = Harness::new(plan);
+    let out = h.run().await;
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    assert_eq!(h.log.calls("m2"), plain_calls(&["backup", "install"]));
+    assert_eq!(h.log.calls("m1"), plain_calls(&["install"]));
+    assert_eq!(h.log.calls("m3"), plain_calls(&["install"]));
+    h.assert_all_done();
+}
+
+#[tokio::test]
+async fn pause_after_the_last_wave_ends_the_run_done() {
+    let plan = PlanBuilder::new(2)
+        .waves(vec![wave("a", &[0], false), wave("b", &[1], true)])
+        .build();
+    let h = Harness::new(plan);
+    let out = h.run().await;
+    assert_eq!(
+        (out.state, out.exit_code),
+        (RunState::Done, 0),
+        "{}",
+        out.message
+    );
+    h.assert_all_done();
+}
+
+#[tokio::test]
+async fn with_continue_a_failure_in_a_wave_is_warned_and_the_next_wave_goes_on() {
+    let plan = PlanBuilder::new(3)
+        .on_failure(ebb_engine::plan::OnFailure::Continue, 1)
+        .max_unavailable(MaxUnavailable::Count(2))
+        .step("install")
+        .waves(vec![
+            wave("canary", &[0], false),
+            wave("rest", &[1, 2], false),
+        ])
+        .build();
+    let h = Harness::new(plan);
+    h.transport("m1").script("install", [Reply::Exit(1)]);
+    let out = h.run().await;
+    assert_eq!(out.exit_code, 1);
+    assert_eq!(
+        h.states(),
+        [MemberState::Failed, MemberState::Done, MemberState::Done]
+    );
+    let warned = h.events().into_iter().any(|e| {
+        matches!(e, ebb_engine::events::Event::Warning { message } if message.contains("wave \"canary\" finished with failures"))
+    });
+    assert!(warned);
+    // m1 stayed out, so m2 and m3 went one at a time.
+    assert_eq!(h.balancer.max_out(), 2, "{:?}", h.balancer.timeline());
+}
+
+#[tokio::test]
+async fn the_alert_gate_that_never_opens_ends_the_run_before_the_member_is_touched() {
+    let plan = PlanBuilder::new(2)
+        .edit(|p| {
+            p.pool.gate = Some(ebb_engine::plan::GateSpec {
+                alertmanager: "http://fake.invalid".into(),
+                matchers: Default::default(),
+                timeout: Duration::from_millis(20),
+                poll_interval: Duration::from_millis(2),
+            })
+        })
+        .build();
+    let h = Harness::new(plan);
+    h.maintenance.gate(vec![vec!["DiskFull on m2".into()]]);
+    let out = h.run().await;
+    assert_eq!((out.state, out.exit_code), (RunState::Halted, 1));
+    assert!(
+        out.message.contains("pool.gate.timeout") && out.message.contains("DiskFull"),
+        "{}",
+        out.message
+    );
+    assert_eq!(h.log.effects(), 0);
+    assert_eq!(h.states(), [MemberState::Pending; 2]);
+}
+
+#[tokio::test]
+async fn ctrl_c_during_the_pool_check_before_the_run_is_an_interruption() {
+    let h = Harness::new(PlanBuilder::new(2).pool_check("pool").build());
+    h.log.interrupt_at(
+        1,
+        ebb_engine::testing::KillPoint::Before,
+        ebb_engine::testing::Interrupt::Shutdown,
+    );
+    let out = h.run().await;
+    assert_eq!(
+        (out.state, out.exit_code),
+        (RunState::Halted, 130),
+        "{}",
+        out.message
+    );
+    assert!(!out.message.contains("failed"), "{}", out.message);
+    assert_eq!(h.resume().await.exit_code, 0);
+    h.assert_all_done();
+}

@@ -130,3 +130,49 @@ async fn without_hold_nothing_about_the_initial_state_is_owed_or_changed() {
     }
     h.assert_all_done();
 }
+
+#[tokio::test]
+async fn a_failed_maintenance_begin_changes_nothing_on_the_balancer_and_its_end_is_owed() {
+    let plan = PlanBuilder::new(2)
+        .with_step(maintenance_step("silence"))
+        .step("install")
+        .build();
+    let h = Harness::new(plan);
+    h.maintenance.fail_begin(1);
+    let out = h.run().await;
+    assert_eq!(out.exit_code, 1);
+    assert_eq!(h.log.calls("m1"), ["begin silence (fails)"]);
+    // It may have been created before the error: its end is owed.
+    assert_eq!(h.owed("m1"), ["silence"]);
+    assert_eq!(
+        h.balancer.truth("m1"),
+        (HostState::Started, HostState::Started)
+    );
+    let out = h.resume().await;
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    h.assert_all_done();
+}
+
+#[tokio::test]
+async fn a_member_held_before_the_run_is_held_again_after_it() {
+    let h = Harness::new(PlanBuilder::new(2).step("install").build());
+    h.balancer.set_initial("m2", HostState::Stopped);
+    let out = h.run().await;
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    assert_eq!(
+        h.log.calls("m2"),
+        [
+            "set-initial stopped",
+            "drainstop",
+            "run install",
+            "start",
+            "set-initial stopped"
+        ],
+        "the prior initial state is restored, not forced to started"
+    );
+    assert_eq!(
+        h.balancer.truth("m2"),
+        (HostState::Started, HostState::Stopped)
+    );
+    assert_eq!(h.owed("m2"), Vec::<String>::new());
+}
