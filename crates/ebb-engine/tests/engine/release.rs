@@ -135,3 +135,19 @@ async fn an_unfinished_run_refuses_a_new_one_and_abort_of_a_done_run_is_refused(
         "{r:?}"
     );
 }
+
+#[tokio::test]
+async fn a_release_whose_undo_fails_keeps_it_owed_and_the_member_out() {
+    let h = failed_at_install().await;
+    h.transport("m1").script("undo fsc", [Reply::Exit(3)]);
+    let out = h.release("m1").await.expect("release runs");
+    assert_eq!(out.exit_code, 1);
+    assert!(out.message.contains("still owed"), "{}", out.message);
+    assert_eq!(h.owed("m1"), ["hold", "drain", "fsc"]);
+    assert_eq!(
+        h.log.count("m1", "start"),
+        0,
+        "not returned with an undo owed"
+    );
+    assert_eq!(h.member("m1").state, MemberState::Failed);
+}

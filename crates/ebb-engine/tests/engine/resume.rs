@@ -415,3 +415,96 @@ async fn a_member_started_by_someone_while_ebb_was_dead_is_drained_again_before_
     );
     h.assert_all_done();
 }
+
+/// Resumes, answering every question about an interrupted non-idempotent `install` as an
+/// operator who looked at the member would: `--assume-done` where it ran, `--rerun` where
+/// it never started.
+async fn resume_answering(h: &Harness) -> ebb_engine::run::RunOutcome {
+    match h.try_resume(RunOptions::default()).await {
+        Ok(o) => o,
+        Err(RunError::Usage(m)) if m.contains("idempotent = false") => {
+            let mut opts = RunOptions::default();
+            for member in &h.plan.members {
+                let named = format!("{}:install", member.name);
+                if !m.contains(&format!("\"{named}\"")) {
+                    continue;
+                }
+                if h.log.count(&member.name, "run install") > 0 {
+                    opts.assume_done.push(named);
+                } else {
+                    opts.rerun.push(named);
+                }
+            }
+            h.resume_with(opts).await
+        }
+        Err(e) => panic!("resume refused: {e}\n{}", h.log.dump()),
+    }
+}
+
+#[tokio::test]
+async fn killed_at_any_operation_with_members_in_parallel_resume_finishes_them_all() {
+    fn parallel() -> Harness {
+        let h = Harness::new(
+            PlanBuilder::new(3)
+                .max_unavailable(ebb_engine::plan::MaxUnavailable::Count(2))
+                .paired("fsc")
+                .with_step(StepSpec {
+                    idempotent: false,
+                    ..step("install")
+                })
+                .verify("owa")
+                .build(),
+        );
+        for t in &h.transports {
+            t.script(
+                "install",
+                [Reply::Slow(std::time::Duration::from_millis(3))],
+            );
+        }
+        h
+    }
+    let n = {
+        let h = parallel();
+        assert_eq!(h.run().await.exit_code, 0);
+        h.log.effects()
+    };
+    every(n, |k| async move {
+        let h = parallel();
+        h.log.interrupt_at(k, KillPoint::Before, Interrupt::Kill);
+        assert!(
+            matches!(h.start(RunOptions::default()).await, Ended::Killed),
+            "k = {k}"
+        );
+        let out = resume_answering(&h).await;
+        assert_eq!(
+            out.exit_code,
+            0,
+            "k = {k}: {}\n{}",
+            out.message,
+            h.log.dump()
+        );
+        h.assert_all_done();
+        assert!(
+            h.balancer.max_out() <= 2,
+            "k = {k}: {:?}",
+            h.balancer.timeline()
+        );
+        for m in ["m1", "m2", "m3"] {
+            for call in [
+                "run install",
+                "run fsc",
+                "run undo fsc",
+                "drainstop",
+                "start",
+            ] {
+                assert_eq!(
+                    h.log.count(m, call),
+                    1,
+                    "{m} {call} (k = {k})\n{}",
+                    h.log.dump()
+                );
+            }
+        }
+    })
+    .await;
+}

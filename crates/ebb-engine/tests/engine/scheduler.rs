@@ -351,3 +351,38 @@ async fn ctrl_c_during_the_pool_check_before_the_run_is_an_interruption() {
     assert_eq!(h.resume().await.exit_code, 0);
     h.assert_all_done();
 }
+
+#[tokio::test]
+async fn a_group_only_step_runs_on_that_group_alone() {
+    let plan = PlanBuilder::new(3)
+        .with_step(ebb_engine::plan::StepSpec {
+            only_group: Some("mailbox".into()),
+            ..ebb_engine::testing::step("dag-pause")
+        })
+        .step("install")
+        .edit(|p| p.members[1].group = Some("mailbox".into()))
+        .build();
+    let h = Harness::new(plan);
+    let out = h.run().await;
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    assert_eq!(h.log.calls("m2"), plain_calls(&["dag-pause", "install"]));
+    assert_eq!(h.log.calls("m1"), plain_calls(&["install"]));
+    assert_eq!(h.log.calls("m3"), plain_calls(&["install"]));
+}
+
+#[tokio::test]
+async fn a_small_percentage_of_a_small_pool_still_lets_one_member_go() {
+    // 10 % of 4 members rounds down to 0: one at a time, never none.
+    let plan = PlanBuilder::new(4)
+        .max_unavailable(MaxUnavailable::Percent(10))
+        .step("install")
+        .build();
+    let h = Harness::new(plan);
+    for t in &h.transports {
+        t.script("install", [Reply::Slow(Duration::from_millis(3))]);
+    }
+    let out = h.run().await;
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    assert_eq!(h.balancer.max_out(), 1, "{:?}", h.balancer.timeline());
+    h.assert_all_done();
+}

@@ -176,3 +176,31 @@ async fn a_member_held_before_the_run_is_held_again_after_it() {
     );
     assert_eq!(h.owed("m2"), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn a_failed_restore_of_the_initial_state_stays_owed_with_the_member_serving() {
+    let h = Harness::new(PlanBuilder::new(2).paired("a").build());
+    let bal = std::sync::Arc::clone(&h.balancer);
+    // Fails only on the way back (the hold itself worked).
+    h.log.on("m1", "start", move || {
+        bal.fail_next("m1", ebb_engine::testing::BalOp::SetInitialState, 1)
+    });
+    let out = h.run().await;
+    assert_eq!(out.exit_code, 1);
+    assert_eq!(h.owed("m1"), ["hold"]);
+    let m1 = h.member("m1");
+    assert_eq!(
+        (m1.state, m1.step.as_str()),
+        (MemberState::Failed, "return")
+    );
+    // Started, but still held: a reboot would keep it out. Listed until paid.
+    assert_eq!(
+        h.balancer.truth("m1"),
+        (HostState::Started, HostState::Stopped)
+    );
+    let out = h.resume().await;
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    assert_eq!(h.log.count("m1", "start"), 1, "only what is owed is redone");
+    assert_eq!(h.log.count("m1", "run undo a"), 1);
+    h.assert_all_done();
+}
