@@ -23,6 +23,22 @@ pub fn plain_calls(steps: &[&str]) -> Vec<String> {
     v
 }
 
+/// The index of `member`'s first `call` among the operations of an uninterrupted run of
+/// `plan`, for arming the trip wire there.
+pub async fn operation_index(plan: &ebb_engine::plan::Plan, member: &str, call: &str) -> usize {
+    let h = Harness::new(plan.clone());
+    let out = h.run().await;
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    let effects: Vec<_> = h.log.records().into_iter().filter(|r| r.effect).collect();
+    match effects
+        .iter()
+        .position(|r| r.member == member && r.call == call)
+    {
+        Some(k) => k,
+        None => panic!("no {member} {call} in\n{}", h.log.dump()),
+    }
+}
+
 /// The `waiting` events' reasons.
 pub fn waits(h: &Harness) -> Vec<String> {
     h.events()

@@ -151,3 +151,50 @@ async fn a_release_whose_undo_fails_keeps_it_owed_and_the_member_out() {
     );
     assert_eq!(h.member("m1").state, MemberState::Failed);
 }
+
+#[tokio::test]
+async fn a_member_released_from_an_interrupted_run_is_left_alone_by_the_resume() {
+    let plan = PlanBuilder::new(3).paired("fsc").step("install").build();
+    let k = crate::operation_index(&plan, "m2", "run install").await;
+    let h = Harness::new(plan);
+    // Ctrl-C while m2's install runs.
+    h.log.interrupt_at(
+        k,
+        ebb_engine::testing::KillPoint::After,
+        ebb_engine::testing::Interrupt::Shutdown,
+    );
+    let out = h.run().await;
+    assert_eq!(out.exit_code, 130, "{}", out.message);
+    assert_eq!(h.member("m2").state, MemberState::Out);
+    // The operator checked m2 by hand and releases it: verify, unwind, back in service.
+    let out = h.release("m2").await.expect("release");
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    assert_eq!(h.member("m2").state, MemberState::Done);
+    // The resume does m3 and leaves m1 and m2 alone; the interrupted install is settled.
+    let out = h
+        .resume_with(ebb_engine::run::RunOptions {
+            assume_done: vec!["m2:install".into()],
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    assert_eq!(h.log.count("m2", "run install"), 1);
+    assert_eq!(h.log.count("m2", "drainstop"), 1);
+    assert_eq!(h.log.count("m3", "drainstop"), 1);
+    h.assert_all_done();
+}
+
+#[tokio::test]
+async fn the_journal_samples_the_pool_as_members_leave_and_return() {
+    let h = Harness::new(PlanBuilder::new(3).step("install").build());
+    let out = h.run().await;
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    let samples = h.journal.samples(out.run_id).expect("samples");
+    let counts: Vec<usize> = samples.iter().map(|s| s.1).collect();
+    assert!(samples.iter().all(|s| s.2 == 3));
+    assert_eq!(counts.iter().min(), Some(&2), "{counts:?}");
+    assert_eq!(counts.last(), Some(&3), "{counts:?}");
+    // One dip per member (written on change only).
+    let dips = counts.windows(2).filter(|w| w[0] == 3 && w[1] == 2).count();
+    assert_eq!(dips, 3, "{counts:?}");
+}
