@@ -2,7 +2,7 @@
 //! that hang or cannot reach their member; the alert gate.
 
 use ebb_engine::events::Event;
-use ebb_engine::interfaces::HostState;
+use ebb_engine::interfaces::{HostState, Transport};
 use ebb_engine::journal::MemberState;
 use ebb_engine::plan::{DrainMode, OnTimeout, StepSpec};
 use ebb_engine::testing::{step, CheckReply, Harness, PlanBuilder, Reply};
@@ -158,7 +158,9 @@ async fn a_hanging_step_is_killed_at_its_timeout_and_fails() {
 #[tokio::test]
 async fn an_unreachable_member_fails_its_step_and_resume_retries_once_it_is_back() {
     let h = Harness::new(PlanBuilder::new(1).paired("fsc").build());
-    h.transport("m1").unreachable_for(Duration::from_millis(40));
+    // Long enough that the run surely reaches fsc while it lasts, even on a loaded machine.
+    h.transport("m1")
+        .unreachable_for(Duration::from_millis(300));
     let out = h.run().await;
     assert_eq!(out.exit_code, 1);
     assert_eq!(
@@ -177,7 +179,13 @@ async fn an_unreachable_member_fails_its_step_and_resume_retries_once_it_is_back
         ["hold", "drain", "fsc"],
         "owed: it may have run"
     );
-    tokio::time::sleep(Duration::from_millis(45)).await;
+    // Resume once it answers again.
+    let back = tokio::time::timeout(Duration::from_secs(5), async {
+        while h.transport("m1").boot_id().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    assert!(back.await.is_ok(), "m1 never came back");
     assert_eq!(h.resume().await.exit_code, 0);
     h.assert_all_done();
 }

@@ -186,3 +186,32 @@ async fn after_max_failed_is_exceeded_a_waiting_member_does_not_wait_out_capacit
     assert_eq!(h.log.order_of("drainstop"), ["m1"]);
     assert_eq!(h.member("m2").state, MemberState::Pending);
 }
+
+#[tokio::test]
+async fn halt_lets_the_members_in_flight_finish_and_starts_no_new_one() {
+    let plan = PlanBuilder::new(4)
+        .max_unavailable(MaxUnavailable::Count(2))
+        .step("install")
+        .build();
+    let h = Harness::new(plan);
+    h.transport("m1").script("install", [Reply::Exit(1)]);
+    h.transport("m2")
+        .script("install", [Reply::Slow(Duration::from_millis(20))]);
+    let out = h.run().await;
+    assert_eq!((out.state, out.exit_code), (RunState::Halted, 1));
+    assert_eq!(
+        h.states(),
+        [
+            MemberState::Failed,
+            MemberState::Done,
+            MemberState::Pending,
+            MemberState::Pending
+        ],
+        "m2 was not abandoned out of service"
+    );
+    assert_eq!(
+        h.balancer.truth("m2"),
+        (HostState::Started, HostState::Started)
+    );
+    assert!(h.log.calls("m3").is_empty() && h.log.calls("m4").is_empty());
+}

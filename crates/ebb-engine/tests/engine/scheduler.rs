@@ -386,3 +386,25 @@ async fn a_small_percentage_of_a_small_pool_still_lets_one_member_go() {
     assert_eq!(h.balancer.max_out(), 1, "{:?}", h.balancer.timeline());
     h.assert_all_done();
 }
+
+#[tokio::test]
+async fn a_wave_ends_before_the_next_one_starts_even_with_free_slots() {
+    let plan = PlanBuilder::new(3)
+        .max_unavailable(MaxUnavailable::Count(2))
+        .step("install")
+        .waves(vec![wave("a", &[0, 1], false), wave("b", &[2], false)])
+        .build();
+    let h = Harness::new(plan);
+    h.transport("m1")
+        .script("install", [Reply::Slow(Duration::from_millis(30))]);
+    let out = h.run().await;
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    // m2 was back long before m1; m3 still waited for all of wave "a".
+    assert!(h.log.position("m2", "set-initial started") < h.log.position("m1", "start"));
+    assert!(
+        h.log.position("m1", "set-initial started") < h.log.position("m3", "set-initial stopped"),
+        "{}",
+        h.log.dump()
+    );
+    h.assert_all_done();
+}
