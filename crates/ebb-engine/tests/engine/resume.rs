@@ -508,3 +508,44 @@ async fn killed_at_any_operation_with_members_in_parallel_resume_finishes_them_a
     })
     .await;
 }
+
+#[tokio::test]
+async fn ctrl_c_while_a_long_step_runs_stops_the_run_at_once() {
+    let plan = PlanBuilder::new(2)
+        .with_step(StepSpec {
+            timeout: std::time::Duration::from_secs(60),
+            ..step("install")
+        })
+        .build();
+    let h = Harness::new(plan);
+    h.transport("m1").script(
+        "install",
+        [
+            Reply::Slow(std::time::Duration::from_secs(30)),
+            Reply::Exit(0),
+        ],
+    );
+    let operator = async {
+        while h.log.count("m1", "run install") == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        h.interrupt();
+    };
+    let (out, ()) = tokio::join!(h.run(), operator);
+    assert_eq!(
+        (out.state, out.exit_code),
+        (RunState::Halted, 130),
+        "{}",
+        out.message
+    );
+    let install = h.actions("m1").into_iter().find(|a| a.name == "install");
+    assert_eq!(
+        install.map(|a| a.outcome),
+        Some(None),
+        "intent without outcome"
+    );
+    // install is idempotent: the resume runs it again and finishes.
+    assert_eq!(h.resume().await.exit_code, 0);
+    assert_eq!(h.log.count("m1", "run install"), 2);
+    h.assert_all_done();
+}
