@@ -192,6 +192,9 @@ pub async fn run(
         .arg("--json")
         .arg("--state-dir")
         .arg(paths.state_dir)
+        // The demo's pool and balancer belong to its directory alone: two demos in two
+        // directories are two pools, whatever their shared name.
+        .env("EBB_LOCK_DIR", paths.state_dir.join("locks"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log));

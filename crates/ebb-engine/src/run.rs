@@ -27,6 +27,9 @@ pub enum RunError {
         /// The holder is on another host.
         from_other_host: bool,
     },
+    /// Another ebb on this host works on a pool of the same name from another state dir.
+    #[error(transparent)]
+    HostLocked(#[from] crate::journal::HostLockError),
     /// The journal failed.
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),

@@ -2,7 +2,7 @@
 
 use crate::render::Renderer;
 use crate::{Command, RunSel};
-use ebb_engine::journal::{Journal, RunRecord};
+use ebb_engine::journal::{default_lock_dir, HostLock, Journal, RunRecord};
 use ebb_engine::member::Drivers;
 use ebb_engine::ops::ops_for;
 use ebb_engine::plan::Plan;
@@ -202,6 +202,17 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     rx
 }
 
+/// The host-wide lock of the plan's pool, held while a run, resume or release works:
+/// the journal's own lock covers only its state dir.
+fn host_lock(plan: &Plan, journal: &Journal) -> Result<HostLock, RunError> {
+    let state_dir = journal.path().parent().unwrap_or(journal.path());
+    Ok(HostLock::take(
+        &default_lock_dir(),
+        &plan.pool.name,
+        state_dir,
+    )?)
+}
+
 /// Prints why a command could not run; the journal failing is 1, anything else is bad
 /// input or usage (2).
 fn refused(e: RunError) -> i32 {
@@ -273,6 +284,10 @@ async fn run_cmd(sel: &RunSel, opts: RunOptions, json: bool, web: &crate::web::W
         Ok(x) => x,
         Err(c) => return c,
     };
+    let _host_lock = match host_lock(&plan, &journal) {
+        Ok(l) => l,
+        Err(e) => return report_outcome(Err(e), &renderer),
+    };
     let web = match crate::web::serve_run(web.as_ref(), sel, &plan).await {
         Ok(w) => w,
         Err(e) => {
@@ -320,6 +335,13 @@ async fn release(sel: &RunSel, member: &str, json: bool) -> i32 {
     let (plan, drivers, renderer) = match prepare(sel, &journal, json) {
         Ok(x) => x,
         Err(c) => return c,
+    };
+    let _host_lock = match host_lock(&plan, &journal) {
+        Ok(l) => l,
+        Err(e) => {
+            renderer.finish();
+            return refused(e);
+        }
     };
     let r = run::release(
         plan,

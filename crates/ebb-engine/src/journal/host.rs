@@ -34,3 +34,120 @@ pub(super) fn is_zombie(pid: u32) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// A host-wide lock on a pool name: the file `DIR/POOL.lock`, held with `flock` for as
+/// long as this value lives. The journal's lock covers one state dir; this one stops a
+/// second `ebb run` of the same pool on this host that uses another state dir (a copy of
+/// the pool file, `--state-dir other/`). The kernel drops it when the process ends,
+/// kill -9 included, so it is never stale.
+pub struct HostLock {
+    _file: std::fs::File,
+}
+
+/// Why the host-wide lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum HostLockError {
+    /// Another live process holds it.
+    #[error("pool \"{pool}\" is being worked on by ebb pid {pid} on this host (state dir {state_dir}); one run per pool name per host (lock file {path})")]
+    Held {
+        /// Pool name.
+        pool: String,
+        /// The holder's pid, as it wrote it.
+        pid: String,
+        /// The holder's state dir, as it wrote it.
+        state_dir: String,
+        /// The lock file.
+        path: String,
+    },
+    /// The lock dir or file cannot be used.
+    #[error("cannot take the host-wide lock {path} of pool \"{pool}\": {message} (set EBB_LOCK_DIR to a directory you can write)")]
+    Unusable {
+        /// Pool name.
+        pool: String,
+        /// The lock file.
+        path: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// Where the host-wide locks live: `$EBB_LOCK_DIR`, else `$XDG_RUNTIME_DIR/ebb`, else
+/// `/tmp/ebb-locks-UID` (per user: a directory shared by all users could be squatted).
+pub fn default_lock_dir() -> std::path::PathBuf {
+    if let Some(d) = std::env::var_os("EBB_LOCK_DIR").filter(|d| !d.is_empty()) {
+        return d.into();
+    }
+    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return std::path::PathBuf::from(d).join("ebb");
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    std::env::temp_dir().join(format!("ebb-locks-{uid}"))
+}
+
+impl HostLock {
+    /// Takes the lock of `pool` in `dir` (created if missing) without waiting, recording
+    /// this pid and `state_dir` in it for the message another ebb shows.
+    pub fn take(
+        dir: &std::path::Path,
+        pool: &str,
+        state_dir: &std::path::Path,
+    ) -> Result<HostLock, HostLockError> {
+        use std::io::{Read, Seek, Write};
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+        use std::os::unix::io::AsRawFd;
+        let path = dir.join(format!("{pool}.lock"));
+        let unusable = |message: String| HostLockError::Unusable {
+            pool: pool.to_string(),
+            path: path.display().to_string(),
+            message,
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| unusable(format!("cannot create {}: {e}", dir.display())))?;
+        let meta = std::fs::symlink_metadata(dir).map_err(|e| unusable(e.to_string()))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if !meta.is_dir() || (meta.mode() & 0o002 != 0 && meta.uid() != me) {
+            return Err(unusable(format!(
+                "{} is not a directory of yours",
+                dir.display()
+            )));
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| unusable(e.to_string()))?;
+        // SAFETY: flock on a file descriptor we own; LOCK_NB never blocks.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(unusable(format!("flock: {err}")));
+            }
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let mut lines = text.lines();
+            let pid = lines.next().unwrap_or("").trim();
+            let state_dir = lines.next().unwrap_or("").trim();
+            return Err(HostLockError::Held {
+                pool: pool.to_string(),
+                pid: if pid.is_empty() { "?" } else { pid }.to_string(),
+                state_dir: if state_dir.is_empty() { "?" } else { state_dir }.to_string(),
+                path: path.display().to_string(),
+            });
+        }
+        let record = format!("{}\n{}\n", std::process::id(), state_dir.display());
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(record.as_bytes()))
+            .map_err(|e| unusable(format!("cannot write: {e}")))?;
+        Ok(HostLock { _file: file })
+    }
+}

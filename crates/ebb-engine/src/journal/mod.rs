@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 mod host;
 mod records;
 
-pub use host::{hostname, pid_alive};
+pub use host::{default_lock_dir, hostname, pid_alive, HostLock, HostLockError};
 pub use records::*;
 
 /// A journal error, naming the journal file.

@@ -3,12 +3,39 @@
 use super::*;
 
 impl Engine {
+    /// Refuses member `idx` when the balancer shows it held (initial state stopped) but
+    /// this run did not hold it: another run (from another state dir or admin host) or an
+    /// operator keeps it out, and ebb would take it over and return it to service behind
+    /// their back. Called before anything is changed on the member. Returns the initial
+    /// state it read (`None`: the hold is this run's, or the balancer has none).
+    async fn refuse_if_held_elsewhere(&self, idx: usize) -> Result<Option<HostState>, OpEnd> {
+        let m = self.member(idx);
+        let ours = self
+            .journal
+            .owed(self.run_id, &m.name)
+            .map_err(|e| failed(e.to_string()))?
+            .iter()
+            .any(|o| o.kind == "hold");
+        if ours {
+            return Ok(None);
+        }
+        match self.drivers.balancer.initial_state(m).await {
+            Ok(Some(HostState::Stopped)) => Err(failed(format!(
+                "the balancer shows \"{}\" held (initial state stopped) by someone else: another ebb run (other state dir or admin host) or an operator; nothing was changed. Finish that run, or set its initial state to started if no one holds it",
+                m.name
+            ))),
+            Ok(s) => Ok(s),
+            Err(e) => Err(failed(e.to_string())),
+        }
+    }
+
     pub(super) async fn hold(&self, idx: usize) -> OpEnd {
         let m = self.member(idx);
         let bal = &self.drivers.balancer;
-        let prior = match bal.initial_state(m).await {
+        // On a re-run of this run's own hold `push_owed` keeps the first recorded prior.
+        let prior = match self.refuse_if_held_elsewhere(idx).await {
             Ok(s) => s.unwrap_or(HostState::Started),
-            Err(e) => return failed(e.to_string()),
+            Err(end) => return end,
         };
         // Owed before it is changed; a re-run keeps the first recorded prior state.
         if let Err(e) = self
@@ -27,6 +54,9 @@ impl Engine {
         let m = self.member(idx);
         let bal = &self.drivers.balancer;
         let spec = &self.plan.runbook.drain;
+        if let Err(end) = self.refuse_if_held_elsewhere(idx).await {
+            return end;
+        }
         if let Err(e) = self
             .journal
             .push_owed(self.run_id, &m.name, "drain", "drain", "")

@@ -5,10 +5,17 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+thread_local! {
+    /// Each test (thread) has its own host-wide lock dir: parallel tests use the same pool
+    /// names for pools that have nothing to do with each other.
+    static LOCK_DIR: tempfile::TempDir = tempfile::tempdir().expect("lock dir");
+}
+
 /// The `ebb` binary under test.
 pub fn ebb() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ebb"));
     c.env("EBB_PLAIN", "1");
+    LOCK_DIR.with(|d| c.env("EBB_LOCK_DIR", d.path()));
     c
 }
 
