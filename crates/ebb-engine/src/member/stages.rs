@@ -3,11 +3,13 @@
 use super::*;
 
 impl Engine {
-    /// Refuses member `idx` when the balancer shows it held (initial state stopped) but
-    /// this run did not hold it: another run (from another state dir or admin host) or an
-    /// operator keeps it out, and ebb would take it over and return it to service behind
-    /// their back. Called before anything is changed on the member. Returns the initial
-    /// state it read (`None`: the hold is this run's, or the balancer has none).
+    /// Refuses member `idx` when the balancer shows it held (initial state stopped) and
+    /// out of service, but this run did not hold it: another run (from another state dir
+    /// or admin host) or an operator keeps it out, and ebb would take it over and return
+    /// it to service behind their back. (Initial state stopped on a member in service is a
+    /// standing setting, common with NLB; it is recorded and restored as usual.) Called
+    /// before anything is changed on the member. Returns the initial state it read
+    /// (`None`: the hold is this run's, or the balancer has none).
     async fn refuse_if_held_elsewhere(&self, idx: usize) -> Result<Option<HostState>, OpEnd> {
         let m = self.member(idx);
         let ours = self
@@ -19,12 +21,20 @@ impl Engine {
         if ours {
             return Ok(None);
         }
-        match self.drivers.balancer.initial_state(m).await {
-            Ok(Some(HostState::Stopped)) => Err(failed(format!(
-                "the balancer shows \"{}\" held (initial state stopped) by someone else: another ebb run (other state dir or admin host) or an operator; nothing was changed. Finish that run, or set its initial state to started if no one holds it",
+        let bal = &self.drivers.balancer;
+        let initial = bal
+            .initial_state(m)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        if initial != Some(HostState::Stopped) {
+            return Ok(initial);
+        }
+        match bal.state(m).await {
+            Ok(st) if st.state != HostState::Started => Err(failed(format!(
+                "the balancer shows \"{}\" out of service and held (initial state stopped) by someone else: another ebb run (other state dir or admin host) or an operator; nothing was changed. Finish that run, or set its initial state to started if no one holds it",
                 m.name
             ))),
-            Ok(s) => Ok(s),
+            Ok(_) => Ok(initial),
             Err(e) => Err(failed(e.to_string())),
         }
     }
