@@ -99,6 +99,7 @@ impl Transport for NopTransport {
             exit_code: Some(0),
             timed_out: false,
             tail: String::new(),
+            connection_lost: false,
         })
     }
     async fn boot_id(&self) -> DriverResult<String> {

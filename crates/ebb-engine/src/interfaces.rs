@@ -120,6 +120,9 @@ pub struct CommandOutcome {
     pub timed_out: bool,
     /// The last lines of stdout and stderr together.
     pub tail: String,
+    /// The connection to the member dropped while the command ran: it may have completed,
+    /// failed or still be running there, so its outcome is unknown (`exit_code` is `None`).
+    pub connection_lost: bool,
 }
 
 /// Receives a command's output line by line, as it comes.

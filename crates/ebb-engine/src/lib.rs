@@ -17,6 +17,7 @@ pub mod interfaces;
 pub mod journal;
 pub mod member;
 pub mod ops;
+pub mod patient;
 pub mod run;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -187,7 +187,7 @@ pub async fn run(
     journal.set_run_state(run_id, RunState::Running, "")?;
     let engine = Arc::new(Engine {
         plan: plan.clone(),
-        drivers,
+        drivers: patient(drivers),
         journal: journal.clone(),
         run_id,
         sink: sink.clone(),
@@ -220,6 +220,17 @@ pub async fn run(
 
 /// Refuses to start when the balancer cannot be asked about every member: the policy
 /// would otherwise see the whole pool as out and wait for nothing.
+/// The drivers with a balancer that rides out a short outage (see [`crate::patient`]).
+fn patient(drivers: Drivers) -> Drivers {
+    Drivers {
+        balancer: Arc::new(crate::patient::Patient::new(
+            drivers.balancer.clone(),
+            crate::patient::BALANCER_PATIENCE,
+        )),
+        ..drivers
+    }
+}
+
 async fn reachable(plan: &Plan, drivers: &Drivers) -> Result<(), RunError> {
     let problems: Vec<String> = plan
         .members
@@ -292,11 +303,12 @@ fn prepare_resume(
             }
         }
     }
-    // Interrupted actions: an intent without an outcome.
+    // Interrupted actions: an intent without an outcome, or whose outcome is unknown (the
+    // connection to the member dropped while it ran).
     let interrupted: Vec<_> = journal
         .actions(run.id, None)?
         .into_iter()
-        .filter(|a| a.outcome.is_none())
+        .filter(|a| a.outcome.is_none() || a.outcome.as_deref() == Some("unknown"))
         .collect();
     let mut decisions = Vec::new();
     for a in &interrupted {
@@ -316,8 +328,13 @@ fn prepare_resume(
         }
         let not_idempotent = matches!(op, Some(Op::Step(s)) if !plan.runbook.steps[s].idempotent);
         if not_idempotent && !assume && !rerun {
+            let how = if a.outcome.is_some() {
+                "lost its connection to the member while running, so its outcome is unknown,"
+            } else {
+                "was interrupted while running"
+            };
             problems.push(format!(
-                "step \"{}\" of member \"{}\" was interrupted while running and is marked idempotent = false: check the member, then choose `ebb resume --assume-done \"{}:{}\"` (it completed) or `ebb resume --rerun \"{}:{}\"` (run it again)",
+                "step \"{}\" of member \"{}\" {how} and is marked idempotent = false: check the member, then choose `ebb resume --assume-done \"{}:{}\"` (it completed) or `ebb resume --rerun \"{}:{}\"` (run it again)",
                 a.name, a.member, a.member, a.name, a.member, a.name
             ));
         }
@@ -327,6 +344,10 @@ fn prepare_resume(
         return Err(RunError::Usage(problems.join("\n")));
     }
     for (a, assume) in decisions {
+        if a.outcome.is_some() && !assume {
+            // An unknown outcome stays recorded as such; the cursor still points at it.
+            continue;
+        }
         let advance_to = assume.then_some(a.op + 1);
         // A step assumed done may have asked for a reboot (`always`, or an exit code that
         // was lost with the process): reboot rather than return a half-installed member.
@@ -349,7 +370,9 @@ fn prepare_resume(
                     "interrupted"
                 },
                 advance_to,
-                ..Default::default()
+                exit_code: a.exit_code,
+                output: &a.output,
+                detail: "",
             },
         )?;
     }
@@ -580,7 +603,7 @@ pub async fn release(
     }
     let engine = Arc::new(Engine {
         plan: plan.clone(),
-        drivers,
+        drivers: patient(drivers),
         journal: journal.clone(),
         run_id: run.id,
         sink,

@@ -118,7 +118,7 @@ pub fn report(sel: &RunSel, json_out: bool, html: Option<&Path>) -> i32 {
                 s["outcome"].as_str().unwrap_or(""),
                 dur
             );
-            if s["outcome"] == "failed" {
+            if s["outcome"] == "failed" || s["outcome"] == "unknown" {
                 for line in s["output"].as_str().unwrap_or("").lines() {
                     println!("           | {line}");
                 }

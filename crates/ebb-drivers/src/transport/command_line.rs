@@ -9,6 +9,11 @@ use std::collections::BTreeMap;
 /// that a timeout can kill it there.
 pub const PID_MARKER: &str = "__ebb_pid__ ";
 
+/// The last line a wrapped command prints on stderr: its exit code, as the member saw it.
+/// Without it, an ssh that ended with 255 lost its connection while the command ran, and
+/// the command's outcome is unknown (it may have finished, failed, or still be running).
+pub const EXIT_MARKER: &str = "__ebb_exit__ ";
+
 /// The shell a remote member runs commands with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RemoteShell {
@@ -22,16 +27,17 @@ pub enum RemoteShell {
 /// `env` set.
 ///
 /// - `sh`: the login shell prints its pid (sshd made it a session and process-group
-///   leader), then `exec`s `env NAME=value ... sh -c COMMAND`, keeping that pid.
+///   leader), runs `env NAME=value ... sh -c COMMAND` and prints its exit code
+///   ([`EXIT_MARKER`]).
 /// - PowerShell: `powershell -NoProfile -NonInteractive -EncodedCommand ...` with a script
 ///   that prints `$PID`, sets `$env:NAME`, runs the command and exits with
-///   `$LASTEXITCODE` (1 when a cmdlet failed without one). The script travels base64
+///   `$LASTEXITCODE` (1 when a cmdlet failed without one), printed first. The script travels base64
 ///   encoded (UTF-16LE, as PowerShell wants), so Windows' `cmd.exe` quoting, which sshd on
 ///   Windows uses by default, can never mangle it.
 pub fn remote_command(shell: RemoteShell, command: &str, env: &BTreeMap<String, String>) -> String {
     match shell {
         RemoteShell::Sh => {
-            let mut s = format!("printf '%s\\n' \"{PID_MARKER}$$\" >&2; exec env");
+            let mut s = format!("printf '%s\\n' \"{PID_MARKER}$$\" >&2; env");
             for (k, v) in env {
                 s.push(' ');
                 s.push_str(k);
@@ -40,6 +46,9 @@ pub fn remote_command(shell: RemoteShell, command: &str, env: &BTreeMap<String, 
             }
             s.push_str(" sh -c ");
             s.push_str(&sh_quote(command));
+            s.push_str(&format!(
+                "; s=$?; printf '%s\\n' \"{EXIT_MARKER}$s\" >&2; exit $s"
+            ));
             s
         }
         RemoteShell::PowerShell => {
@@ -60,7 +69,10 @@ pub fn powershell_script(command: &str, env: &BTreeMap<String, String>) -> Strin
     s.push_str("$global:LASTEXITCODE = 0\n");
     s.push_str(command);
     s.push_str("\n$ebbOk = $?\n");
-    s.push_str("if ($LASTEXITCODE) { exit $LASTEXITCODE } elseif (-not $ebbOk) { exit 1 } else { exit 0 }\n");
+    s.push_str("if ($LASTEXITCODE) { $ebbCode = $LASTEXITCODE } elseif (-not $ebbOk) { $ebbCode = 1 } else { $ebbCode = 0 }\n");
+    s.push_str(&format!(
+        "[Console]::Error.WriteLine('{EXIT_MARKER}' + $ebbCode)\nexit $ebbCode\n"
+    ));
     s
 }
 
@@ -101,7 +113,7 @@ mod tests {
         let c = remote_command(RemoteShell::Sh, "echo 'hi' && exit 3", &env);
         assert_eq!(
             c,
-            "printf '%s\\n' \"__ebb_pid__ $$\" >&2; exec env EBB_MEMBER='web 1' sh -c 'echo '\\''hi'\\'' && exit 3'"
+            "printf '%s\\n' \"__ebb_pid__ $$\" >&2; env EBB_MEMBER='web 1' sh -c 'echo '\\''hi'\\'' && exit 3'; s=$?; printf '%s\\n' \"__ebb_exit__ $s\" >&2; exit $s"
         );
     }
 
@@ -112,7 +124,7 @@ mod tests {
         let s = powershell_script("msiexec /update 'x.msp' /quiet", &env);
         assert_eq!(
             s,
-            "[Console]::Error.WriteLine('__ebb_pid__ ' + $PID)\n$env:EBB_MEMBER = 'it''s'\n$global:LASTEXITCODE = 0\nmsiexec /update 'x.msp' /quiet\n$ebbOk = $?\nif ($LASTEXITCODE) { exit $LASTEXITCODE } elseif (-not $ebbOk) { exit 1 } else { exit 0 }\n"
+            "[Console]::Error.WriteLine('__ebb_pid__ ' + $PID)\n$env:EBB_MEMBER = 'it''s'\n$global:LASTEXITCODE = 0\nmsiexec /update 'x.msp' /quiet\n$ebbOk = $?\nif ($LASTEXITCODE) { $ebbCode = $LASTEXITCODE } elseif (-not $ebbOk) { $ebbCode = 1 } else { $ebbCode = 0 }\n[Console]::Error.WriteLine('__ebb_exit__ ' + $ebbCode)\nexit $ebbCode\n"
         );
         let c = remote_command(
             RemoteShell::PowerShell,

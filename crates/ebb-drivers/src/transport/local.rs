@@ -131,6 +131,7 @@ pub async fn run_local(
         exit_code,
         timed_out,
         tail,
+        connection_lost: false,
     })
 }
 

@@ -13,7 +13,7 @@
 //! stderr, and on timeout or cancellation ebb kills that process group (and session) on the
 //! member over a second connection.
 
-use super::command_line::{remote_command, remote_kill, RemoteShell, PID_MARKER};
+use super::command_line::{remote_command, remote_kill, RemoteShell, EXIT_MARKER, PID_MARKER};
 use super::OutputTail;
 use async_trait::async_trait;
 use ebb_engine::interfaces::{CommandOutcome, DriverError, DriverResult, OutputSink, Transport};
@@ -426,6 +426,7 @@ impl Transport for Ssh {
         };
         let tail = OutputTail::default();
         let stderr_all: Arc<Mutex<String>> = Arc::new(Mutex::new(String::new()));
+        let exit_seen: Arc<Mutex<Option<i32>>> = Arc::new(Mutex::new(None));
         let mut readers = Vec::new();
         if let Some(out) = child.stdout.take() {
             readers.push(tokio::spawn(read_lines(
@@ -440,7 +441,11 @@ impl Transport for Ssh {
                 BufReader::new(err),
                 tail.clone(),
                 output.clone(),
-                Some((pid.clone(), stderr_all.clone())),
+                Some(StderrSlots {
+                    pid: pid.clone(),
+                    before_start: stderr_all.clone(),
+                    exit: exit_seen.clone(),
+                }),
             )));
         }
         let waited = tokio::time::timeout(timeout, child.wait()).await;
@@ -457,10 +462,14 @@ impl Transport for Ssh {
         if timed_out {
             let _ = child.kill().await;
         }
+        // ssh has exited, so its pipes end at once; a 255 waits longer for the exit marker,
+        // since its absence means the connection was lost.
+        let drain = if status == Some(255) { 2000 } else { 300 };
         for r in readers {
-            let _ = tokio::time::timeout(Duration::from_millis(300), r).await;
+            let _ = tokio::time::timeout(Duration::from_millis(drain), r).await;
         }
         let started = pid.lock().ok().and_then(|p| *p);
+        let reported = exit_seen.lock().ok().and_then(|e| *e);
         if timed_out {
             if let Some(p) = started {
                 self.kill_remote(p).await;
@@ -483,10 +492,14 @@ impl Transport for Ssh {
             }
             return Err(self.connection_error(&err));
         }
+        // 255 is ssh's own failure code; the member's shell prints the command's real exit
+        // code last, so a 255 without it is a connection that dropped mid-command.
+        let connection_lost = !timed_out && status == Some(255) && reported.is_none();
         Ok(CommandOutcome {
-            exit_code: status,
+            exit_code: if connection_lost { None } else { status },
             timed_out,
             tail,
+            connection_lost,
         })
     }
 
@@ -512,18 +525,40 @@ impl Transport for Ssh {
     }
 }
 
-type PidSlot = (Arc<Mutex<Option<u32>>>, Arc<Mutex<String>>);
+/// What the stderr reader picks out of a wrapped command's stderr.
+struct StderrSlots {
+    /// The command's pid on the member, from [`PID_MARKER`] (set: the command started).
+    pid: Arc<Mutex<Option<u32>>>,
+    /// ssh's own messages, before the command started.
+    before_start: Arc<Mutex<String>>,
+    /// The exit code the member reported ([`EXIT_MARKER`]).
+    exit: Arc<Mutex<Option<i32>>>,
+}
 
 async fn read_lines<R: tokio::io::AsyncRead + Unpin>(
     reader: BufReader<R>,
     tail: OutputTail,
     output: Option<OutputSink>,
-    stderr: Option<PidSlot>,
+    stderr: Option<StderrSlots>,
 ) {
     let mut lines = reader.lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let line = line.trim_end_matches('\r').to_string();
-        if let Some((pid, all)) = &stderr {
+        if let Some(StderrSlots {
+            pid,
+            before_start: all,
+            exit,
+        }) = &stderr
+        {
+            if let Some(code) = line
+                .strip_prefix(EXIT_MARKER)
+                .and_then(|c| c.trim().parse::<i32>().ok())
+            {
+                if let Ok(mut slot) = exit.lock() {
+                    *slot = Some(code);
+                    continue;
+                }
+            }
             if let Some(p) = line.strip_prefix(PID_MARKER) {
                 if let (Ok(mut slot), Ok(n)) = (pid.lock(), p.trim().parse::<u32>()) {
                     if slot.is_none() {

@@ -122,6 +122,7 @@ fn ok(text: String) -> CommandOutcome {
         exit_code: Some(0),
         timed_out: false,
         tail: text,
+        connection_lost: false,
     }
 }
 
@@ -130,6 +131,7 @@ fn fail(text: String) -> CommandOutcome {
         exit_code: Some(1),
         timed_out: false,
         tail: text,
+        connection_lost: false,
     }
 }
 
@@ -265,6 +267,7 @@ impl Cluster {
                     exit_code: Some(*code),
                     timed_out: false,
                     tail: out.clone(),
+                    connection_lost: false,
                 };
             }
         }

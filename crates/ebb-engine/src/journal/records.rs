@@ -150,7 +150,8 @@ pub struct ActionRecord {
     pub started_ms: i64,
     /// End, when it ended.
     pub ended_ms: Option<i64>,
-    /// `ok`, `failed`, `skipped`, `interrupted`, `assumed-done`; `None` while in flight
+    /// `ok`, `failed`, `skipped`, `unknown` (connection lost mid-command), `interrupted`,
+    /// `assumed-done`; `None` while in flight
     /// (or when the process died during it).
     pub outcome: Option<String>,
     /// Exit code of its command.

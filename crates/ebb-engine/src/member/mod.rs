@@ -81,6 +81,12 @@ enum OpEnd {
         exit_code: Option<i32>,
         output: String,
     },
+    /// The connection to the member dropped while its command ran: it may have completed.
+    /// Not marked done; resume treats it as interrupted (re-run if idempotent, else ask).
+    Unknown {
+        reason: String,
+        output: String,
+    },
 }
 
 /// A member's place in the start queue; leaves it when dropped.
@@ -268,6 +274,13 @@ impl Engine {
                 "failed",
                 reason.clone(),
                 exit_code,
+                output,
+                Err(MemberEnd::Failed(format!("{step}: {reason}"))),
+            ),
+            OpEnd::Unknown { reason, output } => (
+                "unknown",
+                reason.clone(),
+                None,
                 output,
                 Err(MemberEnd::Failed(format!("{step}: {reason}"))),
             ),

@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// How a reboot records the boot identity it started from (in its action's detail).
+const BOOT_BEFORE: &str = "boot before: ";
+
+/// The boot identity a reboot started from, from its action's detail.
+fn boot_before(detail: &str) -> Option<String> {
+    let (_, rest) = detail.split_once(BOOT_BEFORE)?;
+    rest.split_whitespace().next().map(String::from)
+}
+
 impl Engine {
     /// Refuses member `idx` when the balancer shows it held (initial state stopped) and
     /// out of service, but this run did not hold it: another run (from another state dir
@@ -85,16 +94,46 @@ impl Engine {
                 Err(e) => failed(e.to_string()),
             };
         }
-        if let Err(e) = bal.drainstop(m).await {
-            return failed(e.to_string());
-        }
         let started = Instant::now();
+        // The balancer may not answer for a while (its host cut off, a restart): the member
+        // is only drained once the balancer confirms it, so ebb waits for that within the
+        // drain timeout and never moves on without it.
+        let mut unanswered = false;
+        let unconfirmed = |e: &dyn std::fmt::Display| {
+            format!(
+                "the drain could not be confirmed within the drain timeout {}: the balancer does not answer ({e}); the member stays held. `ebb resume` continues once the balancer answers",
+                crate::duration::format_duration(spec.timeout)
+            )
+        };
+        let note_unanswered = |e: &dyn std::fmt::Display, unanswered: &mut bool| {
+            if !*unanswered {
+                self.emit(Event::Waiting {
+                    member: Some(m.name.clone()),
+                    reason: format!(
+                        "the balancer does not answer ({e}); waiting for it to confirm the drain"
+                    ),
+                });
+                *unanswered = true;
+            }
+        };
+        while let Err(e) = bal.drainstop(m).await {
+            if started.elapsed() >= spec.timeout {
+                return failed(unconfirmed(&e));
+            }
+            note_unanswered(&e, &mut unanswered);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         let mut last: Option<u64> = None;
         let mut warned = false;
         loop {
             let st = match bal.state(m).await {
                 Ok(s) => s,
-                Err(e) => return failed(e.to_string()),
+                Err(e) if started.elapsed() >= spec.timeout => return failed(unconfirmed(&e)),
+                Err(e) => {
+                    note_unanswered(&e, &mut unanswered);
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
             };
             // Some balancers (NLB) cannot count a node's connections: show nothing rather
             // than a made-up 0.
@@ -250,6 +289,15 @@ impl Engine {
             Ok(o) => o,
             Err(e) => return failed(e),
         };
+        if out.connection_lost {
+            return OpEnd::Unknown {
+                reason: format!(
+                    "the connection to \"{}\" was lost while the step ran: its outcome is unknown (it may have completed); the member stays out and held. Once it is reachable, `ebb resume` runs the step again if it is idempotent, or asks which way it went",
+                    m.name
+                ),
+                output: out.tail,
+            };
+        }
         if out.timed_out {
             return OpEnd::Failed {
                 reason: format!(
@@ -322,7 +370,7 @@ impl Engine {
                 acts.into_iter()
                     .rev()
                     .filter(|a| a.kind == "reboot" && a.id != action)
-                    .find_map(|a| a.detail.strip_prefix("boot before: ").map(String::from))
+                    .find_map(|a| boot_before(&a.detail))
             });
         let current = transport.boot_id().await;
         let before = match (&earlier, &current) {
@@ -340,7 +388,7 @@ impl Engine {
         };
         let _ = self
             .journal
-            .set_action_detail(action, &format!("boot before: {before}"));
+            .set_action_detail(action, &format!("{BOOT_BEFORE}{before}"));
         let started = Instant::now();
         let issued = self
             .command(
@@ -374,11 +422,13 @@ impl Engine {
                 Err(_) => seen_down = true,
             }
             if started.elapsed() >= spec.timeout {
+                // The boot it started from stays in the record: a resume must recognise a
+                // reboot that completed after this timeout, not reboot it again.
                 return failed(format!(
-                    "did not come back as a new boot within {}{}{issue_note}",
+                    "did not come back as a new boot within {}{}{issue_note}; {BOOT_BEFORE}{before}",
                     crate::duration::format_duration(spec.timeout),
                     if seen_down {
-                        " (it went down)"
+                        " (it went down or cannot be reached)"
                     } else {
                         " (it never went down)"
                     }
