@@ -18,6 +18,10 @@ command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertman
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v groff >/dev/null 2>&1 || need+=(groff-base)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# The network-fault tests (crates/ebb/tests/netfaults.rs) put hosts in network namespaces
+# (scripts/testnet.sh): ip, a bridge and veth pairs.
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v setsid >/dev/null 2>&1 || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing ${need[*]} (Debian packages)"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
