@@ -14,8 +14,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long a failing balancer call is retried before its error counts.
-pub const BALANCER_PATIENCE: Duration = Duration::from_secs(10);
+/// How long a failing balancer call is retried before its error counts, by default
+/// (`[runbook] balancer_retry`).
+pub const BALANCER_RETRY: Duration = Duration::from_secs(10);
 
 /// Wraps a balancer so each failing call is retried for up to `patience`.
 pub struct Patient {

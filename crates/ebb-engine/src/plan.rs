@@ -135,6 +135,9 @@ pub struct Runbook {
     pub verify: Vec<CheckSpec>,
     /// How long a returned member may take to show as in service in the balancer.
     pub rejoin_timeout: Duration,
+    /// How long a failing balancer call is retried (a restart, a short outage) before its
+    /// error counts (see [`crate::patient`]).
+    pub balancer_retry: Duration,
 }
 
 /// `on_failure`.

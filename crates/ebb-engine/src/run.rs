@@ -187,7 +187,7 @@ pub async fn run(
     journal.set_run_state(run_id, RunState::Running, "")?;
     let engine = Arc::new(Engine {
         plan: plan.clone(),
-        drivers: patient(drivers),
+        drivers: patient(&plan, drivers),
         journal: journal.clone(),
         run_id,
         sink: sink.clone(),
@@ -221,11 +221,11 @@ pub async fn run(
 /// Refuses to start when the balancer cannot be asked about every member: the policy
 /// would otherwise see the whole pool as out and wait for nothing.
 /// The drivers with a balancer that rides out a short outage (see [`crate::patient`]).
-fn patient(drivers: Drivers) -> Drivers {
+fn patient(plan: &Plan, drivers: Drivers) -> Drivers {
     Drivers {
         balancer: Arc::new(crate::patient::Patient::new(
             drivers.balancer.clone(),
-            crate::patient::BALANCER_PATIENCE,
+            plan.runbook.balancer_retry,
         )),
         ..drivers
     }
@@ -603,7 +603,7 @@ pub async fn release(
     }
     let engine = Arc::new(Engine {
         plan: plan.clone(),
-        drivers: patient(drivers),
+        drivers: patient(&plan, drivers),
         journal: journal.clone(),
         run_id: run.id,
         sink,

@@ -346,6 +346,7 @@ fn build(cx: &mut Cx, root: &toml::Table, path: &Path) -> Option<Plan> {
     );
     let max_failed = rb.uint(cx, "max_failed", 0) as usize;
     let rejoin_timeout = rb.duration(cx, "rejoin_timeout", Duration::from_secs(120));
+    let balancer_retry = rb.duration(cx, "balancer_retry", crate::patient::BALANCER_RETRY);
     let drain_t = rb.table(cx, "drain").unwrap_or(&empty);
     let mut dr = Tbl::new(drain_t, "runbook.drain");
     let drain = DrainSpec {
@@ -699,6 +700,7 @@ fn build(cx: &mut Cx, root: &toml::Table, path: &Path) -> Option<Plan> {
             reboot,
             verify,
             rejoin_timeout,
+            balancer_retry,
         },
         waves,
     })

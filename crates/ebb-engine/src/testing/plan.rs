@@ -120,6 +120,8 @@ impl PlanBuilder {
                     reboot: None,
                     verify: vec![],
                     rejoin_timeout: Duration::from_millis(300),
+                    // No retries unless a test asks: a scripted failure fails at once.
+                    balancer_retry: Duration::ZERO,
                 },
                 waves: vec![wave("all", &all, false)],
             },
@@ -141,6 +143,12 @@ impl PlanBuilder {
     /// `capacity_wait`.
     pub fn capacity_wait(mut self, d: Duration) -> Self {
         self.plan.pool.capacity_wait = d;
+        self
+    }
+
+    /// `[runbook] balancer_retry` (the harness's default is no retries).
+    pub fn balancer_retry(mut self, d: Duration) -> Self {
+        self.plan.runbook.balancer_retry = d;
         self
     }
 

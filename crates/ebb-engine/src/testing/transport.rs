@@ -21,6 +21,9 @@ pub enum Reply {
     Hang,
     /// The member cannot be reached (the transport fails, the command never starts).
     Unreachable,
+    /// The command started, then the connection to the member dropped: its outcome is
+    /// unknown (it did take effect on the member).
+    Lost,
     /// Reboots the member: it is down for this long, then comes back with a new boot id.
     /// The command itself exits 0.
     Reboot(Duration),
@@ -116,11 +119,13 @@ impl FakeTransport {
             exit_code: Some(code),
             timed_out: false,
             tail: String::new(),
+            connection_lost: false,
         };
         let killed = CommandOutcome {
             exit_code: None,
             timed_out: true,
             tail: String::new(),
+            connection_lost: false,
         };
         Ok(match reply {
             Reply::Exit(code) => exited(code),
@@ -141,6 +146,11 @@ impl FakeTransport {
                 tokio::time::sleep(timeout).await;
                 killed
             }
+            Reply::Lost => CommandOutcome {
+                exit_code: None,
+                connection_lost: true,
+                ..exited(0)
+            },
             Reply::Unreachable => {
                 return Err(DriverError::new(format!(
                     "fake transport: \"{}\" is unreachable",

@@ -104,12 +104,23 @@ async fn a_member_lost_while_out_fails_and_the_run_stops() {
 #[tokio::test]
 async fn a_failing_drainstop_leaves_the_member_held_with_the_drain_owed() {
     let h = Harness::new(PlanBuilder::new(2).build());
-    h.balancer.fail_next("m1", BalOp::Drainstop, 1);
+    // A drain is retried within its timeout (300 ms here, a retry every 500 ms): failing
+    // twice outlasts it.
+    h.balancer.fail_next("m1", BalOp::Drainstop, 2);
     let out = h.run().await;
     assert_eq!(out.exit_code, 1);
+    assert!(
+        out.message.contains("the drain could not be confirmed"),
+        "{}",
+        out.message
+    );
     assert_eq!(
         h.log.calls("m1"),
-        ["set-initial stopped", "drainstop (fails)"]
+        [
+            "set-initial stopped",
+            "drainstop (fails)",
+            "drainstop (fails)"
+        ]
     );
     assert_eq!(h.owed("m1"), ["hold", "drain"]);
     // A resume retries the drain (now answered) and finishes.

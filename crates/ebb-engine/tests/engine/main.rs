@@ -5,6 +5,7 @@
 mod drain;
 mod failure;
 mod liar;
+mod lost;
 mod reboot;
 mod release;
 mod resume;
