@@ -219,7 +219,9 @@ impl Engine {
         });
         match self.drain(idx).await {
             OpEnd::Ok { .. } | OpEnd::Skipped(_) => Ok(()),
-            OpEnd::Failed { reason, .. } => Err(format!("draining it again on resume: {reason}")),
+            OpEnd::Failed { reason, .. } | OpEnd::Unknown { reason, .. } => {
+                Err(format!("draining it again on resume: {reason}"))
+            }
         }
     }
 
