@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
 
+use crate::auth::{bearer_token, token_matches};
 use crate::metrics;
 use crate::pool::Pool;
 use crate::proxy::ListenerStats;
@@ -177,6 +178,15 @@ async fn member_action(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let pool = &ctl.pool;
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+    };
+    if action != "initial-state" {
+        if let Err(msg) = no_fields(&body, action) {
+            return error(StatusCode::BAD_REQUEST, msg);
+        }
+    }
     let status = match action {
         "drainstop" => pool.drainstop(i),
         "start" => pool.start(i),
@@ -190,7 +200,7 @@ async fn member_action(
             pool.status(i)
         }
         _ => {
-            let initial = match read_initial_state(req).await {
+            let initial = match initial_state(&body) {
                 Ok(s) => s,
                 Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
             };
@@ -217,23 +227,58 @@ async fn member_action(
     }
 }
 
-async fn read_initial_state(req: Request<Incoming>) -> Result<InitialState, String> {
+/// The request body, bounded in size and time.
+async fn read_body(req: Request<Incoming>) -> Result<Bytes, String> {
+    let body = Limited::new(req.into_body(), BODY_LIMIT);
+    match tokio::time::timeout(BODY_TIMEOUT, body.collect()).await {
+        Err(_) => Err("timed out reading the request body".into()),
+        Ok(Err(e)) => Err(format!("cannot read the request body: {e}")),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+/// The body of `POST .../initial-state`; any other field is refused by name.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InitialStateBody {
+    initial_state: String,
+}
+
+/// The body of the other actions: none, or an object without fields.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoFields {}
+
+fn initial_state(body: &[u8]) -> Result<InitialState, String> {
     let expected =
         r#"expected a JSON body {"initial_state":"started"} or {"initial_state":"stopped"}"#;
-    let body = Limited::new(req.into_body(), BODY_LIMIT);
-    let bytes = match tokio::time::timeout(BODY_TIMEOUT, body.collect()).await {
-        Err(_) => return Err(format!("timed out reading the request body; {expected}")),
-        Ok(Err(e)) => return Err(format!("cannot read the request body ({e}); {expected}")),
-        Ok(Ok(c)) => c.to_bytes(),
-    };
-    let v: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("the body is not valid JSON ({e}); {expected}"))?;
-    match v.get("initial_state") {
-        Some(serde_json::Value::String(s)) => {
-            InitialState::parse(s).ok_or_else(|| format!("initial_state: {expected}, found {s:?}"))
-        }
-        Some(other) => Err(format!("initial_state: {expected}, found {other}")),
-        None => Err(format!("missing key initial_state; {expected}")),
+    let b: InitialStateBody =
+        serde_json::from_slice(body).map_err(|e| format!("{}; {expected}", body_error(&e)))?;
+    InitialState::parse(&b.initial_state)
+        .ok_or_else(|| format!("initial_state: {expected}, found {:?}", b.initial_state))
+}
+
+/// A field sent to an action that takes none would be ignored: refuse it by name.
+fn no_fields(body: &[u8], action: &str) -> Result<(), String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    serde_json::from_slice::<NoFields>(body)
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "{}; {action} takes no body (or an empty JSON object)",
+                body_error(&e)
+            )
+        })
+}
+
+/// serde's words for a body that does not fit: the field it did not expect, or the one
+/// that is missing; or that it is no JSON at all.
+fn body_error(e: &serde_json::Error) -> String {
+    match e.classify() {
+        serde_json::error::Category::Data => format!("the body does not fit: {e}"),
+        _ => format!("the body is not valid JSON ({e})"),
     }
 }
 
@@ -243,9 +288,9 @@ fn check_token(ctl: &Control, req: &Request<Incoming>) -> Option<Response<Body>>
         .headers()
         .get(AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     match given {
-        Some(t) if constant_time_eq(t.as_bytes(), token.as_bytes()) => None,
+        Some(t) if token_matches(t, token) => None,
         Some(_) => Some(error(
             StatusCode::UNAUTHORIZED,
             "wrong token; send the balancer's token as `Authorization: Bearer TOKEN` (ebb lb: --token or EBB_LB_TOKEN)".into(),
@@ -276,13 +321,6 @@ fn percent_decode(s: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The member's index, or the 404 message naming the members there are.

@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -111,8 +111,31 @@ async fn malformed_requests_get_4xx_with_a_message() {
             "/members/a/initial-state",
             r#"{"state":"stopped"}"#,
             400,
-            "missing key initial_state",
+            "unknown field `state`, expected `initial_state`",
         ),
+        (
+            "POST",
+            "/members/a/initial-state",
+            r#"{"initial_state":"stopped","force":true}"#,
+            400,
+            "unknown field `force`",
+        ),
+        (
+            "POST",
+            "/members/a/initial-state",
+            "{}",
+            400,
+            "missing field `initial_state`",
+        ),
+        // An action that takes no fields does not ignore one silently.
+        (
+            "POST",
+            "/members/a/stop",
+            r#"{"timeout":"5s"}"#,
+            400,
+            "unknown field `timeout`",
+        ),
+        ("POST", "/members/a/drainstop", "[1]", 400, "takes no body"),
     ];
     for (method, path, body, want, needle) in cases {
         let (status, answer) = http(&lb, method, path, None, body).await;
@@ -149,6 +172,16 @@ async fn a_configured_token_is_required() {
     );
     let (status, _) = http(&lb, "GET", "/members", Some("s3cret"), "").await;
     assert_eq!(status, 200);
+    // Auth schemes are case-insensitive (RFC 9110): `bearer` is `Bearer`.
+    let addr = lb.control_url.trim_start_matches("http://").to_string();
+    for scheme in ["bearer", "BEARER"] {
+        let (status, body) = raw_http(
+            &addr,
+            &format!("GET /members HTTP/1.1\r\nHost: x\r\nAuthorization: {scheme} s3cret\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(status, 200, "{scheme}: {body}");
+    }
     // The client with the token works; without it, it says why.
     assert!(lb.client.members().await.is_ok());
     let anon = ControlClient::new(&lb.control_url, None).unwrap();

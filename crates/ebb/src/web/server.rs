@@ -191,7 +191,7 @@ fn check_token(shared: &Shared, req: &Request<Incoming>) -> Option<Response<Body
         .headers()
         .get(AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
+        .and_then(ebb_lb::auth::bearer_token)
         .map(str::to_string);
     let query = req.uri().query().and_then(|q| {
         q.split('&')
@@ -200,7 +200,7 @@ fn check_token(shared: &Shared, req: &Request<Incoming>) -> Option<Response<Body
     });
     let given = header.or(query);
     match given {
-        Some(t) if constant_time_eq(t.as_bytes(), token.as_bytes()) => None,
+        Some(t) if ebb_lb::auth::token_matches(&t, token) => None,
         Some(_) => Some(text(
             StatusCode::UNAUTHORIZED,
             "text/plain; charset=utf-8",
@@ -236,10 +236,6 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `/events`: the current view at once, then one `view` event per change.
