@@ -116,6 +116,7 @@ fn failed(reason: impl Into<String>) -> OpEnd {
 
 mod maintenance;
 mod policy;
+mod resumed;
 mod stages;
 
 /// Returns once the shutdown signal is raised (at once if it already is); never if its
@@ -172,7 +173,7 @@ impl Engine {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(idx);
-            if let Err(reason) = self.drain_again_if_serving(idx, rec.cursor).await {
+            if let Err(reason) = self.put_out_again(idx, rec.cursor).await {
                 if let Err(e) = self.journal.set_member_state(
                     self.run_id,
                     &name,

@@ -191,40 +191,6 @@ impl Engine {
         }
     }
 
-    /// On resume, a member ebb had drained may have been started by someone else while ebb
-    /// was stopped. No step may run on a member that takes traffic: it is drained again
-    /// (its drain is still owed) before anything else. Not while its return is under way:
-    /// ebb's own unwind may have started it.
-    pub(super) async fn drain_again_if_serving(
-        &self,
-        idx: usize,
-        cursor: usize,
-    ) -> Result<(), String> {
-        let ops = ops_for(&self.plan, idx);
-        let drain = ops.iter().position(|o| *o == Op::Drain);
-        let ret = ops.iter().position(|o| *o == Op::Return);
-        let (Some(drain), Some(ret)) = (drain, ret) else {
-            return Ok(());
-        };
-        if cursor <= drain || cursor >= ret {
-            return Ok(());
-        }
-        let m = self.member(idx);
-        match self.drivers.balancer.state(m).await {
-            Ok(st) if st.state == HostState::Started => {}
-            _ => return Ok(()),
-        }
-        self.emit(Event::Warning {
-            message: format!("\"{}\" is in service although ebb had drained it (started while ebb was stopped?): draining it again before its next step", m.name),
-        });
-        match self.drain(idx).await {
-            OpEnd::Ok { .. } | OpEnd::Skipped(_) => Ok(()),
-            OpEnd::Failed { reason, .. } | OpEnd::Unknown { reason, .. } => {
-                Err(format!("draining it again on resume: {reason}"))
-            }
-        }
-    }
-
     pub(super) fn env(&self, m: &Member) -> BTreeMap<String, String> {
         let mut env = BTreeMap::new();
         env.insert("EBB_MEMBER".into(), m.name.clone());
