@@ -549,3 +549,31 @@ async fn ctrl_c_while_a_long_step_runs_stops_the_run_at_once() {
     assert_eq!(h.log.count("m1", "run install"), 2);
     h.assert_all_done();
 }
+
+#[tokio::test]
+async fn a_member_whose_hold_was_lifted_while_ebb_was_dead_is_held_again() {
+    let h = Harness::new(PlanBuilder::new(2).paired("fsc").build());
+    h.log.interrupt_at(2, KillPoint::Before, Interrupt::Kill);
+    assert!(matches!(
+        h.start(RunOptions::default()).await,
+        Ended::Killed
+    ));
+    assert_eq!(h.log.fired().map(|r| r.call), Some("run fsc".into()));
+    h.balancer
+        .set_initial("m1", ebb_engine::interfaces::HostState::Started);
+    let out = h.resume().await;
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    assert_eq!(
+        h.log.calls("m1"),
+        [
+            "set-initial stopped",
+            "drainstop",
+            "set-initial stopped",
+            "run fsc",
+            "run undo fsc",
+            "start",
+            "set-initial started"
+        ]
+    );
+    h.assert_all_done();
+}
