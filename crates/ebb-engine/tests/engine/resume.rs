@@ -30,6 +30,9 @@ fn harness() -> Harness {
     let h = Harness::new(full_plan().build());
     for t in &h.transports {
         t.script("install", [Reply::Exit(3010)]);
+        // Back at once with a new boot (the reboot itself is tested in reboot.rs): dozens
+        // of runs here must not wait for reboots.
+        t.script("reboot", [Reply::Reboot(std::time::Duration::ZERO)]);
     }
     h
 }
@@ -177,6 +180,7 @@ async fn ctrl_c_at_any_operation_halts_with_130_and_resume_finishes() {
         let h = Harness::new(plan);
         for t in &h.transports {
             t.script("install", [Reply::Exit(3010)]);
+            t.script("reboot", [Reply::Reboot(std::time::Duration::ZERO)]);
         }
         h
     };
