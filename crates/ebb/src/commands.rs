@@ -100,12 +100,7 @@ pub fn load_plan(path: &Path) -> Option<Plan> {
     match ebb_engine::config::load(path) {
         Ok(p) => Some(p),
         Err(errs) => {
-            eprintln!("{errs}");
-            eprintln!(
-                "ebb: {} problem(s) in {}; nothing was changed",
-                errs.0.len(),
-                path.display()
-            );
+            print_problems(&problems_of(&errs), path);
             None
         }
     }
@@ -115,17 +110,27 @@ fn load_drivers(plan: &Plan) -> Option<Drivers> {
     match ebb_drivers::build(plan) {
         Ok(d) => Some(d),
         Err(errs) => {
-            for e in &errs {
-                eprintln!("{e}");
-            }
-            eprintln!(
-                "ebb: {} problem(s) in {}; nothing was changed",
-                errs.len(),
-                plan.file.display()
-            );
+            print_problems(&errs, &plan.file);
             None
         }
     }
+}
+
+/// A pool file's problems, one line each (`file:line: key: message`).
+fn problems_of(errs: &ebb_engine::config::ConfigErrors) -> Vec<String> {
+    errs.0.iter().map(ToString::to_string).collect()
+}
+
+/// Prints a pool file's problems and that nothing was changed.
+fn print_problems(problems: &[String], file: &Path) {
+    for p in problems {
+        eprintln!("{p}");
+    }
+    eprintln!(
+        "ebb: {} problem(s) in {}; nothing was changed",
+        problems.len(),
+        file.display()
+    );
 }
 
 /// The state dir: `--state-dir`, or `.ebb` beside the pool file.
@@ -573,11 +578,22 @@ fn plan_cmd(path: &Path, json_out: bool) -> i32 {
 }
 
 async fn check(path: &Path, json_out: bool, no_members: bool) -> i32 {
-    let Some(plan) = load_plan(path) else {
-        return EXIT_USAGE;
+    let loaded = match ebb_engine::config::load(path) {
+        Ok(plan) => ebb_drivers::build(&plan).map(|d| (plan, d)),
+        Err(errs) => Err(problems_of(&errs)),
     };
-    let Some(drivers) = load_drivers(&plan) else {
-        return EXIT_USAGE;
+    let (plan, drivers) = match loaded {
+        Ok(x) => x,
+        Err(problems) => {
+            print_problems(&problems, path);
+            if json_out {
+                println!(
+                    "{}",
+                    json!({"ok": false, "valid": false, "file": path.display().to_string(), "problems": problems})
+                );
+            }
+            return EXIT_USAGE;
+        }
     };
     let states = drivers.balancer.pool_state(&plan.members).await;
     let warnings = drivers.balancer.preflight(&plan.members).await;
@@ -629,7 +645,7 @@ async fn check(path: &Path, json_out: bool, no_members: bool) -> i32 {
     if json_out {
         println!(
             "{}",
-            json!({"ok": ok, "pool": plan.pool.name, "members": rows, "warnings": warnings, "problems": problems, "versions": ebb_drivers::check::version::table_json(&versions)})
+            json!({"ok": ok, "valid": true, "pool": plan.pool.name, "members": rows, "warnings": warnings, "problems": problems, "versions": ebb_drivers::check::version::table_json(&versions)})
         );
     } else {
         println!(

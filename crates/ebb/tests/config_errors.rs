@@ -149,3 +149,25 @@ fn a_missing_file_and_a_missing_journal_are_usage_errors() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn check_json_on_an_invalid_file_prints_its_problems_on_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pool.toml");
+    // One problem of the core and one of the balancer driver's settings.
+    for text in [
+        GOOD.replace("mode = \"drainstop\"", "mode = \"nope\""),
+        GOOD.replace("start = \"true\"\n", ""),
+    ] {
+        std::fs::write(&path, &text).unwrap();
+        let o = ebb().args(["check", "--json"]).arg(&path).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {:?}", stdout(&o)));
+        assert_eq!(v["ok"], false, "{v}");
+        assert_eq!(v["valid"], false, "{v}");
+        let problems = v["problems"].as_array().expect("problems");
+        assert_eq!(problems.len(), 1, "{v}");
+        assert!(problems[0].as_str().unwrap().contains("pool.toml:"), "{v}");
+    }
+}
