@@ -204,3 +204,21 @@ async fn a_failed_restore_of_the_initial_state_stays_owed_with_the_member_servin
     assert_eq!(h.log.count("m1", "run undo a"), 1);
     h.assert_all_done();
 }
+
+#[tokio::test]
+async fn a_paired_step_that_fails_still_owes_its_undo_and_release_pays_it() {
+    // It may have changed something before failing: its undo is owed all the same.
+    let h = Harness::new(PlanBuilder::new(2).paired("a").paired("b").build());
+    h.transport("m1").script("b", [Reply::Exit(2)]);
+    let out = h.run().await;
+    assert_eq!(out.exit_code, 1);
+    assert_eq!(h.owed("m1"), ["hold", "drain", "a", "b"]);
+    let out = h.release("m1").await.expect("release");
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    let tail: Vec<String> = h.log.calls("m1").split_off(4);
+    assert_eq!(
+        tail,
+        ["run undo b", "run undo a", "start", "set-initial started"]
+    );
+    assert_eq!(h.owed("m1"), Vec::<String>::new());
+}
