@@ -57,6 +57,18 @@ pub struct Response {
     pub status: u16,
     /// Body as text (lossy).
     pub body: String,
+    /// Header fields and trailer fields, names in lower case, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Response {
+    /// The first header (or trailer) field named `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// How an `https://` server is verified.
@@ -154,15 +166,31 @@ where
         .await
         .map_err(|e| format!("{method} {url}: {e}"))?;
     let status = resp.status().as_u16();
-    let bytes = resp
+    let mut fields = field_list(resp.headers());
+    let collected = resp
         .into_body()
         .collect()
         .await
-        .map_err(|e| format!("{method} {url}: reading the body: {e}"))?
-        .to_bytes();
+        .map_err(|e| format!("{method} {url}: reading the body: {e}"))?;
+    if let Some(t) = collected.trailers() {
+        fields.extend(field_list(t));
+    }
+    let bytes = collected.to_bytes();
     driver.abort();
     Ok(Response {
         status,
         body: String::from_utf8_lossy(&bytes).into_owned(),
+        headers: fields,
     })
+}
+
+fn field_list(h: &hyper::HeaderMap) -> Vec<(String, String)> {
+    h.iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }

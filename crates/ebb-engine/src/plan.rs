@@ -76,7 +76,7 @@ impl MaxUnavailable {
 /// `[balancer]`: the driver name and its own settings, validated by the driver.
 #[derive(Debug, Clone)]
 pub struct BalancerSpec {
-    /// `builtin`, `haproxy`, `nlb`, `command` or `nginx`.
+    /// One of [`crate::config::DRIVERS`].
     pub driver: String,
     /// Every other key of `[balancer]`, as written.
     pub settings: toml::Table,

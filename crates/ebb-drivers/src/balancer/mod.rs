@@ -1,9 +1,10 @@
 //! Balancer drivers, registered here: `builtin` (ebb's own, through its control API),
 //! `haproxy` (its runtime API), `nlb` (Windows NLB cmdlets on the members) and `command`
 //! (the operator's own commands per operation), `nginx` (its upstream file, tested and
-//! reloaded).
+//! reloaded) and `caddy` (its admin API).
 
 pub mod builtin;
+pub mod caddy;
 pub mod command;
 pub mod haproxy;
 pub mod nginx;
@@ -23,10 +24,12 @@ pub fn build(plan: &Plan) -> Result<Arc<dyn Balancer>, Vec<String>> {
         "haproxy" => haproxy::Haproxy::from_plan(plan).map(|b| Arc::new(b) as Arc<dyn Balancer>),
         "nlb" => nlb::Nlb::from_plan(plan).map(|b| Arc::new(b) as Arc<dyn Balancer>),
         "nginx" => nginx::Nginx::from_plan(plan).map(|b| Arc::new(b) as Arc<dyn Balancer>),
+        "caddy" => caddy::Caddy::from_plan(plan).map(|b| Arc::new(b) as Arc<dyn Balancer>),
         other => Err(vec![format!(
-            "{}:{}: balancer.driver: the \"{other}\" driver is not available in this build of ebb yet (available: builtin, haproxy, nlb, command, nginx)",
+            "{}:{}: balancer.driver: the \"{other}\" driver is not available in this build of ebb yet (available: {})",
             plan.file.display(),
-            plan.balancer.lines.get("driver").copied().unwrap_or(0)
+            plan.balancer.lines.get("driver").copied().unwrap_or(0),
+            ebb_engine::config::DRIVERS.join(", ")
         )]),
     }
 }

@@ -3,6 +3,7 @@
 //! go through HAProxy. Everything binds to 127.0.0.1 on free ports; tests run in parallel.
 #![allow(dead_code)]
 
+pub mod caddy;
 pub mod nginx;
 pub mod nlb;
 pub mod web;
@@ -112,7 +113,8 @@ impl Drop for Backend {
 
 /// A backend whose service goes down while the file `marker` exists (its port is closed,
 /// so health checks fail, as when the service is stopped for an update) and comes back on
-/// the same port when the file is removed. Established connections are not touched.
+/// the same port when the file is removed. Established connections are not touched. The
+/// file `marker` with extension `up` exists while it listens.
 pub struct ControlledBackend {
     pub name: String,
     pub addr: std::net::SocketAddr,
@@ -124,18 +126,24 @@ impl ControlledBackend {
         let first = Backend::start(name).await;
         let addr = first.addr;
         let n = name.to_string();
+        let up = marker.with_extension("up");
+        std::fs::write(&up, "").unwrap();
         let watcher = tokio::spawn(async move {
             let mut current = Some(first);
             loop {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 let down = marker.exists();
                 match (&current, down) {
-                    (Some(_), true) => current = None,
+                    (Some(_), true) => {
+                        current = None;
+                        let _ = std::fs::remove_file(&up);
+                    }
                     (None, false) => {
                         // The port may linger a moment; retry.
                         for _ in 0..50 {
                             if let Some(b) = Backend::try_start_on(n.clone(), addr).await {
                                 current = Some(b);
+                                let _ = std::fs::write(&up, "");
                                 break;
                             }
                             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -491,7 +499,8 @@ where
 
 /// The runbook of the rolling-run tests: each member's service stopped (its port closed
 /// while `DIR/MEMBER.down` exists) and updated, verified, and the pool's ports checked
-/// after each return. `dir` holds the markers and version files.
+/// after each return. `dir` holds the markers and version files; the service's undo
+/// returns once the member listens again (`MEMBER.up`), as `systemctl start` does.
 pub fn rolling_runbook(dir: &Path) -> String {
     format!(
         r#"[defaults]
@@ -509,7 +518,7 @@ hold = true
 [[runbook.step]]
 name = "stop service"
 run = "touch {{var.dir}}/{{member}}.down"
-undo = "rm -f {{var.dir}}/{{member}}.down"
+undo = "rm -f {{var.dir}}/{{member}}.down; i=0; while [ ! -e {{var.dir}}/{{member}}.up ] && [ $i -lt 500 ]; do sleep 0.01; i=$((i+1)); done"
 
 [[runbook.step]]
 name = "install"

@@ -9,6 +9,18 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The balancer drivers a pool file may name (ebb-drivers builds each).
+pub const DRIVERS: &[&str] = &["builtin", "haproxy", "nlb", "command", "nginx", "caddy"];
+
+/// `"builtin", "haproxy", ...` for messages.
+fn quoted_drivers() -> String {
+    DRIVERS
+        .iter()
+        .map(|d| format!("\"{d}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 mod checks;
 mod maintenance;
 mod members;
@@ -198,26 +210,27 @@ fn build(cx: &mut Cx, root: &toml::Table, path: &Path) -> Option<Plan> {
     if bal_t.is_none() && !root.contains_key("balancer") {
         cx.err(
             "balancer",
-            "missing table [balancer] (driver = \"builtin\" | \"haproxy\" | \"nlb\" | \"command\" | \"nginx\")",
+            format!(
+                "missing table [balancer] (driver = {})",
+                DRIVERS
+                    .iter()
+                    .map(|d| format!("\"{d}\""))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ),
         );
     }
     let mut bal = Tbl::new(bal_t.unwrap_or(&empty), "balancer");
     let driver = if bal_t.is_some() {
-        bal.req_str(
-            cx,
-            "driver",
-            "one of \"builtin\", \"haproxy\", \"nlb\", \"command\", \"nginx\"",
-        )
+        bal.req_str(cx, "driver", &format!("one of {}", quoted_drivers()))
     } else {
         None
     };
     if let Some(d) = &driver {
-        if !["builtin", "haproxy", "nlb", "command", "nginx"].contains(&d.as_str()) {
+        if !DRIVERS.contains(&d.as_str()) {
             cx.err(
                 "balancer.driver",
-                format!(
-                    "expected one of \"builtin\", \"haproxy\", \"nlb\", \"command\", \"nginx\", found \"{d}\""
-                ),
+                format!("expected one of {}, found \"{d}\"", quoted_drivers()),
             );
         }
     }
