@@ -28,10 +28,7 @@ struct Setup {
 
 async fn setup(resume: bool, handler_extra: &str, runbook: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let mut members = Vec::new();
-    for m in MEMBERS {
-        members.push(WebMember::start(m, dir.path().join(format!("{m}.down"))).await);
-    }
+    let members = start_members(dir.path(), &MEMBERS).await;
     // web2's upstream has settings of its own: they must come back exactly.
     let upstreams: Vec<String> = members
         .iter()
@@ -69,27 +66,12 @@ fn handler_upstreams(c: &Caddy) -> Value {
     serde_json::from_str(&c.admin_get("/id/web/upstreams").unwrap()).unwrap()
 }
 
-async fn stream_to(frontend: &str, name: &str) -> LongStream {
-    for _ in 0..12 {
-        let s = LongStream::open(frontend).await.unwrap();
-        if s.member == name {
-            return s;
-        }
-    }
-    panic!("no stream reached {name}");
-}
-
-async fn avoided(frontend: &str, name: &str) -> bool {
-    let answers = names(frontend, 9).await;
-    !answers.iter().any(|n| n == name) && answers.iter().all(|n| !n.starts_with("error"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drainstop_lets_a_long_stream_finish_and_start_puts_the_exact_upstream_back() {
     let s = setup(false, "", "").await;
     let (web1, web2) = (&s.plan.members[0], &s.plan.members[1]);
-    let long = stream_to(&s.caddy.frontend, "web2").await;
-    let other = stream_to(&s.caddy.frontend, "web3").await;
+    let long = long_to(&s.caddy.frontend, "web2", false).await;
+    let other = long_to(&s.caddy.frontend, "web3", false).await;
     let before = s.driver.state(web2).await.unwrap();
     assert_eq!(
         (before.state, before.active_connections),

@@ -42,35 +42,18 @@ fn num_requests(ups: &serde_json::Value, addr: &str) -> Option<u64> {
         .and_then(|u| u["num_requests"].as_u64())
 }
 
-async fn open_on(c: &Caddy, member: &str, upgraded: bool) -> LongStream {
-    for _ in 0..12 {
-        let s = if upgraded {
-            LongStream::open_upgraded(&c.frontend).await.unwrap()
-        } else {
-            LongStream::open(&c.frontend).await.unwrap()
-        };
-        if s.member == member {
-            return s;
-        }
-    }
-    panic!("nothing reached {member}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_api_change_closes_every_upgraded_connection_and_hides_the_removed_upstream() {
     let dir = tempfile::tempdir().unwrap();
-    let mut members = Vec::new();
-    for m in ["web1", "web2", "web3"] {
-        members.push(WebMember::start(m, dir.path().join(format!("{m}.down"))).await);
-    }
+    let members = start_members(dir.path(), &["web1", "web2", "web3"]).await;
     let addrs: Vec<_> = members.iter().map(|m| m.addr).collect();
     let c = Caddy::start(dir.path(), &addrs);
     let web1 = addrs[0].to_string();
 
-    let stream1 = open_on(&c, "web1", false).await;
-    let stream2 = open_on(&c, "web2", false).await;
-    let ws2 = open_on(&c, "web2", true).await;
-    let ws3 = open_on(&c, "web3", true).await;
+    let stream1 = long_to(&c.frontend, "web1", false).await;
+    let stream2 = long_to(&c.frontend, "web2", false).await;
+    let ws2 = long_to(&c.frontend, "web2", true).await;
+    let ws3 = long_to(&c.frontend, "web3", true).await;
     assert!(stream1.alive().await && ws2.alive().await && ws3.alive().await);
     // While the upstream is in the handler, its stream is counted.
     let before = upstreams(&c).await;
@@ -126,10 +109,7 @@ async fn an_admin_api_change_closes_every_upgraded_connection_and_hides_the_remo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_alone_under_load() {
     let dir = tempfile::tempdir().unwrap();
-    let mut members = Vec::new();
-    for m in ["web1", "web2", "web3"] {
-        members.push(WebMember::start(m, dir.path().join(format!("{m}.down"))).await);
-    }
+    let members = start_members(dir.path(), &["web1", "web2", "web3"]).await;
     let addrs: Vec<_> = members.iter().map(|m| m.addr).collect();
     let c = Caddy::start(dir.path(), &addrs);
     let load = web_load(&c.frontend, 4, Duration::from_millis(5));

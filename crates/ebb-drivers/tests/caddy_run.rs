@@ -25,10 +25,7 @@ async fn two_at_a_time_behind_caddy_under_load_fails_no_request() {
 async fn rolling_run(names: &[&str], max_unavailable: usize) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let mut members = Vec::new();
-    for m in names.iter().copied() {
-        members.push(WebMember::start(m, d.join(format!("{m}.down"))).await);
-    }
+    let members = start_members(d, names).await;
     let addrs: Vec<_> = members.iter().map(|m| m.addr).collect();
     let caddy = Arc::new(Caddy::start(d, &addrs));
     let original = caddy.dials().unwrap();

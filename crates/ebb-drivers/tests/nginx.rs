@@ -52,10 +52,7 @@ fn upstream_text(members: &[WebMember], down: &[&str]) -> String {
 
 async fn setup(down: &[&str], balancer_extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let mut members = Vec::new();
-    for m in MEMBERS {
-        members.push(WebMember::start(m, dir.path().join(format!("{m}.down"))).await);
-    }
+    let members = start_members(dir.path(), &MEMBERS).await;
     let original = upstream_text(&members, down);
     let nginx = Nginx::start(dir.path(), &original);
     let mut toml = format!(
@@ -80,32 +77,12 @@ async fn setup(down: &[&str], balancer_extra: &str) -> Setup {
     }
 }
 
-/// Opens streams until one lands on `name` (round robin: at most a few).
-async fn stream_to(frontend: &str, name: &str) -> LongStream {
-    for _ in 0..12 {
-        let s = LongStream::open(frontend).await.unwrap();
-        if s.member == name {
-            return s;
-        }
-    }
-    panic!("no stream reached {name}");
-}
-
-/// Whether `n` requests in a row avoid `name`, within 5 s (a reload takes a moment to
-/// replace the workers).
-async fn avoided(frontend: &str, name: &str) -> bool {
-    eventually(Duration::from_secs(5), || async {
-        !names(frontend, 6).await.iter().any(|n| n == name)
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drainstop_lets_a_long_stream_finish_and_the_drain_ends_when_it_closes() {
     let s = setup(&[], "").await;
     let web1 = &s.plan.members[0];
-    let long = stream_to(&s.nginx.frontend, "web1").await;
-    let other = stream_to(&s.nginx.frontend, "web2").await;
+    let long = long_to(&s.nginx.frontend, "web1", false).await;
+    let other = long_to(&s.nginx.frontend, "web2", false).await;
     let before = s.driver.state(web1).await.unwrap();
     assert_eq!(before.state, HostState::Started, "{before:?}");
     assert_eq!(before.active_connections, Some(1), "{before:?}");
@@ -307,8 +284,8 @@ async fn a_failing_reload_puts_the_file_back() {
 async fn stop_cuts_the_members_connections_at_once() {
     let s = setup(&[], "").await;
     let web1 = &s.plan.members[0];
-    let long = stream_to(&s.nginx.frontend, "web1").await;
-    let other = stream_to(&s.nginx.frontend, "web2").await;
+    let long = long_to(&s.nginx.frontend, "web1", false).await;
+    let other = long_to(&s.nginx.frontend, "web2", false).await;
     s.driver.stop(web1).await.unwrap();
     assert!(
         eventually(Duration::from_secs(5), || async { long.ended() }).await,

@@ -35,10 +35,7 @@ fn down_members(file: &std::path::Path) -> Option<Vec<String>> {
 async fn rolling_run(names: &[&str], max_unavailable: usize) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let mut members = Vec::new();
-    for m in names.iter().copied() {
-        members.push(WebMember::start(m, d.join(format!("{m}.down"))).await);
-    }
+    let members = start_members(d, names).await;
     let upstream: String = members
         .iter()
         .map(|m| {

@@ -371,8 +371,8 @@ impl ControlClient {
     }
 }
 
-/// Escapes everything but unreserved URL characters.
-fn percent_encode(s: &str) -> String {
+/// Escapes everything but unreserved URL characters (one path segment).
+pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -539,6 +539,19 @@ interval = "100ms"
     )
 }
 
+/// After a run of [`rolling_runbook`]: every member has version 1.1 and its service back.
+pub fn assert_updated(dir: &Path, names: &[&str]) {
+    for m in names {
+        assert_eq!(
+            std::fs::read_to_string(dir.join(format!("{m}.version")))
+                .unwrap()
+                .trim(),
+            "1.1"
+        );
+        assert!(!dir.join(format!("{m}.down")).exists());
+    }
+}
+
 /// A whole `ebb run` of `plan` through the engine with the real drivers, its journal in
 /// `dir/.ebb`: the outcome, every event as JSON, and how long it took.
 pub async fn run_engine(

@@ -67,6 +67,15 @@ impl Drop for WebMember {
     }
 }
 
+/// One member per name, each with its marker `dir/NAME.down`.
+pub async fn start_members(dir: &std::path::Path, names: &[&str]) -> Vec<WebMember> {
+    let mut members = Vec::new();
+    for m in names {
+        members.push(WebMember::start(m, dir.join(format!("{m}.down"))).await);
+    }
+    members
+}
+
 async fn serve(listener: TcpListener, name: String) {
     // Connections run in their own tasks: closing the port leaves them alone.
     while let Ok((s, _)) = listener.accept().await {
@@ -157,6 +166,32 @@ pub async fn names(addr: &str, n: usize) -> Vec<String> {
         out.push(get(addr).await.unwrap_or_else(|e| format!("error: {e}")));
     }
     out
+}
+
+/// Opens long streams (or upgraded connections) through the balancer until one lands on
+/// `member` (round robin: a few tries).
+pub async fn long_to(frontend: &str, member: &str, upgraded: bool) -> LongStream {
+    for _ in 0..12 {
+        let s = if upgraded {
+            LongStream::open_upgraded(frontend).await.unwrap()
+        } else {
+            LongStream::open(frontend).await.unwrap()
+        };
+        if s.member == member {
+            return s;
+        }
+    }
+    panic!("nothing reached {member}");
+}
+
+/// Whether requests through the balancer avoid `name`: 6 in a row, all answered, within
+/// 5 s (a reload takes a moment to replace nginx's workers).
+pub async fn avoided(frontend: &str, name: &str) -> bool {
+    super::eventually(Duration::from_secs(5), || async {
+        let answers = names(frontend, 6).await;
+        answers.iter().all(|n| n != name && !n.starts_with("error"))
+    })
+    .await
 }
 
 /// A `GET /stream` through the balancer, read in the background: `events` goes up while
@@ -427,15 +462,7 @@ impl RunReport {
             streams_on.iter().all(|m| counted.contains(m)),
             "a drain did not wait for its stream: streams on {streams_on:?}, counted {counted:?}"
         );
-        for m in names {
-            assert_eq!(
-                std::fs::read_to_string(d.join(format!("{m}.version")))
-                    .unwrap()
-                    .trim(),
-                "1.1"
-            );
-            assert!(!d.join(format!("{m}.down")).exists());
-        }
+        super::assert_updated(d, names);
     }
 
     /// One line for the test output (the numbers in the docs come from it).

@@ -23,7 +23,7 @@ impl Path {
         let mut s = String::from("/config");
         for p in &self.0 {
             s.push('/');
-            s.push_str(&percent_encode(p));
+            s.push_str(&ebb_lb::client::percent_encode(p));
         }
         s
     }
@@ -338,18 +338,6 @@ fn find_id(v: &Value, id: &str, at: &mut Path, ids: &mut Vec<String>) -> Option<
         }
         _ => None,
     }
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

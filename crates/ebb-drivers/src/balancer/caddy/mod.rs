@@ -389,8 +389,9 @@ impl Balancer for Caddy {
             format_duration(self.settings.drain_timeout),
             self.settings.handler_id
         );
-        match self.snapshot().await {
-            Ok(s) => match &s.stream_close_delay {
+        // An unreachable Caddy or a wrong handler_id: the state check reports it.
+        if let Ok(s) = self.snapshot().await {
+            match &s.stream_close_delay {
                 None => w.push(advice),
                 Some(Ok(d)) if *d < self.settings.drain_timeout => w.push(format!(
                     "stream_close_delay on \"{}\" is {}, shorter than the drain timeout {}: {advice}",
@@ -399,9 +400,7 @@ impl Balancer for Caddy {
                     format_duration(self.settings.drain_timeout)
                 )),
                 _ => {}
-            },
-            // The state check reports an unreachable Caddy or a wrong handler_id.
-            Err(_) => {}
+            }
         }
         if self.settings.on_timeout_stop {
             w.push("runbook.drain.on_timeout is \"stop\", but Caddy cannot cut one upstream's requests: a drain that times out fails instead (the member stays out and held). Set on_timeout = \"abort\" or \"wait\" to say so".to_string());
