@@ -46,7 +46,7 @@ pub enum CtlAction {
         #[arg(long, default_value = "1.1")]
         version: String,
         /// How long installing takes (default: the demo's `--install-time`).
-        #[arg(long, value_parser = crate::duration::parse)]
+        #[arg(long, value_parser = ebb_config::parse_duration)]
         delay: Option<Duration>,
     },
     /// Reboot the member: it goes down now and comes back after the demo's `--reboot-time`.

@@ -9,7 +9,7 @@
 //! members were out of service at once, and proves every member ends on the new version.
 //!
 //! Module map, one concept each:
-//! - [`duration`]: parsing `500ms` / `2s` style durations for options.
+//! - durations on the command line use ebb's one grammar (`ebb_config::parse_duration`).
 //! - [`http`]: a minimal HTTP/1.1 client and request reader over tokio, with bounded waits.
 //! - [`member`]: the demo service (`demo-member`).
 //! - [`procs`]: the registry of child processes, so that Ctrl-C leaves nothing behind.
@@ -26,7 +26,6 @@
 
 pub mod ctl;
 pub mod demo;
-pub mod duration;
 pub mod http;
 pub mod member;
 pub mod pool_file;
@@ -68,10 +67,10 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(2..=32))]
     pub members: u16,
     /// How long "installing" the new version takes on each member.
-    #[arg(long, default_value = "2s", value_parser = duration::parse)]
+    #[arg(long, default_value = "2s", value_parser = ebb_config::parse_duration)]
     pub install_time: Duration,
     /// How long a member stays down when it reboots.
-    #[arg(long, default_value = "3s", value_parser = duration::parse)]
+    #[arg(long, default_value = "3s", value_parser = ebb_config::parse_duration)]
     pub reboot_time: Duration,
     /// Short requests per second sent through the balancer.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=2000))]
@@ -80,7 +79,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 4)]
     pub streams: u16,
     /// How long each long-lived stream lasts when nothing cuts it.
-    #[arg(long, default_value = "3s", value_parser = duration::parse)]
+    #[arg(long, default_value = "3s", value_parser = ebb_config::parse_duration)]
     pub stream_time: Duration,
     /// How the balancer takes each member out: drainstop (no one is cut) or stop (cut now).
     #[arg(long, value_enum, default_value_t = DrainMode::Drainstop)]
@@ -95,7 +94,7 @@ pub struct DemoArgs {
     #[arg(long)]
     pub json: bool,
     /// Upper bound for the whole rollout; the demo gives up after it.
-    #[arg(long, default_value = "10m", value_parser = duration::parse)]
+    #[arg(long, default_value = "10m", value_parser = ebb_config::parse_duration)]
     pub timeout: Duration,
 }
 

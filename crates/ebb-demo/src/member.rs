@@ -37,7 +37,7 @@ pub struct MemberArgs {
     #[arg(long)]
     pub dir: PathBuf,
     /// How long `GET /stream` lasts.
-    #[arg(long, default_value = "3s", value_parser = crate::duration::parse)]
+    #[arg(long, default_value = "3s", value_parser = ebb_config::parse_duration)]
     pub stream_time: Duration,
 }
 

@@ -222,7 +222,7 @@ impl Supervisor {
                 tokio::spawn(async move { me.restart_later(slot, reboot_time).await });
                 Ok(format!(
                     "{name} is rebooting (back in {})",
-                    crate::duration::format(reboot_time)
+                    ebb_config::duration::format_exact(reboot_time)
                 ))
             }
             other => bail!("unknown operation `{other}` (install, reboot)"),
@@ -256,7 +256,7 @@ impl Supervisor {
             .arg("--dir")
             .arg(&self.config.dir)
             .arg("--stream-time")
-            .arg(crate::duration::format(self.config.stream_time))
+            .arg(ebb_config::duration::format_exact(self.config.stream_time))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2));

@@ -3,7 +3,7 @@
 //! Nothing here changes anything on the balancer: each source is only read.
 
 use crate::balancer::haproxy::client::{RuntimeApi, SocketAddr};
-use crate::balancer::nlb::Nlb;
+use crate::balancer::nlb::{Nlb, NlbSettings};
 use ebb_engine::plan::Plan;
 use std::time::Duration;
 
@@ -119,7 +119,14 @@ pub async fn builtin(control: &str, token: Option<String>) -> Result<Vec<Found>,
 /// `host` through the ssh transport (PowerShell), as the `nlb` driver reads them.
 /// `probe` is a pool file with `host` as its only member (the ssh settings to reach it).
 pub async fn nlb(probe: &Plan) -> Result<Vec<Found>, String> {
-    let driver = Nlb::from_plan(probe).map_err(|e| e.join("; "))?;
+    let settings = NlbSettings::from_plan(probe).map_err(|e| e.to_string())?;
+    let transports = probe
+        .members
+        .iter()
+        .map(|m| crate::transport::build(probe, m))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let driver = Nlb::with_transports(settings, probe, transports);
     nlb_nodes(&driver).await
 }
 

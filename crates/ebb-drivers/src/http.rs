@@ -105,7 +105,7 @@ pub async fn request_tls(
         Ok(r) => r,
         Err(_) => Err(format!(
             "{method} {url}: no answer within {}",
-            ebb_engine::duration::format_duration(timeout)
+            ebb_config::format_duration(timeout)
         )),
     }
 }

@@ -1,6 +1,7 @@
-//! ebb's drivers: balancers (`builtin`, `command`), transports (`local`) and verification
-//! checks (`command`, `http`, `tcp`). Each driver lives in its own file with its settings;
-//! [`build`] is the one place they are registered.
+//! ebb's drivers: balancers (`builtin`, `haproxy`, `nlb`, `command`, `nginx`, `caddy`), transports (`local`,
+//! `ssh`), verification checks and monitoring maintenance. Each driver lives in its own
+//! file with its settings and its descriptor; [`registry`] is the one place they are
+//! registered.
 
 pub mod balancer;
 pub mod base64;
@@ -11,9 +12,26 @@ pub mod maintenance;
 pub mod tls;
 pub mod transport;
 
+use ebb_config::ConfigErrors;
 use ebb_engine::member::Drivers;
 use ebb_engine::plan::Plan;
-use std::sync::Arc;
+use ebb_engine::registry::Registry;
+
+/// Every driver of this crate, registered: one line each. The first transport is the
+/// default one.
+pub fn registry() -> Registry {
+    Registry::new()
+        .balancer(balancer::builtin::BuiltinDriver)
+        .balancer(balancer::haproxy::HaproxyDriver)
+        .balancer(balancer::nlb::NlbDriver)
+        .balancer(balancer::command::CommandDriver)
+        .balancer(balancer::nginx::NginxDriver)
+        .balancer(balancer::caddy::CaddyDriver)
+        .transport(transport::local::LocalTransport)
+        .transport(transport::ssh::SshTransport)
+        .checker(check::StandardChecker)
+        .maintenance(maintenance::MonitoringMaintenance)
+}
 
 /// The directory of the pool file: local commands (steps, checks, the command balancer)
 /// run there, so `./lb.sh` means the same wherever ebb is started from.
@@ -25,31 +43,7 @@ pub fn pool_dir(plan: &Plan) -> Option<std::path::PathBuf> {
     Some(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()))
 }
 
-/// Builds every driver a plan needs, validating driver settings; the error lists each
-/// problem with file, line and key.
-pub fn build(plan: &Plan) -> Result<Drivers, Vec<String>> {
-    let mut errors = Vec::new();
-    let balancer = match balancer::build(plan) {
-        Ok(b) => Some(b),
-        Err(mut e) => {
-            errors.append(&mut e);
-            None
-        }
-    };
-    let mut transports = Vec::new();
-    for m in &plan.members {
-        match transport::build(plan, m) {
-            Ok(t) => transports.push(t),
-            Err(e) => errors.push(e),
-        }
-    }
-    match balancer {
-        Some(balancer) if errors.is_empty() => Ok(Drivers {
-            balancer,
-            transports,
-            checker: Arc::new(check::StandardChecker),
-            maintenance: Arc::new(maintenance::MonitoringMaintenance),
-        }),
-        _ => Err(errors),
-    }
+/// Builds every driver a validated plan needs with the standard [`registry`].
+pub fn build(plan: &Plan) -> Result<Drivers, ConfigErrors> {
+    registry().build(plan)
 }

@@ -450,7 +450,7 @@ fn new_check_and_maintenance_keys_are_validated_all_at_once_with_lines() {
     );
     let p = dir.path().join("pool.toml");
     std::fs::write(&p, &text).unwrap();
-    let errs = ebb_engine::config::load(&p)
+    let errs = ebb_engine::config::load(&p, &ebb_drivers::registry())
         .expect_err("invalid")
         .to_string();
     let line = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;

@@ -491,12 +491,14 @@ fn with_socket(plan: &Plan, socket: &str) -> Driver {
 #[test]
 fn settings_errors_have_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    let p = plan(
-        dir.path(),
+    let path = dir.path().join("pool.toml");
+    std::fs::write(
+        &path,
         "[pool]\nname = \"t\"\n\n[balancer]\ndriver = \"haproxy\"\nsocket = \"http://x\"\nstart_timeout = \"soon\"\nbakend = \"app\"\n\n[[member]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n",
-    );
-    let errs = match Driver::from_plan(&p) {
-        Err(e) => e.join("\n"),
+    )
+    .unwrap();
+    let errs = match ebb_engine::config::load(&path, &ebb_drivers::registry()) {
+        Err(e) => e.to_string(),
         Ok(_) => panic!("accepted a bad [balancer]"),
     };
     for want in [
@@ -568,7 +570,8 @@ async fn permission_child() {
     let Ok(pool) = std::env::var("EBB_TEST_PERMISSION_POOL") else {
         return;
     };
-    let plan = ebb_engine::config::load(std::path::Path::new(&pool)).unwrap();
+    let plan =
+        ebb_engine::config::load(std::path::Path::new(&pool), &ebb_drivers::registry()).unwrap();
     let d = Driver::from_plan(&plan).unwrap();
     match d.state(&plan.members[0]).await {
         Ok(st) => println!("UNEXPECTED: {st:?}"),

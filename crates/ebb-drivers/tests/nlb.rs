@@ -391,12 +391,14 @@ async fn a_cluster_that_never_converges_is_reported_with_every_node_state() {
 #[test]
 fn settings_and_shell_are_validated() {
     let dir = tempfile::tempdir().unwrap();
-    let p = support::plan(
-        dir.path(),
+    let path = dir.path().join("pool.toml");
+    std::fs::write(
+        &path,
         "[pool]\nname = \"t\"\n\n[balancer]\ndriver = \"nlb\"\nconverge_timeout = \"later\"\ninterfce = \"NLB\"\n\n[[member]]\nname = \"a\"\naddress = \"a.corp.example\"\n",
-    );
-    let e = match NlbSettings::from_plan(&p) {
-        Err(e) => e.join("\n"),
+    )
+    .unwrap();
+    let e = match ebb_engine::config::load(&path, &ebb_drivers::registry()) {
+        Err(e) => e.to_string(),
         Ok(_) => panic!("accepted"),
     };
     for want in [

@@ -233,7 +233,7 @@ fn ssh_settings_are_validated_with_file_line_and_key() {
     );
     let p = dir.path().join("pool.toml");
     std::fs::write(&p, &text).unwrap();
-    let errs = ebb_engine::config::load(&p)
+    let errs = ebb_engine::config::load(&p, &ebb_drivers::registry())
         .expect_err("invalid")
         .to_string();
     let line = |k: &str| text.lines().position(|l| l.starts_with(k)).unwrap() + 1;

@@ -5,11 +5,12 @@
 //! `cargo run --release -p ebb-engine --example engine_overhead -- [MEMBERS]`
 
 use async_trait::async_trait;
+use ebb_config::{ConfigErrors, Context, Key, Section};
 use ebb_engine::events::{Event, EventSink};
 use ebb_engine::interfaces::*;
 use ebb_engine::journal::Journal;
-use ebb_engine::member::Drivers;
-use ebb_engine::plan::{CheckSpec, Member};
+use ebb_engine::plan::{CheckSpec, Member, Plan};
+use ebb_engine::registry::{BalancerDriver, Registry, TransportKind};
 use ebb_engine::run::{run, RunOptions};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -137,6 +138,40 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// Registers the balancer and the transport above as `nop`.
+struct Nop;
+
+impl BalancerDriver for Nop {
+    fn name(&self) -> &'static str {
+        "nop"
+    }
+    fn keys(&self) -> Vec<Key> {
+        Vec::new()
+    }
+    fn validate(&self, plan: &Plan, cx: &mut Context) {
+        Section::new(&plan.balancer.settings, "balancer", &[]).finish(cx);
+    }
+    fn build(&self, _: &Plan, _: &[Arc<dyn Transport>]) -> Result<Arc<dyn Balancer>, ConfigErrors> {
+        Ok(Arc::new(NopBalancer::default()))
+    }
+}
+
+impl TransportKind for Nop {
+    fn name(&self) -> &'static str {
+        "nop"
+    }
+    fn keys(&self) -> Vec<Key> {
+        Vec::new()
+    }
+    fn validate(&self, _: &mut Context, _: &mut Section<'_>) {}
+    fn knows_boot_identity(&self) -> bool {
+        true
+    }
+    fn build(&self, _: &Plan, _: &Member) -> Result<Arc<dyn Transport>, ConfigErrors> {
+        Ok(Arc::new(NopTransport))
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let n: usize = std::env::args()
@@ -145,7 +180,7 @@ async fn main() {
         .unwrap_or(10_000);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut text = String::from(
-        "[pool]\nname = \"bench\"\nmax_unavailable = 1\n\n[balancer]\ndriver = \"command\"\n\n\
+        "[pool]\nname = \"bench\"\nmax_unavailable = 1\n\n[balancer]\ndriver = \"nop\"\n\n\
          [runbook.drain]\ntimeout = \"1m\"\n\n[[runbook.step]]\nname = \"pause\"\nrun = \"pause {member}\"\nundo = \"resume {member}\"\n\n\
          [[runbook.step]]\nname = \"update\"\nrun = \"update {member}\"\n\n[[runbook.verify]]\nname = \"ok\"\ncommand = \"true\"\n\n",
     );
@@ -159,16 +194,14 @@ async fn main() {
     let path = dir.path().join("pool.toml");
     std::fs::write(&path, &text).expect("write");
     let t0 = Instant::now();
-    let plan = Arc::new(ebb_engine::config::load(&path).expect("valid plan"));
+    let registry = Registry::new()
+        .balancer(Nop)
+        .transport(Nop)
+        .checker(NopChecker)
+        .maintenance(NoMaintenance);
+    let plan = Arc::new(ebb_engine::config::load(&path, &registry).expect("valid plan"));
     let parse = t0.elapsed();
-    let drivers = Drivers {
-        balancer: Arc::new(NopBalancer::default()),
-        transports: (0..n)
-            .map(|_| Arc::new(NopTransport) as Arc<dyn Transport>)
-            .collect(),
-        checker: Arc::new(NopChecker),
-        maintenance: Arc::new(NoMaintenance),
-    };
+    let drivers = registry.build(&plan).expect("drivers");
     let journal = Arc::new(Journal::open(&dir.path().join("state")).expect("journal"));
     let transitions = Arc::new(AtomicUsize::new(0));
     let t = transitions.clone();

@@ -1,17 +1,18 @@
 //! ebb's rollout engine: the pool file and its validated plan, the journal, the scheduler,
 //! and the interfaces (`Balancer`, `Transport`, `Check`) that drivers implement.
 //!
-//! The engine knows nothing of any particular balancer or transport; the `ebb-drivers`
-//! crate provides them and the `ebb` binary puts the two together.
+//! The engine knows nothing of any particular balancer or transport: it is handed a
+//! [`registry::Registry`] of plug-ins (the `ebb-drivers` crate provides the real ones and
+//! the `ebb` binary puts the two together; tests register fakes).
 
 pub mod config;
-pub mod duration;
 pub mod placeholder;
 pub mod plan;
-pub mod source;
+pub mod registry;
 
 pub use config::{ConfigError, ConfigErrors};
 pub use plan::Plan;
+pub use registry::Registry;
 pub mod events;
 pub mod interfaces;
 pub mod journal;

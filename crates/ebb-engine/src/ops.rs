@@ -136,7 +136,12 @@ name = "backup"
 run = "backup"
 when = "first"
 "#;
-        let plan = crate::config::parse(text, std::path::Path::new("p.toml")).expect("valid");
+        let plan = crate::config::parse(
+            text,
+            std::path::Path::new("p.toml"),
+            &crate::registry::tests::inert(),
+        )
+        .expect("valid");
         assert_eq!(
             op_keys(&plan, 0),
             [

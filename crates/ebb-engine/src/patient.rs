@@ -127,10 +127,10 @@ mod tests {
         let p = dir.join(format!("ebb-patient-{}.toml", std::process::id()));
         std::fs::write(
             &p,
-            "[pool]\nname = \"p\"\n[balancer]\ndriver = \"command\"\nstate = \"true\"\n[[member]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n",
+            "[pool]\nname = \"p\"\n[balancer]\ndriver = \"command\"\n[[member]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n",
         )
         .expect("write");
-        let plan = crate::config::load(&p).expect("plan");
+        let plan = crate::config::load(&p, &crate::registry::tests::inert()).expect("plan");
         let _ = std::fs::remove_file(&p);
         plan.members[0].clone()
     }

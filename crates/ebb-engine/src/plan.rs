@@ -1,8 +1,10 @@
 //! The validated, typed plan that a pool file becomes. Nothing runs before a `Plan` exists,
 //! and a `Plan` exists only when the whole file was valid.
 
+use ebb_config::LineIndex;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A whole pool file, validated.
@@ -10,6 +12,9 @@ use std::time::Duration;
 pub struct Plan {
     /// The pool file this plan came from.
     pub file: PathBuf,
+    /// Where each key of the pool file is, for messages about it after parsing (a
+    /// driver's settings).
+    pub lines: Arc<LineIndex>,
     /// The pool: name, availability policy, pool-wide checks.
     pub pool: PoolSpec,
     /// What stands in front of the pool.
@@ -73,15 +78,15 @@ impl MaxUnavailable {
     }
 }
 
-/// `[balancer]`: the driver name and its own settings, validated by the driver.
+/// `[balancer]`: the driver name and its own settings, opaque to the engine and validated
+/// by the driver registered under that name.
 #[derive(Debug, Clone)]
 pub struct BalancerSpec {
-    /// One of [`crate::config::DRIVERS`].
+    /// The name of a registered balancer driver.
     pub driver: String,
-    /// Every other key of `[balancer]`, as written.
+    /// Every other key of `[balancer]`, as written (lines in `Plan::lines`, under
+    /// `balancer.KEY`).
     pub settings: toml::Table,
-    /// Line of each key, for the driver's own error messages.
-    pub lines: BTreeMap<String, usize>,
 }
 
 /// One server of the pool.
@@ -93,7 +98,7 @@ pub struct Member {
     pub address: String,
     /// Its name in the balancer (defaults to `name`).
     pub lb_name: String,
-    /// `local` or `ssh`.
+    /// The name of a registered transport.
     pub transport: String,
     /// `sh` or `powershell`.
     pub shell: Shell,
@@ -103,7 +108,8 @@ pub struct Member {
     pub vars: BTreeMap<String, String>,
     /// Command printing the member's boot identity (local transport).
     pub boot_id: Option<String>,
-    /// Transport settings (`ssh_user`, `ssh_port`, ...), merged from `[defaults]`.
+    /// The transports' keys (`ssh_user`, `ssh_port`, ...), merged from `[defaults]`;
+    /// validated by the transports.
     pub settings: toml::Table,
     /// Balancer weight (used by the built-in balancer).
     pub weight: u32,

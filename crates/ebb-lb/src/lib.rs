@@ -23,7 +23,6 @@ pub mod cli;
 pub mod client;
 pub mod config;
 mod control;
-pub mod duration;
 mod health;
 mod metrics;
 pub mod persist;

@@ -64,7 +64,7 @@ fn syntax_errors_and_missing_files_are_reported_not_panicked() {
     )
     .unwrap();
     let text = LbConfig::from_pool_file(&path).unwrap_err().to_string();
-    assert!(text.contains("pool.toml:3: invalid TOML"), "{text}");
+    assert!(text.contains("pool.toml:3: not valid TOML"), "{text}");
     let text = LbConfig::from_pool_file(dir.path().join("missing.toml"))
         .unwrap_err()
         .to_string();

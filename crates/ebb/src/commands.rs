@@ -97,7 +97,7 @@ async fn dispatch(cmd: Command) -> i32 {
 
 /// Loads and validates a pool file; prints every problem and returns `None` when invalid.
 pub fn load_plan(path: &Path) -> Option<Plan> {
-    match ebb_engine::config::load(path) {
+    match ebb_engine::config::load(path, &ebb_drivers::registry()) {
         Ok(p) => Some(p),
         Err(errs) => {
             print_problems(&problems_of(&errs), path);
@@ -110,7 +110,7 @@ fn load_drivers(plan: &Plan) -> Option<Drivers> {
     match ebb_drivers::build(plan) {
         Ok(d) => Some(d),
         Err(errs) => {
-            print_problems(&errs, &plan.file);
+            print_problems(&problems_of(&errs), &plan.file);
             None
         }
     }
@@ -445,7 +445,7 @@ fn print_run_human(v: &serde_json::Value) {
 pub fn pool_name(sel: &RunSel) -> Option<String> {
     sel.pool
         .as_ref()
-        .and_then(|p| ebb_engine::config::load(p).ok())
+        .and_then(|p| ebb_engine::config::load(p, &ebb_drivers::registry()).ok())
         .map(|p| p.pool.name)
 }
 
@@ -548,7 +548,7 @@ fn plan_cmd(path: &Path, json_out: bool) -> i32 {
         plan.balancer.driver,
         plan.pool.max_unavailable.resolve(total),
         plan.pool.min_in_service,
-        ebb_engine::duration::format_duration(plan.pool.capacity_wait)
+        ebb_config::format_duration(plan.pool.capacity_wait)
     );
     for w in v["waves"].as_array().into_iter().flatten() {
         println!(
@@ -578,8 +578,10 @@ fn plan_cmd(path: &Path, json_out: bool) -> i32 {
 }
 
 async fn check(path: &Path, json_out: bool, no_members: bool) -> i32 {
-    let loaded = match ebb_engine::config::load(path) {
-        Ok(plan) => ebb_drivers::build(&plan).map(|d| (plan, d)),
+    let loaded = match ebb_engine::config::load(path, &ebb_drivers::registry()) {
+        Ok(plan) => ebb_drivers::build(&plan)
+            .map(|d| (plan, d))
+            .map_err(|e| problems_of(&e)),
         Err(errs) => Err(problems_of(&errs)),
     };
     let (plan, drivers) = match loaded {

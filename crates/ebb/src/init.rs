@@ -100,7 +100,7 @@ pub fn main(args: InitArgs) -> i32 {
         file: &args.pool.display().to_string(),
     });
     // Our own reader must accept what we write: a failure here is a bug in ebb init.
-    if let Err(errs) = ebb_engine::config::parse(&text, &args.pool) {
+    if let Err(errs) = ebb_engine::config::parse(&text, &args.pool, &ebb_drivers::registry()) {
         eprintln!("ebb init: the generated file does not validate (a bug in ebb):\n{errs}");
         return 1;
     }
@@ -207,7 +207,7 @@ async fn discover(source: &Source, args: &InitArgs) -> Result<Vec<Found>, String
         }
         Source::Nlb { host, .. } => {
             let probe = nlb_probe(source);
-            let plan = ebb_engine::config::parse(&probe, &args.pool)
+            let plan = ebb_engine::config::parse(&probe, &args.pool, &ebb_drivers::registry())
                 .map_err(|e| format!("--from nlb {host}: {e}"))?;
             discover::nlb(&plan)
                 .await
@@ -535,7 +535,7 @@ mod tests {
             command_line: "ebb init",
             file: "pool.toml",
         });
-        ebb_engine::config::parse(&text, Path::new("pool.toml"))
+        ebb_engine::config::parse(&text, Path::new("pool.toml"), &ebb_drivers::registry())
             .unwrap_or_else(|e| panic!("{e}\n{text}"))
     }
 

@@ -122,7 +122,7 @@ impl Live {
         let mut lines = Vec::new();
         for name in &self.order {
             if let Some((step, since, conns)) = self.active.get(name) {
-                let el = ebb_engine::duration::format_duration(since.elapsed());
+                let el = ebb_config::format_duration(since.elapsed());
                 let c = conns
                     .map(|c| format!(", {c} connection(s) open"))
                     .unwrap_or_default();
@@ -183,9 +183,7 @@ impl Live {
                 };
                 self.log(format!(
                     "{member}: {step} {outcome}{code} in {}{d}",
-                    ebb_engine::duration::format_duration(std::time::Duration::from_millis(
-                        *duration_ms
-                    ))
+                    ebb_config::format_duration(std::time::Duration::from_millis(*duration_ms))
                 ));
             }
             Event::Output { member, step, line } => {

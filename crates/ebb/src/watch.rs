@@ -64,12 +64,12 @@ pub async fn watch(sel: &RunSel, web: &WebArgs) -> i32 {
         }
     };
     announce(&server, &opts);
-    match pool_file.map(|p| ebb_engine::config::load(&p).map(|plan| (p, plan))) {
+    match pool_file.map(|p| ebb_engine::config::load(&p, &ebb_drivers::registry()).map(|plan| (p, plan))) {
         Some(Ok((_, plan))) => match ebb_drivers::build(&plan) {
             Ok(drivers) => server.poll_balancer(counts, drivers.balancer, Arc::new(plan)),
             Err(e) => eprintln!(
                 "ebb watch: connection counts of draining members will not be shown: {}",
-                e.join("; ")
+                e.0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
             ),
         },
         Some(Err(e)) => eprintln!(

@@ -94,7 +94,8 @@ fn from_haproxy_lists_the_backends_servers_and_passes_check() {
     ] {
         assert!(file.contains(section), "no {section} in\n{file}");
     }
-    let plan = ebb_engine::config::load(&dir.path().join("web.toml")).expect("valid");
+    let plan = ebb_engine::config::load(&dir.path().join("web.toml"), &ebb_drivers::registry())
+        .expect("valid");
     assert_eq!(plan.pool.name, "app");
     assert_eq!(plan.balancer.driver, "haproxy");
 
@@ -208,7 +209,8 @@ fn from_builtin_lists_the_balancers_members_and_passes_check() {
         &["init", "--from", "builtin", &control, "apps.toml"],
     );
     assert_eq!(out.status.code(), Some(0), "ebb init: {}", text(&out));
-    let plan = ebb_engine::config::load(&dir.path().join("apps.toml")).expect("valid");
+    let plan = ebb_engine::config::load(&dir.path().join("apps.toml"), &ebb_drivers::registry())
+        .expect("valid");
     assert_eq!(plan.pool.name, "apps");
     assert_eq!(plan.balancer.driver, "builtin");
     let members: Vec<(&str, &str, u32)> = plan

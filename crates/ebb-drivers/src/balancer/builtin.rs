@@ -1,22 +1,73 @@
 //! The `builtin` balancer driver: ebb's own balancer, through its control API and its
 //! event stream, exactly as an operator would use `ebb lb`.
 //!
-//! Settings read here: `control` (default `http://127.0.0.1:9900`) and `token` (or the
-//! environment variable `EBB_LB_TOKEN`). The balancer's other keys are its own; `ebb check`
-//! validates them with the balancer's own config reader.
+//! Its keys are the balancer's own (`ebb_lb::config::BALANCER_KEYS`), read by the
+//! balancer's reader from the plan's `[balancer]` and members: the driver connects to the
+//! `control` address that reader settles on, with its `token` (or `EBB_LB_TOKEN`).
 
 use async_trait::async_trait;
-use ebb_engine::interfaces::{Balancer, DriverError, DriverResult, HostState, MemberLbState};
+use ebb_config::{ConfigErrors, Context, Key};
+use ebb_engine::interfaces::{
+    Balancer, DriverError, DriverResult, HostState, MemberLbState, Transport,
+};
 use ebb_engine::plan::{Member, Plan};
+use ebb_engine::registry::BalancerDriver;
 use ebb_lb::client::ControlClient;
+use ebb_lb::config::{LbConfig, BALANCER_KEYS, TOKEN_ENV};
 use ebb_lb::status::{Health, HostState as LbState, InitialState, MemberStatus};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::Notify;
 
-/// Default control URL of `ebb lb serve`.
-pub const DEFAULT_CONTROL: &str = "http://127.0.0.1:9900";
+/// The builtin driver's descriptor, registered in [`crate::registry`].
+pub struct BuiltinDriver;
+
+impl BalancerDriver for BuiltinDriver {
+    fn name(&self) -> &'static str {
+        "builtin"
+    }
+
+    fn keys(&self) -> Vec<Key> {
+        BALANCER_KEYS.to_vec()
+    }
+
+    fn validate(&self, plan: &Plan, cx: &mut Context) {
+        lb_config(plan, cx);
+    }
+
+    fn build(
+        &self,
+        plan: &Plan,
+        _: &[Arc<dyn Transport>],
+    ) -> Result<Arc<dyn Balancer>, ConfigErrors> {
+        Ok(Arc::new(Builtin::from_plan(plan)?))
+    }
+}
+
+/// The balancer's own reading of the plan: `[balancer]` and the members as `ebb lb serve`
+/// sees them, with the plan's lines.
+fn lb_config(plan: &Plan, cx: &mut Context) -> Option<LbConfig> {
+    let mut balancer = plan.balancer.settings.clone();
+    balancer.insert("driver".into(), "builtin".into());
+    let members: Vec<toml::Value> = plan
+        .members
+        .iter()
+        .map(|m| {
+            let mut t = toml::Table::new();
+            t.insert("name".into(), m.name.clone().into());
+            t.insert("lb_name".into(), m.lb_name.clone().into());
+            t.insert("address".into(), m.address.clone().into());
+            t.insert("weight".into(), i64::from(m.weight).into());
+            toml::Value::Table(t)
+        })
+        .collect();
+    let mut root = toml::Table::new();
+    root.insert("balancer".into(), toml::Value::Table(balancer));
+    root.insert("member".into(), toml::Value::Array(members));
+    let env_token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
+    LbConfig::read(cx, &root, &plan.file, env_token)
+}
 
 /// Drives ebb's built-in balancer.
 pub struct Builtin {
@@ -36,28 +87,16 @@ impl Drop for Builtin {
 
 impl Builtin {
     /// Reads `[balancer]` for the builtin driver.
-    pub fn from_plan(plan: &Plan) -> Result<Self, Vec<String>> {
-        let control = match plan.balancer.settings.get("control") {
-            None => DEFAULT_CONTROL.to_string(),
-            Some(toml::Value::String(s)) => s.clone(),
-            Some(_) => {
-                return Err(vec![super::setting_error(
+    pub fn from_plan(plan: &Plan) -> Result<Self, ConfigErrors> {
+        let cfg = super::read(plan, lb_config)?;
+        let client =
+            ControlClient::new(&format!("http://{}", cfg.control), cfg.token).map_err(|e| {
+                ConfigErrors(vec![ebb_engine::registry::plan_error(
                     plan,
-                    "control",
-                    "expected a URL string such as \"http://127.0.0.1:9900\"",
+                    "balancer.control",
+                    e.to_string(),
                 )])
-            }
-        };
-        let token = match plan.balancer.settings.get("token") {
-            Some(toml::Value::String(s)) => Some(s.clone()),
-            _ => std::env::var("EBB_LB_TOKEN").ok().filter(|t| !t.is_empty()),
-        };
-        // The balancer's own reader checks every key it owns, with lines.
-        if let Err(errs) = ebb_lb::config::LbConfig::from_pool_file(&plan.file) {
-            return Err(errs.0.iter().map(|e| e.to_string()).collect());
-        }
-        let client = ControlClient::new(&control, token)
-            .map_err(|e| vec![super::setting_error(plan, "control", e)])?;
+            })?;
         Ok(Builtin {
             client,
             wakeups: Arc::default(),

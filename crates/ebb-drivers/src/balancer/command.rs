@@ -15,17 +15,88 @@
 //! timeout = "30s"                             # bound on each command
 //! ```
 
-use super::settings::Settings;
 use crate::transport::local::run_local;
 use async_trait::async_trait;
-use ebb_engine::interfaces::{Balancer, DriverError, DriverResult, HostState, MemberLbState};
-use ebb_engine::placeholder::{render, Quote};
+use ebb_config::{ConfigErrors, Context, Key, Kind};
+use ebb_engine::interfaces::{
+    Balancer, DriverError, DriverResult, HostState, MemberLbState, Transport,
+};
+use ebb_engine::placeholder::{self, render, Quote};
 use ebb_engine::plan::{Member, Plan, Shell};
+use ebb_engine::registry::BalancerDriver;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-const REQUIRED: &[&str] = &["drainstop", "stop", "start", "state", "initial_state"];
-const OPTIONAL: &[&str] = &["connections", "get_initial_state", "health"];
+/// The keys of `[balancer]` for the command driver: one command per operation.
+pub const KEYS: &[Key] = &[
+    Key::required(
+        "drainstop",
+        Kind::String,
+        "drains the member; exit 0 when done",
+    ),
+    Key::required(
+        "stop",
+        Kind::String,
+        "stops the member, cutting its connections; exit 0 when done",
+    ),
+    Key::required(
+        "start",
+        Kind::String,
+        "puts the member back in service; exit 0 when done",
+    ),
+    Key::required("state", Kind::String, "prints started, draining or stopped"),
+    Key::required(
+        "initial_state",
+        Kind::String,
+        "sets the initial state; gets {state} = started or stopped",
+    ),
+    Key::new(
+        "connections",
+        Kind::String,
+        "prints the member's active connection count",
+    ),
+    Key::new(
+        "get_initial_state",
+        Kind::String,
+        "prints started or stopped (without it: started)",
+    ),
+    Key::new(
+        "health",
+        Kind::String,
+        "exit 0 when the balancer considers the member healthy",
+    ),
+    Key::new(
+        "timeout",
+        Kind::Duration,
+        "bound on each command (default \"30s\")",
+    ),
+];
+
+/// The command driver's descriptor, registered in [`crate::registry`].
+pub struct CommandDriver;
+
+impl BalancerDriver for CommandDriver {
+    fn name(&self) -> &'static str {
+        "command"
+    }
+
+    fn keys(&self) -> Vec<Key> {
+        KEYS.to_vec()
+    }
+
+    fn validate(&self, plan: &Plan, cx: &mut Context) {
+        CommandBalancer::read(plan, cx);
+    }
+
+    fn build(
+        &self,
+        plan: &Plan,
+        _: &[Arc<dyn Transport>],
+    ) -> Result<Arc<dyn Balancer>, ConfigErrors> {
+        Ok(Arc::new(CommandBalancer::from_plan(plan)?))
+    }
+}
 
 /// The operator's commands, one per operation.
 pub struct CommandBalancer {
@@ -36,36 +107,48 @@ pub struct CommandBalancer {
 
 impl CommandBalancer {
     /// Reads `[balancer]` for the command driver.
-    pub fn from_plan(plan: &Plan) -> Result<Self, Vec<String>> {
-        let known: Vec<&str> = REQUIRED
-            .iter()
-            .chain(OPTIONAL)
-            .copied()
-            .chain(["timeout"])
-            .collect();
-        let mut s = Settings::new(plan, "command", &known);
+    pub fn from_plan(plan: &Plan) -> Result<Self, ConfigErrors> {
+        super::read(plan, Self::read)
+    }
+
+    /// Reads `[balancer]`, every problem into `cx`: the commands, their timeout, and the
+    /// placeholders in each command, checked against every member (`{state}` only in
+    /// `initial_state`).
+    fn read(plan: &Plan, cx: &mut Context) -> Option<Self> {
+        let mut s = super::section(plan, "command", KEYS);
         let mut commands = BTreeMap::new();
-        for k in REQUIRED.iter().chain(OPTIONAL) {
-            match s.string(k) {
+        for k in KEYS.iter().filter(|k| k.kind == Kind::String) {
+            match s.str(cx, k.name) {
                 Some(c) => {
-                    commands.insert(k.to_string(), c);
+                    commands.insert(k.name.to_string(), c);
                 }
-                None if REQUIRED.contains(k) && !s.has(k) => {
-                    s.missing(format!("the command driver needs {k} = \"<command>\""))
-                }
+                None if k.required && !s.has(k.name) => s.missing(
+                    cx,
+                    format!("the command driver needs {} = \"<command>\"", k.name),
+                ),
                 None => {}
             }
         }
-        let timeout = s.duration("timeout", Duration::from_secs(30));
-        if s.errors.is_empty() {
-            Ok(CommandBalancer {
-                commands,
-                timeout,
-                dir: crate::pool_dir(plan),
-            })
-        } else {
-            Err(s.errors)
+        let timeout = s.duration(cx, "timeout", Duration::from_secs(30));
+        s.finish(cx);
+        for (k, template) in &commands {
+            let extras: &[&str] = if k == "initial_state" {
+                &["state"]
+            } else {
+                &[]
+            };
+            for m in &plan.members {
+                if let Err(e) = placeholder::validate(template, m, extras) {
+                    s.error(cx, k, e);
+                    break;
+                }
+            }
         }
+        Some(CommandBalancer {
+            commands,
+            timeout,
+            dir: crate::pool_dir(plan),
+        })
     }
 
     async fn call(

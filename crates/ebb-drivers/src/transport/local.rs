@@ -3,14 +3,41 @@
 
 use super::OutputTail;
 use async_trait::async_trait;
+use ebb_config::{ConfigErrors, Context, Key, Section};
 use ebb_engine::interfaces::{CommandOutcome, DriverError, DriverResult, OutputSink, Transport};
 use ebb_engine::placeholder::{render, Quote};
-use ebb_engine::plan::{Member, Shell};
+use ebb_engine::plan::{Member, Plan, Shell};
+use ebb_engine::registry::TransportKind;
 use std::collections::BTreeMap;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
+
+/// The `local` transport's descriptor, registered in [`crate::registry`]. It has no keys
+/// of its own; it cannot know a member's boot identity without `boot_id`.
+pub struct LocalTransport;
+
+impl TransportKind for LocalTransport {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn keys(&self) -> Vec<Key> {
+        Vec::new()
+    }
+
+    fn validate(&self, _: &mut Context, _: &mut Section<'_>) {}
+
+    fn knows_boot_identity(&self) -> bool {
+        false
+    }
+
+    fn build(&self, plan: &Plan, member: &Member) -> Result<Arc<dyn Transport>, ConfigErrors> {
+        Ok(Arc::new(Local::new(member).in_dir(crate::pool_dir(plan))))
+    }
+}
 
 /// Runs a member's commands on this machine.
 pub struct Local {

@@ -4,24 +4,29 @@ pub mod command_line;
 pub mod local;
 pub mod ssh;
 
+use ebb_config::ConfigErrors;
 use ebb_engine::interfaces::{OutputSink, Transport};
 use ebb_engine::plan::{Member, Plan};
+use ebb_engine::registry::plan_error;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
 
-/// Builds the transport of one member.
-pub fn build(plan: &Plan, member: &Member) -> Result<Arc<dyn Transport>, String> {
-    match member.transport.as_str() {
-        "local" => Ok(Arc::new(local::Local::new(member).in_dir(crate::pool_dir(plan)))),
-        "ssh" => ssh::Ssh::new(plan, member)
-            .map(|t| Arc::new(t) as Arc<dyn Transport>)
-            .map_err(|e| format!("{}: {e}", plan.file.display())),
-        other => Err(format!(
-            "{}: member \"{}\": transport \"{other}\" is not available in this build of ebb (available: local, ssh)",
-            plan.file.display(),
-            member.name
-        )),
+/// Builds the transport of one member with the standard registry.
+pub fn build(plan: &Plan, member: &Member) -> Result<Arc<dyn Transport>, ConfigErrors> {
+    let registry = crate::registry();
+    match registry.find_transport(&member.transport) {
+        Some(t) => t.build(plan, member),
+        None => Err(ConfigErrors(vec![plan_error(
+            plan,
+            "member",
+            format!(
+                "member \"{}\": expected a transport among {}, found \"{}\"",
+                member.name,
+                registry.transport_names(),
+                member.transport
+            ),
+        )])),
     }
 }
 

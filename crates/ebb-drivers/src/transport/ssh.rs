@@ -16,9 +16,11 @@
 use super::command_line::{remote_command, remote_kill, RemoteShell, EXIT_MARKER, PID_MARKER};
 use super::OutputTail;
 use async_trait::async_trait;
+use ebb_config::{display_value, ConfigErrors, Context, Key, Kind, Section};
 use ebb_engine::interfaces::{CommandOutcome, DriverError, DriverResult, OutputSink, Transport};
 use ebb_engine::placeholder::{render, Quote};
 use ebb_engine::plan::{Member, Plan, Shell};
+use ebb_engine::registry::TransportKind;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -50,6 +52,66 @@ pub const FORBIDDEN_OPTIONS: &[&str] = &[
     "localcommand",
 ];
 
+/// The keys the ssh transport owns in `[[member]]` and `[defaults]`.
+pub const KEYS: &[Key] = &[
+    Key::new(
+        "ssh_host",
+        Kind::String,
+        "ssh: where to connect (default: the host part of address)",
+    ),
+    Key::new("ssh_port", Kind::Integer, "ssh: the port (default 22)"),
+    Key::new(
+        "ssh_user",
+        Kind::String,
+        "ssh: the login (default: ssh's own)",
+    ),
+    Key::new(
+        "ssh_key",
+        Kind::String,
+        "ssh: a private key file (relative to the pool file)",
+    ),
+    Key::new(
+        "ssh_known_hosts",
+        Kind::String,
+        "ssh: the known-hosts file (default ~/.ssh/known_hosts); host keys are always checked",
+    ),
+    Key::new(
+        "ssh_options",
+        Kind::Strings,
+        "ssh: extra \"Key=Value\" options (not the host-key or connection-sharing ones)",
+    ),
+    Key::new(
+        "ssh_connect_timeout",
+        Kind::Duration,
+        "ssh: bound on connecting (default \"10s\")",
+    ),
+];
+
+/// The `ssh` transport's descriptor, registered in [`crate::registry`].
+pub struct SshTransport;
+
+impl TransportKind for SshTransport {
+    fn name(&self) -> &'static str {
+        "ssh"
+    }
+
+    fn keys(&self) -> Vec<Key> {
+        KEYS.to_vec()
+    }
+
+    fn validate(&self, cx: &mut Context, section: &mut Section<'_>) {
+        SshSettings::read(cx, section, "", Path::new(""));
+    }
+
+    fn knows_boot_identity(&self) -> bool {
+        true
+    }
+
+    fn build(&self, plan: &Plan, member: &Member) -> Result<Arc<dyn Transport>, ConfigErrors> {
+        Ok(Arc::new(Ssh::new(plan, member)?))
+    }
+}
+
 /// How one member is reached over ssh, from its `ssh_*` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshSettings {
@@ -70,76 +132,80 @@ pub struct SshSettings {
 }
 
 impl SshSettings {
-    /// Reads a member's settings; relative paths are taken from the pool file's folder.
-    pub fn from_member(member: &Member, base: &Path) -> Result<SshSettings, String> {
-        let s = &member.settings;
-        let who = format!("member \"{}\"", member.name);
-        let string = |k: &str| -> Result<Option<String>, String> {
-            match s.get(k) {
-                None => Ok(None),
-                Some(toml::Value::String(v)) if !v.trim().is_empty() => Ok(Some(v.clone())),
-                Some(_) => Err(format!("{who}: {k} must be a non-empty string")),
-            }
-        };
-        let path = |k: &str| -> Result<Option<PathBuf>, String> {
-            Ok(string(k)?.map(|p| {
-                let p = expand_home(&p);
-                if p.is_absolute() {
-                    p
-                } else {
-                    base.join(p)
-                }
-            }))
-        };
+    /// Reads the ssh keys of one table (a member's, `[defaults]`, or a member's merged
+    /// settings), every problem into `cx`. `address` gives the default host; relative
+    /// paths are taken from `base` (the pool file's folder).
+    pub fn read(cx: &mut Context, s: &mut Section<'_>, address: &str, base: &Path) -> SshSettings {
         let port = match s.get("ssh_port") {
             None => 22,
             Some(toml::Value::Integer(p)) if (1..=65535).contains(p) => *p as u16,
             Some(other) => {
-                return Err(format!(
-                    "{who}: ssh_port must be a port number from 1 to 65535, found {other}"
-                ))
+                let m = format!(
+                    "expected a port number from 1 to 65535, found {}",
+                    display_value(other)
+                );
+                s.error(cx, "ssh_port", m);
+                22
             }
         };
-        let options = match s.get("ssh_options") {
-            None => Vec::new(),
-            Some(toml::Value::Array(a)) => {
-                let mut out = Vec::new();
-                for v in a {
-                    let Some(o) = v.as_str() else {
-                        return Err(format!(
-                            "{who}: ssh_options must be a list of \"Key=Value\" strings"
-                        ));
-                    };
-                    check_option(o).map_err(|e| format!("{who}: ssh_options: {e}"))?;
-                    out.push(o.to_string());
-                }
-                out
-            }
-            Some(_) => {
-                return Err(format!(
-                    "{who}: ssh_options must be a list of \"Key=Value\" strings"
-                ))
+        let options = ssh_options(cx, s);
+        let connect_timeout = s.duration(cx, "ssh_connect_timeout", Duration::from_secs(10));
+        let mut text = |k: &str| match s.get(k) {
+            None => None,
+            Some(toml::Value::String(v)) if !v.trim().is_empty() => Some(v.clone()),
+            Some(other) => {
+                let m = format!(
+                    "expected a non-empty string, found {}",
+                    display_value(other)
+                );
+                s.error(cx, k, m);
+                None
             }
         };
-        let connect_timeout = match string("ssh_connect_timeout")? {
-            None => Duration::from_secs(10),
-            Some(t) => ebb_engine::duration::parse_duration(&t)
-                .map_err(|e| format!("{who}: ssh_connect_timeout: {e}"))?,
+        let path = |p: String| {
+            let p = expand_home(&p);
+            if p.is_absolute() {
+                p
+            } else {
+                base.join(p)
+            }
         };
-        let host = match string("ssh_host")? {
-            Some(h) => h,
-            None => host_of(&member.address),
-        };
-        Ok(SshSettings {
-            host,
+        SshSettings {
+            host: text("ssh_host").unwrap_or_else(|| host_of(address)),
             port,
-            user: string("ssh_user")?,
-            key: path("ssh_key")?,
-            known_hosts: path("ssh_known_hosts")?,
+            user: text("ssh_user"),
+            key: text("ssh_key").map(path),
+            known_hosts: text("ssh_known_hosts").map(path),
             options,
             connect_timeout,
-        })
+        }
     }
+}
+
+/// `ssh_options`: a list of `"Key=Value"`, none of them an option ebb owns.
+fn ssh_options(cx: &mut Context, s: &mut Section<'_>) -> Vec<String> {
+    let Some(v) = s.get("ssh_options") else {
+        return Vec::new();
+    };
+    let items = v
+        .as_array()
+        .map(|a| a.iter().map(|i| i.as_str()).collect::<Vec<_>>());
+    let Some(items) = items.filter(|i| i.iter().all(Option::is_some)) else {
+        let m = format!(
+            "expected a list of \"Key=Value\" strings, found {}",
+            display_value(v)
+        );
+        s.error(cx, "ssh_options", m);
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for o in items.into_iter().flatten() {
+        match check_option(o) {
+            Ok(()) => out.push(o.to_string()),
+            Err(e) => s.error(cx, "ssh_options", e),
+        }
+    }
+    out
 }
 
 /// Validates one `ssh_options` entry: `Key=Value`, and not an option ebb must own.
@@ -189,14 +255,22 @@ pub struct Ssh {
 static CONTROL_DIRS: AtomicUsize = AtomicUsize::new(0);
 
 impl Ssh {
-    /// The ssh transport for `member` of `plan`.
-    pub fn new(plan: &Plan, member: &Member) -> Result<Ssh, String> {
+    /// The ssh transport for `member` of `plan`; relative paths are taken from the pool
+    /// file's folder.
+    pub fn new(plan: &Plan, member: &Member) -> Result<Ssh, ConfigErrors> {
         let base = plan
             .file
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        let settings = SshSettings::from_member(member, &base)?;
+        let at = plan
+            .member_index(&member.name)
+            .map(|i| format!("member[{i}]"))
+            .unwrap_or_else(|| "member".into());
+        let mut cx = ebb_engine::config::context(plan);
+        let mut section = Section::new(&member.settings, at, KEYS);
+        let settings = SshSettings::read(&mut cx, &mut section, &member.address, &base);
+        let settings = cx.into_result(settings)?;
         let shell = match member.shell {
             Shell::Sh => RemoteShell::Sh,
             Shell::PowerShell => RemoteShell::PowerShell,

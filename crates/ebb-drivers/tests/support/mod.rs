@@ -473,7 +473,7 @@ impl Drop for Haproxy {
 pub fn plan(dir: &Path, toml_text: &str) -> ebb_engine::plan::Plan {
     let path = dir.join("pool.toml");
     std::fs::write(&path, toml_text).unwrap();
-    match ebb_engine::config::load(&path) {
+    match ebb_engine::config::load(&path, &ebb_drivers::registry()) {
         Ok(p) => p,
         Err(e) => panic!("pool file invalid: {e:?}"),
     }

@@ -279,7 +279,7 @@ pub fn file_balancer(dir: &Path, members: &[&str]) -> String {
 pub fn load_plan(dir: &Path, text: &str) -> ebb_engine::plan::Plan {
     let p = dir.join("pool.toml");
     std::fs::write(&p, text).expect("write pool");
-    match ebb_engine::config::load(&p) {
+    match ebb_engine::config::load(&p, &ebb_drivers::registry()) {
         Ok(plan) => plan,
         Err(e) => panic!("pool file invalid:\n{e}\n---\n{text}"),
     }

@@ -1,24 +1,23 @@
 //! Verification checks (`[[runbook.verify]]`, `[[pool.check]]`): command, http, tcp,
 //! services, logs, version.
 
-use super::reader::*;
-use super::Cx;
+use super::keys;
 use crate::plan::*;
-use std::path::{Path, PathBuf};
+use ebb_config::{Context as Cx, Section};
 use std::time::Duration;
 
 pub(super) fn check(cx: &mut Cx, t: &toml::Table, p: &str) -> Option<CheckSpec> {
-    let mut c = Tbl::new(t, p);
+    let mut c = Section::new(t, p, keys::CHECK);
     let name = c.req_str(cx, "name", "the check's name");
     let retries = c.uint(cx, "retries", 0).min(u32::MAX as u64) as u32;
     let interval = c.duration(cx, "interval", Duration::from_secs(2));
     let timeout = c.duration(cx, "timeout", Duration::from_secs(30));
     let command = c.str(cx, "command");
     let tcp = c.str(cx, "tcp");
-    let http = c.table(cx, "http");
-    let services = c.table(cx, "services");
-    let logs = c.table(cx, "logs");
-    let version = c.table(cx, "version");
+    let http = c.sub(cx, "http");
+    let services = c.sub(cx, "services");
+    let logs = c.sub(cx, "logs");
+    let version = c.sub(cx, "version");
     let kinds = usize::from(command.is_some())
         + usize::from(tcp.is_some())
         + usize::from(http.is_some())
@@ -35,10 +34,10 @@ pub(super) fn check(cx: &mut Cx, t: &toml::Table, p: &str) -> Option<CheckSpec> 
     } else if let Some(h) = http {
         http_check(cx, h, p)
     } else if let Some(t) = services {
-        let mut st = Tbl::new(t, format!("{p}.services"));
+        let mut st = Section::new(t, format!("{p}.services"), keys::SERVICES_CHECK);
         let running = st.strings(cx, "running").unwrap_or_default();
         let stopped = st.strings(cx, "stopped").unwrap_or_default();
-        st.finish(cx, &[]);
+        st.finish(cx);
         if running.is_empty() && stopped.is_empty() {
             cx.err(
                 &format!("{p}.services"),
@@ -57,7 +56,7 @@ pub(super) fn check(cx: &mut Cx, t: &toml::Table, p: &str) -> Option<CheckSpec> 
     } else if let Some(t) = logs {
         logs_check(cx, t, p).map(CheckKind::Logs)
     } else if let Some(t) = version {
-        let mut vt = Tbl::new(t, format!("{p}.version"));
+        let mut vt = Section::new(t, format!("{p}.version"), keys::VERSION_CHECK);
         let command = vt.req_str(
             cx,
             "command",
@@ -65,7 +64,7 @@ pub(super) fn check(cx: &mut Cx, t: &toml::Table, p: &str) -> Option<CheckSpec> 
         );
         let equals = vt.str(cx, "equals");
         let at_least = vt.str(cx, "at_least");
-        vt.finish(cx, &[]);
+        vt.finish(cx);
         if equals.is_some() == at_least.is_some() {
             cx.err(
                 &format!("{p}.version"),
@@ -80,7 +79,7 @@ pub(super) fn check(cx: &mut Cx, t: &toml::Table, p: &str) -> Option<CheckSpec> 
     } else {
         None
     };
-    c.finish(cx, &[]);
+    c.finish(cx);
     Some(CheckSpec {
         name: name?,
         kind: kind?,
@@ -91,7 +90,7 @@ pub(super) fn check(cx: &mut Cx, t: &toml::Table, p: &str) -> Option<CheckSpec> 
 }
 
 pub(super) fn http_check(cx: &mut Cx, h: &toml::Table, p: &str) -> Option<CheckKind> {
-    let mut ht = Tbl::new(h, format!("{p}.http"));
+    let mut ht = Section::new(h, format!("{p}.http"), keys::HTTP_CHECK);
     let url = ht.req_str(
         cx,
         "url",
@@ -111,14 +110,10 @@ pub(super) fn http_check(cx: &mut Cx, h: &toml::Table, p: &str) -> Option<CheckK
     }
     let insecure_tls = ht.bool(cx, "insecure_tls", false);
     // Relative to the pool file, like every other path in it.
-    let ca_file = ht.str(cx, "ca_file").map(|f| {
-        let f = PathBuf::from(f);
-        match Path::new(&cx.file).parent() {
-            Some(dir) if f.is_relative() => dir.join(f),
-            _ => f,
-        }
-    });
-    ht.finish(cx, &[]);
+    let ca_file = ht
+        .str(cx, "ca_file")
+        .map(|f| super::relative_to_pool(cx, &f));
+    ht.finish(cx);
     if let Some(u) = &url {
         if !u.starts_with("http://") && !u.starts_with("https://") {
             cx.err(
@@ -151,7 +146,7 @@ pub const EVENT_LEVELS: &[&str] = &["critical", "error", "warning", "information
 
 pub(super) fn logs_check(cx: &mut Cx, t: &toml::Table, p: &str) -> Option<LogsSpec> {
     let key = format!("{p}.logs");
-    let mut lt = Tbl::new(t, key.clone());
+    let mut lt = Section::new(t, key.clone(), keys::LOGS_CHECK);
     let source = lt.req_str(
         cx,
         "source",
@@ -165,7 +160,7 @@ pub(super) fn logs_check(cx: &mut Cx, t: &toml::Table, p: &str) -> Option<LogsSp
     let ignore = lt.strings(cx, "ignore").unwrap_or_default();
     let expect = lt.strings(cx, "expect").unwrap_or_default();
     let lookback = lt.duration(cx, "lookback", Duration::from_secs(3600));
-    lt.finish(cx, &[]);
+    lt.finish(cx);
     for (k, list) in [
         ("fail_on", &fail_on),
         ("ignore", &ignore),
@@ -276,5 +271,17 @@ pub(super) fn check_templates(kind: &CheckKind) -> Vec<(&'static str, String)> {
             }
             v
         }
+    }
+}
+
+/// A regular expression the `regex` crate accepts; the error shows its own last line.
+pub(super) fn valid_regex(cx: &mut Cx, key: &str, r: &str) {
+    if let Err(e) = regex::Regex::new(r) {
+        let first = e.to_string();
+        let last = first.lines().last().unwrap_or("").trim().to_string();
+        cx.err(
+            key,
+            format!("\"{r}\" is not a valid regular expression: {last}"),
+        );
     }
 }

@@ -1,31 +1,31 @@
 //! Monitoring maintenance steps (Alertmanager silences, webhooks) and `[pool.gate]`.
 
-use super::reader::*;
-use super::Cx;
+use super::keys;
 use crate::plan::*;
+use ebb_config::{type_name, Context as Cx, Section};
 use std::time::Duration;
 
 /// `alertmanager = { ... }` or `webhook = { ... }` in a `[[runbook.step]]`.
-pub(super) fn maintenance(cx: &mut Cx, s: &mut Tbl<'_>) -> Option<MaintenanceSpec> {
-    let am = s.table(cx, "alertmanager");
-    let wh = s.table(cx, "webhook");
+pub(super) fn maintenance(cx: &mut Cx, s: &mut Section<'_>) -> Option<MaintenanceSpec> {
+    let am = s.sub(cx, "alertmanager");
+    let wh = s.sub(cx, "webhook");
     if am.is_some() && wh.is_some() {
         cx.err(
-            &s.path,
+            s.path(),
             "give either alertmanager = { ... } or webhook = { ... }, not both",
         );
         return None;
     }
     if let Some(t) = am {
         let key = s.key("alertmanager");
-        let mut a = Tbl::new(t, key.clone());
+        let mut a = Section::new(t, key.clone(), keys::ALERTMANAGER);
         let url = a.req_str(
             cx,
             "url",
             "the Alertmanager, e.g. url = \"http://alertmanager:9093\"",
         );
         http_url(cx, &format!("{key}.url"), &url);
-        let matchers = string_map(cx, &mut a, "matchers");
+        let matchers = a.string_map(cx, "matchers");
         if matchers.is_empty() {
             cx.err(
                 &key,
@@ -34,7 +34,7 @@ pub(super) fn maintenance(cx: &mut Cx, s: &mut Tbl<'_>) -> Option<MaintenanceSpe
         }
         let duration = a.duration(cx, "duration", Duration::from_secs(7200));
         let comment = a.str(cx, "comment");
-        a.finish(cx, &[]);
+        a.finish(cx);
         return Some(MaintenanceSpec::Alertmanager {
             url: url?,
             matchers,
@@ -44,7 +44,7 @@ pub(super) fn maintenance(cx: &mut Cx, s: &mut Tbl<'_>) -> Option<MaintenanceSpe
     }
     if let Some(t) = wh {
         let key = s.key("webhook");
-        let mut w = Tbl::new(t, key.clone());
+        let mut w = Section::new(t, key.clone(), keys::WEBHOOK);
         let url = w.req_str(cx, "url", "the URL to call when maintenance begins");
         http_url(cx, &format!("{key}.url"), &url);
         let method = w.str(cx, "method").unwrap_or_else(|| "POST".into());
@@ -58,8 +58,8 @@ pub(super) fn maintenance(cx: &mut Cx, s: &mut Tbl<'_>) -> Option<MaintenanceSpe
         let undo_url = w.str(cx, "undo_url");
         http_url(cx, &format!("{key}.undo_url"), &undo_url);
         let undo_body = webhook_body(cx, &mut w, "undo_body");
-        let headers = string_map(cx, &mut w, "headers");
-        w.finish(cx, &[]);
+        let headers = w.string_map(cx, "headers");
+        w.finish(cx);
         return Some(MaintenanceSpec::Webhook {
             url: url?,
             method,
@@ -72,7 +72,7 @@ pub(super) fn maintenance(cx: &mut Cx, s: &mut Tbl<'_>) -> Option<MaintenanceSpe
     None
 }
 
-pub(super) fn webhook_body(cx: &mut Cx, w: &mut Tbl<'_>, k: &'static str) -> Option<WebhookBody> {
+fn webhook_body(cx: &mut Cx, w: &mut Section<'_>, k: &'static str) -> Option<WebhookBody> {
     match w.get(k)? {
         toml::Value::String(s) => Some(WebhookBody::Text(s.clone())),
         v @ toml::Value::Table(_) => Some(WebhookBody::Json(v.clone())),
@@ -147,28 +147,14 @@ pub(super) fn maintenance_templates(m: &MaintenanceSpec) -> Vec<(String, String)
     }
 }
 
-/// `[pool.gate]`.
-pub(super) fn gate(cx: &mut Cx, t: &toml::Table) -> Option<GateSpec> {
-    let mut g = Tbl::new(t, "pool.gate");
-    let url = g.req_str(
-        cx,
-        "alertmanager",
-        "the Alertmanager to ask, e.g. alertmanager = \"http://alertmanager:9093\"",
-    );
-    http_url(cx, "pool.gate.alertmanager", &url);
-    let matchers = string_map(cx, &mut g, "matchers");
-    for (k, v) in &matchers {
-        if let Some(r) = v.strip_prefix('~') {
-            valid_regex(cx, &format!("pool.gate.matchers.{k}"), r);
+/// An `http://` or `https://` URL.
+pub(super) fn http_url(cx: &mut Cx, key: &str, u: &Option<String>) {
+    if let Some(u) = u {
+        if !u.starts_with("http://") && !u.starts_with("https://") {
+            cx.err(
+                key,
+                format!("expected an http:// or https:// URL, found \"{u}\""),
+            );
         }
     }
-    let timeout = g.duration(cx, "timeout", Duration::from_secs(1800));
-    let poll_interval = g.duration(cx, "poll_interval", Duration::from_secs(15));
-    g.finish(cx, &[]);
-    Some(GateSpec {
-        alertmanager: url?,
-        matchers,
-        timeout,
-        poll_interval,
-    })
 }

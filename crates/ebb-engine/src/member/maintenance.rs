@@ -98,7 +98,7 @@ impl Engine {
             if started.elapsed() >= gate.timeout {
                 return Err(MemberEnd::Capacity(format!(
                     "{reason}; waited {} (pool.gate.timeout)",
-                    crate::duration::format_duration(gate.timeout)
+                    ebb_config::format_duration(gate.timeout)
                 )));
             }
             if !announced {

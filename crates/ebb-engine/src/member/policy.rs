@@ -160,7 +160,7 @@ impl Engine {
             if Instant::now() >= deadline {
                 return Err(MemberEnd::Capacity(format!(
                     "{message}; waited {} (pool.capacity_wait)",
-                    crate::duration::format_duration(plan.pool.capacity_wait)
+                    ebb_config::format_duration(plan.pool.capacity_wait)
                 )));
             }
             if !announced {

@@ -102,7 +102,7 @@ impl Engine {
         let unconfirmed = |e: &dyn std::fmt::Display| {
             format!(
                 "the drain could not be confirmed within the drain timeout {}: the balancer does not answer ({e}); the member stays held. `ebb resume` continues once the balancer answers",
-                crate::duration::format_duration(spec.timeout)
+                ebb_config::format_duration(spec.timeout)
             )
         };
         let note_unanswered = |e: &dyn std::fmt::Display, unanswered: &mut bool| {
@@ -152,7 +152,7 @@ impl Engine {
             {
                 return ok(format!(
                     "drained in {}",
-                    crate::duration::format_duration(started.elapsed())
+                    ebb_config::format_duration(started.elapsed())
                 ));
             }
             if st.state == HostState::Started {
@@ -162,14 +162,14 @@ impl Engine {
                 match spec.on_timeout {
                     OnTimeout::Stop => {
                         return match bal.stop(m).await {
-                            Ok(()) => ok(format!("drain timeout {} reached: stopped, {conns} connection(s) cut", crate::duration::format_duration(spec.timeout))),
+                            Ok(()) => ok(format!("drain timeout {} reached: stopped, {conns} connection(s) cut", ebb_config::format_duration(spec.timeout))),
                             Err(e) => failed(e.to_string()),
                         };
                     }
                     OnTimeout::Abort => {
                         return failed(format!(
                             "drain timeout {} reached with {conns} connection(s) still open (on_timeout = \"abort\"); the member stays draining and held",
-                            crate::duration::format_duration(spec.timeout)
+                            ebb_config::format_duration(spec.timeout)
                         ))
                     }
                     OnTimeout::Wait => {
@@ -270,7 +270,7 @@ impl Engine {
             return OpEnd::Failed {
                 reason: format!(
                     "timed out after {} and was killed",
-                    crate::duration::format_duration(spec.timeout)
+                    ebb_config::format_duration(spec.timeout)
                 ),
                 exit_code: None,
                 output: out.tail,
@@ -382,7 +382,7 @@ impl Engine {
                     let _ = self.journal.set_reboot_pending(self.run_id, &m.name, false);
                     return ok(format!(
                         "rebooted in {}{}: boot {before} → {now}",
-                        crate::duration::format_duration(started.elapsed()),
+                        ebb_config::format_duration(started.elapsed()),
                         if seen_down { "" } else { " (never seen down)" }
                     ));
                 }
@@ -394,7 +394,7 @@ impl Engine {
                 // reboot that completed after this timeout, not reboot it again.
                 return failed(format!(
                     "did not come back as a new boot within {}{}{issue_note}; {BOOT_BEFORE}{before}",
-                    crate::duration::format_duration(spec.timeout),
+                    ebb_config::format_duration(spec.timeout),
                     if seen_down {
                         " (it went down or cannot be reached)"
                     } else {
@@ -431,7 +431,7 @@ impl Engine {
                 Err(_) => {
                     last = format!(
                         "timed out after {}",
-                        crate::duration::format_duration(check.timeout)
+                        ebb_config::format_duration(check.timeout)
                     )
                 }
             }
@@ -513,7 +513,7 @@ impl Engine {
                     return failed(format!(
                         "\"{}\" is not in service {} after its return: the balancer shows {} ({}), health {}",
                         m.name,
-                        crate::duration::format_duration(self.plan.runbook.rejoin_timeout),
+                        ebb_config::format_duration(self.plan.runbook.rejoin_timeout),
                         st.state.as_str(),
                         st.detail,
                         match st.healthy { Some(true) => "up", Some(false) => "down", None => "unknown" }

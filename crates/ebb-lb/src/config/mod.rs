@@ -10,14 +10,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use toml::Table;
-
 mod addr;
-mod locate;
 mod parse;
 
 pub use addr::{parse_control_url, parse_host_port};
-use locate::{line_of_offset, Locator};
+pub use ebb_config::{ConfigError, ConfigErrors};
+use ebb_config::{Context, Key, Kind, LineIndex};
 use parse::Parser;
 
 /// The control API address used when `balancer.control` is not set.
@@ -129,62 +127,101 @@ impl Default for HealthConfig {
     }
 }
 
-/// One problem in the pool file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// The file, as given.
-    pub file: String,
-    /// 1-based line, when known.
-    pub line: Option<usize>,
-    /// The key, e.g. `balancer.balance` or `member[1].address`.
-    pub key: String,
-    /// What is wrong and what is expected.
-    pub message: String,
-}
+/// `driver = "builtin"` in `[balancer]`.
+pub const DRIVER_KEY: Key =
+    Key::required("driver", Kind::String, "\"builtin\" for ebb's own balancer");
 
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: ", self.file, line)?,
-            None => write!(f, "{}: ", self.file)?,
-        }
-        if self.key.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.key, self.message)
-        }
-    }
-}
+/// The keys of `[balancer]` the built-in balancer reads besides `driver` (the keys of
+/// ebb's `builtin` driver too).
+pub const BALANCER_KEYS: &[Key] = &[
+    Key::new(
+        "listen",
+        Kind::Any,
+        "\"HOST:PORT\" or a list of them, where clients connect (default \"127.0.0.1:8080\")",
+    ),
+    Key::new(
+        "control",
+        Kind::String,
+        "the control API's URL (default \"http://127.0.0.1:9900\")",
+    ),
+    Key::new(
+        "state_file",
+        Kind::String,
+        "where host states are kept across restarts (default POOL.lb-state.json)",
+    ),
+    Key::new(
+        "balance",
+        Kind::OneOf(&["round-robin", "least-connections"]),
+        "how a new connection picks its member (default \"round-robin\")",
+    ),
+    Key::new(
+        "affinity",
+        Kind::OneOf(&["none", "source-ip"]),
+        "whether a client sticks to its member (default \"none\")",
+    ),
+    Key::new(
+        "connect_timeout",
+        Kind::Duration,
+        "bound on connecting to a member (default \"2s\")",
+    ),
+    Key::new(
+        "idle_timeout",
+        Kind::Duration,
+        "a connection idle this long is closed (default \"5m\")",
+    ),
+    Key::new(
+        "token",
+        Kind::String,
+        "bearer token of the control API (or env EBB_LB_TOKEN)",
+    ),
+    Key::new("health", Kind::Table, "health checks of the members"),
+];
 
-/// Every problem found in a pool file; displayed one per line.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl std::fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
+/// The keys of `[balancer.health]`.
+pub const HEALTH_KEYS: &[Key] = &[
+    Key::new(
+        "kind",
+        Kind::OneOf(&["tcp", "http"]),
+        "a TCP connect or an HTTP GET (default \"tcp\")",
+    ),
+    Key::new(
+        "path",
+        Kind::String,
+        "request path of HTTP checks (default \"/health\")",
+    ),
+    Key::new(
+        "expect_status",
+        Kind::Integer,
+        "status an HTTP check expects (default 200)",
+    ),
+    Key::new(
+        "interval",
+        Kind::Duration,
+        "time between checks (default \"1s\")",
+    ),
+    Key::new(
+        "timeout",
+        Kind::Duration,
+        "bound on one check (default \"1s\")",
+    ),
+    Key::new(
+        "rise",
+        Kind::Integer,
+        "consecutive passes that bring a member up (default 2)",
+    ),
+    Key::new(
+        "fall",
+        Kind::Integer,
+        "consecutive failures that take a member down (default 2)",
+    ),
+];
 
 impl LbConfig {
     /// Reads and validates the balancer part of a pool file. The token falls back to the
     /// `EBB_LB_TOKEN` environment variable.
     pub fn from_pool_file(path: impl AsRef<Path>) -> Result<LbConfig, ConfigErrors> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: path.display().to_string(),
-                line: None,
-                key: String::new(),
-                message: format!("cannot read the pool file: {e}"),
-            }])
-        })?;
+        let text = ebb_config::read_file(path)?;
         let env_token = std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty());
         Self::from_pool_text(path, &text, env_token)
     }
@@ -196,24 +233,25 @@ impl LbConfig {
         text: &str,
         env_token: Option<String>,
     ) -> Result<LbConfig, ConfigErrors> {
-        let mut p = Parser::new(path.display().to_string(), Locator::new(text));
-        let root: Table = match text.parse::<Table>() {
-            Ok(t) => t,
-            Err(e) => {
-                let line = e.span().map(|s| line_of_offset(text, s.start));
-                return Err(ConfigErrors(vec![ConfigError {
-                    file: p.file,
-                    line,
-                    key: String::new(),
-                    message: format!("invalid TOML: {}", e.message().trim()),
-                }]));
-            }
-        };
-        let cfg = p.build(path, &root, env_token);
-        match cfg {
-            Some(cfg) if p.errors.is_empty() => Ok(cfg),
-            _ => Err(ConfigErrors(p.errors)),
+        let file = path.display().to_string();
+        let root = ebb_config::parse_toml(text, &file)?;
+        let mut cx = Context::new(file, LineIndex::new(text));
+        match Self::read(&mut cx, &root, path, env_token) {
+            Some(cfg) => cx.into_result(cfg),
+            None => Err(cx.into_errors()),
         }
+    }
+
+    /// Reads the balancer's part of a parsed pool file (`[balancer]` and the members'
+    /// `name`, `lb_name`, `address`, `weight`), recording problems in `cx`; `path` anchors
+    /// relative paths.
+    pub fn read(
+        cx: &mut Context,
+        root: &toml::Table,
+        path: &Path,
+        env_token: Option<String>,
+    ) -> Option<LbConfig> {
+        Parser::new(cx).build(path, root, env_token)
     }
 }
 
@@ -287,7 +325,7 @@ x = "1"
     #[test]
     fn syntax_error_has_line() {
         let errs = parse("[balancer]\nlisten = \n").unwrap_err();
-        assert_eq!(errs.0[0].line, Some(2), "{errs}");
+        assert_eq!(errs.0[0].line, 2, "{errs}");
     }
 
     #[test]

@@ -8,57 +8,25 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 use super::addr::{parse_control_url, parse_host_port, resolve};
-use super::locate::Locator;
 use super::{
-    Affinity, Balance, ConfigError, HealthConfig, HealthKind, LbConfig, MemberConfig,
-    DEFAULT_CONTROL, DEFAULT_LISTEN,
+    Affinity, Balance, HealthConfig, HealthKind, LbConfig, MemberConfig, BALANCER_KEYS,
+    DEFAULT_CONTROL, DEFAULT_LISTEN, DRIVER_KEY, HEALTH_KEYS,
 };
-use crate::duration::parse_duration;
+use ebb_config::{parse_duration, Context, Section};
 
-const BALANCER_KEYS: &[&str] = &[
-    "driver",
-    "listen",
-    "control",
-    "state_file",
-    "balance",
-    "affinity",
-    "connect_timeout",
-    "idle_timeout",
-    "token",
-    "health",
-];
-const HEALTH_KEYS: &[&str] = &[
-    "kind",
-    "path",
-    "expect_status",
-    "interval",
-    "timeout",
-    "rise",
-    "fall",
-];
-
-pub(super) struct Parser {
-    pub file: String,
-    loc: Locator,
-    pub errors: Vec<ConfigError>,
+/// The balancer's reading of a pool file, through the shared reader's [`Context`] (its
+/// lines, its errors); the getters keep the balancer's own wording.
+pub(super) struct Parser<'c> {
+    cx: &'c mut Context,
 }
 
-impl Parser {
-    pub fn new(file: String, loc: Locator) -> Parser {
-        Parser {
-            file,
-            loc,
-            errors: Vec::new(),
-        }
+impl<'c> Parser<'c> {
+    pub fn new(cx: &'c mut Context) -> Self {
+        Parser { cx }
     }
 
     fn err(&mut self, key: &str, message: impl Into<String>) {
-        self.errors.push(ConfigError {
-            file: self.file.clone(),
-            line: self.loc.line(key),
-            key: key.to_string(),
-            message: message.into(),
-        });
+        self.cx.err(key, message);
     }
 
     fn string(&mut self, t: &Table, path: &str, key: &str) -> Option<String> {
@@ -81,6 +49,10 @@ impl Parser {
         match self.string(t, path, key) {
             None => default,
             Some(s) => match parse_duration(&s) {
+                Ok(d) if d.is_zero() => {
+                    self.err(&full, format!("must be more than 0, found \"{s}\""));
+                    default
+                }
                 Ok(d) => d,
                 Err(msg) => {
                     self.err(&full, msg);
@@ -149,20 +121,6 @@ impl Parser {
         default
     }
 
-    fn unknown_keys(&mut self, t: &Table, path: &str, known: &[&str]) {
-        for key in t.keys() {
-            if !known.contains(&key.as_str()) {
-                self.err(
-                    &format!("{path}.{key}"),
-                    format!(
-                        "unknown key; the keys of [{path}] are: {}",
-                        known.join(", ")
-                    ),
-                );
-            }
-        }
-    }
-
     pub fn build(
         &mut self,
         path: &Path,
@@ -180,16 +138,13 @@ impl Parser {
                 &empty
             }
             None => {
-                self.errors.push(ConfigError {
-                    file: self.file.clone(),
-                    line: None,
-                    key: "balancer".into(),
-                    message: "missing; add a [balancer] table with driver = \"builtin\" and listen = \"HOST:PORT\"".into(),
-                });
+                self.err("balancer", "missing; add a [balancer] table with driver = \"builtin\" and listen = \"HOST:PORT\"");
                 &empty
             }
         };
-        self.unknown_keys(bal, "balancer", BALANCER_KEYS);
+        Section::new(bal, "balancer", BALANCER_KEYS)
+            .with_keys(&[DRIVER_KEY])
+            .finish(self.cx);
 
         match self.string(bal, "balancer", "driver") {
             None => {}
@@ -350,7 +305,7 @@ impl Parser {
             }
         };
         let p = "balancer.health";
-        self.unknown_keys(t, p, HEALTH_KEYS);
+        Section::new(t, p, HEALTH_KEYS).finish(self.cx);
         h.kind = self.choice(
             t,
             p,
@@ -379,12 +334,10 @@ impl Parser {
     fn members(&mut self, root: &Table) -> Vec<MemberConfig> {
         let list = match root.get("member") {
             None => {
-                self.errors.push(ConfigError {
-                    file: self.file.clone(),
-                    line: None,
-                    key: "member".into(),
-                    message: "no members; add [[member]] tables with name and address".into(),
-                });
+                self.err(
+                    "member",
+                    "no members; add [[member]] tables with name and address",
+                );
                 return Vec::new();
             }
             Some(Value::Array(a)) => a,

@@ -21,17 +21,62 @@
 
 pub mod config;
 
-use super::settings::Settings;
 use crate::http::request;
 use async_trait::async_trait;
 use config::{dial_of, Snapshot};
-use ebb_engine::duration::format_duration;
-use ebb_engine::interfaces::{Balancer, DriverError, DriverResult, HostState, MemberLbState};
+use ebb_config::{format_duration, ConfigErrors, Context, Key, Kind};
+use ebb_engine::interfaces::{
+    Balancer, DriverError, DriverResult, HostState, MemberLbState, Transport,
+};
 use ebb_engine::plan::{DrainMode, Member, OnTimeout, Plan};
+use ebb_engine::registry::BalancerDriver;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 
-const KEYS: &[&str] = &["admin", "handler_id", "timeout"];
+/// The keys of `[balancer]` for the caddy driver.
+pub const KEYS: &[Key] = &[
+    Key::new(
+        "admin",
+        Kind::String,
+        "Caddy's admin API (default \"http://127.0.0.1:2019\")",
+    ),
+    Key::required(
+        "handler_id",
+        Kind::String,
+        "the \"@id\" of the reverse_proxy handler whose upstreams are the members",
+    ),
+    Key::new(
+        "timeout",
+        Kind::Duration,
+        "bound on each admin API request (default \"10s\")",
+    ),
+];
+
+/// The caddy driver's descriptor, registered in [`crate::registry`].
+pub struct CaddyDriver;
+
+impl BalancerDriver for CaddyDriver {
+    fn name(&self) -> &'static str {
+        "caddy"
+    }
+
+    fn keys(&self) -> Vec<Key> {
+        KEYS.to_vec()
+    }
+
+    fn validate(&self, plan: &Plan, cx: &mut Context) {
+        CaddySettings::read(plan, cx);
+    }
+
+    fn build(
+        &self,
+        plan: &Plan,
+        _: &[Arc<dyn Transport>],
+    ) -> Result<Arc<dyn Balancer>, ConfigErrors> {
+        Ok(Arc::new(Caddy::from_plan(plan)?))
+    }
+}
 
 /// Default admin endpoint of Caddy.
 pub const DEFAULT_ADMIN: &str = "http://127.0.0.1:2019";
@@ -53,39 +98,35 @@ pub struct CaddySettings {
 
 impl CaddySettings {
     /// Reads and validates `[balancer]`; every problem at once, with file, line and key.
-    pub fn from_plan(plan: &Plan) -> Result<Self, Vec<String>> {
-        let mut s = Settings::new(plan, "caddy", KEYS);
+    pub fn from_plan(plan: &Plan) -> Result<Self, ConfigErrors> {
+        super::read(plan, Self::read)
+    }
+
+    /// Reads `[balancer]`, every problem into `cx`; `mode = "stop"` is refused.
+    fn read(plan: &Plan, cx: &mut Context) -> Option<Self> {
+        let mut s = super::section(plan, "caddy", KEYS);
         let admin = s
-            .string("admin")
+            .str(cx, "admin")
             .unwrap_or_else(|| DEFAULT_ADMIN.to_string());
         if let Err(e) = crate::http::parse_url(&admin) {
-            s.error("admin", e);
+            s.error(cx, "admin", e);
         }
-        let handler_id = s.string("handler_id");
+        let handler_id = s.str(cx, "handler_id");
         if handler_id.is_none() && !s.has("handler_id") {
-            s.missing("the caddy driver needs handler_id = \"<@id>\": the \"@id\" of the reverse_proxy handler whose upstreams are the members");
+            s.missing(cx, "the caddy driver needs handler_id = \"<@id>\": the \"@id\" of the reverse_proxy handler whose upstreams are the members");
         }
-        let timeout = s.duration("timeout", Duration::from_secs(10));
-        let mut errors = s.errors;
+        let timeout = s.duration(cx, "timeout", Duration::from_secs(10));
+        s.finish(cx);
         if plan.runbook.drain.mode == DrainMode::Stop {
-            let line = std::fs::read_to_string(&plan.file)
-                .map(|t| ebb_engine::source::LineIndex::new(&t).line("runbook.drain.mode"))
-                .unwrap_or(0);
-            errors.push(format!(
-                "{}:{line}: runbook.drain.mode: \"stop\" is not possible with Caddy: its admin API cannot cut the requests of one upstream (a config change lets them finish). Use mode = \"drainstop\"",
-                plan.file.display()
-            ));
+            cx.err("runbook.drain.mode", "\"stop\" is not possible with Caddy: its admin API cannot cut the requests of one upstream (a config change lets them finish). Use mode = \"drainstop\"");
         }
-        match handler_id {
-            Some(handler_id) if errors.is_empty() => Ok(CaddySettings {
-                admin: admin.trim_end_matches('/').to_string(),
-                handler_id,
-                timeout,
-                drain_timeout: plan.runbook.drain.timeout,
-                on_timeout_stop: plan.runbook.drain.on_timeout == OnTimeout::Stop,
-            }),
-            _ => Err(errors),
-        }
+        Some(CaddySettings {
+            admin: admin.trim_end_matches('/').to_string(),
+            handler_id: handler_id?,
+            timeout,
+            drain_timeout: plan.runbook.drain.timeout,
+            on_timeout_stop: plan.runbook.drain.on_timeout == OnTimeout::Stop,
+        })
     }
 }
 
@@ -106,7 +147,7 @@ enum Place {
 
 impl Caddy {
     /// Reads `[balancer]` for the caddy driver.
-    pub fn from_plan(plan: &Plan) -> Result<Self, Vec<String>> {
+    pub fn from_plan(plan: &Plan) -> Result<Self, ConfigErrors> {
         CaddySettings::from_plan(plan).map(|settings| Caddy {
             settings,
             change_lock: tokio::sync::Mutex::new(()),

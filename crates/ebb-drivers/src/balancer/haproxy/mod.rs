@@ -25,24 +25,73 @@
 pub mod client;
 pub mod status;
 
-use super::settings::Settings;
 use async_trait::async_trait;
 use client::{RuntimeApi, SocketAddr};
-use ebb_engine::duration::format_duration;
-use ebb_engine::interfaces::{Balancer, DriverError, DriverResult, HostState, MemberLbState};
+use ebb_config::{format_duration, ConfigErrors, Context, Key, Kind};
+use ebb_engine::interfaces::{
+    Balancer, DriverError, DriverResult, HostState, MemberLbState, Transport,
+};
 use ebb_engine::plan::{Member, Plan};
+use ebb_engine::registry::BalancerDriver;
 use status::{admin, AdminRow, StatRow};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const KEYS: &[&str] = &[
-    "socket",
-    "backend",
-    "state_file",
-    "start_timeout",
-    "timeout",
+/// The keys of `[balancer]` for the haproxy driver.
+pub const KEYS: &[Key] = &[
+    Key::required(
+        "socket",
+        Kind::String,
+        "HAProxy's runtime API at level admin: a unix socket path or tcp://HOST:PORT",
+    ),
+    Key::new(
+        "backend",
+        Kind::String,
+        "the backend of the members' servers (needed unless every lb_name is BACKEND/SERVER)",
+    ),
+    Key::new(
+        "state_file",
+        Kind::String,
+        "HAProxy's server-state-file, rewritten after every change (for hold)",
+    ),
+    Key::new(
+        "start_timeout",
+        Kind::Duration,
+        "how long a start waits for the server to be UP (default \"60s\")",
+    ),
+    Key::new(
+        "timeout",
+        Kind::Duration,
+        "bound on each runtime API command (default \"10s\")",
+    ),
 ];
+
+/// The haproxy driver's descriptor, registered in [`crate::registry`].
+pub struct HaproxyDriver;
+
+impl BalancerDriver for HaproxyDriver {
+    fn name(&self) -> &'static str {
+        "haproxy"
+    }
+
+    fn keys(&self) -> Vec<Key> {
+        KEYS.to_vec()
+    }
+
+    fn validate(&self, plan: &Plan, cx: &mut Context) {
+        HaproxySettings::read(plan, cx);
+    }
+
+    fn build(
+        &self,
+        plan: &Plan,
+        _: &[Arc<dyn Transport>],
+    ) -> Result<Arc<dyn Balancer>, ConfigErrors> {
+        Ok(Arc::new(Haproxy::from_plan(plan)?))
+    }
+}
 
 /// `[balancer]` for the haproxy driver.
 #[derive(Debug, Clone)]
@@ -65,27 +114,32 @@ pub struct HaproxySettings {
 
 impl HaproxySettings {
     /// Reads and validates `[balancer]`; every problem at once, with file, line and key.
-    pub fn from_plan(plan: &Plan) -> Result<Self, Vec<String>> {
-        let mut s = Settings::new(plan, "haproxy", KEYS);
-        let socket = match s.string("socket") {
+    pub fn from_plan(plan: &Plan) -> Result<Self, ConfigErrors> {
+        super::read(plan, Self::read)
+    }
+
+    /// Reads `[balancer]`, every problem into `cx`.
+    fn read(plan: &Plan, cx: &mut Context) -> Option<Self> {
+        let mut s = super::section(plan, "haproxy", KEYS);
+        let socket = match s.str(cx, "socket") {
             Some(v) => match SocketAddr::parse(&v) {
                 Ok(a) => Some(a),
                 Err(e) => {
-                    s.error("socket", e);
+                    s.error(cx, "socket", e);
                     None
                 }
             },
             None => {
                 if !s.has("socket") {
-                    s.missing("the haproxy driver needs socket = \"/run/haproxy/admin.sock\" (HAProxy's `stats socket ... level admin`, or tcp://HOST:PORT)");
+                    s.missing(cx, "the haproxy driver needs socket = \"/run/haproxy/admin.sock\" (HAProxy's `stats socket ... level admin`, or tcp://HOST:PORT)");
                 }
                 None
             }
         };
-        let backend = s.string("backend");
+        let backend = s.str(cx, "backend");
         if backend.is_none() && !s.has("backend") {
             if let Some(m) = plan.members.iter().find(|m| !m.lb_name.contains('/')) {
-                s.missing(format!(
+                s.missing(cx, format!(
                     "the haproxy driver needs backend = \"<HAProxy backend>\" (member \"{}\" has lb_name \"{}\", not BACKEND/SERVER)",
                     m.name, m.lb_name
                 ));
@@ -96,20 +150,18 @@ impl HaproxySettings {
             .parent()
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("."));
-        let state_file = s.string("state_file").map(|p| base.join(p));
-        let start_timeout = s.duration("start_timeout", Duration::from_secs(60));
-        let timeout = s.duration("timeout", Duration::from_secs(10));
-        match socket {
-            Some(socket) if s.errors.is_empty() => Ok(HaproxySettings {
-                socket,
-                backend,
-                state_file,
-                start_timeout,
-                timeout,
-                hold: plan.runbook.drain.hold,
-            }),
-            _ => Err(s.errors),
-        }
+        let state_file = s.str(cx, "state_file").map(|p| base.join(p));
+        let start_timeout = s.duration(cx, "start_timeout", Duration::from_secs(60));
+        let timeout = s.duration(cx, "timeout", Duration::from_secs(10));
+        s.finish(cx);
+        Some(HaproxySettings {
+            socket: socket?,
+            backend,
+            state_file,
+            start_timeout,
+            timeout,
+            hold: plan.runbook.drain.hold,
+        })
     }
 }
 
@@ -137,7 +189,7 @@ impl Target {
 
 impl Haproxy {
     /// Reads `[balancer]` for the haproxy driver.
-    pub fn from_plan(plan: &Plan) -> Result<Self, Vec<String>> {
+    pub fn from_plan(plan: &Plan) -> Result<Self, ConfigErrors> {
         HaproxySettings::from_plan(plan).map(Self::new)
     }
 

@@ -26,29 +26,74 @@
 pub mod host;
 pub mod upstream;
 
-use super::settings::Settings;
+use crate::transport::ssh::{self, SshSettings};
 use async_trait::async_trait;
-use ebb_engine::interfaces::{Balancer, DriverError, DriverResult, HostState, MemberLbState};
+use ebb_config::{ConfigErrors, Context, Key, Kind, Section};
+use ebb_engine::interfaces::{
+    Balancer, DriverError, DriverResult, HostState, MemberLbState, Transport,
+};
 use ebb_engine::placeholder::sh_quote;
 use ebb_engine::plan::{Member, Plan, Shell};
+use ebb_engine::registry::BalancerDriver;
 use host::Host;
+use std::sync::Arc;
 use std::time::Duration;
 use upstream::{ServerLine, Upstream};
 
-const KEYS: &[&str] = &[
-    "upstream_file",
-    "reload",
-    "test",
-    "timeout",
-    "transport",
-    "ssh_host",
-    "ssh_port",
-    "ssh_user",
-    "ssh_key",
-    "ssh_known_hosts",
-    "ssh_options",
-    "ssh_connect_timeout",
+/// The keys of `[balancer]` for the nginx driver, besides the ssh transport's `ssh_*`
+/// keys (how the nginx host is reached with `transport = "ssh"`).
+pub const KEYS: &[Key] = &[
+    Key::required(
+        "upstream_file",
+        Kind::String,
+        "the file of `server` lines included in the pool's upstream block, on the nginx host",
+    ),
+    Key::new(
+        "reload",
+        Kind::String,
+        "reloads nginx gracefully (default \"nginx -s reload\")",
+    ),
+    Key::new(
+        "test",
+        Kind::String,
+        "tests the configuration (default \"nginx -t\")",
+    ),
+    Key::new(
+        "timeout",
+        Kind::Duration,
+        "bound on each command (default \"30s\")",
+    ),
+    Key::new(
+        "transport",
+        Kind::OneOf(&["local", "ssh"]),
+        "how the nginx host is reached (default \"local\")",
+    ),
 ];
+
+/// The nginx driver's descriptor, registered in [`crate::registry`].
+pub struct NginxDriver;
+
+impl BalancerDriver for NginxDriver {
+    fn name(&self) -> &'static str {
+        "nginx"
+    }
+
+    fn keys(&self) -> Vec<Key> {
+        [KEYS, ssh::KEYS].concat()
+    }
+
+    fn validate(&self, plan: &Plan, cx: &mut Context) {
+        NginxSettings::read(plan, cx);
+    }
+
+    fn build(
+        &self,
+        plan: &Plan,
+        _: &[Arc<dyn Transport>],
+    ) -> Result<Arc<dyn Balancer>, ConfigErrors> {
+        Ok(Arc::new(Nginx::from_plan(plan)?))
+    }
+}
 
 /// `[balancer]` for the nginx driver.
 #[derive(Debug, Clone)]
@@ -67,67 +112,75 @@ pub struct NginxSettings {
 
 impl NginxSettings {
     /// Reads and validates `[balancer]`; every problem at once, with file, line and key.
-    pub fn from_plan(plan: &Plan) -> Result<(Self, Member), Vec<String>> {
-        let mut s = Settings::new(plan, "nginx", KEYS);
-        let upstream_file = s.string("upstream_file");
+    /// Also gives the nginx host as a member-like target for its transport.
+    pub fn from_plan(plan: &Plan) -> Result<(Self, Member), ConfigErrors> {
+        super::read(plan, Self::read)
+    }
+
+    fn read(plan: &Plan, cx: &mut Context) -> Option<(Self, Member)> {
+        let keys = NginxDriver.keys();
+        let mut s = super::section(plan, "nginx", &keys);
+        let upstream_file = s.str(cx, "upstream_file");
         if upstream_file.is_none() && !s.has("upstream_file") {
-            s.missing("the nginx driver needs upstream_file = \"/etc/nginx/...\" (the file included in your `upstream NAME { include ...; }` block, one `server ADDRESS ...;` line per member)");
+            s.missing(cx, "the nginx driver needs upstream_file = \"/etc/nginx/...\" (the file included in your `upstream NAME { include ...; }` block, one `server ADDRESS ...;` line per member)");
         }
         if upstream_file
             .as_deref()
             .is_some_and(|f| f.trim().is_empty())
         {
-            s.error("upstream_file", "must not be empty");
+            s.error(cx, "upstream_file", "must not be empty");
         }
         let reload = s
-            .string("reload")
+            .str(cx, "reload")
             .unwrap_or_else(|| "nginx -s reload".to_string());
-        let test = s.string("test").unwrap_or_else(|| "nginx -t".to_string());
-        let timeout = s.duration("timeout", Duration::from_secs(30));
-        let host = balancer_host(plan, &mut s, "nginx");
-        match (upstream_file, host) {
-            (Some(upstream_file), Some(host)) if s.errors.is_empty() => Ok((
-                NginxSettings {
-                    upstream_file,
-                    reload,
-                    test,
-                    timeout,
-                },
-                host,
-            )),
-            _ => Err(s.errors),
-        }
+        let test = s.str(cx, "test").unwrap_or_else(|| "nginx -t".to_string());
+        let timeout = s.duration(cx, "timeout", Duration::from_secs(30));
+        let host = balancer_host(plan, cx, &mut s, "nginx");
+        s.finish(cx);
+        let settings = NginxSettings {
+            upstream_file: upstream_file?,
+            reload,
+            test,
+            timeout,
+        };
+        Some((settings, host?))
     }
 }
 
 /// The balancer host as a member-like target for [`crate::transport::build`]: `transport`
-/// (`local` or `ssh`) and the same `ssh_*` keys members take.
-fn balancer_host(plan: &Plan, s: &mut Settings, driver: &str) -> Option<Member> {
-    let transport = s.string("transport").unwrap_or_else(|| "local".to_string());
+/// (`local` or `ssh`) and the same `ssh_*` keys members take, read from `s` (the
+/// driver's `[balancer]`, which must accept [`ssh::KEYS`]).
+pub(crate) fn balancer_host(
+    plan: &Plan,
+    cx: &mut Context,
+    s: &mut Section<'_>,
+    driver: &str,
+) -> Option<Member> {
+    let transport = s
+        .str(cx, "transport")
+        .unwrap_or_else(|| "local".to_string());
     if transport != "local" && transport != "ssh" {
-        s.error(
-            "transport",
-            format!("expected \"local\" or \"ssh\", found \"{transport}\""),
-        );
+        let m = format!("expected \"local\" or \"ssh\", found \"{transport}\"");
+        s.error(cx, "transport", m);
         return None;
     }
-    let mut settings = toml::Table::new();
-    for (k, v) in &plan.balancer.settings {
-        if k.starts_with("ssh_") {
-            settings.insert(k.clone(), v.clone());
-        }
-    }
-    let host = s.string("ssh_host");
-    if transport == "ssh" && host.is_none() && !s.has("ssh_host") {
-        s.error(
-            "transport",
-            format!("transport = \"ssh\" needs ssh_host = \"<the {driver} host>\""),
-        );
+    if transport == "ssh" && !s.has("ssh_host") {
+        let m = format!("transport = \"ssh\" needs ssh_host = \"<the {driver} host>\"");
+        s.error(cx, "transport", m);
         return None;
     }
-    let m = Member {
+    let base = plan.file.parent().unwrap_or(std::path::Path::new("."));
+    let reach = SshSettings::read(cx, s, "localhost", base);
+    let settings: toml::Table = plan
+        .balancer
+        .settings
+        .iter()
+        .filter(|(k, _)| k.starts_with("ssh_"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Some(Member {
         name: format!("{driver} host"),
-        address: host.unwrap_or_else(|| "localhost".to_string()),
+        address: reach.host,
         lb_name: String::new(),
         transport,
         shell: Shell::Sh,
@@ -136,15 +189,7 @@ fn balancer_host(plan: &Plan, s: &mut Settings, driver: &str) -> Option<Member> 
         boot_id: None,
         settings,
         weight: 1,
-    };
-    if m.transport == "ssh" {
-        let base = plan.file.parent().unwrap_or(std::path::Path::new("."));
-        if let Err(e) = crate::transport::ssh::SshSettings::from_member(&m, base) {
-            s.error("transport", e);
-            return None;
-        }
-    }
-    Some(m)
+    })
 }
 
 /// Drives nginx through its upstream file.
@@ -163,9 +208,9 @@ struct Found {
 
 impl Nginx {
     /// Reads `[balancer]` for the nginx driver and builds the host's transport.
-    pub fn from_plan(plan: &Plan) -> Result<Self, Vec<String>> {
+    pub fn from_plan(plan: &Plan) -> Result<Self, ConfigErrors> {
         let (settings, host) = NginxSettings::from_plan(plan)?;
-        let transport = crate::transport::build(plan, &host).map_err(|e| vec![e])?;
+        let transport = crate::transport::build(plan, &host)?;
         let label = if host.transport == "ssh" {
             format!("ssh {}", host.address)
         } else {

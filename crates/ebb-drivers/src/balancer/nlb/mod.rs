@@ -24,20 +24,73 @@
 pub mod commands;
 pub mod parse;
 
-use super::settings::Settings;
 use async_trait::async_trait;
 use commands::Commands;
-use ebb_engine::duration::format_duration;
+use ebb_config::{format_duration, ConfigErrors, Context, Key, Kind};
 use ebb_engine::interfaces::{
     Balancer, DriverError, DriverResult, HostState, MemberLbState, OutputSink, Transport,
 };
 use ebb_engine::plan::{Member, Plan, Shell};
+use ebb_engine::registry::BalancerDriver;
 use parse::NodeRow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const KEYS: &[&str] = &["interface", "timeout", "converge_timeout", "poll_interval"];
+/// The keys of `[balancer]` for the nlb driver.
+pub const KEYS: &[Key] = &[
+    Key::new(
+        "interface",
+        Kind::String,
+        "-InterfaceName, for hosts in several clusters",
+    ),
+    Key::new(
+        "timeout",
+        Kind::Duration,
+        "bound on each cmdlet run (default \"1m\")",
+    ),
+    Key::new(
+        "converge_timeout",
+        Kind::Duration,
+        "bound on waiting for the cluster to converge (default \"2m\")",
+    ),
+    Key::new(
+        "poll_interval",
+        Kind::Duration,
+        "how often node states are read while waiting (default \"1s\")",
+    ),
+];
+
+/// The nlb driver's descriptor, registered in [`crate::registry`]. It acts through the
+/// members' own transports.
+pub struct NlbDriver;
+
+impl BalancerDriver for NlbDriver {
+    fn name(&self) -> &'static str {
+        "nlb"
+    }
+
+    fn keys(&self) -> Vec<Key> {
+        KEYS.to_vec()
+    }
+
+    fn validate(&self, plan: &Plan, cx: &mut Context) {
+        NlbSettings::read(plan, cx);
+    }
+
+    fn build(
+        &self,
+        plan: &Plan,
+        transports: &[Arc<dyn Transport>],
+    ) -> Result<Arc<dyn Balancer>, ConfigErrors> {
+        let settings = NlbSettings::from_plan(plan)?;
+        Ok(Arc::new(Nlb::with_transports(
+            settings,
+            plan,
+            transports.to_vec(),
+        )))
+    }
+}
 
 /// `[balancer]` for the nlb driver.
 #[derive(Debug, Clone)]
@@ -54,30 +107,32 @@ pub struct NlbSettings {
 
 impl NlbSettings {
     /// Reads and validates `[balancer]`; every problem at once, with file, line and key.
-    pub fn from_plan(plan: &Plan) -> Result<Self, Vec<String>> {
-        let mut s = Settings::new(plan, "nlb", KEYS);
-        let interface = s.string("interface");
-        let timeout = s.duration("timeout", Duration::from_secs(60));
-        let converge_timeout = s.duration("converge_timeout", Duration::from_secs(120));
-        let poll_interval = s.duration("poll_interval", Duration::from_secs(1));
-        let mut errors = s.errors;
-        for m in plan.members.iter().filter(|m| m.shell != Shell::PowerShell) {
-            errors.push(format!(
-                "{}: member \"{}\": the nlb driver runs the NLB PowerShell cmdlets on the member itself: set shell = \"powershell\" on it (or in [defaults])",
-                plan.file.display(),
-                m.name
-            ));
+    pub fn from_plan(plan: &Plan) -> Result<Self, ConfigErrors> {
+        super::read(plan, Self::read)
+    }
+
+    /// Reads `[balancer]`, every problem into `cx`; every member must run PowerShell.
+    fn read(plan: &Plan, cx: &mut Context) -> Option<Self> {
+        let mut s = super::section(plan, "nlb", KEYS);
+        let interface = s.str(cx, "interface");
+        let timeout = s.duration(cx, "timeout", Duration::from_secs(60));
+        let converge_timeout = s.duration(cx, "converge_timeout", Duration::from_secs(120));
+        let poll_interval = s.duration(cx, "poll_interval", Duration::from_secs(1));
+        s.finish(cx);
+        for (i, m) in plan.members.iter().enumerate() {
+            if m.shell != Shell::PowerShell {
+                cx.err(&format!("member[{i}].shell"), format!(
+                    "member \"{}\": the nlb driver runs the NLB PowerShell cmdlets on the member itself: set shell = \"powershell\" on it (or in [defaults])",
+                    m.name
+                ));
+            }
         }
-        if errors.is_empty() {
-            Ok(NlbSettings {
-                commands: Commands { interface },
-                timeout,
-                converge_timeout,
-                poll_interval,
-            })
-        } else {
-            Err(errors)
-        }
+        Some(NlbSettings {
+            commands: Commands { interface },
+            timeout,
+            converge_timeout,
+            poll_interval,
+        })
     }
 }
 
@@ -89,24 +144,6 @@ pub struct Nlb {
 }
 
 impl Nlb {
-    /// Reads `[balancer]` and builds each member's transport.
-    pub fn from_plan(plan: &Plan) -> Result<Self, Vec<String>> {
-        let settings = NlbSettings::from_plan(plan)?;
-        let mut errors = Vec::new();
-        let mut transports = Vec::new();
-        for m in &plan.members {
-            match crate::transport::build(plan, m) {
-                Ok(t) => transports.push(t),
-                Err(e) => errors.push(e),
-            }
-        }
-        if errors.is_empty() {
-            Ok(Self::with_transports(settings, plan, transports))
-        } else {
-            Err(errors)
-        }
-    }
-
     /// A driver running its commands through `transports` (one per member, in plan
     /// order): the seam tests use to record the exact command lines.
     pub fn with_transports(

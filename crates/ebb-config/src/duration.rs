@@ -1,4 +1,6 @@
-//! Human durations in the pool file: `"500ms"`, `"90s"`, `"10m"`, `"2h"`, `"1d"`.
+//! The one duration grammar of ebb, for the pool file and the command line: whole numbers
+//! with units, compounded: `"500ms"`, `"90s"`, `"1m30s"`, `"2h"`, `"1d"`. Whether zero is
+//! allowed is the key's business ([`crate::Kind::DurationOrZero`]), not the grammar's.
 
 use std::time::Duration;
 
@@ -6,7 +8,9 @@ use std::time::Duration;
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     if s.is_empty() {
-        return Err("expected a duration such as \"90s\" or \"10m\", found an empty string".into());
+        return Err(
+            "expected a duration such as \"90s\" or \"1m30s\", found an empty string".into(),
+        );
     }
     let mut total = Duration::ZERO;
     let mut rest = s;
@@ -16,7 +20,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!(
-                "expected a duration such as \"90s\" or \"10m\", found \"{text}\""
+                "expected a duration such as \"90s\" or \"1m30s\", found \"{text}\""
             ));
         }
         let n: u64 = rest[..digits]
@@ -41,13 +45,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown unit \"{other}\" in duration \"{text}\" (units: ms, s, m, h, d)"
+                    "expected a duration such as \"90s\" or \"1m30s\", found \"{text}\" (unknown unit \"{other}\"; units: ms, s, m, h, d)"
                 ))
             }
         };
         total = total.saturating_add(d);
     }
     Ok(total)
+}
+
+/// Formats a duration exactly, in a form [`parse_duration`] reads back (`"2s"`,
+/// `"1500ms"`): for passing durations on to another process.
+pub fn format_exact(d: Duration) -> String {
+    let ms = d.as_millis();
+    if d.subsec_millis() == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
 }
 
 /// Formats a duration compactly for humans (`"1m30s"`, `"250ms"`).
@@ -84,11 +99,16 @@ mod tests {
         assert!(parse_duration("90").unwrap_err().contains("no unit"));
         assert!(parse_duration("5x").unwrap_err().contains("unknown unit"));
         assert!(parse_duration("s").is_err());
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86400));
+        assert_eq!(parse_duration("0s").unwrap(), Duration::ZERO);
     }
 
     #[test]
     fn formats() {
         assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
         assert_eq!(format_duration(Duration::from_millis(20)), "20ms");
+        for text in ["500ms", "2s", "1500ms"] {
+            assert_eq!(format_exact(parse_duration(text).unwrap()), text);
+        }
     }
 }

@@ -1,0 +1,475 @@
+//! The keys of every section the engine reads, with their kinds and one-line
+//! descriptions: what the reader accepts, and what tools describe (JSON Schema, docs).
+//! Driver and transport keys are not here: each plug-in declares its own (see
+//! [`crate::registry`]).
+
+use ebb_config::{Key, Kind};
+
+/// The top level of a pool file.
+pub const TOP: &[Key] = &[
+    Key::required(
+        "pool",
+        Kind::Table,
+        "the pool: name, availability policy, pool-wide checks",
+    ),
+    Key::required(
+        "balancer",
+        Kind::Table,
+        "the balancer in front of the pool: driver = \"NAME\" and that driver's keys",
+    ),
+    Key::new(
+        "defaults",
+        Kind::Table,
+        "settings every member gets unless it sets its own",
+    ),
+    Key::required("member", Kind::Tables, "the servers of the pool, in order"),
+    Key::new("runbook", Kind::Table, "what happens to each member"),
+    Key::new("wave", Kind::Tables, "groups of members rolled in order"),
+];
+
+/// `[pool]`.
+pub const POOL: &[Key] = &[
+    Key::required(
+        "name",
+        Kind::String,
+        "the pool's name; also the name of its lock (letters, digits, -_.)",
+    ),
+    Key::new(
+        "max_unavailable",
+        Kind::Any,
+        "most members out of service at once: a count (default 1) or a percentage such as \"25%\"",
+    ),
+    Key::new(
+        "min_in_service",
+        Kind::Integer,
+        "never drain if fewer members would stay in service (default 0)",
+    ),
+    Key::new(
+        "capacity_wait",
+        Kind::DurationOrZero,
+        "how long to wait for the policy to allow a drain (default \"5m\")",
+    ),
+    Key::new(
+        "check",
+        Kind::Tables,
+        "checks run on every member before the run and after each rejoin",
+    ),
+    Key::new(
+        "gate",
+        Kind::Table,
+        "no member starts while matching alerts fire",
+    ),
+];
+
+/// `[pool.gate]`.
+pub const GATE: &[Key] = &[
+    Key::required(
+        "alertmanager",
+        Kind::String,
+        "the Alertmanager URL to ask for firing alerts",
+    ),
+    Key::new(
+        "matchers",
+        Kind::StringMap,
+        "labels an alert must all match (\"~regex\" for a regular expression)",
+    ),
+    Key::new(
+        "timeout",
+        Kind::Duration,
+        "longest wait for the gate before the run stops (default \"30m\")",
+    ),
+    Key::new(
+        "poll_interval",
+        Kind::Duration,
+        "how often alerts are asked for (default \"15s\")",
+    ),
+];
+
+/// `driver`, the one key of `[balancer]` the engine reads; the rest is the driver's.
+pub const BALANCER: &[Key] = &[Key::required(
+    "driver",
+    Kind::String,
+    "the balancer driver, one of the registered names",
+)];
+
+/// The keys `[defaults]` and `[[member]]` share (besides the transports' keys).
+const MEMBER_COMMON: &[Key] = &[
+    Key::new(
+        "transport",
+        Kind::String,
+        "how ebb runs commands on the member (a registered transport; default the first)",
+    ),
+    Key::new(
+        "shell",
+        Kind::OneOf(&["sh", "powershell"]),
+        "the shell commands run with (default \"sh\")",
+    ),
+    Key::new(
+        "boot_id",
+        Kind::String,
+        "command printing the member's boot identity",
+    ),
+    Key::new(
+        "vars",
+        Kind::Table,
+        "{var.NAME} values, also in the environment as EBB_VAR_NAME",
+    ),
+];
+
+/// `[defaults]`.
+pub const DEFAULTS: &[Key] = MEMBER_COMMON;
+
+/// `[[member]]` (besides [`DEFAULTS`]' keys).
+pub const MEMBER: &[Key] = &[
+    Key::required("name", Kind::String, "the member's name in ebb"),
+    Key::required(
+        "address",
+        Kind::String,
+        "host:port (or host) where it serves",
+    ),
+    Key::new(
+        "lb_name",
+        Kind::String,
+        "its name in the balancer (default: name); unique",
+    ),
+    Key::new("group", Kind::String, "for only_group and waves"),
+    Key::new(
+        "weight",
+        Kind::Integer,
+        "weight in the built-in balancer (default 1)",
+    ),
+];
+
+/// `[runbook]`.
+pub const RUNBOOK: &[Key] = &[
+    Key::new(
+        "on_failure",
+        Kind::OneOf(&["halt", "continue"]),
+        "what a failed member does to the run (default \"halt\")",
+    ),
+    Key::new(
+        "max_failed",
+        Kind::Integer,
+        "with continue: how many members may fail before the run halts (default 0)",
+    ),
+    Key::new(
+        "rejoin_timeout",
+        Kind::Duration,
+        "how long a returned member may take to show in service (default \"2m\")",
+    ),
+    Key::new(
+        "balancer_retry",
+        Kind::Duration,
+        "how long a failing balancer call is retried before its error counts (default \"10s\")",
+    ),
+    Key::new("drain", Kind::Table, "how a member leaves the balancer"),
+    Key::new(
+        "step",
+        Kind::Tables,
+        "the commands run on each member, in order",
+    ),
+    Key::new("reboot", Kind::Table, "how a member is rebooted"),
+    Key::new(
+        "verify",
+        Kind::Tables,
+        "checks that must pass before a member returns to service",
+    ),
+];
+
+/// `[runbook.drain]`.
+pub const DRAIN: &[Key] = &[
+    Key::new(
+        "mode",
+        Kind::OneOf(&["drainstop", "stop"]),
+        "drainstop: existing connections finish; stop: cut them now",
+    ),
+    Key::new(
+        "timeout",
+        Kind::Duration,
+        "how long a drainstop may take (default \"10m\")",
+    ),
+    Key::new(
+        "on_timeout",
+        Kind::OneOf(&["stop", "abort", "wait"]),
+        "what happens when a drainstop takes longer (default \"stop\")",
+    ),
+    Key::new(
+        "hold",
+        Kind::Bool,
+        "keep the member's initial state stopped while it is out (default true)",
+    ),
+];
+
+/// `[[runbook.step]]`.
+pub const STEP: &[Key] = &[
+    Key::required(
+        "name",
+        Kind::String,
+        "the step's name, unique, not a built-in stage's",
+    ),
+    Key::new(
+        "run",
+        Kind::String,
+        "the command (required unless this is a maintenance step)",
+    ),
+    Key::new(
+        "undo",
+        Kind::String,
+        "makes the step paired: owed from the moment it starts, run on return",
+    ),
+    Key::new(
+        "when",
+        Kind::OneOf(&["every", "first", "never"]),
+        "which members run it (default \"every\")",
+    ),
+    Key::new("only_group", Kind::String, "only members of this group"),
+    Key::new(
+        "timeout",
+        Kind::Duration,
+        "the command is killed after this (default \"30m\")",
+    ),
+    Key::new(
+        "idempotent",
+        Kind::Bool,
+        "safe to run again after an interruption (default true)",
+    ),
+    Key::new(
+        "reboot",
+        Kind::OneOf(&["never", "if-required", "always"]),
+        "whether a reboot follows (default \"never\")",
+    ),
+    Key::new(
+        "reboot_required_exit_codes",
+        Kind::Any,
+        "exit codes meaning \"succeeded, reboot required\" (default [3010])",
+    ),
+    Key::new(
+        "alertmanager",
+        Kind::Table,
+        "a maintenance step: an Alertmanager silence while the member is out",
+    ),
+    Key::new(
+        "webhook",
+        Kind::Table,
+        "a maintenance step: a request when it starts and another on return",
+    ),
+];
+
+/// `[runbook.reboot]`.
+pub const REBOOT: &[Key] = &[
+    Key::required(
+        "command",
+        Kind::String,
+        "the command that starts the reboot",
+    ),
+    Key::new(
+        "timeout",
+        Kind::Duration,
+        "bound on going down and coming back (default \"15m\")",
+    ),
+    Key::new(
+        "poll_interval",
+        Kind::Duration,
+        "how often the boot identity is asked for (default \"2s\")",
+    ),
+];
+
+/// `[[runbook.verify]]` and `[[pool.check]]`.
+pub const CHECK: &[Key] = &[
+    Key::required("name", Kind::String, "the check's name"),
+    Key::new(
+        "retries",
+        Kind::Integer,
+        "extra attempts after the first failure (default 0)",
+    ),
+    Key::new(
+        "interval",
+        Kind::DurationOrZero,
+        "pause between attempts (default \"2s\")",
+    ),
+    Key::new(
+        "timeout",
+        Kind::Duration,
+        "bound on one attempt (default \"30s\")",
+    ),
+    Key::new(
+        "command",
+        Kind::String,
+        "a command on the member; passes on exit 0",
+    ),
+    Key::new("tcp", Kind::String, "host:port to connect to"),
+    Key::new("http", Kind::Table, "an HTTP GET"),
+    Key::new("services", Kind::Table, "service states on the member"),
+    Key::new(
+        "logs",
+        Kind::Table,
+        "log entries since the member's update began",
+    ),
+    Key::new("version", Kind::Table, "the version a command prints"),
+];
+
+/// `http = { ... }` in a check.
+pub const HTTP_CHECK: &[Key] = &[
+    Key::required("url", Kind::String, "the URL to GET"),
+    Key::new(
+        "expect_status",
+        Kind::Integer,
+        "the status expected (default 200)",
+    ),
+    Key::new("expect_body", Kind::String, "text the body must contain"),
+    Key::new(
+        "expect_body_regex",
+        Kind::String,
+        "a regular expression the body must match",
+    ),
+    Key::new(
+        "insecure_tls",
+        Kind::Bool,
+        "https: accept any certificate (default false)",
+    ),
+    Key::new(
+        "ca_file",
+        Kind::String,
+        "https: also trust the certificates in this PEM file",
+    ),
+];
+
+/// `services = { ... }` in a check.
+pub const SERVICES_CHECK: &[Key] = &[
+    Key::new(
+        "running",
+        Kind::Strings,
+        "services that must be running (* allowed)",
+    ),
+    Key::new(
+        "stopped",
+        Kind::Strings,
+        "services that must not be running (* allowed)",
+    ),
+];
+
+/// `logs = { ... }` in a check.
+pub const LOGS_CHECK: &[Key] = &[
+    Key::required(
+        "source",
+        Kind::OneOf(&["journal", "file", "eventlog"]),
+        "where the entries come from",
+    ),
+    Key::new("unit", Kind::String, "journal: only this unit"),
+    Key::new("path", Kind::String, "file: the log file on the member"),
+    Key::new(
+        "log",
+        Kind::String,
+        "eventlog: the log (default \"System\")",
+    ),
+    Key::new("level", Kind::String, "lowest level that counts"),
+    Key::new(
+        "fail_on",
+        Kind::Strings,
+        "entries that fail the check (regular expressions)",
+    ),
+    Key::new(
+        "ignore",
+        Kind::Strings,
+        "entries that never fail it (regular expressions)",
+    ),
+    Key::new(
+        "expect",
+        Kind::Strings,
+        "each must match some entry (regular expressions)",
+    ),
+    Key::new(
+        "lookback",
+        Kind::Duration,
+        "without an update start, how far back to look (default \"1h\")",
+    ),
+];
+
+/// `version = { ... }` in a check.
+pub const VERSION_CHECK: &[Key] = &[
+    Key::required("command", Kind::String, "the command printing the version"),
+    Key::new("equals", Kind::String, "the version must equal this"),
+    Key::new(
+        "at_least",
+        Kind::String,
+        "the version must be at least this",
+    ),
+];
+
+/// `alertmanager = { ... }` in a step.
+pub const ALERTMANAGER: &[Key] = &[
+    Key::required("url", Kind::String, "the Alertmanager"),
+    Key::required(
+        "matchers",
+        Kind::StringMap,
+        "label matchers of the silence (templates)",
+    ),
+    Key::new(
+        "duration",
+        Kind::Duration,
+        "how long the silence lasts if ebb never expires it (default \"2h\")",
+    ),
+    Key::new(
+        "comment",
+        Kind::String,
+        "comment on the silence (a template)",
+    ),
+];
+
+/// `webhook = { ... }` in a step.
+pub const WEBHOOK: &[Key] = &[
+    Key::required(
+        "url",
+        Kind::String,
+        "the URL called when maintenance begins",
+    ),
+    Key::new(
+        "method",
+        Kind::OneOf(&["POST", "PUT", "PATCH", "DELETE", "GET"]),
+        "HTTP method (default \"POST\")",
+    ),
+    Key::new("body", Kind::Any, "body: a string, or a table sent as JSON"),
+    Key::new(
+        "undo_url",
+        Kind::String,
+        "the URL called when it ends (default: url)",
+    ),
+    Key::new("undo_body", Kind::Any, "body of the ending request"),
+    Key::new("headers", Kind::StringMap, "extra headers"),
+];
+
+/// `[[wave]]`.
+pub const WAVE: &[Key] = &[
+    Key::new("name", Kind::String, "the wave's name (default \"wave N\")"),
+    Key::new("members", Kind::Strings, "the members of the wave, by name"),
+    Key::new("group", Kind::String, "the members of this group"),
+    Key::new(
+        "pause_after",
+        Kind::Bool,
+        "stop (state paused) after this wave until ebb resume",
+    ),
+];
+
+/// Every section the engine reads, by its path in the pool file (`[]` for arrays of
+/// tables), for tools that describe the whole file.
+pub const SECTIONS: &[(&str, &[Key])] = &[
+    ("", TOP),
+    ("pool", POOL),
+    ("pool.gate", GATE),
+    ("pool.check[]", CHECK),
+    ("balancer", BALANCER),
+    ("defaults", DEFAULTS),
+    ("member[]", MEMBER),
+    ("runbook", RUNBOOK),
+    ("runbook.drain", DRAIN),
+    ("runbook.step[]", STEP),
+    ("runbook.step[].alertmanager", ALERTMANAGER),
+    ("runbook.step[].webhook", WEBHOOK),
+    ("runbook.reboot", REBOOT),
+    ("runbook.verify[]", CHECK),
+    ("runbook.verify[].http", HTTP_CHECK),
+    ("runbook.verify[].services", SERVICES_CHECK),
+    ("runbook.verify[].logs", LOGS_CHECK),
+    ("runbook.verify[].version", VERSION_CHECK),
+    ("wave[]", WAVE),
+];

@@ -1,0 +1,58 @@
+//! Placeholders (`{address}`, `{var.NAME}`) in every template of the engine's sections,
+//! checked against every member once all members' variables are known. Drivers check
+//! the templates in their own sections (the `command` driver's commands).
+
+use super::checks::check_templates;
+use super::maintenance::maintenance_templates;
+use super::members::Defaults;
+use crate::placeholder;
+use crate::plan::*;
+use ebb_config::Context;
+
+pub(super) fn validate(
+    cx: &mut Context,
+    pool: &PoolSpec,
+    runbook: &Runbook,
+    step_paths: &[String],
+    defaults: &Defaults,
+    members: &[Member],
+) {
+    let mut templates: Vec<(String, String)> = Vec::new();
+    for (p, s) in step_paths.iter().zip(&runbook.steps) {
+        templates.push((format!("{p}.run"), s.run.clone()));
+        if let Some(u) = &s.undo {
+            templates.push((format!("{p}.undo"), u.clone()));
+        }
+    }
+    if let Some(r) = &runbook.reboot {
+        templates.push(("runbook.reboot.command".into(), r.command.clone()));
+    }
+    if let Some(b) = &defaults.boot_id {
+        templates.push(("defaults.boot_id".into(), b.clone()));
+    }
+    for (p, s) in step_paths.iter().zip(&runbook.steps) {
+        if let Some(m) = &s.maintenance {
+            for (k, t) in maintenance_templates(m) {
+                templates.push((format!("{p}.{k}"), t));
+            }
+        }
+    }
+    for (prefix, checks) in [
+        ("runbook.verify", &runbook.verify),
+        ("pool.check", &pool.checks),
+    ] {
+        for (i, c) in checks.iter().enumerate() {
+            for (k, t) in check_templates(&c.kind) {
+                templates.push((format!("{prefix}[{i}].{k}"), t));
+            }
+        }
+    }
+    for (key, template) in &templates {
+        for m in members {
+            if let Err(e) = placeholder::validate(template, m, &[]) {
+                cx.err(key, e);
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! `[runbook]`: failure policy, `[runbook.drain]`, `[[runbook.step]]`, `[runbook.reboot]`
+//! and `[[runbook.verify]]`.
+
+use super::{keys, RESERVED_STEP_NAMES};
+use crate::plan::*;
+use crate::registry::Registry;
+use ebb_config::{type_name, Context, Section};
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// The runbook, and the path of each step (`runbook.step[2]`) for later messages.
+pub(super) fn runbook(
+    cx: &mut Context,
+    top: &mut Section<'_>,
+    members: &[Member],
+    registry: &Registry,
+) -> (Runbook, Vec<String>) {
+    let empty = toml::Table::new();
+    let t = top.sub(cx, "runbook").unwrap_or(&empty);
+    let mut rb = Section::new(t, "runbook", keys::RUNBOOK);
+    let on_failure = rb.choice(
+        cx,
+        "on_failure",
+        &[("halt", OnFailure::Halt), ("continue", OnFailure::Continue)],
+        OnFailure::Halt,
+    );
+    let max_failed = rb.uint(cx, "max_failed", 0) as usize;
+    let rejoin_timeout = rb.duration(cx, "rejoin_timeout", Duration::from_secs(120));
+    let balancer_retry = rb.duration(cx, "balancer_retry", crate::patient::BALANCER_RETRY);
+    let drain_t = rb.sub(cx, "drain").unwrap_or(&empty);
+    let drain = drain(cx, drain_t);
+    let (steps, paths) = steps(cx, &mut rb, members);
+    let reboot = rb.sub(cx, "reboot").and_then(|t| reboot(cx, t));
+    if reboot.is_some() {
+        boot_identities(cx, members, registry);
+    }
+    let verify: Vec<CheckSpec> = rb
+        .tables(cx, "verify")
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, t)| super::checks::check(cx, t, &format!("runbook.verify[{i}]")))
+        .collect();
+    rb.finish(cx);
+    let runbook = Runbook {
+        on_failure,
+        max_failed,
+        drain,
+        steps,
+        reboot,
+        verify,
+        rejoin_timeout,
+        balancer_retry,
+    };
+    (runbook, paths)
+}
+
+/// `[runbook.drain]`.
+fn drain(cx: &mut Context, t: &toml::Table) -> DrainSpec {
+    let mut dr = Section::new(t, "runbook.drain", keys::DRAIN);
+    let drain = DrainSpec {
+        mode: dr.choice(
+            cx,
+            "mode",
+            &[
+                ("drainstop", DrainMode::Drainstop),
+                ("stop", DrainMode::Stop),
+            ],
+            DrainMode::Drainstop,
+        ),
+        timeout: dr.duration(cx, "timeout", Duration::from_secs(600)),
+        on_timeout: dr.choice(
+            cx,
+            "on_timeout",
+            &[
+                ("stop", OnTimeout::Stop),
+                ("abort", OnTimeout::Abort),
+                ("wait", OnTimeout::Wait),
+            ],
+            OnTimeout::Stop,
+        ),
+        hold: dr.bool(cx, "hold", true),
+    };
+    dr.finish(cx);
+    drain
+}
+
+/// `[[runbook.step]]`, with their paths.
+fn steps(
+    cx: &mut Context,
+    rb: &mut Section<'_>,
+    members: &[Member],
+) -> (Vec<StepSpec>, Vec<String>) {
+    let has_reboot = rb.has("reboot");
+    let mut steps = Vec::new();
+    let mut paths = Vec::new();
+    let mut names: HashSet<String> = HashSet::new();
+    for (i, t) in rb.tables(cx, "step").into_iter().enumerate() {
+        let p = format!("runbook.step[{i}]");
+        let Some(step) = step(cx, t, &p) else {
+            continue;
+        };
+        if RESERVED_STEP_NAMES.contains(&step.name.as_str()) {
+            cx.err(
+                &format!("{p}.name"),
+                format!(
+                    "\"{}\" is the name of a built-in stage; choose another",
+                    step.name
+                ),
+            );
+        }
+        if !names.insert(step.name.clone()) {
+            cx.err(
+                &format!("{p}.name"),
+                format!(
+                    "step \"{}\" is defined twice; step names must be unique",
+                    step.name
+                ),
+            );
+        }
+        if step.reboot != RebootPolicy::Never && !has_reboot {
+            cx.err(&format!("{p}.reboot"), "this step may reboot but there is no [runbook.reboot] with the command that reboots");
+        }
+        if let Some(g) = &step.only_group {
+            if !members
+                .iter()
+                .any(|m| m.group.as_deref() == Some(g.as_str()))
+            {
+                cx.err(
+                    &format!("{p}.only_group"),
+                    format!("no member is in group \"{g}\""),
+                );
+            }
+        }
+        steps.push(step);
+        paths.push(p);
+    }
+    (steps, paths)
+}
+
+/// One `[[runbook.step]]`.
+fn step(cx: &mut Context, t: &toml::Table, p: &str) -> Option<StepSpec> {
+    let mut s = Section::new(t, p, keys::STEP);
+    let name = s.req_str(cx, "name", "the step's name, e.g. name = \"install\"");
+    let maintenance = super::maintenance::maintenance(cx, &mut s);
+    let (run, undo) = if maintenance.is_some() {
+        // Read, so they are reported once, here, not as unknown keys.
+        let (_, _) = (s.get("run"), s.get("undo"));
+        if t.contains_key("run") || t.contains_key("undo") {
+            let k = if t.contains_key("alertmanager") {
+                "alertmanager"
+            } else {
+                "webhook"
+            };
+            cx.err(&format!("{p}.{k}"), "a maintenance step (alertmanager or webhook) has no run or undo: it begins maintenance and ends it on return");
+        }
+        (Some(String::new()), None)
+    } else {
+        let run = s.req_str(
+            cx,
+            "run",
+            "the command to run on the member (or alertmanager = { ... } / webhook = { ... })",
+        );
+        (run, s.str(cx, "undo"))
+    };
+    let when = s.choice(
+        cx,
+        "when",
+        &[
+            ("every", When::Every),
+            ("first", When::First),
+            ("never", When::Never),
+        ],
+        When::Every,
+    );
+    let only_group = s.str(cx, "only_group");
+    let timeout = s.duration(cx, "timeout", Duration::from_secs(1800));
+    let idempotent = s.bool(cx, "idempotent", true);
+    let reboot = s.choice(
+        cx,
+        "reboot",
+        &[
+            ("never", RebootPolicy::Never),
+            ("if-required", RebootPolicy::IfRequired),
+            ("always", RebootPolicy::Always),
+        ],
+        RebootPolicy::Never,
+    );
+    let reboot_required_exit_codes = exit_codes(cx, &mut s);
+    s.finish(cx);
+    Some(StepSpec {
+        name: name?,
+        run: run?,
+        undo,
+        when,
+        only_group,
+        timeout,
+        idempotent,
+        reboot,
+        reboot_required_exit_codes,
+        maintenance,
+    })
+}
+
+/// `reboot_required_exit_codes`.
+fn exit_codes(cx: &mut Context, s: &mut Section<'_>) -> Vec<i32> {
+    let key = s.key("reboot_required_exit_codes");
+    match s.get("reboot_required_exit_codes") {
+        None => vec![3010],
+        Some(toml::Value::Array(a)) => {
+            let mut out = Vec::new();
+            for v in a {
+                match v.as_integer() {
+                    Some(c) if (i32::MIN as i64..=i32::MAX as i64).contains(&c) => {
+                        out.push(c as i32)
+                    }
+                    _ => cx.err(&key, "expected a list of exit codes, e.g. [3010, 1641]"),
+                }
+            }
+            out
+        }
+        Some(other) => {
+            cx.err(
+                &key,
+                format!("expected a list of exit codes, found {}", type_name(other)),
+            );
+            vec![3010]
+        }
+    }
+}
+
+/// `[runbook.reboot]`.
+fn reboot(cx: &mut Context, t: &toml::Table) -> Option<RebootSpec> {
+    let mut r = Section::new(t, "runbook.reboot", keys::REBOOT);
+    let command = r.req_str(cx, "command", "the command that reboots the member");
+    let timeout = r.duration(cx, "timeout", Duration::from_secs(900));
+    let poll_interval = r.duration(cx, "poll_interval", Duration::from_secs(2));
+    r.finish(cx);
+    Some(RebootSpec {
+        command: command?,
+        timeout,
+        poll_interval,
+    })
+}
+
+/// A runbook that reboots must be able to tell a member came back: members whose transport
+/// does not know the boot identity need `boot_id`.
+fn boot_identities(cx: &mut Context, members: &[Member], registry: &Registry) {
+    for (i, m) in members.iter().enumerate() {
+        let knows = registry
+            .find_transport(&m.transport)
+            .is_some_and(|t| t.knows_boot_identity());
+        if !knows && m.boot_id.is_none() {
+            cx.err(
+                &format!("member[{i}]"),
+                format!("member \"{}\" uses the {} transport and the runbook reboots: set boot_id = \"<command printing the boot identity>\" on it or in [defaults]", m.name, m.transport),
+            );
+        }
+    }
+}
