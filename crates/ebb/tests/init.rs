@@ -255,7 +255,8 @@ fn from_nginx_lists_the_upstream_files_servers_and_passes_check() {
         "the unix socket server is said to be left out: {}",
         text(&out)
     );
-    let plan = ebb_engine::config::load(&dir.path().join("web.toml")).expect("valid");
+    let plan = ebb_engine::config::load(&dir.path().join("web.toml"), &ebb_drivers::registry())
+        .expect("valid");
     assert_eq!(plan.balancer.driver, "nginx");
     assert_eq!(plan.pool.name, "web");
     let addrs: Vec<&str> = plan.members.iter().map(|m| m.address.as_str()).collect();

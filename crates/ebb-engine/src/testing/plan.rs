@@ -93,6 +93,7 @@ impl PlanBuilder {
         PlanBuilder {
             plan: Plan {
                 file: PathBuf::from("fake-pool.toml"),
+                lines: Default::default(),
                 pool: PoolSpec {
                     name: "fake-pool".into(),
                     max_unavailable: MaxUnavailable::Count(1),
@@ -104,7 +105,6 @@ impl PlanBuilder {
                 balancer: BalancerSpec {
                     driver: "fake".into(),
                     settings: toml::Table::new(),
-                    lines: BTreeMap::new(),
                 },
                 members,
                 runbook: Runbook {

@@ -134,7 +134,7 @@ impl Snapshot {
         };
         // A Go duration string, or nanoseconds.
         let stream_close_delay = obj.get("stream_close_delay").map(|v| match v {
-            Value::String(t) => ebb_engine::duration::parse_duration(t),
+            Value::String(t) => ebb_config::parse_duration(t),
             Value::Number(n) => n
                 .as_u64()
                 .map(std::time::Duration::from_nanos)
