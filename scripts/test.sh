@@ -22,11 +22,20 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # (scripts/testnet.sh): ip, a bridge and veth pairs.
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v setsid >/dev/null 2>&1 || need+=(util-linux)
+python3 -c 'import jsonschema' >/dev/null 2>&1 || need+=(python3-jsonschema)
+command -v taplo >/dev/null 2>&1 || command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing ${need[*]} (Debian packages)"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# Taplo (the TOML toolkit of Even Better TOML) checks pool files against `ebb schema`.
+if ! command -v taplo >/dev/null 2>&1; then
+  echo "test.sh: installing taplo (npm package @taplo/cli)"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO npm install -g --silent @taplo/cli@0.7.0
 fi
 
 cargo fmt --all -- --check

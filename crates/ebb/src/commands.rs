@@ -91,6 +91,7 @@ async fn dispatch(cmd: Command) -> i32 {
         | Command::Internal(_)
         | Command::Completions { .. }
         | Command::Man
+        | Command::Schema
         | Command::Init(_) => EXIT_USAGE,
     }
 }

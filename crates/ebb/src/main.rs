@@ -5,6 +5,7 @@ mod commands;
 mod init;
 mod render;
 mod report;
+mod schema;
 mod shell;
 mod watch;
 mod web;
@@ -169,6 +170,8 @@ enum Command {
     },
     /// Print the man page (roff) for ebb and every subcommand.
     Man,
+    /// Print a JSON Schema of the pool file (for editors: Taplo, Even Better TOML).
+    Schema,
     #[command(flatten)]
     Internal(ebb_demo::InternalCommand),
 }
@@ -181,6 +184,7 @@ fn main() {
         Command::Internal(cmd) => ebb_demo::run_internal(cmd),
         Command::Completions { shell } => shell::completions(shell, Cli::command()),
         Command::Man => shell::man(Cli::command()),
+        Command::Schema => schema::main(),
         Command::Init(args) => init::main(args),
         other => commands::main(other),
     };

@@ -62,7 +62,8 @@ fn render_subcommand(out: &mut Vec<u8>, sub: &Command, parent: &str) -> std::io:
     Ok(())
 }
 
-fn write_stdout(bytes: &[u8]) -> i32 {
+/// Writes `bytes` to stdout; a closed pipe (`| head`) is not an error.
+pub fn write_stdout(bytes: &[u8]) -> i32 {
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         Ok(()) => 0,
