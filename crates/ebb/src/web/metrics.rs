@@ -3,7 +3,6 @@
 
 use super::view::Snapshot;
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
 /// Upper bounds (seconds) of the step duration histogram: from a quick command to an
 /// hour-long update.
@@ -36,10 +35,12 @@ pub fn render(s: &Snapshot) -> String {
     );
     let state = v.run.as_ref().map(|r| r.state.as_str());
     for st in RUN_STATES {
-        let _ = writeln!(
-            out,
-            "ebb_run_state{{{pool_label},state=\"{st}\"}} {}",
-            u8::from(state == Some(st))
+        line(
+            &mut out,
+            format!(
+                "ebb_run_state{{{pool_label},state=\"{st}\"}} {}",
+                u8::from(state == Some(st))
+            ),
         );
     }
     if let Some(r) = &v.run {
@@ -49,10 +50,12 @@ pub fn render(s: &Snapshot) -> String {
             "gauge",
             "When the latest run started, in seconds since the Unix epoch.",
         );
-        let _ = writeln!(
-            out,
-            "ebb_run_start_time_seconds{{{pool_label}}} {}",
-            r.started_ms as f64 / 1000.0
+        line(
+            &mut out,
+            format!(
+                "ebb_run_start_time_seconds{{{pool_label}}} {}",
+                r.started_ms as f64 / 1000.0
+            ),
         );
     }
 
@@ -64,7 +67,10 @@ pub fn render(s: &Snapshot) -> String {
     );
     for st in MEMBER_STATES {
         let n = v.members.iter().filter(|m| m.state == *st).count();
-        let _ = writeln!(out, "ebb_members{{{pool_label},state=\"{st}\"}} {n}");
+        line(
+            &mut out,
+            format!("ebb_members{{{pool_label},state=\"{st}\"}} {n}"),
+        );
     }
 
     if let Some(last) = v.in_service.last() {
@@ -74,10 +80,9 @@ pub fn render(s: &Snapshot) -> String {
             "gauge",
             "Members in service as the balancer last showed them.",
         );
-        let _ = writeln!(
-            out,
-            "ebb_members_in_service{{{pool_label}}} {}",
-            last.in_service
+        line(
+            &mut out,
+            format!("ebb_members_in_service{{{pool_label}}} {}", last.in_service),
         );
     }
 
@@ -87,10 +92,12 @@ pub fn render(s: &Snapshot) -> String {
         "gauge",
         "Members whose drain is in flight.",
     );
-    let _ = writeln!(
-        out,
-        "ebb_drains_in_progress{{{pool_label}}} {}",
-        v.draining().count()
+    line(
+        &mut out,
+        format!(
+            "ebb_drains_in_progress{{{pool_label}}} {}",
+            v.draining().count()
+        ),
     );
     family(
         &mut out,
@@ -100,10 +107,12 @@ pub fn render(s: &Snapshot) -> String {
     );
     for m in v.draining() {
         if let Some(c) = m.connections {
-            let _ = writeln!(
-                out,
-                "ebb_drain_connections{{{pool_label},member=\"{}\"}} {c}",
-                escape(&m.name)
+            line(
+                &mut out,
+                format!(
+                    "ebb_drain_connections{{{pool_label},member=\"{}\"}} {c}",
+                    escape(&m.name)
+                ),
             );
         }
     }
@@ -115,11 +124,13 @@ pub fn render(s: &Snapshot) -> String {
         "Undos a member still owes (run when it returns, or by ebb release).",
     );
     for m in &v.members {
-        let _ = writeln!(
-            out,
-            "ebb_owed_undos{{{pool_label},member=\"{}\"}} {}",
-            escape(&m.name),
-            m.owed.len()
+        line(
+            &mut out,
+            format!(
+                "ebb_owed_undos{{{pool_label},member=\"{}\"}} {}",
+                escape(&m.name),
+                m.owed.len()
+            ),
         );
     }
 
@@ -147,17 +158,23 @@ pub fn render(s: &Snapshot) -> String {
     for (step, (buckets, sum, count, _)) in &by_step {
         let l = format!("{pool_label},step=\"{}\"", escape(step));
         for (le, n) in BUCKETS.iter().zip(buckets) {
-            let _ = writeln!(
-                out,
-                "ebb_step_duration_seconds_bucket{{{l},le=\"{le}\"}} {n}"
+            line(
+                &mut out,
+                format!("ebb_step_duration_seconds_bucket{{{l},le=\"{le}\"}} {n}"),
             );
         }
-        let _ = writeln!(
-            out,
-            "ebb_step_duration_seconds_bucket{{{l},le=\"+Inf\"}} {count}"
+        line(
+            &mut out,
+            format!("ebb_step_duration_seconds_bucket{{{l},le=\"+Inf\"}} {count}"),
         );
-        let _ = writeln!(out, "ebb_step_duration_seconds_sum{{{l}}} {sum}");
-        let _ = writeln!(out, "ebb_step_duration_seconds_count{{{l}}} {count}");
+        line(
+            &mut out,
+            format!("ebb_step_duration_seconds_sum{{{l}}} {sum}"),
+        );
+        line(
+            &mut out,
+            format!("ebb_step_duration_seconds_count{{{l}}} {count}"),
+        );
     }
     family(
         &mut out,
@@ -166,18 +183,26 @@ pub fn render(s: &Snapshot) -> String {
         "Steps of the run that failed, by step name.",
     );
     for (step, (_, _, _, failed)) in &by_step {
-        let _ = writeln!(
-            out,
-            "ebb_step_failures_total{{{pool_label},step=\"{}\"}} {failed}",
-            escape(step)
+        line(
+            &mut out,
+            format!(
+                "ebb_step_failures_total{{{pool_label},step=\"{}\"}} {failed}",
+                escape(step)
+            ),
         );
     }
     out
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+    line(out, format!("# HELP {name} {help}"));
+    line(out, format!("# TYPE {name} {kind}"));
+}
+
+/// Appends one line of the exposition.
+fn line(out: &mut String, text: String) {
+    out.push_str(&text);
+    out.push('\n');
 }
 
 /// A label value: backslash, double quote and newline escaped.
