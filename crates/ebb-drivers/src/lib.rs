@@ -1,4 +1,4 @@
-//! ebb's drivers: balancers (`builtin`, `haproxy`, `nlb`, `command`, `nginx`, `caddy`), transports (`local`,
+//! ebb's drivers: balancers (`builtin`, `haproxy`, `nlb`, `command`, `nginx`, `caddy`, `f5`), transports (`local`,
 //! `ssh`), verification checks and monitoring maintenance. Each driver lives in its own
 //! file with its settings and its descriptor; [`registry`] is the one place they are
 //! registered.
@@ -27,6 +27,7 @@ pub fn registry() -> Registry {
         .balancer(balancer::command::CommandDriver)
         .balancer(balancer::nginx::NginxDriver)
         .balancer(balancer::caddy::CaddyDriver)
+        .balancer(balancer::f5::F5Driver)
         .transport(transport::local::LocalTransport)
         .transport(transport::ssh::SshTransport)
         .checker(check::StandardChecker)

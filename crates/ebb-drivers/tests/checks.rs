@@ -4,13 +4,14 @@
 //! real TLS server with a self-signed certificate, and config errors for the new keys.
 
 mod support_issue6;
+#[path = "support/tls.rs"]
+mod tls;
 use support_issue6::*;
 
 use ebb_drivers::check::{logs, services, version};
 use ebb_engine::interfaces::{CheckContext, Checker};
 use ebb_engine::plan::{CheckKind, LogSource, LogsSpec, Shell};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn fixture(name: &str) -> String {
@@ -316,48 +317,8 @@ async fn the_version_table_names_the_members_that_are_behind() {
 /// A one-page HTTPS server with a self-signed certificate for 127.0.0.1.
 async fn https_server(dir: &Path) -> (u16, std::path::PathBuf) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio_rustls::rustls::{self, ServerConfig};
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=ebb-test",
-        ])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl (Debian package openssl) makes the test's certificate");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    use rustls_pki_types::pem::PemObject;
-    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(&cert)
-        .unwrap()
-        .map(|c| c.unwrap())
-        .collect();
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&key).unwrap();
-    let config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (cert, key) = tls::self_signed(dir);
+    let acceptor = tls::acceptor(&cert, &key);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {

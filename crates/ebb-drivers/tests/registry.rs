@@ -167,7 +167,7 @@ fn an_unregistered_name_is_refused_with_the_registered_names() {
     let path = pool(dir.path(), "label = \"x\"");
     let e = errors(ebb_engine::config::load(&path, &ebb_drivers::registry()));
     assert!(
-        e.contains("pool.toml:5: balancer.driver: expected one of \"builtin\", \"haproxy\", \"nlb\", \"command\", \"nginx\", \"caddy\", found \"ledger\""),
+        e.contains("pool.toml:5: balancer.driver: expected one of \"builtin\", \"haproxy\", \"nlb\", \"command\", \"nginx\", \"caddy\", \"f5\", found \"ledger\""),
         "{e}"
     );
     let log = Arc::default();

@@ -16,16 +16,6 @@ fn example(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn ops(plan_out: &str, member: &str) -> String {
-    plan_out
-        .lines()
-        .find(|l| l.trim_start().starts_with(&format!("{member} ")))
-        .unwrap_or_else(|| panic!("no line for {member} in:\n{plan_out}"))
-        .trim_start()[member.len()..]
-        .trim()
-        .to_string()
-}
-
 /// HAProxy as the example's comment configures it, in `dir`; stopped on drop.
 struct Haproxy(Child);
 

@@ -1,12 +1,13 @@
 //! Balancer drivers, one file (or folder) each with its settings and its descriptor:
 //! `builtin` (ebb's own, through its control API), `haproxy` (its runtime API), `nlb`
 //! (Windows NLB cmdlets on the members), `command` (the operator's own commands per
-//! operation), `nginx` (its upstream file, tested and reloaded) and `caddy` (its admin
-//! API). They are registered in [`crate::registry`].
+//! operation), `nginx` (its upstream file, tested and reloaded), `caddy` (its admin
+//! API) and `f5` (BIG-IP iControl REST). They are registered in [`crate::registry`].
 
 pub mod builtin;
 pub mod caddy;
 pub mod command;
+pub mod f5;
 pub mod haproxy;
 pub mod nginx;
 pub mod nlb;

@@ -199,3 +199,14 @@ run = "echo start >> {var.dir}/lb/{member}.install.log; sleep 0.2; echo 1.1 > {v
 name = "version"
 command = "grep -q 1.1 {var.dir}/lb/{member}.version"
 "#;
+
+/// The operations `ebb plan` lists for `member` (`hold → drain → ...`).
+pub fn ops(plan_out: &str, member: &str) -> String {
+    plan_out
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{member} ")))
+        .unwrap_or_else(|| panic!("no line for {member} in:\n{plan_out}"))
+        .trim_start()[member.len()..]
+        .trim()
+        .to_string()
+}
