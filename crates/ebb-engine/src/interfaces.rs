@@ -104,6 +104,19 @@ pub trait Balancer: Send + Sync {
         }
         out
     }
+    /// The members whose state may have changed since the previous `pool_state` or
+    /// `pool_changes` call, by index in `members`, with their state now; `None` when the
+    /// driver cannot tell (the default), and the engine reads the whole pool instead. Lets
+    /// the engine keep its count of members in service exact without reading every member
+    /// before each drain. A driver that returns `Some` must report every change it did not
+    /// make on the engine's request too (health, an operator's drain).
+    async fn pool_changes(
+        &self,
+        members: &[Member],
+    ) -> Option<Vec<(usize, DriverResult<MemberLbState>)>> {
+        let _ = members;
+        None
+    }
     /// Warnings for `ebb check` (e.g. HAProxy without a server-state-file).
     async fn preflight(&self, members: &[Member]) -> Vec<String> {
         let _ = members;

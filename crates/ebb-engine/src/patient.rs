@@ -79,6 +79,13 @@ impl Balancer for Patient {
         // Read once: callers (the policy, samples) already decide what an error means.
         self.inner.pool_state(members).await
     }
+    async fn pool_changes(
+        &self,
+        members: &[Member],
+    ) -> Option<Vec<(usize, DriverResult<MemberLbState>)>> {
+        // As pool_state: once, the policy decides what an error means.
+        self.inner.pool_changes(members).await
+    }
     async fn preflight(&self, members: &[Member]) -> Vec<String> {
         self.inner.preflight(members).await
     }

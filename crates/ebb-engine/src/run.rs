@@ -195,6 +195,7 @@ pub async fn run(
         gate: tokio::sync::Mutex::new(()),
         shutdown: shutdown.clone(),
         last_in_service: Mutex::new(None),
+        pool_view: Default::default(),
         starts: Default::default(),
     });
     sink(&Event::RunStarted {
@@ -426,17 +427,19 @@ async fn drive(engine: &Arc<Engine>) -> Result<RunOutcome, RunError> {
         .filter(|m| m.state == MemberState::Failed)
         .count();
     for (w, wave) in plan.waves.iter().enumerate().skip(start_wave) {
-        let records = journal.members(run_id)?;
+        // Members of this run with work left, by name (a set: a scan per member would be
+        // O(pool²) for a large pool).
+        let left: HashSet<String> = journal
+            .members(run_id)?
+            .into_iter()
+            .filter(|r| !matches!(r.state, MemberState::Done | MemberState::Skipped))
+            .map(|r| r.name)
+            .collect();
         let todo: VecDeque<usize> = wave
             .members
             .iter()
             .copied()
-            .filter(|&i| {
-                records.iter().any(|r| {
-                    r.name == plan.members[i].name
-                        && !matches!(r.state, MemberState::Done | MemberState::Skipped)
-                })
-            })
+            .filter(|&i| left.contains(&plan.members[i].name))
             .collect();
         (engine.sink)(&Event::WaveStarted {
             wave: wave.name.clone(),
@@ -611,6 +614,7 @@ pub async fn release(
         gate: tokio::sync::Mutex::new(()),
         shutdown,
         last_in_service: Mutex::new(None),
+        pool_view: Default::default(),
         starts: Default::default(),
     });
     let ops = ops_for(&plan, idx);

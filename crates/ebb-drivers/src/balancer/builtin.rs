@@ -179,21 +179,26 @@ impl Balancer for Builtin {
 
     async fn pool_state(&self, members: &[Member]) -> Vec<DriverResult<MemberLbState>> {
         match self.client.members().await {
-            Ok(all) => members
-                .iter()
-                .map(|m| {
-                    all.iter()
-                        .find(|s| s.name == m.lb_name)
-                        .map(to_engine)
-                        .ok_or_else(|| {
-                            DriverError::new(format!(
-                                "the built-in balancer at {} has no member \"{}\"",
-                                self.client.url(),
-                                m.lb_name
-                            ))
-                        })
-                })
-                .collect(),
+            Ok(all) => {
+                // By name: a scan of the list per member is O(pool²) for a large pool.
+                let by_name: HashMap<&str, &MemberStatus> =
+                    all.iter().map(|s| (s.name.as_str(), s)).collect();
+                members
+                    .iter()
+                    .map(|m| {
+                        by_name
+                            .get(m.lb_name.as_str())
+                            .map(|s| to_engine(s))
+                            .ok_or_else(|| {
+                                DriverError::new(format!(
+                                    "the built-in balancer at {} has no member \"{}\"",
+                                    self.client.url(),
+                                    m.lb_name
+                                ))
+                            })
+                    })
+                    .collect()
+            }
             Err(e) => {
                 let msg = e.to_string();
                 members

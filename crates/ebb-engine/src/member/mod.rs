@@ -65,6 +65,8 @@ pub struct Engine {
     pub shutdown: watch::Receiver<bool>,
     /// The last in-service count recorded, so samples are written on change only.
     pub last_in_service: Mutex<Option<usize>>,
+    /// The balancer's view of which members are out of service, kept between reads.
+    pub pool_view: Mutex<PoolView>,
     /// Members waiting to be taken out, in plan order.
     pub starts: StartQueue,
 }
@@ -132,7 +134,7 @@ pub(crate) async fn shutdown_asked(mut sd: watch::Receiver<bool>) {
     }
 }
 
-pub use policy::StartQueue;
+pub use policy::{PoolView, StartQueue};
 
 impl Engine {
     pub(super) fn emit(&self, e: Event) {

@@ -2,7 +2,27 @@
 //! the order in which waiting members start.
 
 use super::*;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::MutexGuard;
+
+/// The balancer's view of the pool between reads: the members out of service in it
+/// (not started, failing health checks, or unreadable).
+#[derive(Default)]
+pub struct PoolView {
+    down: BTreeSet<usize>,
+    /// Read in full at least once (changes are relative to that read).
+    loaded: bool,
+}
+
+impl PoolView {
+    fn set(&mut self, j: usize, in_service: bool) {
+        if in_service {
+            self.down.remove(&j);
+        } else {
+            self.down.insert(j);
+        }
+    }
+}
 
 /// The members waiting to be taken out, in plan order. Only the first may take a free
 /// slot, so a member that waited first starts first; once closed (the run is stopping),
@@ -79,15 +99,51 @@ impl Engine {
             .collect()
     }
 
+    /// Brings the pool view up to date with the balancer: only the members the driver
+    /// reports changed, or, where the driver cannot report changes (and for the first
+    /// read), the whole pool. Either way the view is the balancer's live state, so the
+    /// policy stays exact; reading only the changes keeps each decision's cost flat in the
+    /// pool's size. Returns (in service, total).
+    pub async fn refresh_pool(&self) -> (usize, usize) {
+        let total = self.plan.members.len();
+        let loaded = self.view().loaded;
+        let changes = if loaded {
+            self.drivers.balancer.pool_changes(&self.plan.members).await
+        } else {
+            None
+        };
+        match changes {
+            Some(changes) => {
+                let mut view = self.view();
+                for (j, state) in changes {
+                    view.set(j, state.is_ok_and(|s| s.in_service()));
+                }
+                (total - view.down.len(), total)
+            }
+            None => {
+                let states = self.pool_states().await;
+                let mut view = self.view();
+                view.down = states
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| !s.as_ref().is_some_and(|s| s.in_service()))
+                    .map(|(j, _)| j)
+                    .collect();
+                view.loaded = true;
+                (total - view.down.len(), total)
+            }
+        }
+    }
+
+    fn view(&self) -> MutexGuard<'_, PoolView> {
+        self.pool_view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Reads the pool's in-service count and, when it changed, records a sample and emits
     /// a `pool` event. Called periodically and right after each drain and rejoin, so that
     /// short changes between members are not missed.
     pub async fn sample_pool(&self) -> (usize, usize) {
-        let states = self.pool_states().await;
-        let in_service = states
-            .iter()
-            .filter(|s| s.as_ref().is_some_and(|s| s.in_service()))
-            .count();
+        let (in_service, total) = self.refresh_pool().await;
         let changed = {
             let mut last = self
                 .last_in_service
@@ -98,13 +154,10 @@ impl Engine {
             changed
         };
         if changed {
-            let _ = self.journal.sample(self.run_id, in_service, states.len());
-            self.emit(Event::Pool {
-                in_service,
-                total: states.len(),
-            });
+            let _ = self.journal.sample(self.run_id, in_service, total);
+            self.emit(Event::Pool { in_service, total });
         }
-        (in_service, states.len())
+        (in_service, total)
     }
 
     /// Waits until the availability policy allows taking member `idx` out, then counts it
@@ -123,17 +176,22 @@ impl Engine {
                 let Ok(first) = self.starts.first() else {
                     return Err(MemberEnd::NotStarted);
                 };
-                let states = self.pool_states().await;
+                self.refresh_pool().await;
                 let mut out_set = self.out.lock().unwrap_or_else(|p| p.into_inner());
-                let is_out = |j: usize| {
-                    out_set.contains(&j) || !states[j].as_ref().is_some_and(|s| s.in_service())
+                // Out of service: taken out by this run, or out in the balancer's view.
+                // Both sets hold only the members that are out, so this costs the same in
+                // a pool of 10 or 50,000.
+                let out_all: BTreeSet<usize> = {
+                    let view = self.view();
+                    out_set.iter().chain(view.down.iter()).copied().collect()
                 };
-                let out_names: Vec<String> = (0..total)
-                    .filter(|&j| j != idx && is_out(j))
-                    .map(|j| plan.members[j].name.clone())
+                let out_names: Vec<String> = out_all
+                    .iter()
+                    .filter(|&&j| j != idx)
+                    .map(|&j| plan.members[j].name.clone())
                     .collect();
-                let in_service = (0..total).filter(|&j| !is_out(j)).count();
-                let after = in_service - usize::from(!is_out(idx));
+                let in_service = total - out_all.len();
+                let after = in_service - usize::from(!out_all.contains(&idx));
                 let allowed = out_names.len() < max_u && after >= plan.pool.min_in_service;
                 match first {
                     Some(f) if allowed && f != idx => {

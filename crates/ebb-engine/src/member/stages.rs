@@ -523,9 +523,19 @@ impl Engine {
                 _ => self.drivers.balancer.wait_change(m, Duration::from_millis(500)).await,
             }
         }
-        // A rejoin can knock another member out: look at the whole pool.
-        let out_set: HashSet<usize> = self.out.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        for (j, other) in self.plan.members.iter().enumerate() {
+        // A rejoin can knock another member out: look at the whole pool (when the pool has
+        // checks; without, this would be a walk over every member for nothing).
+        let out_set: HashSet<usize> = if self.plan.pool.checks.is_empty() {
+            HashSet::new()
+        } else {
+            self.out.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        };
+        let others = if self.plan.pool.checks.is_empty() {
+            &[][..]
+        } else {
+            &self.plan.members[..]
+        };
+        for (j, other) in others.iter().enumerate() {
             if j == idx || out_set.contains(&j) {
                 continue;
             }
