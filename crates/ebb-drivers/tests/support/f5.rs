@@ -3,6 +3,8 @@
 //! from). It keeps one pool's members (session, state, connections, availability), the
 //! tokens it issued, and a log of every request, so tests assert on exact requests.
 
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

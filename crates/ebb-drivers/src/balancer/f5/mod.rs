@@ -504,7 +504,15 @@ impl Balancer for F5 {
         // member's reboots (and the BIG-IP's), until ebb enables it.
         match state {
             HostState::Stopped => self.drainstop(member).await,
-            _ => self.start(member).await,
+            _ => {
+                // After a start (the usual order) there is nothing left to change.
+                let (_, o) = self.observe(member).await?;
+                if o.session == "user-disabled" || o.state == "user-down" {
+                    self.start(member).await
+                } else {
+                    Ok(())
+                }
+            }
         }
     }
 
