@@ -626,3 +626,57 @@ fn off_loopback_a_token_is_required() {
         "the page loads nothing from elsewhere"
     );
 }
+
+#[test]
+fn a_failed_run_shows_the_failing_steps_output_and_what_is_owed() {
+    let fx = Fixture::new(&["web1", "web2"]);
+    let failing = RUNBOOK.replace(
+        "run = \"echo 1.1 > {var.dir}/lb/{member}.version\"",
+        "run = \"echo 'E: dpkg was interrupted' >&2; exit 3\"",
+    );
+    let pool = fx.pool("", &["web1", "web2"], &failing);
+    let p = pool.to_str().expect("utf-8 path");
+    let out = ebb()
+        .args(["run", p])
+        .current_dir(fx.dir.path())
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1), "the run fails");
+
+    // The run is over: `ebb watch` shows it from the journal.
+    let (_watch, addr) = start_with_web(&["watch", p], fx.dir.path(), &[]);
+    let mut browser = Browser::start();
+    browser.open(&format!("http://{addr}/"));
+    let v = browser.wait_for(
+        "the failed step",
+        "JSON.stringify({hidden: document.getElementById('failures-section').hidden, text: document.getElementById('failures').textContent, run: document.getElementById('run').textContent, web1: (document.querySelector('tr[data-member=web1]') || {}).textContent || ''})",
+        |v| {
+            v.as_str()
+                .is_some_and(|s| s.contains("dpkg was interrupted"))
+        },
+    );
+    let v: Value = serde_json::from_str(v.as_str().expect("string")).expect("JSON");
+    assert_eq!(v["hidden"], json!(false), "{v}");
+    let text = v["text"].as_str().expect("text");
+    assert!(
+        text.contains("web1: install (step)") && text.contains("exit 3"),
+        "{text}"
+    );
+    assert!(v["run"].as_str().expect("run").contains("halted"), "{v}");
+    // web1 failed holding its undos: the paired step's, its return to service, its hold.
+    let web1 = v["web1"].as_str().expect("row");
+    assert!(web1.contains("failed") && web1.contains("maint"), "{web1}");
+    assert!(
+        browser.errors.is_empty(),
+        "console errors: {:?}",
+        browser.errors
+    );
+
+    let (_, metrics) = http_get(&addr, "/metrics", "");
+    let m = parse_metrics(body(&metrics));
+    let install = [("step", "install")];
+    assert_eq!(sample(&m, "ebb_step_failures_total", &install), 1.0);
+    assert_eq!(sample(&m, "ebb_run_state", &[("state", "halted")]), 1.0);
+    assert_eq!(sample(&m, "ebb_members", &[("state", "failed")]), 1.0);
+    assert!(sample(&m, "ebb_owed_undos", &[("member", "web1")]) >= 2.0);
+}
