@@ -120,6 +120,8 @@ fn steps(
         if step.reboot != RebootPolicy::Never && !has_reboot {
             cx.err(&format!("{p}.reboot"), "this step may reboot but there is no [runbook.reboot] with the command that reboots");
         }
+        let explicit = t.contains_key("reboot_required_exit_codes");
+        reboot_codes(cx, &p, &step, explicit, members);
         if let Some(g) = &step.only_group {
             if !members
                 .iter()
@@ -199,6 +201,56 @@ fn step(cx: &mut Context, t: &toml::Table, p: &str) -> Option<StepSpec> {
         reboot_required_exit_codes,
         maintenance,
     })
+}
+
+/// Reboot codes that can never be seen. An sh command exits with 0 to 255, so Windows
+/// codes such as the default 3010 cannot ask for a reboot on sh members; and the codes are
+/// read only with `reboot = "if-required"`.
+fn reboot_codes(cx: &mut Context, p: &str, step: &StepSpec, explicit: bool, members: &[Member]) {
+    let key = format!("{p}.reboot_required_exit_codes");
+    if step.reboot != RebootPolicy::IfRequired {
+        if explicit {
+            cx.err(
+                &key,
+                "exit codes are read only with reboot = \"if-required\"; remove them or set reboot = \"if-required\"",
+            );
+        }
+        return;
+    }
+    let in_scope = |m: &&Member| match &step.only_group {
+        Some(g) => m.group.as_deref() == Some(g.as_str()),
+        None => true,
+    };
+    let shells: Vec<Shell> = members.iter().filter(in_scope).map(|m| m.shell).collect();
+    if !shells.contains(&Shell::Sh) {
+        return;
+    }
+    let sh_code = |c: &i32| (0..=255).contains(c);
+    let codes = &step.reboot_required_exit_codes;
+    if !explicit {
+        cx.err(
+            &format!("{p}.reboot"),
+            "the default reboot_required_exit_codes = [3010] is a Windows code that an sh command can never exit with (sh exit codes are 0 to 255): list the codes your command exits with when a reboot is needed, e.g. reboot_required_exit_codes = [100]",
+        );
+    } else if !shells.contains(&Shell::PowerShell) && !codes.iter().all(sh_code) {
+        let never: Vec<String> = codes
+            .iter()
+            .filter(|c| !sh_code(c))
+            .map(i32::to_string)
+            .collect();
+        cx.err(
+            &key,
+            format!(
+                "{} can never be the exit code of an sh command (exit codes are 0 to 255)",
+                never.join(", ")
+            ),
+        );
+    } else if !codes.iter().any(sh_code) {
+        cx.err(
+            &key,
+            "none of these codes can be the exit code of an sh command (0 to 255), and this step runs on sh members: add the code they exit with when a reboot is needed",
+        );
+    }
 }
 
 /// `reboot_required_exit_codes`.
