@@ -171,3 +171,181 @@ fn check_json_on_an_invalid_file_prints_its_problems_on_stdout() {
         assert!(problems[0].as_str().unwrap().contains("pool.toml:"), "{v}");
     }
 }
+
+/// Runs `ebb check FILE` (bounded: a hang is a failure) and returns exit code and stderr.
+fn check_bounded(path: &std::path::Path) -> (Option<i32>, String) {
+    let mut child = ebb()
+        .arg("check")
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            return (status.code(), err);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ebb check {} did not finish within 20 s", path.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn what_is_not_a_regular_pool_file_of_bounded_size_is_refused_without_line_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pool.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, "#".repeat(5 * 1024 * 1024)).unwrap();
+    let cases: Vec<(std::path::PathBuf, &str)> = vec![
+        (fifo, "not a regular file"),
+        ("/dev/zero".into(), "not a regular file"),
+        (dir.path().to_path_buf(), "is a directory"),
+        (big, "at most 4 MiB"),
+        (dir.path().join("missing.toml"), "cannot read"),
+    ];
+    for (path, needle) in cases {
+        let (code, err) = check_bounded(&path);
+        assert_eq!(code, Some(2), "{}: {err}", path.display());
+        assert!(
+            err.contains(needle),
+            "{}: {needle:?} in {err}",
+            path.display()
+        );
+        assert!(!err.contains(":0:"), "{}: {err}", path.display());
+    }
+}
+
+#[test]
+fn a_pool_file_that_is_not_utf8_names_the_line_of_the_bad_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pool.toml");
+    let mut bytes = GOOD.as_bytes().to_vec();
+    // Into the drainstop command, on line 8.
+    let at = GOOD.find("drainstop = \"true\"").unwrap() + "drainstop = \"tr".len();
+    bytes.insert(at, 0xff);
+    std::fs::write(&path, bytes).unwrap();
+    let (code, err) = check_bounded(&path);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("pool.toml:8:"), "{err}");
+    assert!(err.contains("UTF-8"), "{err}");
+    assert!(!err.contains(":0:"), "{err}");
+}
+
+#[test]
+fn values_that_can_never_work_fail_check_with_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pool.toml");
+    let reboot = "\n[defaults]\nboot_id = \"cat /proc/sys/kernel/random/boot_id\"\n\n[runbook.reboot]\ncommand = \"reboot\"\n";
+    let step = |extra: &str| {
+        format!(
+            "{}{reboot}",
+            GOOD.replace(
+                "run = \"apt-get upgrade -y\"",
+                &format!("run = \"apt-get upgrade -y\"\n{extra}")
+            )
+        )
+    };
+    // (what, file, line, key, text)
+    let cases = [
+        (
+            "zero step timeout",
+            step("timeout = \"0s\""),
+            29,
+            "runbook.step[0].timeout",
+            "more than 0",
+        ),
+        (
+            "exit codes no sh command can exit with",
+            step("reboot = \"if-required\"\nreboot_required_exit_codes = [256, -1]"),
+            30,
+            "runbook.step[0].reboot_required_exit_codes",
+            "0 to 255",
+        ),
+        (
+            "the default 3010 on sh members",
+            step("reboot = \"if-required\""),
+            29,
+            "runbook.step[0].reboot",
+            "3010",
+        ),
+        (
+            "codes with reboot = never",
+            step("reboot = \"never\"\nreboot_required_exit_codes = [100]"),
+            30,
+            "runbook.step[0].reboot_required_exit_codes",
+            "if-required",
+        ),
+    ];
+    for (what, text, line, key, needle) in cases {
+        std::fs::write(&path, &text).unwrap();
+        let (code, err) = check_bounded(&path);
+        assert_eq!(code, Some(2), "{what}: {err}");
+        let want = format!("pool.toml:{line}: {key}:");
+        assert!(err.contains(&want), "{what}: {want:?} in {err}");
+        assert!(err.contains(needle), "{what}: {needle:?} in {err}");
+    }
+    // A code an sh command can exit with is fine.
+    std::fs::write(
+        &path,
+        step("reboot = \"if-required\"\nreboot_required_exit_codes = [100]"),
+    )
+    .unwrap();
+    let (code, err) = check_bounded(&path);
+    assert_ne!(code, Some(2), "{err}");
+}
+
+#[test]
+fn a_mistake_does_not_bring_follow_on_errors_about_what_is_not_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pool.toml");
+    let three = format!("{GOOD}\n[[member]]\nname = \"web3\"\nadress = \"127.0.0.1:8083\"\n")
+        .replace("min_in_service = 1", "min_in_service = 2");
+    std::fs::write(&path, three).unwrap();
+    let (code, err) = check_bounded(&path);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("adress"), "{err}");
+    assert!(!err.contains("leaves no member free"), "{err}");
+    assert!(!err.contains("pool of 2"), "{err}");
+
+    std::fs::write(&path, GOOD.replace("name = \"web2\"", "name = \"web1\"")).unwrap();
+    let (code, err) = check_bounded(&path);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("defined twice"), "{err}");
+    assert!(!err.contains("lb_name"), "{err}");
+    assert!(err.contains("1 problem(s)"), "{err}");
+}
+
+#[test]
+fn check_reports_the_balancer_drivers_problems_with_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pool.toml");
+    let builtin = GOOD.replace(
+        "driver = \"command\"\ndrainstop = \"true\"\nstop = \"true\"\nstart = \"true\"\nstate = \"echo started\"\ninitial_state = \"true\"",
+        "driver = \"builtin\"\nbalance = \"rr\"\nconnect_timeout = \"soon\"",
+    );
+    // A problem in [pool], one in the runbook, two in the builtin balancer's settings.
+    let text = builtin
+        .replace("name = \"web\"\n", "")
+        .replace("mode = \"drainstop\"", "mode = \"nope\"");
+    std::fs::write(&path, &text).unwrap();
+    let (code, err) = check_bounded(&path);
+    assert_eq!(code, Some(2), "{err}");
+    for needle in [
+        "missing key \"name\"",
+        "runbook.drain.mode",
+        "balancer.balance",
+        "balancer.connect_timeout",
+    ] {
+        assert!(err.contains(needle), "{needle:?} in {err}");
+    }
+}

@@ -63,6 +63,8 @@ pub(super) fn members(
                 &format!("{p}.name"),
                 format!("member \"{}\" is defined twice (first as {prev})", m.name),
             );
+            // Its lb_name (by default its name) clashes too: that is the same mistake.
+            continue;
         }
         names.insert(m.name.clone(), p.clone());
         if let Some(prev) = lb_names.get(&m.lb_name) {

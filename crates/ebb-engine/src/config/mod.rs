@@ -58,13 +58,27 @@ fn build(cx: &mut Context, root: &toml::Table, path: &Path, registry: &Registry)
     let waves = waves::waves(cx, &mut top, &members);
     top.finish(cx);
     if let Some(pool) = &pool {
-        pool::satisfiable(cx, pool, members.len());
+        // Every [[member]] table counts, also one with errors of its own: the pool has
+        // that many members, and the policy must not be judged on fewer.
+        let declared = root
+            .get("member")
+            .and_then(toml::Value::as_array)
+            .map_or(members.len(), Vec::len);
+        pool::satisfiable(cx, pool, declared);
         placeholders::validate(cx, pool, &runbook, &step_paths, &defaults, &members);
     }
+    // A [pool] in error has been reported; a stand-in lets the balancer driver still
+    // check its own settings, so that every problem is reported at once. (The plan is
+    // never returned: the errors refuse it.)
+    let pool = match pool {
+        Some(p) => p,
+        None if !cx.is_ok() => pool::stand_in(),
+        None => return None,
+    };
     Some(Plan {
         file: PathBuf::from(path),
         lines: cx.lines().clone(),
-        pool: pool?,
+        pool,
         balancer: balancer?,
         members,
         runbook,

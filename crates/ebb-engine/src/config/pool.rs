@@ -49,6 +49,19 @@ pub(super) fn pool(cx: &mut Context, top: &mut Section<'_>) -> Option<PoolSpec> 
     })
 }
 
+/// A `[pool]` for a file whose `[pool]` is in error, so that the rest can still be
+/// checked; never part of a plan that is returned.
+pub(super) fn stand_in() -> PoolSpec {
+    PoolSpec {
+        name: String::new(),
+        max_unavailable: MaxUnavailable::Count(1),
+        min_in_service: 0,
+        capacity_wait: Duration::from_secs(300),
+        checks: Vec::new(),
+        gate: None,
+    }
+}
+
 fn max_unavailable(cx: &mut Context, pool: &mut Section<'_>) -> MaxUnavailable {
     match pool.get("max_unavailable") {
         None => MaxUnavailable::Count(1),
