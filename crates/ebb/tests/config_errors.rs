@@ -45,7 +45,7 @@ fn cases() -> Vec<(&'static str, String, usize, &'static str)> {
         ("max_unavailable zero", g.replace("max_unavailable = 1", "max_unavailable = 0"), 3, "pool.max_unavailable"),
         ("bad percentage", g.replace("max_unavailable = 1", "max_unavailable = \"150%\""), 3, "percentage"),
         ("min_in_service too high", g.replace("min_in_service = 1", "min_in_service = 2"), 4, "leaves no member free"),
-        ("unknown driver", g.replace("driver = \"command\"", "driver = \"f5\""), 7, "balancer.driver"),
+        ("unknown driver", g.replace("driver = \"command\"", "driver = \"a10\""), 7, "balancer.driver"),
         ("command driver missing start", g.replace("start = \"true\"\n", ""), 7, "needs start"),
         ("duplicate member", g.replace("name = \"web2\"", "name = \"web1\""), 19, "defined twice"),
         ("duplicate lb_name", g.replace("name = \"web2\"", "name = \"web2\"\nlb_name = \"web1\""), 20, "lb_name \"web1\" duplicates member \"web1\""),
