@@ -139,7 +139,10 @@ async fn copy_both_ways(
             tokio::time::sleep_until(deadline).await;
         }
     };
+    // Biased: polled in this order on every wake-up (traffic first), without drawing a
+    // random number for fairness each time.
     tokio::select! {
+        biased;
         r = both => {
             if let Err(e) = r {
                 tracing::debug!(member = %member.name, error = %e, "connection ended with an error");
