@@ -60,11 +60,11 @@ pub enum CtlAction {
 pub fn run(args: CtlArgs) -> i32 {
     match execute(args) {
         Ok(message) => {
-            println!("{message}");
+            ebb_out::outln!("{message}");
             0
         }
         Err(e) => {
-            eprintln!("demo-ctl: {e:#}");
+            ebb_out::errln!("demo-ctl: {e:#}");
             1
         }
     }

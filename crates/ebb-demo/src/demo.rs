@@ -39,7 +39,7 @@ pub fn run(args: DemoArgs) -> i32 {
     let runtime = match crate::runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("ebb demo: {e:#}");
+            ebb_out::errln!("ebb demo: {e:#}");
             return 1;
         }
     };
@@ -49,27 +49,27 @@ pub fn run(args: DemoArgs) -> i32 {
         let mut stop_signals = match StopSignals::new() {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("ebb demo: {e:#}");
+                ebb_out::errln!("ebb demo: {e:#}");
                 return 1;
             }
         };
         let outcome = tokio::select! {
             result = demo(&args, procs.clone()) => Some(result),
             name = stop_signals.next() => {
-                eprintln!("\nebb demo: {name}: stopping every process the demo started");
+                ebb_out::errln!("\nebb demo: {name}: stopping every process the demo started");
                 None
             }
         };
         let code = match outcome {
             None => 130,
             Some(Err(e)) => {
-                eprintln!("ebb demo: {e:#}");
+                ebb_out::errln!("ebb demo: {e:#}");
                 1
             }
             Some(Ok(summary)) => {
                 if args.keep {
                     let name = stop_signals.next().await;
-                    eprintln!("\nebb demo: {name}: stopping the balancer and the members");
+                    ebb_out::errln!("\nebb demo: {name}: stopping the balancer and the members");
                 }
                 if summary.ok {
                     0
@@ -174,7 +174,7 @@ async fn demo(args: &DemoArgs, procs: Arc<Processes>) -> anyhow::Result<Summary>
         new_version: NEW_VERSION.into(),
     };
     pool_file::write(&layout.pool, &spec)?;
-    eprintln!(
+    ebb_out::errln!(
         "ebb demo: {} members behind ebb's balancer at {listen}, {} requests/s and {} long streams, {}\n          dir {}",
         args.members,
         args.rate,
@@ -251,7 +251,7 @@ async fn demo(args: &DemoArgs, procs: Arc<Processes>) -> anyhow::Result<Summary>
     let rollout_exit_code = match rollout {
         Ok(code) => Some(code),
         Err(e) => {
-            eprintln!("ebb demo: {e:#}");
+            ebb_out::errln!("ebb demo: {e:#}");
             None
         }
     };
@@ -293,15 +293,15 @@ async fn demo(args: &DemoArgs, procs: Arc<Processes>) -> anyhow::Result<Summary>
     };
     summary.judge(NEW_VERSION);
     if args.json {
-        println!(
+        ebb_out::outln!(
             "{}",
             serde_json::to_string(&summary).unwrap_or_else(|_| "{}".into())
         );
     } else {
-        println!("{}", summary.to_text());
+        ebb_out::outln!("{}", summary.to_text());
     }
     if args.keep {
-        eprintln!(
+        ebb_out::errln!(
             "\nebb demo: still running (--keep). Try:\n  curl http://{listen}/\n  curl http://{control}/members\n  {} lb status --control http://{control}\n  {} report --state-dir {}\nCtrl-C stops everything.",
             exe.display(),
             exe.display(),
@@ -430,9 +430,9 @@ fn print_log_tail(path: &Path) {
     let lines: Vec<&str> = text.lines().collect();
     let tail = &lines[lines.len().saturating_sub(10)..];
     if !tail.is_empty() {
-        eprintln!("--- last lines of {} ---", path.display());
+        ebb_out::errln!("--- last lines of {} ---", path.display());
         for line in tail {
-            eprintln!("{line}");
+            ebb_out::errln!("{line}");
         }
     }
 }

@@ -46,14 +46,14 @@ pub fn run(args: MemberArgs) -> i32 {
     let runtime = match crate::runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("demo-member {}: {e:#}", args.name);
+            ebb_out::errln!("demo-member {}: {e:#}", args.name);
             return 1;
         }
     };
     match runtime.block_on(serve(args.clone())) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("demo-member {}: {e:#}", args.name);
+            ebb_out::errln!("demo-member {}: {e:#}", args.name);
             1
         }
     }

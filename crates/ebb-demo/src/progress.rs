@@ -51,13 +51,13 @@ pub async fn run(
                 if tty {
                     drawn = redraw(&sources, drawn);
                 } else {
-                    eprintln!("{:>6.1}s  {}", elapsed(started_ms), traffic_lines(&sources).join(" ·"));
+                    ebb_out::errln!("{:>6.1}s  {}", elapsed(started_ms), traffic_lines(&sources).join(" ·"));
                 }
             }
             line = lines.recv() => {
                 if let Some(line) = line {
                     if !tty {
-                        eprintln!("{:>6.1}s  {line}", elapsed(started_ms));
+                        ebb_out::errln!("{:>6.1}s  {line}", elapsed(started_ms));
                     }
                 }
             }

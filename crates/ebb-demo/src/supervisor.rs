@@ -316,7 +316,7 @@ impl Supervisor {
         let mut slot = slot.lock().await;
         if slot.child.is_none() {
             if let Err(e) = self.start(&mut slot).await {
-                eprintln!("ebb demo: {e:#}");
+                ebb_out::errln!("ebb demo: {e:#}");
             }
         }
     }

@@ -125,7 +125,7 @@ pub fn run(cmd: LbCommand) -> i32 {
             control,
         } => {
             let Some(state) = InitialState::parse(&state) else {
-                eprintln!("ebb lb initial-state: expected `started` or `stopped`, found {state:?}");
+                ebb_out::errln!("ebb lb initial-state: expected `started` or `stopped`, found {state:?}");
                 return 2;
             };
             control_command(
@@ -150,14 +150,14 @@ fn serve_command(pool: PathBuf) -> i32 {
     let config = match LbConfig::from_pool_file(&pool) {
         Ok(c) => c,
         Err(errs) => {
-            eprintln!("{errs}");
+            ebb_out::errln!("{errs}");
             return 2;
         }
     };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("ebb lb serve: cannot start the async runtime: {e}");
+            ebb_out::errln!("ebb lb serve: cannot start the async runtime: {e}");
             return 1;
         }
     };
@@ -165,7 +165,7 @@ fn serve_command(pool: PathBuf) -> i32 {
         let server = match crate::Server::bind(config).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("ebb lb serve: {e:#}");
+                ebb_out::errln!("ebb lb serve: {e:#}");
                 return 2;
             }
         };
@@ -174,7 +174,7 @@ fn serve_command(pool: PathBuf) -> i32 {
             .iter()
             .map(|a| a.to_string())
             .collect();
-        println!(
+        ebb_out::outln!(
             "ebb lb: listening on {}; control API {}",
             listen.join(", "),
             server.control_url()
@@ -184,7 +184,7 @@ fn serve_command(pool: PathBuf) -> i32 {
         match server.run(shutdown_signal()).await {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!("ebb lb serve: {e:#}");
+                ebb_out::errln!("ebb lb serve: {e:#}");
                 1
             }
         }
@@ -222,7 +222,7 @@ where
     let client = match ControlClient::new(&args.control, args.token.clone()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ebb lb: {e}");
+            ebb_out::errln!("ebb lb: {e}");
             return 2;
         }
     };
@@ -232,7 +232,7 @@ where
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("ebb lb: cannot start the async runtime: {e}");
+            ebb_out::errln!("ebb lb: cannot start the async runtime: {e}");
             return 1;
         }
     };
@@ -242,7 +242,7 @@ where
             0
         }
         Err(e) => {
-            eprintln!("ebb lb: {e}");
+            ebb_out::errln!("ebb lb: {e}");
             if e.is_bad_input() {
                 2
             } else {
@@ -253,7 +253,7 @@ where
 }
 
 fn print_json(v: &impl serde::Serialize) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    ebb_out::outln!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
 fn print_one(m: MemberStatus) {
@@ -302,7 +302,7 @@ fn print_table(members: &[MemberStatus]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", parts.join("  ").trim_end());
+        ebb_out::outln!("{}", parts.join("  ").trim_end());
     };
     line(header.to_vec());
     for r in &rows {

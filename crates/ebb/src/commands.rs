@@ -23,7 +23,7 @@ pub fn main(cmd: Command) -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("ebb: cannot start the async runtime: {e}");
+            ebb_out::errln!("ebb: cannot start the async runtime: {e}");
             return 1;
         }
     };
@@ -125,9 +125,9 @@ fn problems_of(errs: &ebb_engine::config::ConfigErrors) -> Vec<String> {
 /// Prints a pool file's problems and that nothing was changed.
 fn print_problems(problems: &[String], file: &Path) {
     for p in problems {
-        eprintln!("{p}");
+        ebb_out::errln!("{p}");
     }
-    eprintln!(
+    ebb_out::errln!(
         "ebb: {} problem(s) in {}; nothing was changed",
         problems.len(),
         file.display()
@@ -150,18 +150,18 @@ pub fn state_dir(sel: &RunSel) -> Option<PathBuf> {
 /// Opens the journal named by `sel`; `must_exist` refuses to create one.
 pub fn open_journal(sel: &RunSel, must_exist: bool) -> Result<Journal, i32> {
     let Some(dir) = state_dir(sel) else {
-        eprintln!("ebb: give the pool file or --state-dir DIR so ebb can find the journal");
+        ebb_out::errln!("ebb: give the pool file or --state-dir DIR so ebb can find the journal");
         return Err(EXIT_USAGE);
     };
     if must_exist && !dir.join(ebb_engine::journal::JOURNAL_FILE).exists() {
-        eprintln!(
+        ebb_out::errln!(
             "ebb: no journal in {} (no run has been started there; `ebb run POOL.toml` starts one)",
             dir.display()
         );
         return Err(EXIT_USAGE);
     }
     Journal::open(&dir).map_err(|e| {
-        eprintln!("ebb: {e}");
+        ebb_out::errln!("ebb: {e}");
         1
     })
 }
@@ -173,11 +173,11 @@ fn plan_for(sel: &RunSel, journal: &Journal) -> Result<Plan, i32> {
         None => match journal.latest_run(None) {
             Ok(Some(run)) => PathBuf::from(run.pool_file),
             Ok(None) => {
-                eprintln!("ebb: no run in {}", journal.path().display());
+                ebb_out::errln!("ebb: no run in {}", journal.path().display());
                 return Err(EXIT_USAGE);
             }
             Err(e) => {
-                eprintln!("ebb: {e}");
+                ebb_out::errln!("ebb: {e}");
                 return Err(1);
             }
         },
@@ -202,7 +202,7 @@ fn shutdown_signal() -> watch::Receiver<bool> {
             _ = tokio::signal::ctrl_c() => {}
             _ = term_fut => {}
         }
-        eprintln!("ebb: stopping at the next safe point (the journal records where; `ebb resume` continues)");
+        ebb_out::errln!("ebb: stopping at the next safe point (the journal records where; `ebb resume` continues)");
         let _ = tx.send(true);
     });
     rx
@@ -222,7 +222,7 @@ fn host_lock(plan: &Plan, journal: &Journal) -> Result<HostLock, RunError> {
 /// Prints why a command could not run; the journal failing is 1, anything else is bad
 /// input or usage (2).
 fn refused(e: RunError) -> i32 {
-    eprintln!("ebb: {e}");
+    ebb_out::errln!("ebb: {e}");
     match e {
         RunError::Journal(_) => 1,
         _ => EXIT_USAGE,
@@ -244,7 +244,7 @@ fn report_outcome(r: Result<RunOutcome, RunError>, renderer: &Renderer) -> i32 {
                         o.message
                     ),
                 };
-                eprintln!("ebb: run {} {what}", o.run_id);
+                ebb_out::errln!("ebb: run {} {what}", o.run_id);
             }
             o.exit_code
         }
@@ -270,7 +270,7 @@ async fn run_cmd(sel: &RunSel, opts: RunOptions, json: bool, web: &crate::web::W
     let web = match web.options() {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("ebb: {e}");
+            ebb_out::errln!("ebb: {e}");
             return EXIT_USAGE;
         }
     };
@@ -297,7 +297,7 @@ async fn run_cmd(sel: &RunSel, opts: RunOptions, json: bool, web: &crate::web::W
     let web = match crate::web::serve_run(web.as_ref(), sel, &plan).await {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("ebb: {e}");
+            ebb_out::errln!("ebb: {e}");
             return EXIT_USAGE;
         }
     };
@@ -308,7 +308,7 @@ async fn run_cmd(sel: &RunSel, opts: RunOptions, json: bool, web: &crate::web::W
     // The pool-wide version table at the end of a run (version checks only).
     let versions = ebb_drivers::check::version::table(&plan2, &drivers2.transports).await;
     if json && !versions.is_empty() {
-        println!(
+        ebb_out::outln!(
             "{}",
             json!({"event": "versions", "members": ebb_drivers::check::version::table_json(&versions)})
         );
@@ -323,13 +323,13 @@ fn print_versions(rows: &[ebb_drivers::check::version::VersionRow]) {
     if rows.is_empty() {
         return;
     }
-    println!("versions:");
+    ebb_out::outln!("versions:");
     for l in ebb_drivers::check::version::render_table(rows) {
-        println!("{l}");
+        ebb_out::outln!("{l}");
     }
     let behind = ebb_drivers::check::version::behind(rows);
     if !behind.is_empty() {
-        println!("behind: {}", behind.join(", "));
+        ebb_out::outln!("behind: {}", behind.join(", "));
     }
 }
 
@@ -361,7 +361,7 @@ async fn release(sel: &RunSel, member: &str, json: bool) -> i32 {
     renderer.finish();
     match r {
         Ok(o) => {
-            eprintln!("ebb: {}", o.message);
+            ebb_out::errln!("ebb: {}", o.message);
             o.exit_code
         }
         Err(e) => refused(e),
@@ -397,7 +397,7 @@ fn run_json(journal: &Journal, run: &RunRecord) -> serde_json::Value {
 
 fn print_run_human(v: &serde_json::Value) {
     let run = &v["run"];
-    println!(
+    ebb_out::outln!(
         "run {} of pool {}: {}{}",
         run["id"],
         run["pool"].as_str().unwrap_or(""),
@@ -408,13 +408,13 @@ fn print_run_human(v: &serde_json::Value) {
         }
     );
     if let Some(l) = v["lock"].as_object() {
-        println!(
+        ebb_out::outln!(
             "  in progress: ebb pid {} on {}",
             l["pid"],
             l["host"].as_str().unwrap_or("")
         );
     }
-    println!(
+    ebb_out::outln!(
         "  {:<16} {:<8} {:<20} owed undos (in the order they will run)",
         "MEMBER", "STATE", "STEP"
     );
@@ -425,7 +425,7 @@ fn print_run_human(v: &serde_json::Value) {
             .flatten()
             .filter_map(|o| o.as_str())
             .collect();
-        println!(
+        ebb_out::outln!(
             "  {:<16} {:<8} {:<20} {}",
             m["name"].as_str().unwrap_or(""),
             m["state"].as_str().unwrap_or(""),
@@ -437,7 +437,7 @@ fn print_run_human(v: &serde_json::Value) {
             }
         );
         if let Some(r) = m["reason"].as_str().filter(|r| !r.is_empty()) {
-            println!("  {:<16} why: {r}", "");
+            ebb_out::outln!("  {:<16} why: {r}", "");
         }
     }
 }
@@ -460,7 +460,7 @@ fn status(sel: &RunSel, json_out: bool) -> i32 {
         Ok(Some(run)) => {
             let v = run_json(&journal, &run);
             if json_out {
-                println!("{v}");
+                ebb_out::outln!("{v}");
             } else {
                 print_run_human(&v);
             }
@@ -468,14 +468,14 @@ fn status(sel: &RunSel, json_out: bool) -> i32 {
         }
         Ok(None) => {
             if json_out {
-                println!("{}", json!({"run": null, "members": []}));
+                ebb_out::outln!("{}", json!({"run": null, "members": []}));
             } else {
-                println!("no run yet in {}", journal.path().display());
+                ebb_out::outln!("no run yet in {}", journal.path().display());
             }
             0
         }
         Err(e) => {
-            eprintln!("ebb: {e}");
+            ebb_out::errln!("ebb: {e}");
             1
         }
     }
@@ -491,10 +491,10 @@ async fn abort(sel: &RunSel, json_out: bool) -> i32 {
         Ok(run) => {
             let v = run_json(&journal, &run);
             if json_out {
-                println!("{v}");
+                ebb_out::outln!("{v}");
             } else {
                 print_run_human(&v);
-                println!("aborted. Members that are out stay out; resolve each with `ebb release MEMBER`.");
+                ebb_out::outln!("aborted. Members that are out stay out; resolve each with `ebb release MEMBER`.");
             }
             0
         }
@@ -538,11 +538,11 @@ fn plan_cmd(path: &Path, json_out: bool) -> i32 {
     }
     let v = plan_json(&plan);
     if json_out {
-        println!("{v}");
+        ebb_out::outln!("{v}");
         return 0;
     }
     let total = plan.members.len();
-    println!(
+    ebb_out::outln!(
         "pool {} ({} members, balancer {}): at most {} out at once, at least {} in service; waits up to {} for capacity",
         plan.pool.name,
         total,
@@ -552,7 +552,7 @@ fn plan_cmd(path: &Path, json_out: bool) -> i32 {
         ebb_config::format_duration(plan.pool.capacity_wait)
     );
     for w in v["waves"].as_array().into_iter().flatten() {
-        println!(
+        ebb_out::outln!(
             "wave {}{}",
             w["name"].as_str().unwrap_or(""),
             if w["pause_after"].as_bool() == Some(true) {
@@ -568,7 +568,7 @@ fn plan_cmd(path: &Path, json_out: bool) -> i32 {
                 .flatten()
                 .filter_map(|o| o["name"].as_str())
                 .collect();
-            println!(
+            ebb_out::outln!(
                 "  {:<16} {}",
                 m["name"].as_str().unwrap_or(""),
                 ops.join(" → ")
@@ -590,7 +590,7 @@ async fn check(path: &Path, json_out: bool, no_members: bool) -> i32 {
         Err(problems) => {
             print_problems(&problems, path);
             if json_out {
-                println!(
+                ebb_out::outln!(
                     "{}",
                     json!({"ok": false, "valid": false, "file": path.display().to_string(), "problems": problems})
                 );
@@ -646,12 +646,12 @@ async fn check(path: &Path, json_out: bool, no_members: bool) -> i32 {
         ebb_drivers::check::version::table(&plan, &drivers.transports).await
     };
     if json_out {
-        println!(
+        ebb_out::outln!(
             "{}",
             json!({"ok": ok, "valid": true, "pool": plan.pool.name, "members": rows, "warnings": warnings, "problems": problems, "versions": ebb_drivers::check::version::table_json(&versions)})
         );
     } else {
-        println!(
+        ebb_out::outln!(
             "{}: valid ({} members, balancer {})",
             path.display(),
             plan.members.len(),
@@ -659,12 +659,12 @@ async fn check(path: &Path, json_out: bool, no_members: bool) -> i32 {
         );
         for r in &rows {
             match r.get("error") {
-                Some(e) => println!(
+                Some(e) => ebb_out::outln!(
                     "  {:<16} UNREACHABLE: {}",
                     r["name"].as_str().unwrap_or(""),
                     e.as_str().unwrap_or("")
                 ),
-                None => println!(
+                None => ebb_out::outln!(
                     "  {:<16} {:<9} {}",
                     r["name"].as_str().unwrap_or(""),
                     r["state"].as_str().unwrap_or(""),
@@ -678,10 +678,10 @@ async fn check(path: &Path, json_out: bool, no_members: bool) -> i32 {
         }
         print_versions(&versions);
         for w in &warnings {
-            println!("warning: {w}");
+            ebb_out::outln!("warning: {w}");
         }
         for p in &problems {
-            eprintln!("problem: {p}");
+            ebb_out::errln!("problem: {p}");
         }
     }
     if ok {

@@ -110,7 +110,7 @@ fn clock() -> String {
 impl Live {
     fn clear(&mut self) {
         if self.tty && self.drawn > 0 {
-            eprint!("\x1b[{}A\x1b[J", self.drawn);
+            ebb_out::err!("\x1b[{}A\x1b[J", self.drawn);
             self.drawn = 0;
         }
     }
@@ -133,13 +133,13 @@ impl Live {
             lines.push(format!("  pool: {n} of {t} in service"));
         }
         for l in &lines {
-            eprintln!("{l}");
+            ebb_out::errln!("{l}");
         }
         self.drawn = lines.len();
     }
 
     fn log(&mut self, line: String) {
-        eprintln!("{} {line}", clock());
+        ebb_out::errln!("{} {line}", clock());
     }
 
     fn handle(&mut self, e: &Event) {

@@ -64,33 +64,33 @@ pub fn report(sel: &RunSel, json_out: bool, html: Option<&Path>) -> i32 {
     };
     let pool = crate::commands::pool_name(sel);
     let Some(doc) = report_json(&journal, &dir, pool.as_deref()) else {
-        eprintln!("ebb: no run in {}", journal.path().display());
+        ebb_out::errln!("ebb: no run in {}", journal.path().display());
         return EXIT_USAGE;
     };
     if let Some(path) = html {
         let page = ebb_demo::render_report_html(&doc);
         if let Err(e) = std::fs::write(path, page) {
-            eprintln!("ebb: cannot write {}: {e}", path.display());
+            ebb_out::errln!("ebb: cannot write {}: {e}", path.display());
             return 1;
         }
-        eprintln!("ebb: wrote {}", path.display());
+        ebb_out::errln!("ebb: wrote {}", path.display());
         if !json_out {
             return 0;
         }
     }
     if json_out {
-        println!("{doc}");
+        ebb_out::outln!("{doc}");
         return 0;
     }
     let run = &doc["run"];
-    println!(
+    ebb_out::outln!(
         "run {} of pool {}: {}",
         run["id"],
         run["pool"].as_str().unwrap_or(""),
         run["state"].as_str().unwrap_or("")
     );
     for m in doc["members"].as_array().into_iter().flatten() {
-        println!(
+        ebb_out::outln!(
             "{} ({})",
             m["name"].as_str().unwrap_or(""),
             m["state"].as_str().unwrap_or("")
@@ -110,7 +110,7 @@ pub fn report(sel: &RunSel, json_out: bool, html: Option<&Path>) -> i32 {
                 .filter(|d| !d.is_empty())
                 .map(|d| format!("  {d}"))
                 .unwrap_or_default();
-            println!(
+            ebb_out::outln!(
                 "  {} {:<20} {:<7} {:<12} {:>7}{code}{detail}",
                 hms(start),
                 s["name"].as_str().unwrap_or(""),
@@ -120,7 +120,7 @@ pub fn report(sel: &RunSel, json_out: bool, html: Option<&Path>) -> i32 {
             );
             if s["outcome"] == "failed" || s["outcome"] == "unknown" {
                 for line in s["output"].as_str().unwrap_or("").lines() {
-                    println!("           | {line}");
+                    ebb_out::outln!("           | {line}");
                 }
             }
         }
@@ -131,7 +131,7 @@ pub fn report(sel: &RunSel, json_out: bool, html: Option<&Path>) -> i32 {
             .filter_map(|o| o.as_str())
             .collect();
         if !owed.is_empty() {
-            println!("  still owes: {}", owed.join(", "));
+            ebb_out::outln!("  still owes: {}", owed.join(", "));
         }
     }
     0
