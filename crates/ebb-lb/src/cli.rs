@@ -125,7 +125,9 @@ pub fn run(cmd: LbCommand) -> i32 {
             control,
         } => {
             let Some(state) = InitialState::parse(&state) else {
-                ebb_out::errln!("ebb lb initial-state: expected `started` or `stopped`, found {state:?}");
+                ebb_out::errln!(
+                    "ebb lb initial-state: expected `started` or `stopped`, found {state:?}"
+                );
                 return 2;
             };
             control_command(

@@ -416,7 +416,9 @@ fn print_run_human(v: &serde_json::Value) {
     }
     ebb_out::outln!(
         "  {:<16} {:<8} {:<20} owed undos (in the order they will run)",
-        "MEMBER", "STATE", "STEP"
+        "MEMBER",
+        "STATE",
+        "STEP"
     );
     for m in v["members"].as_array().into_iter().flatten() {
         let owed: Vec<&str> = m["owed_undos"]

@@ -27,7 +27,10 @@ fn a_run_whose_output_pipes_are_closed_finishes_every_member() {
     let members = ["a", "b", "c"];
     let f = Fixture::new(&members);
     // Steps that talk, so the renderer writes while members are in flight.
-    let rb = RUNBOOK.replace("sleep 0.2;", "for i in 1 2 3 4 5; do echo progress $i; done; sleep 0.2;");
+    let rb = RUNBOOK.replace(
+        "sleep 0.2;",
+        "for i in 1 2 3 4 5; do echo progress $i; done; sleep 0.2;",
+    );
     let pool = f.pool("max_unavailable = 2\nmin_in_service = 1", &members, &rb);
     // `ebb run pool.toml 2>&1 | head -1`: read one line, then the reader goes away.
     let mut child = ebb()
