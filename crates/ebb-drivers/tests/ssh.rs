@@ -366,3 +366,71 @@ async fn preflight_names_the_members_ssh_cannot_reach_before_a_run() {
         "{problems:?}"
     );
 }
+
+/// Starts `command` over ssh and abandons it the way a `kill -9` of ebb does (nothing is
+/// dropped, nothing cleaned up), once the transport has named its remote process.
+async fn start_and_abandon(t: &Arc<dyn Transport>, command: &str) -> String {
+    let id: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let id2 = id.clone();
+    let started: ebb_engine::interfaces::StartedSink =
+        Arc::new(move |p: &str| *id2.lock().unwrap() = Some(p.to_string()));
+    let env = BTreeMap::new();
+    let mut fut = Box::pin(t.run_tracked(command, &env, Duration::from_secs(60), None, started));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while id.lock().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the command was never named");
+        tokio::select! {
+            r = &mut fut => panic!("the command ended early: {r:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+    std::mem::forget(fut);
+    let id = id.lock().unwrap().clone().unwrap();
+    id
+}
+
+#[tokio::test]
+async fn a_remote_command_left_running_by_a_dead_ebb_is_found_waited_for_and_stopped() {
+    let sshd = Sshd::start();
+    let log = sshd.path("left.log");
+    let cmd = format!(
+        "echo start $$ >> {0}; sleep 3; echo end $$ >> {0}",
+        log.display()
+    );
+    let first = transport(&sshd, "");
+    let id = start_and_abandon(&first, &cmd).await;
+    // A later ebb: its own transport, its own connection.
+    let later = transport(&sshd, "");
+    assert!(
+        later.describe_process(&id).contains("process group"),
+        "{}",
+        later.describe_process(&id)
+    );
+    assert!(later.still_running(&id).await.expect("ask"), "{id}");
+    // The same pid with another start time is another process (a reused id).
+    let mut f: Vec<&str> = id.split(' ').collect();
+    assert_eq!(f.len(), 4, "ssh PID START BOOT: {id}");
+    assert_ne!(f[2], "-", "the start time is known on Linux: {id}");
+    f[2] = "1";
+    assert!(!later.still_running(&f.join(" ")).await.expect("ask"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while later.still_running(&id).await.expect("ask") {
+        assert!(Instant::now() < deadline, "never ended");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("end ")).count(),
+        1,
+        "{text}"
+    );
+
+    // Stopped instead: it never ends by itself.
+    std::fs::remove_file(&log).unwrap();
+    let id = start_and_abandon(&first, &cmd).await;
+    later.stop_process(&id).await.expect("stop");
+    assert!(!later.still_running(&id).await.expect("ask"));
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("end "), "killed before its end: {text}");
+}

@@ -131,6 +131,7 @@ impl Transport for NopTransport {
             timed_out: false,
             tail: String::new(),
             connection_lost: false,
+            signal: None,
         })
     }
     async fn boot_id(&self) -> DriverResult<String> {

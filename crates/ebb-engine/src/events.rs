@@ -100,6 +100,14 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// Something the operator should know that is not a problem (a left-over step ended).
+    Notice {
+        /// The member it is about, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        member: Option<String>,
+        /// What.
+        message: String,
+    },
     /// Something the operator should know that does not stop the run.
     Warning {
         /// What.

@@ -127,7 +127,7 @@ pub trait Balancer: Send + Sync {
 /// How a command went.
 #[derive(Debug, Clone, Default)]
 pub struct CommandOutcome {
-    /// Exit code; `None` when killed (timeout) or unknown.
+    /// Exit code; `None` when killed (timeout, a signal) or unknown.
     pub exit_code: Option<i32>,
     /// Whether the timeout killed it.
     pub timed_out: bool,
@@ -136,10 +136,57 @@ pub struct CommandOutcome {
     /// The connection to the member dropped while the command ran: it may have completed,
     /// failed or still be running there, so its outcome is unknown (`exit_code` is `None`).
     pub connection_lost: bool,
+    /// The signal that ended it, when one did.
+    pub signal: Option<i32>,
+}
+
+impl CommandOutcome {
+    /// How it ended, for messages: `exit code 4`, `killed by signal 9 (SIGKILL)`.
+    pub fn ended(&self) -> String {
+        if self.connection_lost {
+            return "the connection to the member dropped; outcome unknown".to_string();
+        }
+        ended_text(self.exit_code, self.signal)
+    }
+}
+
+/// How a process ended, for messages (never a Rust `Option`): `exit code 4`, `killed by
+/// signal 9 (SIGKILL)`, or `no exit code` when neither is known.
+pub fn ended_text(exit_code: Option<i32>, signal: Option<i32>) -> String {
+    match (exit_code, signal) {
+        (Some(c), _) => format!("exit code {c}"),
+        (None, Some(s)) => match signal_name(s) {
+            Some(n) => format!("killed by signal {s} ({n})"),
+            None => format!("killed by signal {s}"),
+        },
+        (None, None) => "no exit code (killed or lost)".to_string(),
+    }
+}
+
+fn signal_name(s: i32) -> Option<&'static str> {
+    Some(match s {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        6 => "SIGABRT",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        _ => return None,
+    })
 }
 
 /// Receives a command's output line by line, as it comes.
 pub type OutputSink = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
+
+/// Receives the identity of a command's process as soon as it has started (an opaque
+/// string the transport made, e.g. its process group and start time), for the journal:
+/// if ebb dies while the command runs, a later `ebb resume` asks the transport whether
+/// that very process still runs (`Transport::still_running`), instead of starting a
+/// second copy beside it.
+pub type StartedSink = std::sync::Arc<dyn Fn(&str) + Send + Sync>;
 
 /// How ebb reaches a member.
 #[async_trait]
@@ -155,6 +202,43 @@ pub trait Transport: Send + Sync {
     ) -> DriverResult<CommandOutcome>;
     /// The member's boot identity; an error while it is down.
     async fn boot_id(&self) -> DriverResult<String>;
+
+    /// `run`, and hands `started` the identity of the command's process once it runs.
+    /// Transports that cannot name their processes run the command untracked.
+    async fn run_tracked(
+        &self,
+        command: &str,
+        env: &BTreeMap<String, String>,
+        timeout: Duration,
+        output: Option<OutputSink>,
+        started: StartedSink,
+    ) -> DriverResult<CommandOutcome> {
+        let _ = started;
+        self.run(command, env, timeout, output).await
+    }
+
+    /// Whether the process `run_tracked` named `process` still runs (a reused process id,
+    /// or a reboot since, is not it). An error when the member cannot be asked.
+    async fn still_running(&self, process: &str) -> DriverResult<bool> {
+        let _ = process;
+        Err(DriverError::new(
+            "this transport cannot tell whether a command it started still runs",
+        ))
+    }
+
+    /// Stops the process `run_tracked` named `process`, with everything it started, if it
+    /// still runs.
+    async fn stop_process(&self, process: &str) -> DriverResult<()> {
+        let _ = process;
+        Err(DriverError::new(
+            "this transport cannot stop a command an earlier ebb started",
+        ))
+    }
+
+    /// The process `run_tracked` named `process`, for humans (`process group 4242`).
+    fn describe_process(&self, process: &str) -> String {
+        process.to_string()
+    }
 }
 
 /// What a check may need to know about the run besides the member.

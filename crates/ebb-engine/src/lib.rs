@@ -16,6 +16,7 @@ pub use registry::Registry;
 pub mod events;
 pub mod interfaces;
 pub mod journal;
+pub mod leftover;
 pub mod member;
 pub mod ops;
 pub mod patient;

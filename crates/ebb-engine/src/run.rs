@@ -3,6 +3,7 @@
 
 use crate::events::{Event, EventSink};
 use crate::journal::{ActionEnd, Journal, LockHolder, MemberState, RunRecord, RunState};
+use crate::leftover::{settle, Leftover};
 use crate::member::{Drivers, Engine, MemberEnd};
 use crate::ops::{op_keys, ops_for, Op};
 use crate::plan::{OnFailure, Plan};
@@ -33,6 +34,9 @@ pub enum RunError {
     /// The journal failed.
     #[error(transparent)]
     Journal(#[from] crate::journal::JournalError),
+    /// Stopped (Ctrl-C, SIGTERM, SIGHUP) before the command could begin its work.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 /// How a run (or resume, or release) ended.
@@ -59,6 +63,18 @@ pub struct RunOptions {
     pub rerun: Vec<String>,
     /// Take a stale lock held from another host.
     pub steal_lock: bool,
+    /// Stop a step an earlier ebb left running instead of waiting for it to end.
+    pub kill_running: bool,
+}
+
+impl RunOptions {
+    fn leftover(&self) -> Leftover {
+        if self.kill_running {
+            Leftover::Kill
+        } else {
+            Leftover::Wait
+        }
+    }
 }
 
 fn lock(journal: &Journal, pool: &str, steal: bool) -> Result<(), RunError> {
@@ -122,6 +138,8 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> Result<RunOutcome, RunError> {
     let pool = plan.pool.name.clone();
+    // Read before the lock is taken over: when an ebb that was killed was last alive.
+    let died_ms = journal.last_heartbeat(&pool)?;
     let _lock = LockGuard::take(&journal, &pool, opts.steal_lock)?;
     reachable(&plan, &drivers).await?;
     let latest = journal.latest_run(Some(&pool))?;
@@ -132,6 +150,20 @@ pub async fn run(
                 journal.path().display()
             )));
         };
+        if !matches!(run.state, RunState::Done | RunState::Aborted) {
+            settle(
+                &plan,
+                &drivers,
+                &journal,
+                run.id,
+                None,
+                opts.leftover(),
+                died_ms,
+                &sink,
+                &shutdown,
+            )
+            .await?;
+        }
         prepare_resume(&plan, &journal, &run, &opts)?;
         (run.id, true)
     } else {
@@ -564,6 +596,7 @@ pub async fn release(
     journal: Arc<Journal>,
     sink: EventSink,
     member: &str,
+    kill_running: bool,
     shutdown: watch::Receiver<bool>,
 ) -> Result<RunOutcome, RunError> {
     let pool = plan.pool.name.clone();
@@ -575,6 +608,7 @@ pub async fn release(
             names.join(", ")
         )));
     };
+    let died_ms = journal.last_heartbeat(&pool)?;
     let _lock = LockGuard::take(&journal, &pool, false)?;
     reachable(&plan, &drivers).await?;
     let Some(run) = journal.latest_run(Some(&pool))? else {
@@ -582,6 +616,23 @@ pub async fn release(
             "pool \"{pool}\" has no run; nothing to release"
         )));
     };
+    let leftover = if kill_running {
+        Leftover::Kill
+    } else {
+        Leftover::Wait
+    };
+    settle(
+        &plan,
+        &drivers,
+        &journal,
+        run.id,
+        Some(member),
+        leftover,
+        died_ms,
+        &sink,
+        &shutdown,
+    )
+    .await?;
     let rec = journal
         .members(run.id)?
         .into_iter()
@@ -657,6 +708,10 @@ pub async fn release(
     })
 }
 
+/// The signal `ebb abort` sends the ebb that runs the pool (SIGUSR1): a stop at the next
+/// safe point, like SIGINT, that the runner can tell apart from Ctrl-C.
+pub const ABORT_SIGNAL: i32 = libc::SIGUSR1;
+
 /// `ebb abort`: stop the run in progress (its process is asked to stop and waited for),
 /// leaving each member where it is.
 pub async fn abort(journal: &Journal, pool: Option<&str>) -> Result<RunRecord, RunError> {
@@ -672,8 +727,9 @@ pub async fn abort(journal: &Journal, pool: Option<&str>) -> Result<RunRecord, R
     }
     if let Some(h) = journal.lock_holder(&run.pool)? {
         if h.host == crate::journal::hostname() && h.pid != std::process::id() {
-            // SAFETY: sending SIGINT to a pid we just read; the runner stops at its next safe point.
-            unsafe { libc::kill(h.pid as i32, libc::SIGINT) };
+            // SAFETY: signalling a pid we just read. SIGUSR1 is `ebb abort`'s own stop: the
+            // runner stops at its next safe point and knows it was aborted, not paused.
+            unsafe { libc::kill(h.pid as i32, ABORT_SIGNAL) };
             for _ in 0..300 {
                 if journal.lock_holder(&run.pool)?.is_none() {
                     break;

@@ -9,6 +9,7 @@ use ebb_engine::plan::Plan;
 use ebb_engine::run::{self, RunError, RunOptions, RunOutcome};
 use serde_json::json;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -67,6 +68,7 @@ async fn dispatch(cmd: Command) -> i32 {
             json,
             steal_lock,
             web,
+            kill_running,
         } => {
             run_cmd(
                 &sel,
@@ -75,6 +77,7 @@ async fn dispatch(cmd: Command) -> i32 {
                     assume_done,
                     rerun,
                     steal_lock,
+                    kill_running,
                 },
                 json,
                 &web,
@@ -82,7 +85,12 @@ async fn dispatch(cmd: Command) -> i32 {
             .await
         }
         Command::Status { sel, json } => status(&sel, json),
-        Command::Release { member, sel, json } => release(&sel, &member, json).await,
+        Command::Release {
+            member,
+            sel,
+            json,
+            kill_running,
+        } => release(&sel, &member, json, kill_running).await,
         Command::Abort { sel, json } => abort(&sel, json).await,
         Command::Report { sel, json, html } => crate::report::report(&sel, json, html.as_deref()),
         Command::Watch { sel, web } => crate::watch::watch(&sel, &web).await,
@@ -185,25 +193,59 @@ fn plan_for(sel: &RunSel, journal: &Journal) -> Result<Plan, i32> {
     load_plan(&path).ok_or(EXIT_USAGE)
 }
 
+/// The signal that stopped this command (0: none yet).
+static STOPPED_BY: AtomicI32 = AtomicI32::new(0);
+
+/// Stops at the next safe point on SIGINT (Ctrl-C), SIGTERM, SIGHUP (a closed terminal, a
+/// dropped ssh session to the admin host) and `ebb abort`'s SIGUSR1: the running step's
+/// command is ended (its process group, or the remote command over ssh), the journal
+/// records where, and the run is halted. Without this, SIGHUP would kill ebb outright and
+/// leave the step running, orphaned.
 fn shutdown_signal() -> watch::Receiver<bool> {
+    use tokio::signal::unix::{signal, Signal, SignalKind};
     let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        let term_fut = async {
-            match term.as_mut() {
-                Some(t) => {
-                    t.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term_fut => {}
+    let watch_for = |kind: SignalKind, signo: i32| match signal(kind) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            ebb_out::errln!("ebb: cannot watch for {}: {e}", signal_name(signo));
+            None
         }
-        ebb_out::errln!("ebb: stopping at the next safe point (the journal records where; `ebb resume` continues)");
-        let _ = tx.send(true);
+    };
+    let mut int = watch_for(SignalKind::interrupt(), libc::SIGINT);
+    let mut term = watch_for(SignalKind::terminate(), libc::SIGTERM);
+    let mut hup = watch_for(SignalKind::hangup(), libc::SIGHUP);
+    let mut abort = watch_for(SignalKind::user_defined1(), run::ABORT_SIGNAL);
+    async fn recv(s: &mut Option<Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    }
+    tokio::spawn(async move {
+        let signo = tokio::select! {
+            _ = recv(&mut int) => libc::SIGINT,
+            _ = recv(&mut term) => libc::SIGTERM,
+            _ = recv(&mut hup) => libc::SIGHUP,
+            _ = recv(&mut abort) => run::ABORT_SIGNAL,
+        };
+        STOPPED_BY.store(signo, Ordering::SeqCst);
+        if signo == run::ABORT_SIGNAL {
+            ebb_out::errln!(
+                "ebb: `ebb abort` from another terminal: stopping at the next safe point"
+            );
+        } else {
+            ebb_out::errln!(
+                "ebb: {}: stopping at the next safe point (the journal records where)",
+                signal_name(signo)
+            );
+        }
+        // A closed receiver means the command is already ending: nothing to stop.
+        tx.send(true).ok();
+        // Later signals change nothing: tokio keeps its handlers installed for the life of
+        // the process, so a second Ctrl-C cannot kill ebb while it ends the step's command
+        // and writes the journal.
     });
     rx
 }
@@ -219,12 +261,38 @@ fn host_lock(plan: &Plan, journal: &Journal) -> Result<HostLock, RunError> {
     )?)
 }
 
+fn signal_name(signo: i32) -> &'static str {
+    match signo {
+        libc::SIGINT => "SIGINT (Ctrl-C)",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP (terminal closed)",
+        s if s == run::ABORT_SIGNAL => "SIGUSR1 (`ebb abort`)",
+        _ => "a signal",
+    }
+}
+
+/// The exit code of a command stopped by a signal: 128 + the signal (129 SIGHUP, 130
+/// SIGINT, 143 SIGTERM); 130 when `ebb abort` stopped it.
+fn stopped_exit_code() -> i32 {
+    match STOPPED_BY.load(Ordering::SeqCst) {
+        0 => 130,
+        s if s == run::ABORT_SIGNAL => 130,
+        s => 128 + s,
+    }
+}
+
+/// True when `ebb abort` stopped this command.
+fn aborted() -> bool {
+    STOPPED_BY.load(Ordering::SeqCst) == run::ABORT_SIGNAL
+}
+
 /// Prints why a command could not run; the journal failing is 1, anything else is bad
 /// input or usage (2).
 fn refused(e: RunError) -> i32 {
     ebb_out::errln!("ebb: {e}");
     match e {
         RunError::Journal(_) => 1,
+        RunError::Interrupted(_) => stopped_exit_code(),
         _ => EXIT_USAGE,
     }
 }
@@ -233,6 +301,14 @@ fn report_outcome(r: Result<RunOutcome, RunError>, renderer: &Renderer) -> i32 {
     renderer.finish();
     match r {
         Ok(o) => {
+            let interrupted = o.exit_code == 130;
+            if interrupted && aborted() {
+                ebb_out::errln!(
+                    "ebb: run {} was aborted with `ebb abort` (from another terminal): `ebb resume` will refuse it. Members that are out stay out, held, their undos owed: see `ebb status`, and resolve each with `ebb release MEMBER`",
+                    o.run_id
+                );
+                return stopped_exit_code();
+            }
             if !renderer.json {
                 let what = match o.state.as_str() {
                     "done" => {
@@ -246,7 +322,11 @@ fn report_outcome(r: Result<RunOutcome, RunError>, renderer: &Renderer) -> i32 {
                 };
                 ebb_out::errln!("ebb: run {} {what}", o.run_id);
             }
-            o.exit_code
+            if interrupted {
+                stopped_exit_code()
+            } else {
+                o.exit_code
+            }
         }
         Err(e) => refused(e),
     }
@@ -333,7 +413,7 @@ fn print_versions(rows: &[ebb_drivers::check::version::VersionRow]) {
     }
 }
 
-async fn release(sel: &RunSel, member: &str, json: bool) -> i32 {
+async fn release(sel: &RunSel, member: &str, json: bool, kill_running: bool) -> i32 {
     let journal = match open_journal(sel, true) {
         Ok(j) => Arc::new(j),
         Err(c) => return c,
@@ -355,6 +435,7 @@ async fn release(sel: &RunSel, member: &str, json: bool) -> i32 {
         journal,
         renderer.sink(),
         member,
+        kill_running,
         shutdown_signal(),
     )
     .await;
@@ -362,7 +443,11 @@ async fn release(sel: &RunSel, member: &str, json: bool) -> i32 {
     match r {
         Ok(o) => {
             ebb_out::errln!("ebb: {}", o.message);
-            o.exit_code
+            if o.exit_code == 130 {
+                stopped_exit_code()
+            } else {
+                o.exit_code
+            }
         }
         Err(e) => refused(e),
     }

@@ -108,6 +108,10 @@ enum Command {
         steal_lock: bool,
         #[command(flatten)]
         web: web::WebArgs,
+        /// Stop a step that an earlier ebb (killed, crashed) left running on a member,
+        /// instead of waiting for it to end.
+        #[arg(long)]
+        kill_running: bool,
     },
     /// Show the latest run: its state, each member's state and what it still owes.
     Status {
@@ -127,6 +131,10 @@ enum Command {
         /// Stream one JSON event per line.
         #[arg(long)]
         json: bool,
+        /// Stop a step that an earlier ebb (killed, crashed) left running on the member,
+        /// instead of waiting for it to end.
+        #[arg(long)]
+        kill_running: bool,
     },
     /// Stop the run in progress and leave each member where it is, listed with what it owes.
     Abort {

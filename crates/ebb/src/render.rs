@@ -231,6 +231,10 @@ impl Live {
                     .map(|m| format!(" for {m}"))
                     .unwrap_or_default()
             )),
+            Event::Notice { member, message } => self.log(match member {
+                Some(m) => format!("{m}: {message}"),
+                None => message.clone(),
+            }),
             Event::Warning { message } => self.log(format!("warning: {message}")),
             Event::RunFinished { .. } => {
                 self.active.clear();

@@ -179,12 +179,14 @@ impl CommandBalancer {
         match out.exit_code {
             Some(0) => Ok(out.tail),
             _ if out.timed_out => Err(DriverError::new(format!(
-                "balancer command `{cmd}` ({op} of member \"{}\") timed out after {:?}",
-                member.name, self.timeout
-            ))),
-            code => Err(DriverError::new(format!(
-                "balancer command `{cmd}` ({op} of member \"{}\") failed with exit code {code:?}: {}",
+                "balancer command `{cmd}` ({op} of member \"{}\") timed out after {}",
                 member.name,
+                ebb_config::format_duration(self.timeout)
+            ))),
+            _ => Err(DriverError::new(format!(
+                "balancer command `{cmd}` ({op} of member \"{}\") failed ({}): {}",
+                member.name,
+                out.ended(),
                 out.tail.trim()
             ))),
         }

@@ -237,8 +237,8 @@ pub async fn check(
     }
     if out.exit_code != Some(0) {
         return Err(format!(
-            "`{cmd}` exited with {:?}: {}",
-            out.exit_code,
+            "`{cmd}` failed ({}): {}",
+            out.ended(),
             super::last_line(&lines.join("\n"))
         ));
     }

@@ -155,8 +155,8 @@ pub async fn check(
     };
     if states.is_empty() && out.exit_code != Some(0) {
         return Err(format!(
-            "`{cmd}` exited with {:?}: {}",
-            out.exit_code,
+            "`{cmd}` failed ({}): {}",
+            out.ended(),
             super::last_line(&out.tail)
         ));
     }

@@ -90,8 +90,8 @@ pub async fn check(
     let (out, lines) = super::run_collect(transport, &cmd, timeout).await?;
     if out.exit_code != Some(0) {
         return Err(format!(
-            "`{cmd}` exited with {:?}: {}",
-            out.exit_code,
+            "`{cmd}` failed ({}): {}",
+            out.ended(),
             super::last_line(&lines.join("\n"))
         ));
     }

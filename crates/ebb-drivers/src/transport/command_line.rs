@@ -6,7 +6,9 @@ use ebb_engine::placeholder::{ps_quote, sh_quote};
 use std::collections::BTreeMap;
 
 /// The first line a wrapped command prints on stderr: its process id on the member, so
-/// that a timeout can kill it there.
+/// that a timeout can kill it there, then (`sh`, where `/proc` has them) the process's
+/// start time in clock ticks after boot and the member's boot id, so that a later ebb can
+/// tell that very process from another that got the same id ([`remote_alive`]).
 pub const PID_MARKER: &str = "__ebb_pid__ ";
 
 /// The last line a wrapped command prints on stderr: its exit code, as the member saw it.
@@ -37,7 +39,7 @@ pub enum RemoteShell {
 pub fn remote_command(shell: RemoteShell, command: &str, env: &BTreeMap<String, String>) -> String {
     match shell {
         RemoteShell::Sh => {
-            let mut s = format!("printf '%s\\n' \"{PID_MARKER}$$\" >&2; env");
+            let mut s = format!("printf '%s\\n' \"{PID_MARKER}$$ {START_AND_BOOT}\" >&2; env");
             for (k, v) in env {
                 s.push(' ');
                 s.push_str(k);
@@ -74,6 +76,34 @@ pub fn powershell_script(command: &str, env: &BTreeMap<String, String>) -> Strin
         "[Console]::Error.WriteLine('{EXIT_MARKER}' + $ebbCode)\nexit $ebbCode\n"
     ));
     s
+}
+
+/// What the `sh` wrapper adds after its pid: the start time of `$$` (field 22 of
+/// `/proc/$$/stat`) and the boot id; empty where the member has no `/proc`.
+const START_AND_BOOT: &str = "$(sed 's/.*) //' /proc/$$/stat 2>/dev/null | cut -d' ' -f20) $(cat /proc/sys/kernel/random/boot_id 2>/dev/null)";
+
+/// The command that prints `running` while the process group `pid` a wrapped command
+/// started is still alive on the member (not a zombie), `gone` otherwise. `start` and
+/// `boot` are what the wrapper printed (`-` when unknown): a leader that started at
+/// another time, or a member that rebooted since, is not the command.
+pub fn remote_alive(shell: RemoteShell, pid: u32, start: &str, boot: &str) -> String {
+    match shell {
+        RemoteShell::Sh => {
+            let (start, boot) = (sh_quote(start), sh_quote(boot));
+            format!(
+                "if [ -r /proc/sys/kernel/random/boot_id ]; then \
+if [ {boot} != - ] && [ \"$(cat /proc/sys/kernel/random/boot_id)\" != {boot} ]; then echo gone; exit 0; fi; \
+if [ {start} != - ] && [ -r /proc/{pid}/stat ]; then read -r l 2>/dev/null </proc/{pid}/stat; l=${{l##*')'}}; set -- $l; \
+if [ \"${{20}}\" != {start} ]; then echo gone; exit 0; fi; fi; \
+for f in /proc/[0-9]*/stat; do read -r l 2>/dev/null <\"$f\" || continue; l=${{l##*')'}}; set -- $l; \
+if [ \"$3\" = {pid} ] && [ \"$1\" != Z ]; then echo running; exit 0; fi; done; echo gone; \
+elif kill -0 -- -{pid} 2>/dev/null; then echo running; else echo gone; fi"
+            )
+        }
+        RemoteShell::PowerShell => format!(
+            "if (Get-Process -Id {pid} -ErrorAction SilentlyContinue) {{ 'running' }} else {{ 'gone' }}"
+        ),
+    }
 }
 
 /// The command that kills a timed-out command on the member: its process group and
@@ -113,7 +143,7 @@ mod tests {
         let c = remote_command(RemoteShell::Sh, "echo 'hi' && exit 3", &env);
         assert_eq!(
             c,
-            "printf '%s\\n' \"__ebb_pid__ $$\" >&2; env EBB_MEMBER='web 1' sh -c 'echo '\\''hi'\\'' && exit 3'; s=$?; printf '%s\\n' \"__ebb_exit__ $s\" >&2; exit $s"
+            "printf '%s\\n' \"__ebb_pid__ $$ $(sed 's/.*) //' /proc/$$/stat 2>/dev/null | cut -d' ' -f20) $(cat /proc/sys/kernel/random/boot_id 2>/dev/null)\" >&2; env EBB_MEMBER='web 1' sh -c 'echo '\\''hi'\\'' && exit 3'; s=$?; printf '%s\\n' \"__ebb_exit__ $s\" >&2; exit $s"
         );
     }
 

@@ -13,11 +13,15 @@
 //! stderr, and on timeout or cancellation ebb kills that process group (and session) on the
 //! member over a second connection.
 
-use super::command_line::{remote_command, remote_kill, RemoteShell, EXIT_MARKER, PID_MARKER};
+use super::command_line::{
+    remote_alive, remote_command, remote_kill, RemoteShell, EXIT_MARKER, PID_MARKER,
+};
 use super::OutputTail;
 use async_trait::async_trait;
 use ebb_config::{display_value, ConfigErrors, Context, Key, Kind, Section};
-use ebb_engine::interfaces::{CommandOutcome, DriverError, DriverResult, OutputSink, Transport};
+use ebb_engine::interfaces::{
+    CommandOutcome, DriverError, DriverResult, OutputSink, StartedSink, Transport,
+};
 use ebb_engine::placeholder::{render, Quote};
 use ebb_engine::plan::{Member, Plan, Shell};
 use ebb_engine::registry::TransportKind;
@@ -461,14 +465,51 @@ impl Drop for RemoteKillOnDrop {
     }
 }
 
-#[async_trait]
-impl Transport for Ssh {
-    async fn run(
+/// A command ebb started on a member over ssh, as the journal keeps it:
+/// `ssh PID START BOOT` from the wrapper's first line (`-` for what the member did not
+/// tell).
+struct RemoteProcess {
+    pid: u32,
+    start: String,
+    boot: String,
+}
+
+impl RemoteProcess {
+    /// From the wrapper's marker line (after the marker).
+    fn from_marker(rest: &str) -> Option<RemoteProcess> {
+        let mut f = rest.split_whitespace();
+        let pid = f.next()?.parse().ok()?;
+        let clean = |v: Option<&str>| {
+            v.filter(|v| v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+                .unwrap_or("-")
+                .to_string()
+        };
+        Some(RemoteProcess {
+            pid,
+            start: clean(f.next()),
+            boot: clean(f.next()),
+        })
+    }
+
+    fn identity(&self) -> String {
+        format!("ssh {} {} {}", self.pid, self.start, self.boot)
+    }
+
+    fn parse(s: &str) -> DriverResult<RemoteProcess> {
+        s.strip_prefix("ssh ")
+            .and_then(RemoteProcess::from_marker)
+            .ok_or_else(|| DriverError::new(format!("\"{s}\" is not an ssh process identity")))
+    }
+}
+
+impl Ssh {
+    async fn run_inner(
         &self,
         command: &str,
         env: &BTreeMap<String, String>,
         timeout: Duration,
         output: Option<OutputSink>,
+        started: Option<StartedSink>,
     ) -> DriverResult<CommandOutcome> {
         if let Err(e) = std::fs::create_dir_all(&self.control_dir) {
             return Err(DriverError::new(format!(
@@ -519,6 +560,7 @@ impl Transport for Ssh {
                     pid: pid.clone(),
                     before_start: stderr_all.clone(),
                     exit: exit_seen.clone(),
+                    started,
                 }),
             )));
         }
@@ -557,10 +599,10 @@ impl Transport for Ssh {
             let err = stderr_all.lock().map(|s| s.clone()).unwrap_or_default();
             if status != Some(255) {
                 return Err(DriverError::new(format!(
-                    "member \"{}\": the remote login shell at {} did not run ebb's wrapper (exit {:?}): {}; ebb needs a POSIX login shell (sh, bash, zsh, ksh) for shell = \"sh\", or powershell.exe for shell = \"powershell\"",
+                    "member \"{}\": the remote login shell at {} did not run ebb's wrapper ({}): {}; ebb needs a POSIX login shell (sh, bash, zsh, ksh) for shell = \"sh\", or powershell.exe for shell = \"powershell\"",
                     self.member,
                     self.where_(),
-                    status,
+                    ebb_engine::interfaces::ended_text(status, None),
                     err.trim()
                 )));
             }
@@ -574,7 +616,82 @@ impl Transport for Ssh {
             timed_out,
             tail,
             connection_lost,
+            signal: None,
         })
+    }
+}
+
+#[async_trait]
+impl Transport for Ssh {
+    async fn run(
+        &self,
+        command: &str,
+        env: &BTreeMap<String, String>,
+        timeout: Duration,
+        output: Option<OutputSink>,
+    ) -> DriverResult<CommandOutcome> {
+        self.run_inner(command, env, timeout, output, None).await
+    }
+
+    async fn run_tracked(
+        &self,
+        command: &str,
+        env: &BTreeMap<String, String>,
+        timeout: Duration,
+        output: Option<OutputSink>,
+        started: StartedSink,
+    ) -> DriverResult<CommandOutcome> {
+        self.run_inner(command, env, timeout, output, Some(started))
+            .await
+    }
+
+    async fn still_running(&self, process: &str) -> DriverResult<bool> {
+        let p = RemoteProcess::parse(process)?;
+        let out = self
+            .run(
+                &remote_alive(self.shell, p.pid, &p.start, &p.boot),
+                &BTreeMap::new(),
+                self.settings.connect_timeout + Duration::from_secs(20),
+                None,
+            )
+            .await?;
+        match out.tail.lines().last().map(str::trim) {
+            Some("running") => Ok(true),
+            Some("gone") => Ok(false),
+            _ => Err(DriverError::new(format!(
+                "member \"{}\": cannot tell whether process {} still runs ({}): {}",
+                self.member,
+                p.pid,
+                out.ended(),
+                out.tail.trim()
+            ))),
+        }
+    }
+
+    async fn stop_process(&self, process: &str) -> DriverResult<()> {
+        let p = RemoteProcess::parse(process)?;
+        // Only a process confirmed to be the command: its id may belong to another now.
+        if !self.still_running(process).await? {
+            return Ok(());
+        }
+        self.kill_remote(p.pid).await;
+        for _ in 0..10 {
+            if !self.still_running(process).await? {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(DriverError::new(format!(
+            "member \"{}\": process group {} did not end after it was killed",
+            self.member, p.pid
+        )))
+    }
+
+    fn describe_process(&self, process: &str) -> String {
+        match RemoteProcess::parse(process) {
+            Ok(p) => format!("process group {} on {}", p.pid, self.settings.host),
+            Err(_) => process.to_string(),
+        }
     }
 
     async fn boot_id(&self) -> DriverResult<String> {
@@ -589,10 +706,10 @@ impl Transport for Ssh {
         match out.exit_code {
             Some(0) if !out.tail.trim().is_empty() => Ok(out.tail.trim().to_string()),
             _ => Err(DriverError::new(format!(
-                "member \"{}\" did not give its boot identity: `{}` gave {:?}: {}",
+                "member \"{}\" did not give its boot identity: `{}` gave {}: {}",
                 self.member,
                 self.boot_id,
-                out.exit_code,
+                out.ended(),
                 out.tail.trim()
             ))),
         }
@@ -607,6 +724,8 @@ struct StderrSlots {
     before_start: Arc<Mutex<String>>,
     /// The exit code the member reported ([`EXIT_MARKER`]).
     exit: Arc<Mutex<Option<i32>>>,
+    /// Told the command's identity on the member (`ssh PID START BOOT`) once it started.
+    started: Option<StartedSink>,
 }
 
 async fn read_lines<R: tokio::io::AsyncRead + Unpin>(
@@ -622,6 +741,7 @@ async fn read_lines<R: tokio::io::AsyncRead + Unpin>(
             pid,
             before_start: all,
             exit,
+            started,
         }) = &stderr
         {
             if let Some(code) = line
@@ -634,9 +754,12 @@ async fn read_lines<R: tokio::io::AsyncRead + Unpin>(
                 }
             }
             if let Some(p) = line.strip_prefix(PID_MARKER) {
-                if let (Ok(mut slot), Ok(n)) = (pid.lock(), p.trim().parse::<u32>()) {
+                if let (Ok(mut slot), Some(proc_)) = (pid.lock(), RemoteProcess::from_marker(p)) {
                     if slot.is_none() {
-                        *slot = Some(n);
+                        *slot = Some(proc_.pid);
+                        if let Some(s) = started {
+                            s(&proc_.identity());
+                        }
                         continue;
                     }
                 }

@@ -123,6 +123,7 @@ fn ok(text: String) -> CommandOutcome {
         timed_out: false,
         tail: text,
         connection_lost: false,
+        signal: None,
     }
 }
 
@@ -132,6 +133,7 @@ fn fail(text: String) -> CommandOutcome {
         timed_out: false,
         tail: text,
         connection_lost: false,
+        signal: None,
     }
 }
 
@@ -268,6 +270,7 @@ impl Cluster {
                     timed_out: false,
                     tail: out.clone(),
                     connection_lost: false,
+                    signal: None,
                 };
             }
         }

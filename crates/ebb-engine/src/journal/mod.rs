@@ -111,6 +111,8 @@ impl Journal {
              CREATE TABLE IF NOT EXISTS samples(
                run_id INTEGER NOT NULL, t_ms INTEGER NOT NULL, in_service INTEGER NOT NULL,
                total INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS processes(
+               action_id INTEGER PRIMARY KEY, process TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS lock(
                pool TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL,
                heartbeat_ms INTEGER NOT NULL);",
@@ -368,6 +370,53 @@ impl Journal {
         Ok(())
     }
 
+    /// Records the process an in-flight action's command runs as (what the transport named
+    /// it), so that a later ebb can find out whether it still runs.
+    pub fn set_action_process(&self, action: i64, process: &str) -> JResult<()> {
+        self.db()
+            .execute(
+                "INSERT OR REPLACE INTO processes(action_id, process) VALUES (?1, ?2)",
+                params![action, process],
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(())
+    }
+
+    /// The process last recorded for an action's command, if any.
+    pub fn action_process(&self, action: i64) -> JResult<Option<String>> {
+        self.db()
+            .query_row(
+                "SELECT process FROM processes WHERE action_id = ?1",
+                [action],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.e(e))
+    }
+
+    /// Records when an interrupted action stopped, leaving its outcome unwritten (resume
+    /// decides it); its duration then ends there, not when `ebb resume` runs.
+    pub fn set_action_stopped(&self, action: i64, at_ms: i64) -> JResult<()> {
+        self.db()
+            .execute(
+                "UPDATE actions SET ended_ms = ?1 WHERE id = ?2 AND outcome IS NULL",
+                params![at_ms, action],
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(())
+    }
+
+    /// The last heartbeat of whoever held the pool's lock, alive or not: when an ebb that
+    /// was killed was last known to be working.
+    pub fn last_heartbeat(&self, pool: &str) -> JResult<Option<i64>> {
+        let h: Option<LockHolder> = self
+            .db()
+            .query_row(LOCK_SELECT, [pool], lock_row)
+            .optional()
+            .map_err(|e| self.e(e))?;
+        Ok(h.map(|h| h.heartbeat_ms))
+    }
+
     /// Writes an action's outcome; with `advance`, moves the member's cursor past `op` in
     /// the same transaction, so the journal never says "done" without "next".
     pub fn end_action(
@@ -380,7 +429,7 @@ impl Journal {
         let mut db = self.db();
         let tx = db.transaction().map_err(|e| self.e(e))?;
         tx.execute(
-            "UPDATE actions SET ended_ms = ?1, outcome = ?2, exit_code = ?3, output = ?4,
+            "UPDATE actions SET ended_ms = COALESCE(ended_ms, ?1), outcome = ?2, exit_code = ?3, output = ?4,
              detail = CASE WHEN ?5 = '' THEN detail ELSE ?5 END WHERE id = ?6",
             params![
                 now_ms(),

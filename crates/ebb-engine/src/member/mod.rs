@@ -4,7 +4,7 @@
 use crate::events::{Event, EventSink};
 use crate::interfaces::{
     Balancer, CheckContext, Checker, CommandOutcome, HostState, Maintenance, MemberLbState,
-    OutputSink, Transport,
+    OutputSink, StartedSink, Transport,
 };
 use crate::journal::{ActionEnd, Journal, MemberState};
 use crate::ops::{ops_for, Op};
@@ -258,6 +258,10 @@ impl Engine {
             end = self.exec(idx, op, action) => end,
             _ = shutdown_asked(self.shutdown.clone()) => {
                 // The intent stays without an outcome: resume sees exactly where it stopped.
+                // Its time does: the step's duration ends now, not when resume runs.
+                if let Err(e) = self.journal.set_action_stopped(action, crate::events::now_ms()) {
+                    self.emit(Event::Warning { message: format!("{name}: {e}") });
+                }
                 return Err(MemberEnd::Interrupted);
             }
         };
@@ -325,7 +329,7 @@ impl Engine {
             Op::Step(i) if self.plan.runbook.steps[i].maintenance.is_some() => {
                 self.begin_maintenance(idx, i, action).await
             }
-            Op::Step(i) => self.step(idx, i).await,
+            Op::Step(i) => self.step(idx, i, action).await,
             Op::Reboot(i) => self.reboot(idx, i, action).await,
             Op::Verify => self.verify(idx).await,
             Op::Return => self.unwind(idx, action).await,

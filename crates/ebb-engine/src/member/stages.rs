@@ -223,6 +223,7 @@ impl Engine {
         step: &str,
         template: &str,
         timeout: Duration,
+        action: i64,
     ) -> Result<CommandOutcome, String> {
         let m = self.member(idx);
         let cmd = render(template, m, Quote::from(m.shell), &BTreeMap::new());
@@ -235,13 +236,24 @@ impl Engine {
                 line: line.to_string(),
             })
         });
+        // The journal learns which process runs the step, so that if this ebb dies, the
+        // next one can tell whether it still runs instead of starting it a second time.
+        let (journal, sink, who) = (self.journal.clone(), self.sink.clone(), m.name.clone());
+        let what = step.to_string();
+        let started: StartedSink = Arc::new(move |process: &str| {
+            if let Err(e) = journal.set_action_process(action, process) {
+                sink(&Event::Warning {
+                    message: format!("{who}: cannot record the process of \"{what}\" in the journal ({e}); if ebb stops now, `ebb resume` cannot tell whether it still runs"),
+                });
+            }
+        });
         self.drivers.transports[idx]
-            .run(&cmd, &self.env(m), timeout, Some(out))
+            .run_tracked(&cmd, &self.env(m), timeout, Some(out), started)
             .await
             .map_err(|e| e.to_string())
     }
 
-    pub(super) async fn step(&self, idx: usize, i: usize) -> OpEnd {
+    pub(super) async fn step(&self, idx: usize, i: usize, action: i64) -> OpEnd {
         let m = self.member(idx);
         let spec = &self.plan.runbook.steps[i];
         if spec.undo.is_some() {
@@ -253,7 +265,10 @@ impl Engine {
                 return failed(e.to_string());
             }
         }
-        let out = match self.command(idx, &spec.name, &spec.run, spec.timeout).await {
+        let out = match self
+            .command(idx, &spec.name, &spec.run, spec.timeout, action)
+            .await
+        {
             Ok(o) => o,
             Err(e) => return failed(e),
         };
@@ -288,7 +303,7 @@ impl Engine {
             return OpEnd::Failed {
                 reason: match code {
                     Some(c) => format!("exited with code {c}"),
-                    None => "was killed by a signal".into(),
+                    None => format!("ended with no exit code: {}", out.ended()),
                 },
                 exit_code: code,
                 output: out.tail,
@@ -364,13 +379,14 @@ impl Engine {
                 "reboot",
                 &spec.command,
                 spec.timeout.min(Duration::from_secs(120)),
+                action,
             )
             .await;
         let mut issue_note = String::new();
         match issued {
             Ok(o) if o.exit_code != Some(0) => {
                 // The command often dies with the machine; only the boot identity tells.
-                issue_note = format!(" (the reboot command ended with {:?})", o.exit_code);
+                issue_note = format!(" (the reboot command ended with {})", o.ended());
             }
             Err(e) => issue_note = format!(" (the reboot command: {e})"),
             _ => {}
@@ -460,7 +476,7 @@ impl Engine {
     }
 
     /// Unwinds the member's owed undos, newest first; each is paid only once it has run.
-    pub(super) async fn unwind(&self, idx: usize, _action: i64) -> OpEnd {
+    pub(super) async fn unwind(&self, idx: usize, action: i64) -> OpEnd {
         let m = self.member(idx);
         let owed = match self.journal.owed(self.run_id, &m.name) {
             Ok(o) => o,
@@ -470,10 +486,10 @@ impl Engine {
         for o in owed.iter().rev() {
             let result: Result<(), String> = match o.kind.as_str() {
                 "undo" => match self.plan.runbook.steps.iter().find(|s| s.name == o.payload).and_then(|s| s.undo.clone().map(|u| (u, s.timeout))) {
-                    Some((undo, timeout)) => match self.command(idx, &format!("undo {}", o.name), &undo, timeout).await {
+                    Some((undo, timeout)) => match self.command(idx, &format!("undo {}", o.name), &undo, timeout, action).await {
                         Ok(out) if out.exit_code == Some(0) => Ok(()),
                         Ok(out) if out.timed_out => Err(format!("undo of \"{}\" timed out; it is still owed", o.name)),
-                        Ok(out) => Err(format!("undo of \"{}\" exited with {:?}; it is still owed. Output: {}", o.name, out.exit_code, out.tail.trim())),
+                        Ok(out) => Err(format!("undo of \"{}\" failed ({}); it is still owed. Output: {}", o.name, out.ended(), out.tail.trim())),
                         Err(e) => Err(format!("undo of \"{}\": {e}; it is still owed", o.name)),
                     },
                     None => Err(format!("the undo of step \"{}\" is owed but the pool file no longer has that step with an undo; restore it", o.payload)),
