@@ -61,14 +61,14 @@ pub fn main(args: InitArgs) -> i32 {
     let source = match source(&args) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("ebb init: {e}");
+            ebb_out::errln!("ebb init: {e}");
             return EXIT_USAGE;
         }
     };
     // Refuse before asking the balancer anything; the write below refuses again
     // (create_new) in case the file appears meanwhile.
     if args.pool.exists() {
-        eprintln!(
+        ebb_out::errln!(
             "ebb init: {} already exists; ebb init never overwrites a file (name another, or move it away)",
             args.pool.display()
         );
@@ -80,14 +80,14 @@ pub fn main(args: InitArgs) -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("ebb: cannot start the async runtime: {e}");
+            ebb_out::errln!("ebb: cannot start the async runtime: {e}");
             return 1;
         }
     };
     let found = match rt.block_on(discover(&source, &args)) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("ebb init: {e}");
+            ebb_out::errln!("ebb init: {e}");
             return 1;
         }
     };
@@ -101,12 +101,12 @@ pub fn main(args: InitArgs) -> i32 {
     });
     // Our own reader must accept what we write: a failure here is a bug in ebb init.
     if let Err(errs) = ebb_engine::config::parse(&text, &args.pool, &ebb_drivers::registry()) {
-        eprintln!("ebb init: the generated file does not validate (a bug in ebb):\n{errs}");
+        ebb_out::errln!("ebb init: the generated file does not validate (a bug in ebb):\n{errs}");
         return 1;
     }
     match write_new(&args.pool, &text) {
         Ok(()) => {
-            eprintln!(
+            ebb_out::errln!(
                 "ebb init: wrote {} with {} member(s) from {}; next: fill in the runbook, then `ebb check {0}` and `ebb plan {0}`",
                 args.pool.display(),
                 found.len(),
@@ -115,7 +115,7 @@ pub fn main(args: InitArgs) -> i32 {
             0
         }
         Err(e) => {
-            eprintln!("ebb init: {e}");
+            ebb_out::errln!("ebb init: {e}");
             EXIT_USAGE
         }
     }
@@ -201,7 +201,7 @@ async fn discover(source: &Source, args: &InitArgs) -> Result<Vec<Found>, String
         Source::Nginx { upstream_file } => {
             let (found, skipped) = discover::nginx(upstream_file)?;
             for s in skipped {
-                eprintln!("ebb init: left out {s}: ebb cannot reach a member on a unix socket");
+                ebb_out::errln!("ebb init: left out {s}: ebb cannot reach a member on a unix socket");
             }
             Ok(found)
         }

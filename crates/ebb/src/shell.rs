@@ -22,12 +22,12 @@ pub fn man(cmd: Command) -> i32 {
     cmd.build();
     let mut out = Vec::new();
     if let Err(e) = clap_mangen::Man::new(cmd.clone()).render(&mut out) {
-        eprintln!("ebb: cannot render the man page: {e}");
+        ebb_out::errln!("ebb: cannot render the man page: {e}");
         return 1;
     }
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         if let Err(e) = render_subcommand(&mut out, sub, cmd.get_name()) {
-            eprintln!("ebb: cannot render the man page: {e}");
+            ebb_out::errln!("ebb: cannot render the man page: {e}");
             return 1;
         }
     }
@@ -70,7 +70,7 @@ pub fn write_stdout(bytes: &[u8]) -> i32 {
         // A closed pipe (`ebb man | head`) is not a failure worth a message.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
         Err(e) => {
-            eprintln!("ebb: cannot write to stdout: {e}");
+            ebb_out::errln!("ebb: cannot write to stdout: {e}");
             1
         }
     }
