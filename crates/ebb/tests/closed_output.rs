@@ -4,23 +4,8 @@
 
 mod support;
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::*;
-
-fn wait_bounded(child: &mut std::process::Child, max: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + max;
-    loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("ebb did not finish within {max:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn a_run_whose_output_pipes_are_closed_finishes_every_member() {
@@ -33,21 +18,15 @@ fn a_run_whose_output_pipes_are_closed_finishes_every_member() {
     );
     let pool = f.pool("max_unavailable = 2\nmin_in_service = 1", &members, &rb);
     // `ebb run pool.toml 2>&1 | head -1`: read one line, then the reader goes away.
-    let mut child = ebb()
-        .arg("run")
-        .arg(&pool)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ebb");
+    let mut child = spawn(&["run"], &pool);
     let mut first = String::new();
     BufReader::new(child.stderr.take().expect("stderr"))
         .read_line(&mut first)
         .expect("first line");
     // Both readers are gone now (the BufReader was dropped with its pipe).
     drop(child.stdout.take());
-    let exit = wait_bounded(&mut child, Duration::from_secs(60));
-    assert_eq!(exit.code(), Some(0), "first line was {first:?}");
+    let exit = wait_bounded(child, Duration::from_secs(60));
+    assert_eq!(exit.status.code(), Some(0), "first line was {first:?}");
     let st = status(&pool);
     assert_eq!(st["run"]["state"], "done", "{st}");
     for m in members {
@@ -58,15 +37,9 @@ fn a_run_whose_output_pipes_are_closed_finishes_every_member() {
 
     // `ebb report pool.toml | head -0`: stdout closed before it writes anything.
     for args in [&["report"][..], &["report", "--json"][..], &["status"][..]] {
-        let mut child = ebb()
-            .args(args)
-            .arg(&pool)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ebb report");
+        let mut child = spawn(args, &pool);
         drop(child.stdout.take());
-        let out = child.wait_with_output().expect("wait");
+        let out = wait_bounded(child, Duration::from_secs(30));
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");

@@ -4,7 +4,6 @@
 //! true: aborted, resume will refuse, release each member.
 
 mod support;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -27,22 +26,6 @@ fn wait_for_file(f: &Fixture, rel: &str) -> String {
     }
 }
 
-fn wait_exit(child: std::process::Child) -> std::process::Output {
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(o) => o.expect("wait"),
-        Err(_) => {
-            // SAFETY: killing the ebb this test started.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            panic!("ebb did not stop within 60 s");
-        }
-    }
-}
-
 /// Whether `pid` is a live process (not gone, not a zombie).
 fn alive(pid: &str) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -56,18 +39,12 @@ fn alive(pid: &str) -> bool {
 fn sighup_stops_at_a_safe_point_with_no_orphaned_command() {
     let f = Fixture::new(&["a", "b"]);
     let pool = f.pool("", &["a", "b"], STEP);
-    let child = ebb()
-        .arg("run")
-        .arg(&pool)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ebb");
+    let child = spawn(&["run"], &pool);
     let sleep_pid = wait_for_file(&f, "lb/a.sleep");
     assert!(alive(&sleep_pid), "the step's sleep runs");
     // SAFETY: signalling the ebb this test started.
     unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
-    let o = wait_exit(child);
+    let o = wait_bounded(child, Duration::from_secs(60));
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(129), "{err}");
     assert!(err.contains("SIGHUP"), "{err}");
@@ -83,13 +60,7 @@ fn sighup_stops_at_a_safe_point_with_no_orphaned_command() {
     assert_eq!(st["run"]["state"], "halted", "{st}");
     assert_eq!(member(&st, "a")["state"], "out", "{st}");
     // The journal says where: resume continues (and the step is run again).
-    let o = ebb()
-        .arg("resume")
-        .arg(&pool)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("resume");
+    let o = spawn(&["resume"], &pool);
     let sleep2 = {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -103,7 +74,7 @@ fn sighup_stops_at_a_safe_point_with_no_orphaned_command() {
     };
     // SAFETY: as above.
     unsafe { libc::kill(o.id() as i32, libc::SIGTERM) };
-    let out = wait_exit(o);
+    let out = wait_bounded(o, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
     let deadline = Instant::now() + Duration::from_secs(10);
     while alive(&sleep2) {
@@ -116,17 +87,11 @@ fn sighup_stops_at_a_safe_point_with_no_orphaned_command() {
 fn abort_from_another_terminal_says_what_is_true() {
     let f = Fixture::new(&["a", "b"]);
     let pool = f.pool("", &["a", "b"], STEP);
-    let child = ebb()
-        .arg("run")
-        .arg(&pool)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ebb");
+    let child = spawn(&["run"], &pool);
     wait_for_file(&f, "lb/a.sleep");
     let a = run(&["abort", pool.to_str().unwrap()], f.dir.path());
     assert_eq!(a.status.code(), Some(0), "{}", stderr(&a));
-    let o = wait_exit(child);
+    let o = wait_bounded(child, Duration::from_secs(60));
     let err = stderr(&o);
     assert!(
         !err.contains("`ebb resume` continues"),

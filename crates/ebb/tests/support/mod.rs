@@ -210,3 +210,31 @@ pub fn ops(plan_out: &str, member: &str) -> String {
         .trim()
         .to_string()
 }
+
+/// Starts `ebb ARGS POOL` in the background, its stdout and stderr piped.
+pub fn spawn(args: &[&str], pool: &Path) -> std::process::Child {
+    ebb()
+        .args(args)
+        .arg(pool)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ebb")
+}
+
+/// Waits for `child` to exit, at most `max` (then kills it and fails the test).
+pub fn wait_bounded(child: std::process::Child, max: std::time::Duration) -> Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(max) {
+        Ok(o) => o.expect("wait for ebb"),
+        Err(_) => {
+            // SAFETY: killing the ebb this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("ebb did not finish within {max:?}");
+        }
+    }
+}
