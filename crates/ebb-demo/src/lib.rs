@@ -24,6 +24,9 @@
 //! - [`demo`]: the orchestration of all of the above.
 //! - [`report_html`]: `ebb report --html`, one self-contained page.
 
+// A print that panics on a closed pipe must not come back (see clippy.toml).
+#![deny(clippy::disallowed_macros)]
+
 pub mod ctl;
 pub mod demo;
 pub mod http;

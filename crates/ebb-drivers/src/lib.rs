@@ -3,6 +3,9 @@
 //! file with its settings and its descriptor; [`registry`] is the one place they are
 //! registered.
 
+// A print that panics on a closed pipe must not come back (see clippy.toml).
+#![deny(clippy::disallowed_macros)]
+
 pub mod balancer;
 pub mod base64;
 pub mod check;

@@ -2,8 +2,6 @@
 //! test, clustering off): a silence per member while it is out, expired on return; a resumed
 //! run expires the silence the journal recorded (and only that one); `[pool.gate]` holds
 //! members while matching alerts fire, bounded; webhooks with JSON-escaped bodies.
-// Tests and examples print freely; the ebb binary must not (see clippy.toml).
-#![allow(clippy::disallowed_macros)]
 
 mod support_issue6;
 use support_issue6::*;

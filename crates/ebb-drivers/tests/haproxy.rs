@@ -1,7 +1,5 @@
 //! The haproxy driver against a real HAProxy with real backends and real connections:
 //! drainstop, stop, start, hold across an HAProxy reload, and every error a user can meet.
-// Tests and examples print freely; the ebb binary must not (see clippy.toml).
-#![allow(clippy::disallowed_macros)]
 
 mod support;
 

@@ -1,8 +1,6 @@
 //! A whole rolling run through the engine over three members behind a real HAProxy, under
 //! steady load: every member is held, drained, its service stopped and updated, verified
 //! and returned, and not one request fails.
-// Tests and examples print freely; the ebb binary must not (see clippy.toml).
-#![allow(clippy::disallowed_macros)]
 
 mod support;
 

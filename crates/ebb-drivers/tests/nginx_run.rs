@@ -2,8 +2,6 @@
 //! HTTP load with long-lived streams: every member is held (`down`), drained (waiting for
 //! its stream to close), its service stopped and updated, verified and returned, and not
 //! one request fails.
-// Tests and examples print freely; the ebb binary must not (see clippy.toml).
-#![allow(clippy::disallowed_macros)]
 
 mod support;
 

@@ -1,8 +1,6 @@
 //! The ssh transport against a real OpenSSH server on loopback (started by the test with
 //! keys made for it): steps, output, exit codes, environment, timeouts that kill the remote
 //! command, a host key mismatch, an unreachable member, and a reboot through the engine.
-// Tests and examples print freely; the ebb binary must not (see clippy.toml).
-#![allow(clippy::disallowed_macros)]
 
 mod support_issue6;
 use support_issue6::*;

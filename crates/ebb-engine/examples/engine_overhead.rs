@@ -3,8 +3,6 @@
 //! Prints a table: time per step transition (journal included) and peak memory.
 //!
 //! `cargo run --release -p ebb-engine --example engine_overhead -- [MEMBERS]`
-// Tests and examples print freely; the ebb binary must not (see clippy.toml).
-#![allow(clippy::disallowed_macros)]
 
 use async_trait::async_trait;
 use ebb_config::{ConfigErrors, Context, Key, Section};

@@ -3,8 +3,6 @@
 //! front of it, not the backend, is what the benchmark measures.
 //!
 //! Usage: `bench_backend ADDR [ADDR...]` (e.g. 127.0.0.1:18081 127.0.0.1:18082).
-// Tests and examples print freely; the ebb binary must not (see clippy.toml).
-#![allow(clippy::disallowed_macros)]
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -5,8 +5,6 @@
 //! request on each and reads its answer (so every connection has carried traffic through
 //! the balancer and reached a backend), prints `ready N` on stdout, then keeps them open
 //! until its stdin closes; then closes them all and exits.
-// Tests and examples print freely; the ebb binary must not (see clippy.toml).
-#![allow(clippy::disallowed_macros)]
 
 use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;

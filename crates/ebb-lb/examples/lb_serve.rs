@@ -1,7 +1,5 @@
 //! `ebb lb serve POOL.toml` as a stand-alone binary, for the benchmark (so it does not
 //! need the whole `ebb` binary built).
-// Tests and examples print freely; the ebb binary must not (see clippy.toml).
-#![allow(clippy::disallowed_macros)]
 
 fn main() {
     let Some(pool) = std::env::args_os().nth(1) else {

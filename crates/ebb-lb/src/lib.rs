@@ -18,6 +18,9 @@
 //! # Ok(()) }
 //! ```
 
+// A print that panics on a closed pipe must not come back (see clippy.toml).
+#![deny(clippy::disallowed_macros)]
+
 pub mod auth;
 pub mod cli;
 pub mod client;

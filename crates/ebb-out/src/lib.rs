@@ -12,6 +12,9 @@
 //! ebb_out::errln!("ebb: {}", "a message");
 //! ```
 
+// A print that panics on a closed pipe must not come back (see clippy.toml).
+#![deny(clippy::disallowed_macros)]
+
 use std::fmt::Arguments;
 use std::io::Write;
 

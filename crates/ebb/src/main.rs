@@ -1,6 +1,9 @@
 //! The `ebb` command line: a thin layer over the engine, the drivers, the built-in balancer
 //! and the demo.
 
+// A print that panics on a closed pipe must not come back (see clippy.toml).
+#![deny(clippy::disallowed_macros)]
+
 mod commands;
 mod init;
 mod render;

@@ -12,13 +12,13 @@ pub async fn watch(sel: &RunSel, web: &WebArgs) -> i32 {
     let opts = match web.options() {
         Ok(Some(o)) => o,
         Ok(None) => {
-            eprintln!(
+            ebb_out::errln!(
                 "ebb watch: give --web ADDR (e.g. --web 127.0.0.1:8040): where to serve the page"
             );
             return EXIT_USAGE;
         }
         Err(e) => {
-            eprintln!("ebb watch: {e}");
+            ebb_out::errln!("ebb watch: {e}");
             return EXIT_USAGE;
         }
     };
@@ -59,7 +59,7 @@ pub async fn watch(sel: &RunSel, web: &WebArgs) -> i32 {
     {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("ebb watch: {e}");
+            ebb_out::errln!("ebb watch: {e}");
             return EXIT_USAGE;
         }
     };
@@ -67,12 +67,12 @@ pub async fn watch(sel: &RunSel, web: &WebArgs) -> i32 {
     match pool_file.map(|p| ebb_engine::config::load(&p, &ebb_drivers::registry()).map(|plan| (p, plan))) {
         Some(Ok((_, plan))) => match ebb_drivers::build(&plan) {
             Ok(drivers) => server.poll_balancer(counts, drivers.balancer, Arc::new(plan)),
-            Err(e) => eprintln!(
+            Err(e) => ebb_out::errln!(
                 "ebb watch: connection counts of draining members will not be shown: {}",
                 e.0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
             ),
         },
-        Some(Err(e)) => eprintln!(
+        Some(Err(e)) => ebb_out::errln!(
             "ebb watch: connection counts of draining members will not be shown (the pool file does not load: {e})"
         ),
         None => {}

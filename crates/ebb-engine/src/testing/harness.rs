@@ -221,6 +221,7 @@ impl Harness {
             self.journal.clone(),
             self.sink(),
             member,
+            false,
             self.shutdown.subscribe(),
         );
         self.killable("the release", f).await

@@ -120,12 +120,14 @@ impl FakeTransport {
             timed_out: false,
             tail: String::new(),
             connection_lost: false,
+            signal: None,
         };
         let killed = CommandOutcome {
             exit_code: None,
             timed_out: true,
             tail: String::new(),
             connection_lost: false,
+            signal: None,
         };
         Ok(match reply {
             Reply::Exit(code) => exited(code),

@@ -112,7 +112,7 @@ pub fn tee(web: Option<&(WebServer, ConnectionCounts)>, sink: EventSink) -> Even
 /// Prints where the page is (to stderr, beside the progress).
 pub fn announce(server: &WebServer, opts: &WebOptions) {
     let addr = server.addr();
-    eprintln!(
+    ebb_out::errln!(
         "ebb: live view at http://{addr}/{}, metrics at http://{addr}/metrics",
         if opts.token.is_some() {
             "?token=TOKEN"
