@@ -20,6 +20,9 @@
 //! assert!(cx.into_result(()).is_ok());
 //! ```
 
+// A print that panics on a closed pipe must not come back (see clippy.toml).
+#![deny(clippy::disallowed_macros)]
+
 pub mod duration;
 mod error;
 mod key;

@@ -201,7 +201,9 @@ async fn discover(source: &Source, args: &InitArgs) -> Result<Vec<Found>, String
         Source::Nginx { upstream_file } => {
             let (found, skipped) = discover::nginx(upstream_file)?;
             for s in skipped {
-                ebb_out::errln!("ebb init: left out {s}: ebb cannot reach a member on a unix socket");
+                ebb_out::errln!(
+                    "ebb init: left out {s}: ebb cannot reach a member on a unix socket"
+                );
             }
             Ok(found)
         }
