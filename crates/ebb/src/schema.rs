@@ -18,7 +18,7 @@ pub fn main() -> i32 {
     match serde_json::to_string_pretty(&schema) {
         Ok(s) => crate::shell::write_stdout(format!("{s}\n").as_bytes()),
         Err(e) => {
-            eprintln!("ebb schema: cannot encode the schema: {e}");
+            ebb_out::errln!("ebb schema: cannot encode the schema: {e}");
             1
         }
     }
