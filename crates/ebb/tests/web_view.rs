@@ -398,20 +398,32 @@ fn the_page_follows_a_real_run_live_in_chromium() {
         json!("true")
     );
 
-    // `ebb watch` attaches to the same run from the journal alone.
+    // `ebb watch` attaches to the same run from the journal alone, and asks the balancer
+    // for the draining member's connections (the run's events are in another process).
     let (_watch, watch_addr) = start_with_web(
         &["watch", pool.to_str().expect("utf-8 path")],
         fx.dir.path(),
         &[],
     );
-    let (status, state) = http_get(&watch_addr, "/state", "");
-    assert_eq!(status, 200, "{state}");
-    let state: Value = serde_json::from_str(body(&state)).expect("state JSON");
-    let web2 = state["members"]
-        .as_array()
-        .and_then(|m| m.iter().find(|m| m["name"] == "web2"))
-        .expect("web2");
-    assert_eq!(web2["state"], "draining", "{state}");
+    let deadline = Instant::now() + WAIT;
+    let state = loop {
+        let (status, answer) = http_get(&watch_addr, "/state", "");
+        assert_eq!(status, 200, "{answer}");
+        let state: Value = serde_json::from_str(body(&answer)).expect("state JSON");
+        let web2 = state["members"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["name"] == "web2"))
+            .cloned()
+            .expect("web2");
+        if web2["state"] == "draining" && web2["connections"] == json!(2) {
+            break state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "watch never showed web2 draining with 2 connections: {state}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(
         state["run"]["holder"].is_string(),
         "the run's holder: {state}"
