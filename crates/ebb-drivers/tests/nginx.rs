@@ -4,6 +4,7 @@
 //! was, and the errors a user can meet.
 
 mod support;
+mod support_issue6;
 
 use ebb_drivers::balancer::nginx::Nginx as Driver;
 use ebb_engine::interfaces::{Balancer, HostState};
@@ -403,4 +404,39 @@ async fn errors_name_the_file_the_line_and_the_setting() {
             "{bal}: {errs} lacks {want}"
         );
     }
+}
+
+/// The nginx host reached over ssh (a real sshd on loopback), as members are: the same
+/// file edits, test and reload, through the ssh transport.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nginx_host_over_ssh() {
+    let sshd = support_issue6::Sshd::start();
+    let keys = sshd.member_keys().replace(
+        "transport = \"ssh\"\n",
+        "transport = \"ssh\"\nssh_host = \"127.0.0.1\"\n",
+    );
+    let s = setup(&[], &keys).await;
+    let web1 = &s.plan.members[0];
+    s.driver.drainstop(web1).await.unwrap();
+    assert_eq!(
+        s.nginx.upstream(),
+        s.original
+            .replace("fail_timeout=5s;", "fail_timeout=5s down;")
+    );
+    assert_eq!(
+        s.driver.state(web1).await.unwrap().state,
+        HostState::Stopped
+    );
+    assert!(avoided(&s.nginx.frontend, "web1").await);
+    s.driver.start(web1).await.unwrap();
+    assert_eq!(s.nginx.upstream(), s.original);
+    // A failing test over ssh: nginx's words come back through the transport.
+    std::fs::write(
+        &s.nginx.conf,
+        std::fs::read_to_string(&s.nginx.conf).unwrap() + "bogus_directive on;\n",
+    )
+    .unwrap();
+    let e = s.driver.drainstop(web1).await.unwrap_err().to_string();
+    assert!(e.contains("unknown directive \"bogus_directive\""), "{e}");
+    assert_eq!(s.nginx.upstream(), s.original);
 }
