@@ -40,9 +40,76 @@ pub fn sh_quote(value: &str) -> String {
     }
 }
 
-/// Quotes `value` for PowerShell (single quotes; a quote is doubled).
+/// Quotes `value` for PowerShell (single quotes; a quote is doubled). PowerShell takes the
+/// typographic single quotes (U+2018 to U+201B) for `'` too, so they are doubled as well:
+/// otherwise `’; Stop-Computer; ’` would end the string and run.
 pub fn ps_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        if is_ps_single_quote(c) {
+            out.push(c);
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
+/// The characters PowerShell reads as a single quote.
+pub fn is_ps_single_quote(c: char) -> bool {
+    matches!(c, '\'' | '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}')
+}
+
+/// The error for a shell command template with a placeholder inside its own quotes (see
+/// [`quoted_placeholder`]), if it has one.
+pub fn quoted_placeholder_error(template: &str) -> Option<String> {
+    quoted_placeholder(template).map(|name| {
+        format!("placeholder {{{name}}} is inside quotes: ebb quotes every value it substitutes for the member's shell, and inside quotes of your own a value could run as a command (`$(...)`, backticks); remove the quotes around {{{name}}}")
+    })
+}
+
+/// The first placeholder of a shell command template that sits inside quotes the template
+/// wrote itself (`'...'` or `"..."`, either shell). ebb quotes every substituted value;
+/// inside quotes of the template's own that quoting is undone (`echo "{member}"` becomes
+/// `echo "'web$(...)'"`, and the shell runs `$(...)`), so such a template is refused.
+pub fn quoted_placeholder(template: &str) -> Option<String> {
+    let chars: Vec<char> = template.chars().collect();
+    let mut quote: Option<char> = None;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match (quote, c) {
+            (Some('"'), '\\') | (None, '\\') | (Some('"'), '`') | (None, '`')
+                if i + 1 < chars.len() =>
+            {
+                i += 2;
+                continue;
+            }
+            (Some(q), _) if c == q || (q == '\'' && is_ps_single_quote(c)) => quote = None,
+            (None, '"') => quote = Some('"'),
+            (None, _) if is_ps_single_quote(c) => quote = Some('\''),
+            (_, '{') if chars.get(i + 1) == Some(&'{') => {
+                i += 2;
+                continue;
+            }
+            (_, '$') if chars.get(i + 1) == Some(&'{') => {
+                // ${VAR} belongs to the shell.
+                while i < chars.len() && chars[i] != '}' {
+                    i += 1;
+                }
+            }
+            (Some(_), '{') => {
+                let rest: String = chars[i + 1..].iter().collect();
+                if let Some(end) = rest.find('}') {
+                    return Some(rest[..end].to_string());
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// The placeholder names used in `template`, or an error naming the malformed part.
@@ -207,6 +274,32 @@ mod tests {
             render("a {{b}} ${HOME} é", &m, Quote::Sh, &none),
             "a {b} ${HOME} é"
         );
+    }
+
+    #[test]
+    fn powershell_quoting_doubles_every_quote_powershell_knows() {
+        assert_eq!(ps_quote("it's"), "'it''s'");
+        assert_eq!(ps_quote("a\u{2019}; calc"), "'a\u{2019}\u{2019}; calc'");
+        assert_eq!(
+            ps_quote("\u{2018}\u{201A}\u{201B}"),
+            "'\u{2018}\u{2018}\u{201A}\u{201A}\u{201B}\u{201B}'"
+        );
+    }
+
+    #[test]
+    fn placeholders_inside_the_templates_own_quotes_are_found() {
+        for (t, found) in [
+            ("echo {member}", None),
+            ("echo \"{member}\"", Some("member")),
+            ("echo '{var.x}'", Some("var.x")),
+            ("echo \"$HOME\" {member} '{{x}}' \"${HOME}\"", None),
+            ("echo \\\"{member}", None),
+            ("echo it\\'s {member}", None),
+            ("Write-Host \u{2018}{lb_name}\u{2019}", Some("lb_name")),
+            ("echo \"a\" {address} \"b\"", None),
+        ] {
+            assert_eq!(quoted_placeholder(t).as_deref(), found, "{t}");
+        }
     }
 
     #[test]

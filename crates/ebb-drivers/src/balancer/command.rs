@@ -132,6 +132,10 @@ impl CommandBalancer {
         let timeout = s.duration(cx, "timeout", Duration::from_secs(30));
         s.finish(cx);
         for (k, template) in &commands {
+            if let Some(e) = placeholder::quoted_placeholder_error(template) {
+                s.error(cx, k, e);
+                continue;
+            }
             let extras: &[&str] = if k == "initial_state" {
                 &["state"]
             } else {

@@ -112,6 +112,18 @@ fn member(
     settings.extend(transport_settings(cx, &mut m, registry));
     m.finish(cx);
     let (name, address) = (name?, address?);
+    for (k, v) in [
+        ("name", Some(&name)),
+        ("lb_name", lb_name.as_ref()),
+        ("group", group.as_ref()),
+    ] {
+        if let Some((v, bad)) = v.and_then(|v| v.chars().find(|c| c.is_control()).map(|c| (v, c))) {
+            cx.err(
+                &format!("{p}.{k}"),
+                format!("{v:?} contains the control character {bad:?}: names are printed, logged and sent to balancers one per line, so ebb refuses newlines, tabs and other control characters in them"),
+            );
+        }
+    }
     if transport.is_none() {
         cx.err(
             &format!("{p}.transport"),

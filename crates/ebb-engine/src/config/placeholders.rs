@@ -48,6 +48,16 @@ pub(super) fn validate(
         }
     }
     for (key, template) in &templates {
+        let command = [".run", ".undo", ".command", "boot_id"]
+            .iter()
+            .any(|s| key.ends_with(s));
+        if let Some(e) = command
+            .then(|| placeholder::quoted_placeholder_error(template))
+            .flatten()
+        {
+            cx.err(key, e);
+            continue;
+        }
         for m in members {
             if let Err(e) = placeholder::validate(template, m, &[]) {
                 cx.err(key, e);

@@ -145,6 +145,14 @@ impl HaproxySettings {
                 ));
             }
         }
+        if let Some(b) = backend.as_deref().filter(|b| !haproxy_name_ok(b)) {
+            s.error(
+                cx,
+                "backend",
+                format!("{b:?} is not a HAProxy backend name ({HAPROXY_NAMES})"),
+            );
+        }
+        member_names(plan, cx, backend.as_deref());
         let base = plan
             .file
             .parent()
@@ -162,6 +170,39 @@ impl HaproxySettings {
             timeout,
             hold: plan.runbook.drain.hold,
         })
+    }
+}
+
+/// What HAProxy accepts in a backend or server name.
+const HAPROXY_NAMES: &str = "HAProxy names hold only letters, digits, '.', '_', '-' and ':'";
+
+/// Whether HAProxy would accept `name` as a backend or server name. Anything else cannot
+/// name a server, and `;` or a newline would end the runtime API command ebb sends and
+/// start another one.
+pub fn haproxy_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c))
+}
+
+/// Reports every member whose HAProxy server (its `lb_name`, or `BACKEND/SERVER`) is not a
+/// name HAProxy accepts, at `member[N].lb_name`.
+fn member_names(plan: &Plan, cx: &mut Context, backend: Option<&str>) {
+    for (i, m) in plan.members.iter().enumerate() {
+        let (b, s) = match m.lb_name.split_once('/') {
+            Some((b, s)) => (Some(b), s),
+            None => (backend, m.lb_name.as_str()),
+        };
+        if b.is_some_and(|b| !haproxy_name_ok(b)) || !haproxy_name_ok(s) {
+            cx.err(
+                &format!("member[{i}].lb_name"),
+                format!(
+                    "member \"{}\": {:?} is not a HAProxy server name ({HAPROXY_NAMES}); set lb_name to the server's name in the backend",
+                    m.name, m.lb_name
+                ),
+            );
+        }
     }
 }
 
