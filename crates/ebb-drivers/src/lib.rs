@@ -10,6 +10,8 @@ pub mod balancer;
 pub mod base64;
 pub mod check;
 pub mod discover;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod maintenance;
 pub mod tls;

@@ -94,12 +94,7 @@ async fn connection(
 
 async fn handle(ctl: &Control, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
-    let decoded: Vec<String> = path
-        .trim_start_matches('/')
-        .trim_end_matches('/')
-        .split('/')
-        .map(|seg| percent_decode(seg).unwrap_or_else(|| seg.to_string()))
-        .collect();
+    let decoded = path_segments(&path);
     let segs: Vec<&str> = decoded.iter().map(String::as_str).collect();
     if segs == ["healthz"] {
         return match *req.method() {
@@ -249,7 +244,7 @@ struct InitialStateBody {
 #[serde(deny_unknown_fields)]
 struct NoFields {}
 
-fn initial_state(body: &[u8]) -> Result<InitialState, String> {
+pub(crate) fn initial_state(body: &[u8]) -> Result<InitialState, String> {
     let expected =
         r#"expected a JSON body {"initial_state":"started"} or {"initial_state":"stopped"}"#;
     let b: InitialStateBody =
@@ -259,7 +254,7 @@ fn initial_state(body: &[u8]) -> Result<InitialState, String> {
 }
 
 /// A field sent to an action that takes none would be ignored: refuse it by name.
-fn no_fields(body: &[u8], action: &str) -> Result<(), String> {
+pub(crate) fn no_fields(body: &[u8], action: &str) -> Result<(), String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
     }
@@ -300,6 +295,16 @@ fn check_token(ctl: &Control, req: &Request<Incoming>) -> Option<Response<Body>>
             "this balancer requires a token; send `Authorization: Bearer TOKEN` (ebb lb: --token or EBB_LB_TOKEN)".into(),
         )),
     }
+}
+
+/// A request path's segments, each `%XX`-decoded (`/members/web%201/` → members, web 1);
+/// a segment that does not decode is kept as written.
+pub(crate) fn path_segments(path: &str) -> Vec<String> {
+    path.trim_start_matches('/')
+        .trim_end_matches('/')
+        .split('/')
+        .map(|seg| percent_decode(seg).unwrap_or_else(|| seg.to_string()))
+        .collect()
 }
 
 /// Decodes `%XX` escapes (member names may hold characters a URL path cannot).

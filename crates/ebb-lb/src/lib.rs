@@ -26,6 +26,8 @@ pub mod cli;
 pub mod client;
 pub mod config;
 mod control;
+#[doc(hidden)]
+pub mod fuzzing;
 mod health;
 mod metrics;
 pub mod persist;
