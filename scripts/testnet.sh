@@ -23,7 +23,7 @@
 #
 # Needs root, iproute2 and openssh-server. The HTTP service is ebb's own `demo-member`:
 # set EBB to the ebb binary (default: target/debug/ebb beside this script). Its GET
-# /stream answer lasts 6 s: a connection that keeps a drain waiting.
+# /stream answer lasts 20 s: a connection that keeps a drain waiting.
 set -euo pipefail
 
 SUBNET=10.231.77.0/24
@@ -75,7 +75,7 @@ start_services() {
   ip netns exec "$(ns "$net" "$host")" setsid "$SSHD" -f "$d/sshd_config" -E "$d/sshd.log" \
     </dev/null >/dev/null 2>&1
   ip netns exec "$(ns "$net" "$host")" setsid "$EBB" demo-member --name "$host" \
-    --listen "$(addr_of "$host"):8080" --dir "$d" --stream-time 6s </dev/null >>"$d/http.log" 2>&1 &
+    --listen "$(addr_of "$host"):8080" --dir "$d" --stream-time 20s </dev/null >>"$d/http.log" 2>&1 &
   # Up once both answer (the boot file appears when the HTTP service listens).
   for _ in $(seq 250); do
     if [ -s "$d/boot/$host" ] && ip netns exec "$(ns "$net" "$host")" \

@@ -68,12 +68,14 @@ fn pool_file(net: &TestNet, p: &Pool) -> PathBuf {
         String::new()
     };
     let text = format!(
-        "[pool]\nname = \"netfaults\"\nmax_unavailable = 1\n\n{balancer}\n[defaults]\n{ssh}\n{members}\
+        "[pool]\nname = \"{pool_name}\"\nmax_unavailable = 1\n\n{balancer}\n[defaults]\n{ssh}\n{members}\
          [runbook]\nrejoin_timeout = \"20s\"\n\n[runbook.drain]\ntimeout = \"{drain}\"\n\n\
          [[runbook.step]]\nname = \"maint\"\nrun = \"echo maint-on >> {log}\"\nundo = \"echo maint-off >> {log}\"\n\n\
          [[runbook.step]]\nname = \"install\"\nrun = \"echo install-start >> {log}; sleep {sleep}; echo 2.0 > {d}/{{member}}/version; echo install-end >> {log}\"\nidempotent = {idem}\ntimeout = \"60s\"\n{reboot}\n\
          [[runbook.verify]]\nname = \"version\"\ncommand = \"grep -qx 2.0 {d}/{{member}}/version\"\nretries = 10\ninterval = \"500ms\"\ntimeout = \"5s\"\n\n\
          [[runbook.verify]]\nname = \"http\"\nhttp = {{ url = \"http://{{address}}/health\", expect_status = 200 }}\nretries = 10\ninterval = \"500ms\"\ntimeout = \"2s\"\n",
+        // One run per pool name per host: each net's pool has a name of its own.
+        pool_name = net.name,
         ssh = net.ssh_defaults(),
         members = net.member_tables(),
         drain = p.drain_timeout,
@@ -213,12 +215,35 @@ fn assert_builtin_in_service(net: &TestNet) {
     }
 }
 
+/// What every `ebb` started so far printed on stderr (for failure messages).
+fn ebb_logs(net: &TestNet) -> String {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(net.dir.path())
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|e| e == "err"));
+    files.sort();
+    files
+        .iter()
+        .map(|f| {
+            format!(
+                "--- {}\n{}",
+                f.display(),
+                std::fs::read_to_string(f).unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
 fn wait_log(net: &TestNet, m: &str, line: &str) {
-    wait_for(
-        Duration::from_secs(60),
-        &format!("{m} to log {line}"),
-        || net.count(m, line) > 0,
-    );
+    let t = Instant::now();
+    while net.count(m, line) == 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "waited 60 s for {m} to log {line}; ebb said:\n{}",
+            ebb_logs(net)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -417,7 +442,7 @@ fn a_link_cut_during_a_reboot_past_its_timeout_keeps_the_member_held_until_resum
     assert_builtin_in_service(&net);
 }
 
-/// A client in ebb's host with a slow request through the balancer (`GET /stream`, 6 s on
+/// A client in ebb's host with a slow request through the balancer (`GET /stream`, 20 s on
 /// the member): a connection that keeps a drain waiting. Returns what it received.
 fn stream_through_lb(net: &TestNet) -> std::thread::JoinHandle<String> {
     use std::io::{Read, Write};
@@ -435,13 +460,26 @@ fn stream_through_lb(net: &TestNet) -> std::thread::JoinHandle<String> {
 
 /// Waits (from ebb's host) until the builtin balancer shows `m` in `state`.
 fn wait_builtin(net: &TestNet, m: &'static str, state: &'static str) {
-    net.thread_in("ebb", move || {
-        wait_for(Duration::from_secs(60), &format!("{m} {state}"), || {
-            builtin_members().is_some_and(|ms| ms.iter().any(|x| x.name == m && x.state == state))
+    let seen = net
+        .thread_in("ebb", move || {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(60) {
+                if builtin_members()
+                    .is_some_and(|ms| ms.iter().any(|x| x.name == m && x.state == state))
+                {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            false
         })
-    })
-    .join()
-    .expect("waiting for the balancer");
+        .join()
+        .expect("waiting for the balancer");
+    assert!(
+        seen,
+        "the balancer never showed {m} {state} within 60 s; ebb said:\n{}",
+        ebb_logs(net)
+    );
 }
 
 /// Asserts that no member was ever seen in rotation while its own log showed it still in
@@ -463,7 +501,14 @@ fn assert_never_back_early(samples: &[Sample]) {
 #[test]
 fn two_second_blips_during_a_drain_and_a_verify_cause_no_false_failure() {
     let net = TestNet::up(2);
-    let pool = pool_file(&net, &Pool::default());
+    // The drain waits for the slow request to end by itself (20 s at most).
+    let pool = pool_file(
+        &net,
+        &Pool {
+            drain_timeout: "40s",
+            ..Pool::default()
+        },
+    );
     let text = std::fs::read_to_string(&pool).unwrap().replace(
         "command = \"grep -qx 2.0",
         &format!(
