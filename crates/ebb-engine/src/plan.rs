@@ -25,6 +25,57 @@ pub struct Plan {
     pub runbook: Runbook,
     /// Waves in order; every member is in exactly one.
     pub waves: Vec<Wave>,
+    /// Where the journal and the lock live.
+    pub state: StateSpec,
+}
+
+/// Which store holds the journal and the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateBackend {
+    /// A SQLite file in the state dir (default).
+    Sqlite,
+    /// etcd, shared by every machine that can reach it.
+    Etcd,
+}
+
+/// A secret: its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
+/// `[state]`, after the `--state-backend`/`EBB_STATE_*` overrides.
+#[derive(Debug, Clone)]
+pub struct StateSpec {
+    /// The backend.
+    pub backend: StateBackend,
+    /// etcd client URLs (`http://HOST:PORT`).
+    pub endpoints: Vec<String>,
+    /// etcd key prefix.
+    pub prefix: String,
+    /// Lease TTL of the lock (whole seconds).
+    pub lease_ttl: Duration,
+    /// etcd user.
+    pub username: Option<String>,
+    /// etcd password.
+    pub password: Option<Secret>,
+}
+
+impl Default for StateSpec {
+    fn default() -> Self {
+        StateSpec {
+            backend: StateBackend::Sqlite,
+            endpoints: vec![],
+            prefix: "/ebb".into(),
+            lease_ttl: Duration::from_secs(15),
+            username: None,
+            password: None,
+        }
+    }
 }
 
 /// The pool and its availability policy.

@@ -19,7 +19,11 @@ pub enum RunError {
     #[error("{0}")]
     Usage(String),
     /// The pool's lock is held by another live ebb.
-    #[error("pool \"{pool}\" is locked by ebb pid {} on host {}{}", holder.pid, holder.host, if *.from_other_host { " (from another host: if that ebb is gone, wait 30 s without heartbeat and use --steal-lock)" } else { "" })]
+    #[error("pool \"{pool}\" is locked by ebb pid {} on host {}{}", holder.pid, holder.host, match holder.lease_left_s {
+        Some(s) => format!(" (its etcd lease has {s} s left; the lock frees itself if that ebb stops renewing it)"),
+        None if *from_other_host => " (from another host: if that ebb is gone, wait 30 s without heartbeat and use --steal-lock)".to_string(),
+        None => String::new(),
+    })]
     Locked {
         /// Pool name.
         pool: String,
@@ -78,7 +82,11 @@ impl RunOptions {
 }
 
 fn lock(journal: &Journal, pool: &str, steal: bool) -> Result<(), RunError> {
-    match journal.lock(pool, steal)? {
+    // Not even able to ask (etcd unreachable): the command could not start, exit 2.
+    let asked = journal
+        .lock(pool, steal)
+        .map_err(|e| RunError::Usage(e.to_string()))?;
+    match asked {
         Ok(()) => Ok(()),
         Err(holder) => {
             let from_other_host = holder.host != crate::journal::hostname();
@@ -512,6 +520,9 @@ async fn drive(engine: &Arc<Engine>) -> Result<RunOutcome, RunError> {
                         || failed_total > plan.runbook.max_failed;
                     if stop && halt.is_none() {
                         halt = Some((1, String::new()));
+                    }
+                    if let Err(e) = journal.fence() {
+                        halt = Some((1, e.to_string()));
                     }
                 }
                 MemberEnd::Capacity(msg) => {

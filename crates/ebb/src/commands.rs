@@ -2,10 +2,11 @@
 
 use crate::render::Renderer;
 use crate::{Command, RunSel};
+use ebb_engine::journal::etcd::EtcdJournal;
 use ebb_engine::journal::{default_lock_dir, HostLock, Journal, RunRecord};
 use ebb_engine::member::Drivers;
 use ebb_engine::ops::ops_for;
-use ebb_engine::plan::Plan;
+use ebb_engine::plan::{Plan, StateBackend, StateSpec};
 use ebb_engine::run::{self, RunError, RunOptions, RunOutcome};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -42,6 +43,7 @@ async fn dispatch(cmd: Command) -> i32 {
         Command::Run {
             pool,
             state_dir,
+            state_backend,
             json,
             steal_lock,
             web,
@@ -49,6 +51,7 @@ async fn dispatch(cmd: Command) -> i32 {
             let sel = RunSel {
                 pool: Some(pool),
                 state_dir,
+                state_backend,
             };
             run_cmd(
                 &sel,
@@ -94,6 +97,7 @@ async fn dispatch(cmd: Command) -> i32 {
         Command::Abort { sel, json } => abort(&sel, json).await,
         Command::Report { sel, json, html } => crate::report::report(&sel, json, html.as_deref()),
         Command::Watch { sel, web } => crate::watch::watch(&sel, &web).await,
+        Command::Lock(cmd) => crate::lock::lock(cmd),
         Command::Lb(_)
         | Command::Demo(_)
         | Command::Internal(_)
@@ -155,8 +159,44 @@ pub fn state_dir(sel: &RunSel) -> Option<PathBuf> {
     Some(parent.join(".ebb"))
 }
 
+/// The pool file's `[state]` after `--state-backend` and `EBB_STATE_*`; `None` (with the
+/// reason printed) when the pool file or an override is bad.
+pub fn state_spec(sel: &RunSel) -> Result<StateSpec, i32> {
+    let mut spec = match &sel.pool {
+        Some(p) => load_plan(p).ok_or(EXIT_USAGE)?.state,
+        None => StateSpec::default(),
+    };
+    spec.apply_overrides(sel.state_backend.as_deref(), |k| std::env::var(k).ok())
+        .map_err(|m| {
+            eprintln!("ebb: {m}");
+            EXIT_USAGE
+        })?;
+    Ok(spec)
+}
+
+/// The etcd journal of the pool named by `sel`, when its `[state]` says etcd.
+pub fn open_etcd(sel: &RunSel) -> Result<Option<EtcdJournal>, i32> {
+    let spec = state_spec(sel)?;
+    if spec.backend != StateBackend::Etcd {
+        return Ok(None);
+    }
+    let Some(pool) = pool_name(sel) else {
+        eprintln!(
+            "ebb: the etcd state backend needs the pool file (it names the pool and its [state])"
+        );
+        return Err(EXIT_USAGE);
+    };
+    EtcdJournal::open(&spec, &pool).map(Some).map_err(|e| {
+        eprintln!("ebb: {e}");
+        EXIT_USAGE
+    })
+}
+
 /// Opens the journal named by `sel`; `must_exist` refuses to create one.
 pub fn open_journal(sel: &RunSel, must_exist: bool) -> Result<Journal, i32> {
+    if let Some(etcd) = open_etcd(sel)? {
+        return Ok(Journal::with_store(Box::new(etcd)));
+    }
     let Some(dir) = state_dir(sel) else {
         ebb_out::errln!("ebb: give the pool file or --state-dir DIR so ebb can find the journal");
         return Err(EXIT_USAGE);
@@ -252,13 +292,17 @@ fn shutdown_signal() -> watch::Receiver<bool> {
 
 /// The host-wide lock of the plan's pool, held while a run, resume or release works:
 /// the journal's own lock covers only its state dir.
-fn host_lock(plan: &Plan, journal: &Journal) -> Result<HostLock, RunError> {
+fn host_lock(plan: &Plan, journal: &Journal) -> Result<Option<HostLock>, RunError> {
+    if journal.shared() {
+        // The etcd lock already covers every host.
+        return Ok(None);
+    }
     let state_dir = journal.path().parent().unwrap_or(journal.path());
-    Ok(HostLock::take(
+    Ok(Some(HostLock::take(
         &default_lock_dir(),
         &plan.pool.name,
         state_dir,
-    )?)
+    )?))
 }
 
 fn signal_name(signo: i32) -> &'static str {
@@ -466,7 +510,8 @@ fn run_json(journal: &Journal, run: &RunRecord) -> serde_json::Value {
             "ended_ms": run.ended_ms,
             "message": run.message,
         },
-        "lock": holder.map(|h| json!({"pid": h.pid, "host": h.host, "heartbeat_ms": h.heartbeat_ms})),
+        "lock": holder.map(|h| json!({"pid": h.pid, "host": h.host, "heartbeat_ms": h.heartbeat_ms, "lease_left_s": h.lease_left_s})),
+        "lock_broken": journal.lock_broken().ok().flatten(),
         "members": members.iter().map(|m| {
             let owed = journal.owed(run.id, &m.name).unwrap_or_default();
             json!({
@@ -480,8 +525,11 @@ fn run_json(journal: &Journal, run: &RunRecord) -> serde_json::Value {
     })
 }
 
-fn print_run_human(v: &serde_json::Value) {
+pub(crate) fn print_run_human(v: &serde_json::Value) {
     let run = &v["run"];
+    if let Some(b) = v["lock_broken"].as_str() {
+        ebb_out::outln!("{b}");
+    }
     ebb_out::outln!(
         "run {} of pool {}: {}{}",
         run["id"],

@@ -6,6 +6,7 @@
 
 mod commands;
 mod init;
+mod lock;
 mod render;
 mod report;
 mod schema;
@@ -52,6 +53,29 @@ pub struct RunSel {
     /// Directory holding the journal (default: `.ebb` beside the pool file).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Where the journal and the lock live, overriding `[state] backend` and
+    /// EBB_STATE_BACKEND: `sqlite` or `etcd`.
+    #[arg(long, value_name = "BACKEND")]
+    pub state_backend: Option<String>,
+}
+
+/// `ebb lock`.
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// Who holds the pool's lock, since when, and the time left on its lease.
+    Status {
+        #[command(flatten)]
+        sel: RunSel,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record that a lapsed lock was broken: refused while the holder's lease is alive;
+    /// afterwards `status` and `report` show who broke it and when (etcd backend).
+    Break {
+        #[command(flatten)]
+        sel: RunSel,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +107,10 @@ enum Command {
         /// Directory holding the journal (default: `.ebb` beside the pool file).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// Where the journal and the lock live, overriding `[state] backend` and
+        /// EBB_STATE_BACKEND: `sqlite` or `etcd`.
+        #[arg(long, value_name = "BACKEND")]
+        state_backend: Option<String>,
         /// Stream one JSON event per line instead of the live display.
         #[arg(long)]
         json: bool,
@@ -166,6 +194,9 @@ enum Command {
         #[command(flatten)]
         web: web::WebArgs,
     },
+    /// The pool's lock: who holds it (`status`), or record breaking a lapsed one (`break`).
+    #[command(subcommand)]
+    Lock(LockCommand),
     /// Run or control ebb's built-in load balancer.
     #[command(subcommand)]
     Lb(ebb_lb::cli::LbCommand),

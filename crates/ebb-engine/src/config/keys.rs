@@ -25,6 +25,56 @@ pub const TOP: &[Key] = &[
     Key::required("member", Kind::Tables, "the servers of the pool, in order"),
     Key::new("runbook", Kind::Table, "what happens to each member"),
     Key::new("wave", Kind::Tables, "groups of members rolled in order"),
+    Key::new(
+        "state",
+        Kind::Table,
+        "where the journal and the pool's lock live: SQLite beside the pool file (default) or etcd",
+    ),
+];
+
+/// `[state]`.
+pub const STATE: &[Key] = &[
+    Key::new(
+        "backend",
+        Kind::OneOf(&["sqlite", "etcd"]),
+        "\"sqlite\" (default: .ebb/ beside the pool file) or \"etcd\" (shared by every machine)",
+    ),
+    Key::new(
+        "endpoints",
+        Kind::Strings,
+        "etcd client URLs, e.g. [\"http://10.0.0.1:2379\", \"http://10.0.0.2:2379\"]",
+    ),
+    Key::new("prefix", Kind::String, "etcd key prefix (default \"/ebb\")"),
+    Key::new(
+        "lease_ttl",
+        Kind::Duration,
+        "how long the lock outlives a silent holder (default \"15s\", whole seconds, at least 2s)",
+    ),
+    Key::new(
+        "ca_file",
+        Kind::String,
+        "TLS CA (not supported by this build yet)",
+    ),
+    Key::new(
+        "cert_file",
+        Kind::String,
+        "TLS client certificate (not supported by this build yet)",
+    ),
+    Key::new(
+        "key_file",
+        Kind::String,
+        "TLS client key (not supported by this build yet)",
+    ),
+    Key::new(
+        "username",
+        Kind::String,
+        "etcd user (with password or EBB_STATE_PASSWORD)",
+    ),
+    Key::new(
+        "password",
+        Kind::String,
+        "etcd password; prefer EBB_STATE_PASSWORD; never printed",
+    ),
 ];
 
 /// `[pool]`.
@@ -472,4 +522,5 @@ pub const SECTIONS: &[(&str, &[Key])] = &[
     ("runbook.verify[].logs", LOGS_CHECK),
     ("runbook.verify[].version", VERSION_CHECK),
     ("wave[]", WAVE),
+    ("state", STATE),
 ];

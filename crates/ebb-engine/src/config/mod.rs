@@ -19,6 +19,7 @@ mod members;
 mod placeholders;
 mod pool;
 mod runbook;
+mod state;
 mod waves;
 
 pub use checks::{EVENT_LEVELS, JOURNAL_LEVELS};
@@ -56,6 +57,7 @@ fn build(cx: &mut Context, root: &toml::Table, path: &Path, registry: &Registry)
     let members = members::members(cx, &mut top, &defaults, registry);
     let (runbook, step_paths) = runbook::runbook(cx, &mut top, &members, registry);
     let waves = waves::waves(cx, &mut top, &members);
+    let state = state::state(cx, &mut top);
     top.finish(cx);
     if let Some(pool) = &pool {
         // Every [[member]] table counts, also one with errors of its own: the pool has
@@ -83,6 +85,7 @@ fn build(cx: &mut Context, root: &toml::Table, path: &Path, registry: &Registry)
         members,
         runbook,
         waves,
+        state,
     })
 }
 

@@ -9,11 +9,14 @@ use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+pub mod etcd;
 mod host;
 mod records;
+mod store;
 
 pub use host::{default_lock_dir, hostname, pid_alive, HostLock, HostLockError};
 pub use records::*;
+pub use store::{Journal, Store};
 
 /// A journal error, naming the journal file.
 #[derive(Debug, thiserror::Error)]
@@ -53,11 +56,12 @@ fn lock_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LockHolder> {
         pid: r.get(0)?,
         host: r.get(1)?,
         heartbeat_ms: r.get(2)?,
+        lease_left_s: None,
     })
 }
 
-/// The journal of one state dir.
-pub struct Journal {
+/// The SQLite journal of one state dir.
+pub struct SqliteJournal {
     path: PathBuf,
     conn: Mutex<Connection>,
 }
@@ -68,9 +72,9 @@ pub const JOURNAL_FILE: &str = "journal.db";
 /// A lock on another host is stale after this long without a heartbeat.
 pub const LOCK_STALE_MS: i64 = 30_000;
 
-impl Journal {
+impl SqliteJournal {
     /// Opens (creating if needed) the journal in `state_dir`.
-    pub fn open(state_dir: &Path) -> JResult<Journal> {
+    pub fn open(state_dir: &Path) -> JResult<SqliteJournal> {
         let path = state_dir.join(JOURNAL_FILE);
         let err = |m: String| JournalError {
             path: path.display().to_string(),
@@ -118,15 +122,10 @@ impl Journal {
                heartbeat_ms INTEGER NOT NULL);",
         )
         .map_err(|e| err(e.to_string()))?;
-        Ok(Journal {
+        Ok(SqliteJournal {
             path,
             conn: Mutex::new(conn),
         })
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn db(&self) -> MutexGuard<'_, Connection> {
@@ -140,9 +139,15 @@ impl Journal {
             message: e.to_string(),
         }
     }
+}
+
+impl Store for SqliteJournal {
+    fn path(&self) -> &Path {
+        &self.path
+    }
 
     /// Takes the pool's lock, or says who holds it.
-    pub fn lock(&self, pool: &str, steal: bool) -> JResult<Result<(), LockHolder>> {
+    fn lock(&self, pool: &str, steal: bool) -> JResult<Result<(), LockHolder>> {
         let host = hostname();
         let pid = std::process::id();
         let mut db = self.db();
@@ -173,7 +178,7 @@ impl Journal {
     }
 
     /// Who holds the pool's lock, if its holder is still alive (or on another host).
-    pub fn lock_holder(&self, pool: &str) -> JResult<Option<LockHolder>> {
+    fn lock_holder(&self, pool: &str) -> JResult<Option<LockHolder>> {
         let h: Option<LockHolder> = self
             .db()
             .query_row(LOCK_SELECT, [pool], lock_row)
@@ -183,7 +188,7 @@ impl Journal {
     }
 
     /// Renews this process's heartbeat on the lock.
-    pub fn heartbeat(&self, pool: &str) -> JResult<()> {
+    fn heartbeat(&self, pool: &str) -> JResult<()> {
         self.db()
             .execute(
                 "UPDATE lock SET heartbeat_ms = ?1 WHERE pool = ?2 AND pid = ?3",
@@ -194,7 +199,7 @@ impl Journal {
     }
 
     /// Releases the lock if this process holds it.
-    pub fn unlock(&self, pool: &str) -> JResult<()> {
+    fn unlock(&self, pool: &str) -> JResult<()> {
         self.db()
             .execute(
                 "DELETE FROM lock WHERE pool = ?1 AND pid = ?2",
@@ -205,7 +210,7 @@ impl Journal {
     }
 
     /// Creates a run with its members (each with its planned operations).
-    pub fn create_run(
+    fn create_run(
         &self,
         pool: &str,
         pool_file: &str,
@@ -231,7 +236,7 @@ impl Journal {
     }
 
     /// The latest run of the pool, if any.
-    pub fn latest_run(&self, pool: Option<&str>) -> JResult<Option<RunRecord>> {
+    fn latest_run(&self, pool: Option<&str>) -> JResult<Option<RunRecord>> {
         let sql =
             "SELECT id, pool, pool_file, state, started_ms, ended_ms, next_wave, message FROM runs
                    WHERE (?1 IS NULL OR pool = ?1) ORDER BY id DESC LIMIT 1";
@@ -253,7 +258,7 @@ impl Journal {
     }
 
     /// Sets the run's state (and its end time when it stops).
-    pub fn set_run_state(&self, run: i64, state: RunState, message: &str) -> JResult<()> {
+    fn set_run_state(&self, run: i64, state: RunState, message: &str) -> JResult<()> {
         let ended = (state != RunState::Running).then(now_ms);
         self.db()
             .execute(
@@ -265,7 +270,7 @@ impl Journal {
     }
 
     /// Records the next wave to run.
-    pub fn set_next_wave(&self, run: i64, wave: usize) -> JResult<()> {
+    fn set_next_wave(&self, run: i64, wave: usize) -> JResult<()> {
         self.db()
             .execute(
                 "UPDATE runs SET next_wave = ?1 WHERE id = ?2",
@@ -276,7 +281,7 @@ impl Journal {
     }
 
     /// Every member of a run, in plan order.
-    pub fn members(&self, run: i64) -> JResult<Vec<MemberRecord>> {
+    fn members(&self, run: i64) -> JResult<Vec<MemberRecord>> {
         let db = self.db();
         let mut st = db
             .prepare(
@@ -289,7 +294,7 @@ impl Journal {
     }
 
     /// One member of a run.
-    pub fn member(&self, run: i64, name: &str) -> JResult<Option<MemberRecord>> {
+    fn member(&self, run: i64, name: &str) -> JResult<Option<MemberRecord>> {
         self.db()
             .query_row(
                 "SELECT name, position, state, cursor, ops, step, reason, reboot_pending FROM members
@@ -302,7 +307,7 @@ impl Journal {
     }
 
     /// Sets a member's state, current step and failure reason.
-    pub fn set_member_state(
+    fn set_member_state(
         &self,
         run: i64,
         member: &str,
@@ -320,7 +325,7 @@ impl Journal {
     }
 
     /// Replaces a member's planned operations (a resume with an unchanged plan keeps them).
-    pub fn set_member_ops(&self, run: i64, member: &str, ops: &[String]) -> JResult<()> {
+    fn set_member_ops(&self, run: i64, member: &str, ops: &[String]) -> JResult<()> {
         self.db()
             .execute(
                 "UPDATE members SET ops = ?1 WHERE run_id = ?2 AND name = ?3",
@@ -331,7 +336,7 @@ impl Journal {
     }
 
     /// Marks `reboot_pending`.
-    pub fn set_reboot_pending(&self, run: i64, member: &str, pending: bool) -> JResult<()> {
+    fn set_reboot_pending(&self, run: i64, member: &str, pending: bool) -> JResult<()> {
         self.db()
             .execute(
                 "UPDATE members SET reboot_pending = ?1 WHERE run_id = ?2 AND name = ?3",
@@ -342,7 +347,7 @@ impl Journal {
     }
 
     /// Writes the intent of an action before it acts; returns its id.
-    pub fn begin_action(
+    fn begin_action(
         &self,
         run: i64,
         member: &str,
@@ -360,7 +365,7 @@ impl Journal {
     }
 
     /// Sets an in-flight action's detail (e.g. the boot id before a reboot).
-    pub fn set_action_detail(&self, action: i64, detail: &str) -> JResult<()> {
+    fn set_action_detail(&self, action: i64, detail: &str) -> JResult<()> {
         self.db()
             .execute(
                 "UPDATE actions SET detail = ?1 WHERE id = ?2",
@@ -419,13 +424,7 @@ impl Journal {
 
     /// Writes an action's outcome; with `advance`, moves the member's cursor past `op` in
     /// the same transaction, so the journal never says "done" without "next".
-    pub fn end_action(
-        &self,
-        run: i64,
-        member: &str,
-        action: i64,
-        end: &ActionEnd<'_>,
-    ) -> JResult<()> {
+    fn end_action(&self, run: i64, member: &str, action: i64, end: &ActionEnd<'_>) -> JResult<()> {
         let mut db = self.db();
         let tx = db.transaction().map_err(|e| self.e(e))?;
         tx.execute(
@@ -453,7 +452,7 @@ impl Journal {
     }
 
     /// Moves a member's cursor.
-    pub fn set_cursor(&self, run: i64, member: &str, cursor: usize) -> JResult<()> {
+    fn set_cursor(&self, run: i64, member: &str, cursor: usize) -> JResult<()> {
         self.db()
             .execute(
                 "UPDATE members SET cursor = ?1 WHERE run_id = ?2 AND name = ?3",
@@ -464,7 +463,7 @@ impl Journal {
     }
 
     /// Every action of a run (or of one member), oldest first.
-    pub fn actions(&self, run: i64, member: Option<&str>) -> JResult<Vec<ActionRecord>> {
+    fn actions(&self, run: i64, member: Option<&str>) -> JResult<Vec<ActionRecord>> {
         let db = self.db();
         // Two statements, not `(?2 IS NULL OR member = ?2)`: with that, SQLite uses only the
         // run_id half of the index and reads every action of the run to find one member's
@@ -500,7 +499,7 @@ impl Journal {
     }
 
     /// Pushes an owed undo onto a member's stack.
-    pub fn push_owed(
+    fn push_owed(
         &self,
         run: i64,
         member: &str,
@@ -529,7 +528,7 @@ impl Journal {
     }
 
     /// A member's owed undos, oldest first (unwind from the end).
-    pub fn owed(&self, run: i64, member: &str) -> JResult<Vec<Owed>> {
+    fn owed(&self, run: i64, member: &str) -> JResult<Vec<Owed>> {
         let db = self.db();
         let mut st = db
             .prepare("SELECT id, name, kind, payload FROM owed WHERE run_id = ?1 AND member = ?2 ORDER BY id")
@@ -548,7 +547,7 @@ impl Journal {
     }
 
     /// Removes an owed undo once it has run.
-    pub fn pay_owed(&self, owed_id: i64) -> JResult<()> {
+    fn pay_owed(&self, owed_id: i64) -> JResult<()> {
         self.db()
             .execute("DELETE FROM owed WHERE id = ?1", [owed_id])
             .map_err(|e| self.e(e))?;
@@ -556,7 +555,7 @@ impl Journal {
     }
 
     /// Records the pool's in-service count.
-    pub fn sample(&self, run: i64, in_service: usize, total: usize) -> JResult<()> {
+    fn sample(&self, run: i64, in_service: usize, total: usize) -> JResult<()> {
         self.db()
             .execute(
                 "INSERT INTO samples(run_id, t_ms, in_service, total) VALUES (?1, ?2, ?3, ?4)",
@@ -567,7 +566,7 @@ impl Journal {
     }
 
     /// The in-service samples of a run: (t_ms, in_service, total).
-    pub fn samples(&self, run: i64) -> JResult<Vec<(i64, usize, usize)>> {
+    fn samples(&self, run: i64) -> JResult<Vec<(i64, usize, usize)>> {
         let db = self.db();
         let mut st = db
             .prepare("SELECT t_ms, in_service, total FROM samples WHERE run_id = ?1 ORDER BY t_ms")
@@ -590,7 +589,7 @@ mod tests {
     use super::host::is_zombie;
     use super::*;
 
-    fn fake_holder(j: &Journal, host: &str, pid: u32, heartbeat_ms: i64) {
+    fn fake_holder(j: &SqliteJournal, host: &str, pid: u32, heartbeat_ms: i64) {
         j.db()
             .execute(
                 "INSERT OR REPLACE INTO lock(pool, pid, host, heartbeat_ms) VALUES ('p', ?1, ?2, ?3)",
@@ -602,7 +601,7 @@ mod tests {
     #[test]
     fn a_lock_from_another_host_is_taken_only_when_stale_and_asked() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(dir.path()).unwrap();
+        let j = SqliteJournal::open(dir.path()).unwrap();
         fake_holder(&j, "elsewhere", 1234, now_ms());
         assert!(
             j.lock("p", true).unwrap().is_err(),
@@ -621,7 +620,7 @@ mod tests {
     #[test]
     fn a_lock_whose_holder_died_on_this_host_is_free_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(dir.path()).unwrap();
+        let j = SqliteJournal::open(dir.path()).unwrap();
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
         child.wait().unwrap();
@@ -633,7 +632,7 @@ mod tests {
     #[test]
     fn a_killed_but_unreaped_holder_does_not_hold_the_lock() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(dir.path()).unwrap();
+        let j = SqliteJournal::open(dir.path()).unwrap();
         let mut child = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
@@ -656,7 +655,7 @@ mod tests {
     #[test]
     fn owed_undos_are_a_stack_without_duplicates() {
         let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(dir.path()).unwrap();
+        let j = SqliteJournal::open(dir.path()).unwrap();
         let run = j
             .create_run("p", "p.toml", &[("m".into(), vec!["hold".into()])])
             .unwrap();

@@ -1,9 +1,9 @@
 //! What the journal records: runs, members, owed undos, actions, the lock's holder.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The run's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
     /// In progress (or its process died: see the lock).
@@ -41,7 +41,7 @@ impl RunState {
 }
 
 /// A member's progress in a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MemberState {
     /// Not touched yet.
@@ -79,7 +79,7 @@ impl MemberState {
 }
 
 /// A run as recorded.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
     /// Run id.
     pub id: i64,
@@ -100,7 +100,7 @@ pub struct RunRecord {
 }
 
 /// A member as recorded in a run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MemberRecord {
     /// Name.
     pub name: String,
@@ -121,7 +121,7 @@ pub struct MemberRecord {
 }
 
 /// One owed undo.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Owed {
     /// Row id (stack order).
     pub id: i64,
@@ -134,7 +134,7 @@ pub struct Owed {
 }
 
 /// One recorded action (intent, then outcome).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ActionRecord {
     /// Row id.
     pub id: i64,
@@ -163,7 +163,7 @@ pub struct ActionRecord {
 }
 
 /// Who holds a pool's lock.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LockHolder {
     /// Process id.
     pub pid: u32,
@@ -171,6 +171,10 @@ pub struct LockHolder {
     pub host: String,
     /// Last heartbeat (unix ms).
     pub heartbeat_ms: i64,
+    /// Seconds left on the holder's etcd lease (the etcd backend only): the lock frees
+    /// itself when it reaches 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_left_s: Option<i64>,
 }
 
 /// How an action ended.

@@ -323,6 +323,10 @@ impl Engine {
     }
 
     async fn exec(&self, idx: usize, op: Op, action: i64) -> OpEnd {
+        // A run that lost its lock (lease lapsed, taken over) changes nothing more.
+        if let Err(e) = self.journal.fence() {
+            return failed(e.to_string());
+        }
         match op {
             Op::Hold => self.hold(idx).await,
             Op::Drain => self.drain(idx).await,

@@ -484,6 +484,9 @@ impl Engine {
         };
         let mut done = Vec::new();
         for o in owed.iter().rev() {
+            if let Err(e) = self.journal.fence() {
+                return failed(e.to_string());
+            }
             let result: Result<(), String> = match o.kind.as_str() {
                 "undo" => match self.plan.runbook.steps.iter().find(|s| s.name == o.payload).and_then(|s| s.undo.clone().map(|u| (u, s.timeout))) {
                     Some((undo, timeout)) => match self.command(idx, &format!("undo {}", o.name), &undo, timeout, action).await {

@@ -124,6 +124,7 @@ impl PlanBuilder {
                     balancer_retry: Duration::ZERO,
                 },
                 waves: vec![wave("all", &all, false)],
+                state: Default::default(),
             },
         }
     }

@@ -1,0 +1,102 @@
+//! `ebb lock status|break`: the pool's lock, seen and broken from any machine.
+
+use crate::commands::{open_etcd, open_journal, pool_name, EXIT_USAGE};
+use crate::LockCommand;
+use serde_json::json;
+
+pub fn lock(cmd: LockCommand) -> i32 {
+    match cmd {
+        LockCommand::Status { sel, json } => {
+            let etcd = match open_etcd(&sel) {
+                Ok(e) => e,
+                Err(c) => return c,
+            };
+            let Some(etcd) = etcd else {
+                // SQLite: the lock row of this state dir.
+                let journal = match open_journal(&sel, false) {
+                    Ok(j) => j,
+                    Err(c) => return c,
+                };
+                let pool = pool_name(&sel).unwrap_or_default();
+                return match journal.lock_holder(&pool) {
+                    Ok(h) => {
+                        if json {
+                            println!("{}", json!({"backend": "sqlite", "holder": h}));
+                        } else {
+                            match h {
+                                Some(h) => println!(
+                                    "pool \"{pool}\" is locked by ebb pid {} on host {}",
+                                    h.pid, h.host
+                                ),
+                                None => println!("pool \"{pool}\" is not locked"),
+                            }
+                        }
+                        0
+                    }
+                    Err(e) => {
+                        eprintln!("ebb: {e}");
+                        1
+                    }
+                };
+            };
+            match etcd.lock_status() {
+                Ok(st) => {
+                    if json {
+                        println!(
+                            "{}",
+                            json!({"backend": "etcd", "holder": st.holder, "lease_left_s": st.lease_left_s, "broken": st.broken})
+                        );
+                    } else {
+                        match &st.holder {
+                            Some(h) => println!(
+                                "locked by ebb pid {} on host {} (user {}, run {}), since unix ms {}, lease {} s left",
+                                h.pid,
+                                h.host,
+                                h.user,
+                                h.run_id.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+                                h.since_ms,
+                                st.lease_left_s.unwrap_or(0)
+                            ),
+                            None => println!("not locked"),
+                        }
+                        if let Some(b) = &st.broken {
+                            println!("{b}");
+                        }
+                    }
+                    0
+                }
+                Err(e) => {
+                    eprintln!("ebb: {e}");
+                    1
+                }
+            }
+        }
+        LockCommand::Break { sel } => {
+            let etcd = match open_etcd(&sel) {
+                Ok(Some(e)) => e,
+                Ok(None) => {
+                    eprintln!("ebb: `lock break` is for the etcd state backend; the SQLite lock frees itself when its holder dies (on another host: --steal-lock after 30 s without heartbeat)");
+                    return EXIT_USAGE;
+                }
+                Err(c) => return c,
+            };
+            match etcd.break_lock() {
+                Ok(Ok(b)) => {
+                    println!("{b}");
+                    0
+                }
+                Ok(Err((h, left))) => {
+                    eprintln!(
+                        "ebb: refused: the lock is held by ebb pid {} on host {} (user {}), whose lease is alive ({left} s left); it frees itself {left} s after that ebb stops renewing it",
+                        h.pid, h.host, h.user
+                    );
+                    EXIT_USAGE
+                }
+                Err(e) => {
+                    eprintln!("ebb: {e}");
+                    1
+                }
+            }
+        }
+    }
+}
