@@ -24,6 +24,9 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v setsid >/dev/null 2>&1 || need+=(util-linux)
 python3 -c 'import jsonschema' >/dev/null 2>&1 || need+=(python3-jsonschema)
 command -v taplo >/dev/null 2>&1 || command -v npm >/dev/null 2>&1 || need+=(npm)
+# The etcd state backend's tests (crates/ebb/tests/etcd_state.rs) start a real cluster.
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 if [ ${#need[@]} -gt 0 ]; then
   echo "test.sh: installing ${need[*]} (Debian packages)"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -17,6 +17,7 @@ pub use config::{ConfigError, ConfigErrors};
 pub use plan::Plan;
 pub use registry::Registry;
 pub mod events;
+pub mod fenced;
 pub mod interfaces;
 pub mod journal;
 pub mod leftover;

@@ -227,7 +227,7 @@ pub async fn run(
     journal.set_run_state(run_id, RunState::Running, "")?;
     let engine = Arc::new(Engine {
         plan: plan.clone(),
-        drivers: patient(&plan, drivers),
+        drivers: crate::fenced::fenced(&journal, patient(&plan, drivers)),
         journal: journal.clone(),
         run_id,
         sink: sink.clone(),
@@ -668,7 +668,7 @@ pub async fn release(
     }
     let engine = Arc::new(Engine {
         plan: plan.clone(),
-        drivers: patient(&plan, drivers),
+        drivers: crate::fenced::fenced(&journal, patient(&plan, drivers)),
         journal: journal.clone(),
         run_id: run.id,
         sink,

@@ -29,6 +29,7 @@ pub fn report_json(
             "ended_ms": run.ended_ms,
             "message": run.message,
         },
+        "lock_broken": journal.lock_broken().ok().flatten(),
         "members": members.iter().map(|m| json!({
             "name": m.name,
             "state": m.state.as_str(),
@@ -89,6 +90,9 @@ pub fn report(sel: &RunSel, json_out: bool, html: Option<&Path>) -> i32 {
         run["pool"].as_str().unwrap_or(""),
         run["state"].as_str().unwrap_or("")
     );
+    if let Some(b) = doc["lock_broken"].as_str() {
+        println!("{b}");
+    }
     for m in doc["members"].as_array().into_iter().flatten() {
         ebb_out::outln!(
             "{} ({})",

@@ -68,7 +68,7 @@ fn bash_completion_completes_subcommands_and_flags() {
     );
     assert_eq!(
         bash_complete(&script, &["ebb", "resume", "--st"]),
-        ["--state-dir", "--steal-lock"],
+        ["--state-backend", "--state-dir", "--steal-lock"],
         "`ebb resume --st<TAB>`"
     );
     assert_eq!(

@@ -1,0 +1,105 @@
+//! Drivers that ask the journal before every change: a run whose lock was lost (its etcd
+//! lease lapsed while it was paused, asleep or cut off, and another ebb may have taken
+//! over) makes no further balancer operation and runs no further command on a member.
+//! Reads (state, connections, boot ids) stay allowed: they change nothing.
+
+use crate::interfaces::{
+    Balancer, CommandOutcome, DriverError, DriverResult, HostState, MemberLbState, OutputSink,
+    Transport,
+};
+use crate::journal::Journal;
+use crate::member::Drivers;
+use crate::plan::Member;
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn fence(journal: &Journal) -> DriverResult<()> {
+    journal
+        .fence()
+        .map_err(|e| DriverError::new(format!("not done: {e}")))
+}
+
+/// `drivers` with every balancer change and member command fenced by `journal`.
+pub fn fenced(journal: &Arc<Journal>, drivers: Drivers) -> Drivers {
+    Drivers {
+        balancer: Arc::new(FencedBalancer {
+            inner: drivers.balancer.clone(),
+            journal: journal.clone(),
+        }),
+        transports: drivers
+            .transports
+            .iter()
+            .map(|t| {
+                Arc::new(FencedTransport {
+                    inner: t.clone(),
+                    journal: journal.clone(),
+                }) as Arc<dyn Transport>
+            })
+            .collect(),
+        ..drivers
+    }
+}
+
+struct FencedBalancer {
+    inner: Arc<dyn Balancer>,
+    journal: Arc<Journal>,
+}
+
+#[async_trait]
+impl Balancer for FencedBalancer {
+    async fn state(&self, member: &Member) -> DriverResult<MemberLbState> {
+        self.inner.state(member).await
+    }
+    async fn drainstop(&self, member: &Member) -> DriverResult<()> {
+        fence(&self.journal)?;
+        self.inner.drainstop(member).await
+    }
+    async fn stop(&self, member: &Member) -> DriverResult<()> {
+        fence(&self.journal)?;
+        self.inner.stop(member).await
+    }
+    async fn start(&self, member: &Member) -> DriverResult<()> {
+        fence(&self.journal)?;
+        self.inner.start(member).await
+    }
+    async fn initial_state(&self, member: &Member) -> DriverResult<Option<HostState>> {
+        self.inner.initial_state(member).await
+    }
+    async fn set_initial_state(&self, member: &Member, state: HostState) -> DriverResult<()> {
+        fence(&self.journal)?;
+        self.inner.set_initial_state(member, state).await
+    }
+    async fn wait_change(&self, member: &Member, max: Duration) {
+        self.inner.wait_change(member, max).await
+    }
+    async fn pool_state(&self, members: &[Member]) -> Vec<DriverResult<MemberLbState>> {
+        self.inner.pool_state(members).await
+    }
+    async fn preflight(&self, members: &[Member]) -> Vec<String> {
+        self.inner.preflight(members).await
+    }
+}
+
+struct FencedTransport {
+    inner: Arc<dyn Transport>,
+    journal: Arc<Journal>,
+}
+
+#[async_trait]
+impl Transport for FencedTransport {
+    async fn run(
+        &self,
+        command: &str,
+        env: &BTreeMap<String, String>,
+        timeout: Duration,
+        output: Option<OutputSink>,
+    ) -> DriverResult<CommandOutcome> {
+        fence(&self.journal)?;
+        self.inner.run(command, env, timeout, output).await
+    }
+    async fn boot_id(&self) -> DriverResult<String> {
+        self.inner.boot_id().await
+    }
+}
