@@ -70,34 +70,44 @@ impl Client {
         }
     }
 
-    /// `POST path` with `body`, on the current endpoint, then on each other one.
+    /// `POST path` with `body`, on the current endpoint, then on each other one; passes
+    /// over all of them repeat (a leader election takes about a second) until `timeout`.
     pub fn call(&self, path: &str, body: &Value) -> Result<Value, CallError> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let n = self.endpoints.len();
+        let deadline = std::time::Instant::now() + self.timeout;
         let mut problems = Vec::new();
-        for i in 0..n {
-            let idx = (conn.current + i) % n;
-            if idx != conn.current {
-                conn.stream = None;
-                conn.token = None;
-                conn.current = idx;
-            }
-            // A kept-alive connection may have been closed by the server: one retry.
-            let mut result = self.once(&mut conn, path, body);
-            if matches!(result, Err(CallError::Unreachable(_))) {
-                conn.stream = None;
-                result = self.once(&mut conn, path, body);
-            }
-            match result {
-                Ok(v) => return Ok(v),
-                Err(CallError::Server { code, message }) if !retryable(code) => {
-                    return Err(CallError::Server { code, message })
-                }
-                Err(e) => {
+        loop {
+            problems.clear();
+            let start = conn.current;
+            for i in 0..n {
+                let idx = (start + i) % n;
+                if idx != conn.current {
                     conn.stream = None;
-                    problems.push(format!("{}: {e}", self.endpoints[idx]));
+                    conn.token = None;
+                    conn.current = idx;
+                }
+                // A kept-alive connection may have been closed by the server: one retry.
+                let mut result = self.once(&mut conn, path, body);
+                if matches!(result, Err(CallError::Unreachable(_))) {
+                    conn.stream = None;
+                    result = self.once(&mut conn, path, body);
+                }
+                match result {
+                    Ok(v) => return Ok(v),
+                    Err(CallError::Server { code, message }) if !retryable(code) => {
+                        return Err(CallError::Server { code, message })
+                    }
+                    Err(e) => {
+                        conn.stream = None;
+                        problems.push(format!("{}: {e}", self.endpoints[idx]));
+                    }
                 }
             }
+            if std::time::Instant::now() + Duration::from_millis(250) >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
         }
         Err(CallError::Unreachable(format!(
             "tried {}",
