@@ -168,7 +168,7 @@ pub fn state_spec(sel: &RunSel) -> Result<StateSpec, i32> {
     };
     spec.apply_overrides(sel.state_backend.as_deref(), |k| std::env::var(k).ok())
         .map_err(|m| {
-            eprintln!("ebb: {m}");
+            ebb_out::errln!("ebb: {m}");
             EXIT_USAGE
         })?;
     Ok(spec)
@@ -181,13 +181,13 @@ pub fn open_etcd(sel: &RunSel) -> Result<Option<EtcdJournal>, i32> {
         return Ok(None);
     }
     let Some(pool) = pool_name(sel) else {
-        eprintln!(
+        ebb_out::errln!(
             "ebb: the etcd state backend needs the pool file (it names the pool and its [state])"
         );
         return Err(EXIT_USAGE);
     };
     EtcdJournal::open(&spec, &pool).map(Some).map_err(|e| {
-        eprintln!("ebb: {e}");
+        ebb_out::errln!("ebb: {e}");
         EXIT_USAGE
     })
 }

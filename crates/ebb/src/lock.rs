@@ -21,20 +21,21 @@ pub fn lock(cmd: LockCommand) -> i32 {
                 return match journal.lock_holder(&pool) {
                     Ok(h) => {
                         if json {
-                            println!("{}", json!({"backend": "sqlite", "holder": h}));
+                            ebb_out::outln!("{}", json!({"backend": "sqlite", "holder": h}));
                         } else {
                             match h {
-                                Some(h) => println!(
+                                Some(h) => ebb_out::outln!(
                                     "pool \"{pool}\" is locked by ebb pid {} on host {}",
-                                    h.pid, h.host
+                                    h.pid,
+                                    h.host
                                 ),
-                                None => println!("pool \"{pool}\" is not locked"),
+                                None => ebb_out::outln!("pool \"{pool}\" is not locked"),
                             }
                         }
                         0
                     }
                     Err(e) => {
-                        eprintln!("ebb: {e}");
+                        ebb_out::errln!("ebb: {e}");
                         1
                     }
                 };
@@ -42,13 +43,13 @@ pub fn lock(cmd: LockCommand) -> i32 {
             match etcd.lock_status() {
                 Ok(st) => {
                     if json {
-                        println!(
+                        ebb_out::outln!(
                             "{}",
                             json!({"backend": "etcd", "holder": st.holder, "lease_left_s": st.lease_left_s, "broken": st.broken})
                         );
                     } else {
                         match &st.holder {
-                            Some(h) => println!(
+                            Some(h) => ebb_out::outln!(
                                 "locked by ebb pid {} on host {} (user {}, run {}), since unix ms {}, lease {} s left",
                                 h.pid,
                                 h.host,
@@ -57,16 +58,16 @@ pub fn lock(cmd: LockCommand) -> i32 {
                                 h.since_ms,
                                 st.lease_left_s.unwrap_or(0)
                             ),
-                            None => println!("not locked"),
+                            None => ebb_out::outln!("not locked"),
                         }
                         if let Some(b) = &st.broken {
-                            println!("{b}");
+                            ebb_out::outln!("{b}");
                         }
                     }
                     0
                 }
                 Err(e) => {
-                    eprintln!("ebb: {e}");
+                    ebb_out::errln!("ebb: {e}");
                     1
                 }
             }
@@ -75,25 +76,25 @@ pub fn lock(cmd: LockCommand) -> i32 {
             let etcd = match open_etcd(&sel) {
                 Ok(Some(e)) => e,
                 Ok(None) => {
-                    eprintln!("ebb: `lock break` is for the etcd state backend; the SQLite lock frees itself when its holder dies (on another host: --steal-lock after 30 s without heartbeat)");
+                    ebb_out::errln!("ebb: `lock break` is for the etcd state backend; the SQLite lock frees itself when its holder dies (on another host: --steal-lock after 30 s without heartbeat)");
                     return EXIT_USAGE;
                 }
                 Err(c) => return c,
             };
             match etcd.break_lock() {
                 Ok(Ok(b)) => {
-                    println!("{b}");
+                    ebb_out::outln!("{b}");
                     0
                 }
                 Ok(Err((h, left))) => {
-                    eprintln!(
+                    ebb_out::errln!(
                         "ebb: refused: the lock is held by ebb pid {} on host {} (user {}), whose lease is alive ({left} s left); it frees itself {left} s after that ebb stops renewing it",
                         h.pid, h.host, h.user
                     );
                     EXIT_USAGE
                 }
                 Err(e) => {
-                    eprintln!("ebb: {e}");
+                    ebb_out::errln!("ebb: {e}");
                     1
                 }
             }

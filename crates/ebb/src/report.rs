@@ -91,7 +91,7 @@ pub fn report(sel: &RunSel, json_out: bool, html: Option<&Path>) -> i32 {
         run["state"].as_str().unwrap_or("")
     );
     if let Some(b) = doc["lock_broken"].as_str() {
-        println!("{b}");
+        ebb_out::outln!("{b}");
     }
     for m in doc["members"].as_array().into_iter().flatten() {
         ebb_out::outln!(

@@ -377,7 +377,7 @@ impl Store for SqliteJournal {
 
     /// Records the process an in-flight action's command runs as (what the transport named
     /// it), so that a later ebb can find out whether it still runs.
-    pub fn set_action_process(&self, action: i64, process: &str) -> JResult<()> {
+    fn set_action_process(&self, action: i64, process: &str) -> JResult<()> {
         self.db()
             .execute(
                 "INSERT OR REPLACE INTO processes(action_id, process) VALUES (?1, ?2)",
@@ -388,7 +388,7 @@ impl Store for SqliteJournal {
     }
 
     /// The process last recorded for an action's command, if any.
-    pub fn action_process(&self, action: i64) -> JResult<Option<String>> {
+    fn action_process(&self, action: i64) -> JResult<Option<String>> {
         self.db()
             .query_row(
                 "SELECT process FROM processes WHERE action_id = ?1",
@@ -401,7 +401,7 @@ impl Store for SqliteJournal {
 
     /// Records when an interrupted action stopped, leaving its outcome unwritten (resume
     /// decides it); its duration then ends there, not when `ebb resume` runs.
-    pub fn set_action_stopped(&self, action: i64, at_ms: i64) -> JResult<()> {
+    fn set_action_stopped(&self, action: i64, at_ms: i64) -> JResult<()> {
         self.db()
             .execute(
                 "UPDATE actions SET ended_ms = ?1 WHERE id = ?2 AND outcome IS NULL",
@@ -413,7 +413,7 @@ impl Store for SqliteJournal {
 
     /// The last heartbeat of whoever held the pool's lock, alive or not: when an ebb that
     /// was killed was last known to be working.
-    pub fn last_heartbeat(&self, pool: &str) -> JResult<Option<i64>> {
+    fn last_heartbeat(&self, pool: &str) -> JResult<Option<i64>> {
         let h: Option<LockHolder> = self
             .db()
             .query_row(LOCK_SELECT, [pool], lock_row)

@@ -77,6 +77,19 @@ pub trait Store: Send + Sync {
     ) -> JResult<i64>;
     /// Sets an in-flight action's detail (e.g. the boot id before a reboot).
     fn set_action_detail(&self, action: i64, detail: &str) -> JResult<()>;
+    /// Records the process an in-flight action's command runs as (what the transport named
+    /// it), so that a later ebb can find out whether it still runs.
+    fn set_action_process(&self, action: i64, process: &str) -> JResult<()>;
+    /// The process last recorded for an action's command, if any.
+    fn action_process(&self, action: i64) -> JResult<Option<String>>;
+    /// Records when an interrupted action stopped, leaving its outcome unwritten.
+    fn set_action_stopped(&self, action: i64, at_ms: i64) -> JResult<()>;
+    /// The last heartbeat of whoever held the pool's lock, alive or not (`None` when the
+    /// backend cannot say: etcd renews a lease, it records no heartbeat).
+    fn last_heartbeat(&self, pool: &str) -> JResult<Option<i64>> {
+        let _ = pool;
+        Ok(None)
+    }
     /// Writes an action's outcome; with `advance`, moves the member's cursor past `op` in
     /// the same transaction, so the journal never says "done" without "next".
     fn end_action(&self, run: i64, member: &str, action: i64, end: &ActionEnd<'_>) -> JResult<()>;

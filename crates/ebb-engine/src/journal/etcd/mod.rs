@@ -771,6 +771,30 @@ impl Store for EtcdJournal {
         self.put_json(key, &a)
     }
 
+    fn set_action_process(&self, action: i64, process: &str) -> JResult<()> {
+        let key = self.key(&format!("process/{action:020}"));
+        self.write(vec![(key, Some(process.as_bytes().to_vec()))])
+    }
+
+    fn action_process(&self, action: i64) -> JResult<Option<String>> {
+        Ok(self
+            .get(&self.key(&format!("process/{action:020}")))?
+            .map(|(v, _)| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    fn set_action_stopped(&self, action: i64, at_ms: i64) -> JResult<()> {
+        let run = self.action_run(action)?;
+        let key = self.action_key(run, action);
+        let Some(mut a) = self.get_json::<ActionRecord>(&key)? else {
+            return Ok(());
+        };
+        if a.outcome.is_some() {
+            return Ok(());
+        }
+        a.ended_ms = Some(at_ms);
+        self.put_json(key, &a)
+    }
+
     fn end_action(&self, run: i64, member: &str, action: i64, end: &ActionEnd<'_>) -> JResult<()> {
         let key = self.action_key(run, action);
         let mut ops = Vec::new();
