@@ -399,7 +399,7 @@ async fn errors_name_the_socket_and_the_server() {
     ] {
         assert!(e.contains(want), "{want:?} missing in: {e}");
     }
-    let w = user.preflight(&s.plan.members).await;
+    let w = user.preflight_problems(&s.plan.members).await;
     assert!(w.iter().any(|w| w.contains("level \"user\"")), "{w:?}");
 
     // Socket missing.

@@ -84,6 +84,10 @@ pub enum Event {
         /// Why it failed.
         #[serde(skip_serializing_if = "String::is_empty")]
         reason: String,
+        /// Where a failed member was left, as the balancer and the journal say it:
+        /// in or out of service, held or not, the undos it owes.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        left: String,
     },
     /// The pool's in-service count changed.
     Pool {
@@ -91,6 +95,10 @@ pub enum Event {
         in_service: usize,
         /// Members in the pool.
         total: usize,
+        /// Members the balancer could not be asked about (not counted in service; when
+        /// it is `total`, the balancer is unreachable and `in_service` means nothing).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        unreadable: usize,
     },
     /// ebb is waiting (capacity, gate, an operator).
     Waiting {
@@ -123,6 +131,10 @@ pub enum Event {
         #[serde(skip_serializing_if = "String::is_empty")]
         message: String,
     },
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// An event with its time, as streamed by `ebb run --json`.

@@ -122,6 +122,13 @@ pub trait Balancer: Send + Sync {
         let _ = members;
         Vec::new()
     }
+    /// What makes this balancer unusable by ebb although it answers (an HAProxy socket
+    /// below `level admin`): `ebb check` fails on these and a run refuses to start,
+    /// before anything changed.
+    async fn preflight_problems(&self, members: &[Member]) -> Vec<String> {
+        let _ = members;
+        Vec::new()
+    }
 }
 
 /// How a command went.

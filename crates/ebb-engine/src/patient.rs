@@ -89,6 +89,9 @@ impl Balancer for Patient {
     async fn preflight(&self, members: &[Member]) -> Vec<String> {
         self.inner.preflight(members).await
     }
+    async fn preflight_problems(&self, members: &[Member]) -> Vec<String> {
+        self.inner.preflight_problems(members).await
+    }
 }
 
 #[cfg(test)]

@@ -273,19 +273,22 @@ fn patient(plan: &Plan, drivers: Drivers) -> Drivers {
 }
 
 async fn reachable(plan: &Plan, drivers: &Drivers) -> Result<(), RunError> {
-    let problems: Vec<String> = plan
-        .members
-        .iter()
-        .zip(drivers.balancer.pool_state(&plan.members).await)
-        .filter_map(|(m, r)| r.err().map(|e| format!("member \"{}\": {e}", m.name)))
+    let errors: Vec<(usize, String)> = drivers
+        .balancer
+        .pool_state(&plan.members)
+        .await
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.err().map(|e| (i, e.to_string())))
         .collect();
+    let mut problems = balancer_errors(plan, &errors);
+    problems.extend(drivers.balancer.preflight_problems(&plan.members).await);
     if problems.is_empty() {
         return Ok(());
     }
     let shown: Vec<&str> = problems.iter().take(5).map(String::as_str).collect();
     Err(RunError::Usage(format!(
-        "the balancer cannot tell the state of {} member(s); nothing was changed:\n{}{}",
-        problems.len(),
+        "the balancer cannot be used; nothing was changed:\n{}{}",
         shown.join("\n"),
         if problems.len() > shown.len() {
             "\n..."
@@ -293,6 +296,41 @@ async fn reachable(plan: &Plan, drivers: &Drivers) -> Result<(), RunError> {
             ""
         }
     )))
+}
+
+/// The balancer's errors about members (`(member index, error)`), one line each, or one
+/// line for all when they all say the same thing but for the member's name (a socket
+/// that refuses everyone is one problem, not one per member).
+pub fn balancer_errors(plan: &Plan, errors: &[(usize, String)]) -> Vec<String> {
+    let general = |i: usize, e: &str| {
+        let m = &plan.members[i];
+        e.replace(&format!("\"{}\"", m.name), "\"MEMBER\"")
+            .replace(&m.lb_name, "MEMBER")
+    };
+    let all_same = errors.len() > 1
+        && errors.len() == plan.members.len()
+        && errors
+            .windows(2)
+            .all(|w| general(w[0].0, &w[0].1) == general(w[1].0, &w[1].1));
+    if all_same {
+        return vec![format!(
+            "the balancer cannot tell the state of any of the {} members; for the first, \"{}\": {}",
+            errors.len(),
+            plan.members[errors[0].0].name,
+            errors[0].1
+        )];
+    }
+    errors
+        .iter()
+        .map(|(i, e)| {
+            let name = &plan.members[*i].name;
+            if e.starts_with(&format!("member \"{name}\"")) {
+                e.clone()
+            } else {
+                format!("member \"{name}\": {e}")
+            }
+        })
+        .collect()
 }
 
 /// The state to show for a run: a `running` run whose process is gone is `halted`.
@@ -577,7 +615,7 @@ async fn drive(engine: &Arc<Engine>) -> Result<RunOutcome, RunError> {
         return finish(
             RunState::Halted,
             1,
-            format!("{failed_total} member(s) failed; they stay out and held (see `ebb status`)"),
+            format!("{failed_total} member(s) failed: `ebb status` shows where each was left and what it owes; then `ebb resume` (after fixing the cause) or `ebb release MEMBER`"),
         );
     }
     finish(RunState::Done, 0, String::new())

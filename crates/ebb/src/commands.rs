@@ -146,12 +146,19 @@ fn print_problems(problems: &[String], file: &Path) {
     );
 }
 
-/// The state dir: `--state-dir`, or `.ebb` beside the pool file.
+/// The state dir: `--state-dir`, or `.ebb` beside the pool file, or, with neither, the
+/// `.ebb` of the current directory when it holds a journal.
 pub fn state_dir(sel: &RunSel) -> Option<PathBuf> {
     if let Some(d) = &sel.state_dir {
         return Some(d.clone());
     }
-    let pool = sel.pool.as_ref()?;
+    let Some(pool) = sel.pool.as_ref() else {
+        let here = PathBuf::from(".ebb");
+        return here
+            .join(ebb_engine::journal::JOURNAL_FILE)
+            .is_file()
+            .then_some(here);
+    };
     let parent = pool
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -198,7 +205,7 @@ pub fn open_journal(sel: &RunSel, must_exist: bool) -> Result<Journal, i32> {
         return Ok(Journal::with_store(Box::new(etcd)));
     }
     let Some(dir) = state_dir(sel) else {
-        ebb_out::errln!("ebb: give the pool file or --state-dir DIR so ebb can find the journal");
+        ebb_out::errln!("ebb: give the pool file or --state-dir DIR so ebb can find the journal (or run ebb in the directory that holds `.ebb/`)");
         return Err(EXIT_USAGE);
     };
     if must_exist && !dir.join(ebb_engine::journal::JOURNAL_FILE).exists() {
@@ -520,6 +527,7 @@ fn run_json(journal: &Journal, run: &RunRecord) -> serde_json::Value {
                 "step": m.step,
                 "reason": m.reason,
                 "owed_undos": owed.iter().rev().map(|o| o.name.clone()).collect::<Vec<_>>(),
+                "owed": owed.iter().rev().map(|o| json!({"name": o.name, "kind": o.kind, "undo": o.describe()})).collect::<Vec<_>>(),
             })
         }).collect::<Vec<_>>(),
     })
@@ -554,11 +562,11 @@ pub(crate) fn print_run_human(v: &serde_json::Value) {
         "STEP"
     );
     for m in v["members"].as_array().into_iter().flatten() {
-        let owed: Vec<&str> = m["owed_undos"]
+        let owed: Vec<&str> = m["owed"]
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|o| o.as_str())
+            .filter_map(|o| o["undo"].as_str())
             .collect();
         ebb_out::outln!(
             "  {:<16} {:<8} {:<20} {}",
@@ -574,6 +582,51 @@ pub(crate) fn print_run_human(v: &serde_json::Value) {
         if let Some(r) = m["reason"].as_str().filter(|r| !r.is_empty()) {
             ebb_out::outln!("  {:<16} why: {r}", "");
         }
+    }
+    for hint in next_steps(v) {
+        ebb_out::outln!("{hint}");
+    }
+}
+
+/// What the operator can do next with a run in this state, as commands to type.
+fn next_steps(v: &serde_json::Value) -> Vec<String> {
+    let run = &v["run"];
+    let pool = run["pool_file"].as_str().unwrap_or("POOL.toml");
+    let members: Vec<&serde_json::Value> = v["members"].as_array().into_iter().flatten().collect();
+    let out: Vec<&str> = members
+        .iter()
+        .filter(|m| {
+            matches!(m["state"].as_str(), Some("failed" | "out"))
+                || m["owed"].as_array().is_some_and(|o| !o.is_empty())
+        })
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    let release = |m: &str| {
+        format!(
+            "  ebb release {m} {pool}   verify {m} (fixed by hand), unwind what it owes, return it"
+        )
+    };
+    match run["state"].as_str() {
+        Some("halted") => {
+            let mut h = vec![
+                "next:".to_string(),
+                format!(
+                    "  ebb resume {pool}   fix the cause first; continues where the run stopped"
+                ),
+            ];
+            h.extend(out.iter().map(|m| release(m)));
+            h.push(format!(
+                "  ebb abort {pool}   stop the run; members stay where they are"
+            ));
+            h
+        }
+        Some("paused") => vec![format!("next:\n  ebb resume {pool}   starts the next wave")],
+        Some("aborted") if !out.is_empty() => {
+            let mut h = vec!["next (before a new `ebb run`):".to_string()];
+            h.extend(out.iter().map(|m| release(m)));
+            h
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -735,9 +788,10 @@ async fn check(path: &Path, json_out: bool, no_members: bool) -> i32 {
     };
     let states = drivers.balancer.pool_state(&plan.members).await;
     let warnings = drivers.balancer.preflight(&plan.members).await;
-    let mut problems = Vec::new();
+    let mut problems = drivers.balancer.preflight_problems(&plan.members).await;
     let mut rows = Vec::new();
-    for (m, s) in plan.members.iter().zip(&states) {
+    let mut errors = Vec::new();
+    for (i, (m, s)) in plan.members.iter().zip(&states).enumerate() {
         match s {
             Ok(st) => rows.push(json!({
                 "name": m.name,
@@ -747,16 +801,13 @@ async fn check(path: &Path, json_out: bool, no_members: bool) -> i32 {
                 "detail": st.detail,
             })),
             Err(e) => {
-                let e = e.to_string();
-                if e.starts_with(&format!("member \"{}\"", m.name)) {
-                    problems.push(e.clone());
-                } else {
-                    problems.push(format!("member \"{}\": {e}", m.name));
-                }
-                rows.push(json!({"name": m.name, "error": e}));
+                errors.push((i, e.to_string()));
+                rows.push(json!({"name": m.name, "error": e.to_string()}));
             }
         }
     }
+    // Said once when every member meets the same error (a socket that refuses everyone).
+    problems.extend(run::balancer_errors(&plan, &errors));
     // Members reached over ssh: one connection each (host key, login, boot identity).
     let reached = if no_members {
         Vec::new()
@@ -794,10 +845,10 @@ async fn check(path: &Path, json_out: bool, no_members: bool) -> i32 {
         );
         for r in &rows {
             match r.get("error") {
-                Some(e) => ebb_out::outln!(
-                    "  {:<16} UNREACHABLE: {}",
-                    r["name"].as_str().unwrap_or(""),
-                    e.as_str().unwrap_or("")
+                // The error itself is among the problems below, said once.
+                Some(_) => ebb_out::outln!(
+                    "  {:<16} UNREACHABLE (see the problem below)",
+                    r["name"].as_str().unwrap_or("")
                 ),
                 None => ebb_out::outln!(
                     "  {:<16} {:<9} {}",

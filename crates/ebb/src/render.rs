@@ -13,7 +13,8 @@ struct Live {
     finished: bool,
     drawn: usize,
     active: BTreeMap<String, (String, Instant, Option<u64>)>,
-    in_service: Option<(usize, usize)>,
+    /// In service, total, and how many the balancer could not be asked about.
+    in_service: Option<(usize, usize, usize)>,
     order: Vec<String>,
 }
 
@@ -97,6 +98,18 @@ impl Renderer {
     }
 }
 
+/// The pool's line: how many are in service, or that the balancer cannot be asked (an
+/// unreachable balancer is not a pool with nobody in service).
+fn pool_line(in_service: usize, total: usize, unreadable: usize) -> String {
+    match unreadable {
+        0 => format!("pool: {in_service} of {total} in service"),
+        u if u >= total => "pool: balancer unreachable (no member's state is known)".to_string(),
+        u => format!(
+            "pool: {in_service} of {total} in service; the balancer cannot tell the state of {u}"
+        ),
+    }
+}
+
 fn clock() -> String {
     let secs = now_ms() / 1000;
     format!(
@@ -129,8 +142,8 @@ impl Live {
                 lines.push(format!("  ▸ {name:<14} {step} ({el}{c})"));
             }
         }
-        if let Some((n, t)) = self.in_service {
-            lines.push(format!("  pool: {n} of {t} in service"));
+        if let Some((n, t, u)) = self.in_service {
+            lines.push(format!("  {}", pool_line(n, t, u)));
         }
         for l in &lines {
             ebb_out::errln!("{l}");
@@ -208,20 +221,23 @@ impl Live {
                 member,
                 state,
                 reason,
+                left,
             } => {
                 self.active.remove(member);
                 if state == "done" {
                     self.log(format!("{member}: done, back in service"));
                 } else {
-                    self.log(format!(
-                        "{member}: FAILED ({reason}); it stays out and held, its undos owed"
-                    ));
+                    self.log(format!("{member}: FAILED ({reason}); {left}"));
                 }
             }
-            Event::Pool { in_service, total } => {
-                self.in_service = Some((*in_service, *total));
+            Event::Pool {
+                in_service,
+                total,
+                unreadable,
+            } => {
+                self.in_service = Some((*in_service, *total, *unreadable));
                 if !self.tty {
-                    self.log(format!("pool: {in_service} of {total} in service"));
+                    self.log(pool_line(*in_service, *total, *unreadable));
                 }
             }
             Event::Waiting { member, reason } => self.log(format!(

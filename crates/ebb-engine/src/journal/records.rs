@@ -133,6 +133,23 @@ pub struct Owed {
     pub payload: String,
 }
 
+impl Owed {
+    /// What paying it does, in the operator's words: `start in the balancer` for a
+    /// drain, `restore initial state started` for a hold, `undo of "maint"` for a step.
+    pub fn describe(&self) -> String {
+        match self.kind.as_str() {
+            "drain" => "start in the balancer".to_string(),
+            "hold" if !self.payload.is_empty() => {
+                format!("restore initial state {}", self.payload)
+            }
+            "hold" => "restore the initial state".to_string(),
+            "undo" => format!("undo of \"{}\"", self.name),
+            "maintenance" => format!("end maintenance \"{}\"", self.name),
+            _ => self.name.clone(),
+        }
+    }
+}
+
 /// One recorded action (intent, then outcome).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ActionRecord {

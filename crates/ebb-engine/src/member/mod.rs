@@ -64,7 +64,7 @@ pub struct Engine {
     /// Becomes true when the run must stop.
     pub shutdown: watch::Receiver<bool>,
     /// The last in-service count recorded, so samples are written on change only.
-    pub last_in_service: Mutex<Option<usize>>,
+    pub last_in_service: Mutex<Option<(usize, usize)>>,
     /// The balancer's view of which members are out of service, kept between reads.
     pub pool_view: Mutex<PoolView>,
     /// Members waiting to be taken out, in plan order.
@@ -210,10 +210,12 @@ impl Engine {
                         &step,
                         &reason,
                     );
+                    let left = self.where_left(idx).await;
                     self.emit(Event::MemberFinished {
                         member: name.clone(),
                         state: "failed".into(),
                         reason: reason.clone(),
+                        left,
                     });
                     return MemberEnd::Failed(reason);
                 }
@@ -232,8 +234,40 @@ impl Engine {
             member: name,
             state: "done".into(),
             reason: String::new(),
+            left: String::new(),
         });
         MemberEnd::Done
+    }
+
+    /// Where a failed member was left, for the FAILED line: what the balancer says now (in
+    /// service or not, held or not) and the undos the journal says it owes, never a
+    /// stock phrase (a hold the balancer refused, or `hold = false`, leaves it unheld).
+    pub async fn where_left(&self, idx: usize) -> String {
+        let m = self.member(idx);
+        let bal = &self.drivers.balancer;
+        let place = match bal.state(m).await {
+            Ok(s) if s.in_service() => "it is still in service".to_string(),
+            Ok(s) => format!("it stays out of service ({})", s.state.as_str()),
+            Err(e) => format!("the balancer cannot say where it is ({e})"),
+        };
+        let held = match bal.initial_state(m).await {
+            Ok(Some(HostState::Stopped)) => ", held (initial state stopped)",
+            Ok(Some(_)) => ", not held",
+            _ => "",
+        };
+        let owed = match self.journal.owed(self.run_id, &m.name) {
+            Ok(o) if o.is_empty() => "; it owes no undo".to_string(),
+            Ok(o) => format!(
+                "; owed undos: {}",
+                o.iter()
+                    .rev()
+                    .map(|o| o.describe())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Err(e) => format!("; its owed undos cannot be read ({e})"),
+        };
+        format!("{place}{held}{owed}")
     }
 
     /// Runs one operation between its journaled intent and outcome.

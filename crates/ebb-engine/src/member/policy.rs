@@ -10,16 +10,23 @@ use std::sync::MutexGuard;
 #[derive(Default)]
 pub struct PoolView {
     down: BTreeSet<usize>,
+    /// Of those, the members the balancer could not be asked about: unknown, not out.
+    unreadable: BTreeSet<usize>,
     /// Read in full at least once (changes are relative to that read).
     loaded: bool,
 }
 
 impl PoolView {
-    fn set(&mut self, j: usize, in_service: bool) {
-        if in_service {
+    fn set(&mut self, j: usize, state: &crate::interfaces::DriverResult<MemberLbState>) {
+        if state.as_ref().is_ok_and(|s| s.in_service()) {
             self.down.remove(&j);
         } else {
             self.down.insert(j);
+        }
+        if state.is_err() {
+            self.unreadable.insert(j);
+        } else {
+            self.unreadable.remove(&j);
         }
     }
 }
@@ -88,17 +95,6 @@ impl StartQueue {
 }
 
 impl Engine {
-    /// The balancer's view of every member; a member it cannot read counts as out.
-    pub async fn pool_states(&self) -> Vec<Option<MemberLbState>> {
-        self.drivers
-            .balancer
-            .pool_state(&self.plan.members)
-            .await
-            .into_iter()
-            .map(|r| r.ok())
-            .collect()
-    }
-
     /// Brings the pool view up to date with the balancer: only the members the driver
     /// reports changed, or, where the driver cannot report changes (and for the first
     /// read), the whole pool. Either way the view is the balancer's live state, so the
@@ -116,19 +112,16 @@ impl Engine {
             Some(changes) => {
                 let mut view = self.view();
                 for (j, state) in changes {
-                    view.set(j, state.is_ok_and(|s| s.in_service()));
+                    view.set(j, &state);
                 }
                 (total - view.down.len(), total)
             }
             None => {
-                let states = self.pool_states().await;
+                let states = self.drivers.balancer.pool_state(&self.plan.members).await;
                 let mut view = self.view();
-                view.down = states
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, s)| !s.as_ref().is_some_and(|s| s.in_service()))
-                    .map(|(j, _)| j)
-                    .collect();
+                for (j, state) in states.iter().enumerate() {
+                    view.set(j, state);
+                }
                 view.loaded = true;
                 (total - view.down.len(), total)
             }
@@ -144,18 +137,31 @@ impl Engine {
     /// short changes between members are not missed.
     pub async fn sample_pool(&self) -> (usize, usize) {
         let (in_service, total) = self.refresh_pool().await;
+        let unreadable = self.view().unreadable.len();
         let changed = {
             let mut last = self
                 .last_in_service
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let changed = *last != Some(in_service);
-            *last = Some(in_service);
+            let changed = *last != Some((in_service, unreadable));
+            *last = Some((in_service, unreadable));
             changed
         };
         if changed {
-            let _ = self.journal.sample(self.run_id, in_service, total);
-            self.emit(Event::Pool { in_service, total });
+            // A balancer that cannot be asked says nothing about who is in service: no
+            // sample, so the report's count never shows an outage that was only silence.
+            if unreadable == 0 {
+                if let Err(e) = self.journal.sample(self.run_id, in_service, total) {
+                    self.emit(Event::Warning {
+                        message: format!("cannot record the pool's in-service count: {e}"),
+                    });
+                }
+            }
+            self.emit(Event::Pool {
+                in_service,
+                total,
+                unreadable,
+            });
         }
         (in_service, total)
     }

@@ -168,7 +168,7 @@ impl Engine {
                     }
                     OnTimeout::Abort => {
                         return failed(format!(
-                            "drain timeout {} reached with {conns} connection(s) still open (on_timeout = \"abort\"); the member stays draining and held",
+                            "drain timeout {} reached with {conns} connection(s) still open (on_timeout = \"abort\"); the member stays draining",
                             ebb_config::format_duration(spec.timeout)
                         ))
                     }
@@ -275,7 +275,7 @@ impl Engine {
         if out.connection_lost {
             return OpEnd::Unknown {
                 reason: format!(
-                    "the connection to \"{}\" was lost while the step ran: its outcome is unknown (it may have completed); the member stays out and held. Once it is reachable, `ebb resume` runs the step again if it is idempotent, or asks which way it went",
+                    "the connection to \"{}\" was lost while the step ran: its outcome is unknown (it may have completed); the member stays out. Once it is reachable, `ebb resume` runs the step again if it is idempotent, or asks which way it went",
                     m.name
                 ),
                 output: out.tail,

@@ -31,6 +31,12 @@ log() { echo "$(date +%s%N) $m $1" >> "$d/transitions.log"; }
 conns() { if [ -f "$d/$m.conns" ]; then cat "$d/$m.conns"; else echo 0; fi; }
 # Replaced, never rewritten in place: a concurrent `state` must not read a truncated file.
 put() { echo "$1" > "$d/$m.state.$$"; mv "$d/$m.state.$$" "$d/$m.state"; }
+# `down`: the balancer cannot be reached at all; `MEMBER.refuse`: it refuses changes to that
+# member (an HAProxy socket at operator level).
+if [ -f "$d/down" ]; then echo "connection refused" >&2; exit 1; fi
+case $op in drainstop|stop|start|initial)
+  if [ -f "$d/$m.refuse" ]; then echo "Permission denied" >&2; exit 1; fi ;;
+esac
 case $op in
   drainstop) put draining; log out ;;
   stop) put stopped; rm -f "$d/$m.conns"; log out ;;

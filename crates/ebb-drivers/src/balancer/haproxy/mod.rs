@@ -549,17 +549,20 @@ impl Balancer for Haproxy {
             }
             None => {}
         }
-        match self.api.command("show cli level").await {
-            Ok(level) if level.trim() == "admin" => {}
-            Ok(level) if level.trim() == "operator" || level.trim() == "user" => warnings.push(format!(
-                "the HAProxy socket {} is at level \"{}\": ebb needs `level admin` on its `stats socket` line to drain, stop and start servers",
-                self.api.addr(),
-                level.trim()
-            )),
-            // Older HAProxy without `show cli level`, or unreachable (the state check says so).
-            _ => {}
-        }
         let _ = members;
         warnings
+    }
+
+    async fn preflight_problems(&self, _members: &[Member]) -> Vec<String> {
+        match self.api.command("show cli level").await {
+            Ok(level) if level.trim() == "operator" || level.trim() == "user" => vec![format!(
+                "the HAProxy socket {} is at level \"{}\": ebb needs `level admin` on its `stats socket` line to drain, stop and start servers (a run would fail at its first hold or drain)",
+                self.api.addr(),
+                level.trim()
+            )],
+            // admin; or an older HAProxy without `show cli level`, or unreachable (the
+            // state check says so).
+            _ => Vec::new(),
+        }
     }
 }

@@ -1,0 +1,152 @@
+//! What ebb prints must be true: a FAILED line says where the member was left (held or
+//! not, still in service when the balancer refused), how a command ended (never a Rust
+//! `Option`), an unreachable balancer is not "0 in service", an interrupted step's time
+//! ends when it stopped, and `status` says what to do next.
+
+mod support;
+use std::time::{Duration, Instant};
+use support::*;
+
+fn failing(step_run: &str) -> String {
+    format!("\n[[runbook.step]]\nname = \"install\"\nrun = \"{step_run}\"\n")
+}
+
+fn failed_line(err: &str, member: &str) -> String {
+    err.lines()
+        .find(|l| l.contains(&format!("{member}: FAILED")))
+        .unwrap_or_else(|| panic!("no FAILED line for {member} in:\n{err}"))
+        .to_string()
+}
+
+#[test]
+fn the_failed_line_says_whether_the_member_is_held_and_what_it_owes() {
+    let f = Fixture::new(&["a", "b"]);
+    let rb = failing("exit 4");
+    // hold = false: not held.
+    let pool = f.pool(
+        "",
+        &["a", "b"],
+        &format!("[runbook.drain]\nhold = false\n{rb}"),
+    );
+    let o = run(&["run", pool.to_str().unwrap()], f.dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    let line = failed_line(&stderr(&o), "a");
+    assert!(line.contains("exited with code 4"), "{line}");
+    assert!(line.contains("it stays out of service"), "{line}");
+    assert!(line.contains("not held"), "{line}");
+    assert!(line.contains("owed undos: start in the balancer"), "{line}");
+    assert!(!line.contains("held (initial"), "{line}");
+
+    // With the hold (the default): held, and the hold is owed too.
+    let f = Fixture::new(&["a", "b"]);
+    let pool = f.pool("", &["a", "b"], &rb);
+    let o = run(&["run", pool.to_str().unwrap()], f.dir.path());
+    let line = failed_line(&stderr(&o), "a");
+    assert!(line.contains("held (initial state stopped)"), "{line}");
+    assert!(
+        line.contains("start in the balancer, restore initial state started"),
+        "{line}"
+    );
+    // `ebb status`, run where `.ebb/` is, finds the journal and says what to do next.
+    let st = run(&["status"], f.dir.path());
+    assert_eq!(st.status.code(), Some(0), "{}", stderr(&st));
+    let out = stdout(&st);
+    assert!(
+        out.contains("start in the balancer") && !out.contains(" drain, hold"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ebb resume") && out.contains("ebb release a"),
+        "{out}"
+    );
+}
+
+#[test]
+fn when_the_balancer_refuses_the_member_is_said_to_be_still_in_service() {
+    let f = Fixture::new(&["a", "b"]);
+    std::fs::write(f.path("lb/a.refuse"), "").unwrap();
+    let pool = f.pool("", &["a", "b"], &failing("true"));
+    let o = run(&["run", pool.to_str().unwrap()], f.dir.path());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let line = failed_line(&stderr(&o), "a");
+    assert!(line.contains("Permission denied"), "{line}");
+    assert!(line.contains("it is still in service"), "{line}");
+    assert!(line.contains("not held"), "{line}");
+    assert_eq!(f.lb_state("a"), "started");
+}
+
+#[test]
+fn a_command_killed_by_a_signal_says_which_never_an_option() {
+    let f = Fixture::new(&["a"]);
+    let pool = f.pool("", &["a"], &failing("kill -9 $$"));
+    let o = run(&["run", pool.to_str().unwrap()], f.dir.path());
+    let err = stderr(&o);
+    assert!(err.contains("killed by signal 9 (SIGKILL)"), "{err}");
+    for rust in ["Some(", "None"] {
+        assert!(!err.contains(rust), "{rust} in: {err}");
+    }
+}
+
+#[test]
+fn an_unreachable_balancer_is_not_shown_as_nobody_in_service() {
+    let members = ["a", "b", "c"];
+    let f = Fixture::new(&members);
+    // While a's step runs, the balancer cannot be reached for a while.
+    let rb = failing(&format!(
+        "touch {0}/lb/down; sleep 1.5; rm {0}/lb/down",
+        f.dir.path().display()
+    ));
+    let pool = f.pool("max_unavailable = 1", &members, &rb);
+    let o = run(&["run", pool.to_str().unwrap()], f.dir.path());
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("pool: balancer unreachable"), "{err}");
+    assert!(!err.contains("pool: 0 of 3 in service"), "{err}");
+    let rep = run(&["report", "--json", pool.to_str().unwrap()], f.dir.path());
+    let rep: serde_json::Value = serde_json::from_slice(&rep.stdout).unwrap();
+    let fewest = rep["in_service"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["in_service"].as_u64())
+        .min();
+    assert_eq!(fewest, Some(2), "one member out at a time: {rep}");
+}
+
+#[test]
+fn an_interrupted_steps_time_ends_when_it_stopped_not_at_the_resume() {
+    let f = Fixture::new(&["a"]);
+    let rb = failing(&format!(
+        "echo x >> {}/lb/started; sleep 30",
+        f.dir.path().display()
+    ));
+    let pool = f.pool("", &["a"], &rb);
+    let child = spawn(&["run"], &pool);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f.path("lb/started").exists() {
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: signalling the ebb this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = wait_bounded(child, Duration::from_secs(30));
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    // The operator comes back later.
+    std::thread::sleep(Duration::from_secs(3));
+    let pool2 = f.pool("", &["a"], &failing("true"));
+    let r = run(&["resume", pool2.to_str().unwrap()], f.dir.path());
+    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
+    let rep = run(&["report", "--json", pool2.to_str().unwrap()], f.dir.path());
+    let rep: serde_json::Value = serde_json::from_slice(&rep.stdout).unwrap();
+    let first = rep["members"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "install")
+        .cloned()
+        .unwrap();
+    assert_eq!(first["outcome"], "interrupted", "{first}");
+    let took = first["ended_ms"].as_i64().unwrap() - first["started_ms"].as_i64().unwrap();
+    assert!(took < 2_500, "interrupted after ~0.3 s, recorded {took} ms");
+}
