@@ -195,6 +195,9 @@ pub struct Runbook {
     /// How long a failing balancer call is retried (a restart, a short outage) before its
     /// error counts (see [`crate::patient`]).
     pub balancer_retry: Duration,
+    /// `stop_after`: no member starts once this long has passed since the run (or its
+    /// resume) began; the run pauses instead.
+    pub stop_after: Option<Duration>,
 }
 
 /// `on_failure`.
@@ -237,6 +240,9 @@ pub enum OnTimeout {
     Abort,
     /// Keep waiting, showing the count.
     Wait,
+    /// Return the member to service untouched, mark it skipped and go on with the others
+    /// (`ebb run --only-skipped` does it later).
+    Skip,
 }
 
 /// A plain or paired step.
@@ -256,6 +262,11 @@ pub struct StepSpec {
     pub timeout: Duration,
     /// Safe to run again after an interruption.
     pub idempotent: bool,
+    /// Further attempts after a failed one (as CAU's MaxRetriesPerNode); each attempt is
+    /// journaled as its own action.
+    pub retries: u32,
+    /// Pause between a failed attempt and the next.
+    pub retry_interval: Duration,
     /// Whether a reboot follows.
     pub reboot: RebootPolicy,
     /// Exit codes meaning "succeeded, reboot required".

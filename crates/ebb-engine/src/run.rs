@@ -69,6 +69,8 @@ pub struct RunOptions {
     pub steal_lock: bool,
     /// Stop a step an earlier ebb left running instead of waiting for it to end.
     pub kill_running: bool,
+    /// Start a run of only the members the latest (done) run skipped.
+    pub only_skipped: bool,
 }
 
 impl RunOptions {
@@ -205,10 +207,16 @@ pub async fn run(
                 )));
             }
         }
+        let only = if opts.only_skipped {
+            Some(skipped_by(&journal, &pool, latest.as_ref())?)
+        } else {
+            None
+        };
         let members: Vec<(String, Vec<String>)> = plan
             .members
             .iter()
             .enumerate()
+            .filter(|(_, m)| only.as_ref().is_none_or(|o| o.contains(&m.name)))
             .map(|(i, m)| (m.name.clone(), op_keys(&plan, i)))
             .collect();
         (
@@ -237,6 +245,10 @@ pub async fn run(
         last_in_service: Mutex::new(None),
         pool_view: Default::default(),
         starts: Default::default(),
+        stop_at: plan
+            .runbook
+            .stop_after
+            .map(|d| std::time::Instant::now() + d),
     });
     sink(&Event::RunStarted {
         run_id,
@@ -257,6 +269,32 @@ pub async fn run(
         message: outcome.message.clone(),
     });
     Ok(outcome)
+}
+
+/// The members the latest run skipped (its drain did not end), for `--only-skipped`.
+fn skipped_by(
+    journal: &Journal,
+    pool: &str,
+    latest: Option<&RunRecord>,
+) -> Result<HashSet<String>, RunError> {
+    let Some(run) = latest else {
+        return Err(RunError::Usage(format!(
+            "pool \"{pool}\" has no earlier run; --only-skipped does the members a run skipped"
+        )));
+    };
+    let skipped: HashSet<String> = journal
+        .members(run.id)?
+        .into_iter()
+        .filter(|m| m.state == MemberState::Skipped)
+        .map(|m| m.name)
+        .collect();
+    if skipped.is_empty() {
+        return Err(RunError::Usage(format!(
+            "run {} of pool \"{pool}\" skipped no member; nothing for --only-skipped to do",
+            run.id
+        )));
+    }
+    Ok(skipped)
 }
 
 /// Refuses to start when the balancer cannot be asked about every member: the policy
@@ -375,13 +413,8 @@ fn prepare_resume(
             }
         }
     }
-    if plan.members.len() != records.len() {
-        for m in &plan.members {
-            if !records.iter().any(|r| r.name == m.name) {
-                problems.push(format!("member \"{}\" was added to the pool file after run {} started; finish this run first", m.name, run.id));
-            }
-        }
-    }
+    // A member of the pool file that is not in the run (added since, or left out of an
+    // `--only-skipped` run) is simply not part of it: the run never touches it.
     // Interrupted actions: an intent without an outcome, or whose outcome is unknown (the
     // connection to the member dropped while it ran).
     let interrupted: Vec<_> = journal
@@ -531,9 +564,10 @@ async fn drive(engine: &Arc<Engine>) -> Result<RunOutcome, RunError> {
         let mut queue = todo;
         let mut tasks = tokio::task::JoinSet::new();
         let mut halt: Option<(i32, String)> = None;
+        let mut pause: Option<String> = None;
         let mut failures = Vec::new();
         loop {
-            while halt.is_none() && tasks.len() < limit {
+            while halt.is_none() && pause.is_none() && tasks.len() < limit {
                 let Some(i) = queue.pop_front() else { break };
                 engine.starts.push(i);
                 let e = engine.clone();
@@ -572,9 +606,12 @@ async fn drive(engine: &Arc<Engine>) -> Result<RunOutcome, RunError> {
                         "interrupted; `ebb resume` continues where it stopped".into(),
                     ));
                 }
-                MemberEnd::NotStarted => {}
+                MemberEnd::NotStarted | MemberEnd::Skipped(_) => {}
+                MemberEnd::Paused(msg) => {
+                    pause.get_or_insert(msg);
+                }
             }
-            if halt.is_some() {
+            if halt.is_some() || pause.is_some() {
                 // Nothing new starts; the run ends when the members in flight have stopped.
                 engine.starts.close();
             }
@@ -588,6 +625,9 @@ async fn drive(engine: &Arc<Engine>) -> Result<RunOutcome, RunError> {
                 message.push_str(&msg);
             }
             return finish(RunState::Halted, code, message);
+        }
+        if let Some(msg) = pause {
+            return finish(RunState::Paused, 0, msg);
         }
         journal.set_next_wave(run_id, w + 1)?;
         if !failures.is_empty() {
@@ -616,6 +656,24 @@ async fn drive(engine: &Arc<Engine>) -> Result<RunOutcome, RunError> {
             RunState::Halted,
             1,
             format!("{failed_total} member(s) failed: `ebb status` shows where each was left and what it owes; then `ebb resume` (after fixing the cause) or `ebb release MEMBER`"),
+        );
+    }
+    // Skipped in this invocation or an earlier one of the same run.
+    let skipped: Vec<String> = journal
+        .members(run_id)?
+        .into_iter()
+        .filter(|m| m.state == MemberState::Skipped)
+        .map(|m| m.name)
+        .collect();
+    if !skipped.is_empty() {
+        return finish(
+            RunState::Done,
+            0,
+            format!(
+                "{} member(s) skipped, returned to service not updated: {}; `ebb run --only-skipped` does them",
+                skipped.len(),
+                skipped.join(", ")
+            ),
         );
     }
     finish(RunState::Done, 0, String::new())
@@ -716,6 +774,7 @@ pub async fn release(
         last_in_service: Mutex::new(None),
         pool_view: Default::default(),
         starts: Default::default(),
+        stop_at: None,
     });
     let ops = ops_for(&plan, idx);
     let pos = |want: Op| ops.iter().position(|o| *o == want).unwrap_or(0);

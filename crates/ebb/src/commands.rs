@@ -3,7 +3,7 @@
 use crate::render::Renderer;
 use crate::{Command, RunSel};
 use ebb_engine::journal::etcd::EtcdJournal;
-use ebb_engine::journal::{default_lock_dir, HostLock, Journal, RunRecord};
+use ebb_engine::journal::{default_lock_dir, HostLock, Journal, MemberState, RunRecord};
 use ebb_engine::member::Drivers;
 use ebb_engine::ops::ops_for;
 use ebb_engine::plan::{Plan, StateBackend, StateSpec};
@@ -46,6 +46,7 @@ async fn dispatch(cmd: Command) -> i32 {
             state_backend,
             json,
             steal_lock,
+            only_skipped,
             web,
         } => {
             let sel = RunSel {
@@ -57,6 +58,7 @@ async fn dispatch(cmd: Command) -> i32 {
                 &sel,
                 RunOptions {
                     steal_lock,
+                    only_skipped,
                     ..Default::default()
                 },
                 json,
@@ -81,6 +83,7 @@ async fn dispatch(cmd: Command) -> i32 {
                     rerun,
                     steal_lock,
                     kill_running,
+                    ..Default::default()
                 },
                 json,
                 &web,
@@ -519,6 +522,8 @@ fn run_json(journal: &Journal, run: &RunRecord) -> serde_json::Value {
         },
         "lock": holder.map(|h| json!({"pid": h.pid, "host": h.host, "heartbeat_ms": h.heartbeat_ms, "lease_left_s": h.lease_left_s})),
         "lock_broken": journal.lock_broken().ok().flatten(),
+        // Returned to service not updated (on_timeout = "skip"): `ebb run --only-skipped`.
+        "skipped": members.iter().filter(|m| m.state == MemberState::Skipped).map(|m| m.name.clone()).collect::<Vec<_>>(),
         "members": members.iter().map(|m| {
             let owed = journal.owed(run.id, &m.name).unwrap_or_default();
             json!({
@@ -553,6 +558,18 @@ pub(crate) fn print_run_human(v: &serde_json::Value) {
             "  in progress: ebb pid {} on {}",
             l["pid"],
             l["host"].as_str().unwrap_or("")
+        );
+    }
+    let skipped: Vec<&str> = v["skipped"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str())
+        .collect();
+    if !skipped.is_empty() {
+        ebb_out::outln!(
+            "  skipped, not updated: {} (`ebb run --only-skipped` does them)",
+            skipped.join(", ")
         );
     }
     ebb_out::outln!(

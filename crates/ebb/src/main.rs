@@ -118,6 +118,10 @@ enum Command {
         /// 30 s ago or more.
         #[arg(long)]
         steal_lock: bool,
+        /// Update only the members the latest run skipped (their drain did not end in
+        /// time with `on_timeout = "skip"`).
+        #[arg(long)]
+        only_skipped: bool,
         #[command(flatten)]
         web: web::WebArgs,
     },

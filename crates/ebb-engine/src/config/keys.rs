@@ -212,6 +212,11 @@ pub const RUNBOOK: &[Key] = &[
         Kind::Duration,
         "how long a failing balancer call is retried before its error counts (default \"10s\")",
     ),
+    Key::new(
+        "stop_after",
+        Kind::Duration,
+        "no member starts once this long has passed since the run or resume began; the run pauses (default: no limit)",
+    ),
     Key::new("drain", Kind::Table, "how a member leaves the balancer"),
     Key::new(
         "step",
@@ -240,8 +245,8 @@ pub const DRAIN: &[Key] = &[
     ),
     Key::new(
         "on_timeout",
-        Kind::OneOf(&["stop", "abort", "wait"]),
-        "what happens when a drainstop takes longer (default \"stop\")",
+        Kind::OneOf(&["stop", "abort", "wait", "skip"]),
+        "what happens when a drainstop takes longer: cut the connections, fail the member, keep waiting, or return it untouched and mark it skipped (default \"stop\")",
     ),
     Key::new(
         "hold",
@@ -282,6 +287,16 @@ pub const STEP: &[Key] = &[
         "idempotent",
         Kind::Bool,
         "safe to run again after an interruption (default true)",
+    ),
+    Key::new(
+        "retries",
+        Kind::Integer,
+        "further attempts after the command fails or times out, each journaled (default 0)",
+    ),
+    Key::new(
+        "retry_interval",
+        Kind::DurationOrZero,
+        "pause before each further attempt (default \"10s\")",
     ),
     Key::new(
         "reboot",

@@ -27,6 +27,7 @@ pub(super) fn runbook(
     let max_failed = rb.uint(cx, "max_failed", 0) as usize;
     let rejoin_timeout = rb.duration(cx, "rejoin_timeout", Duration::from_secs(120));
     let balancer_retry = rb.duration(cx, "balancer_retry", crate::patient::BALANCER_RETRY);
+    let stop_after = rb.opt_duration(cx, "stop_after");
     let drain_t = rb.sub(cx, "drain").unwrap_or(&empty);
     let drain = drain(cx, drain_t);
     let (steps, paths) = steps(cx, &mut rb, members);
@@ -50,6 +51,7 @@ pub(super) fn runbook(
         verify,
         rejoin_timeout,
         balancer_retry,
+        stop_after,
     };
     (runbook, paths)
 }
@@ -75,6 +77,7 @@ fn drain(cx: &mut Context, t: &toml::Table) -> DrainSpec {
                 ("stop", OnTimeout::Stop),
                 ("abort", OnTimeout::Abort),
                 ("wait", OnTimeout::Wait),
+                ("skip", OnTimeout::Skip),
             ],
             OnTimeout::Stop,
         ),
@@ -177,6 +180,8 @@ fn step(cx: &mut Context, t: &toml::Table, p: &str) -> Option<StepSpec> {
     let only_group = s.str(cx, "only_group");
     let timeout = s.duration(cx, "timeout", Duration::from_secs(1800));
     let idempotent = s.bool(cx, "idempotent", true);
+    let retries = u32::try_from(s.uint(cx, "retries", 0)).unwrap_or(u32::MAX);
+    let retry_interval = s.duration(cx, "retry_interval", Duration::from_secs(10));
     let reboot = s.choice(
         cx,
         "reboot",
@@ -197,6 +202,8 @@ fn step(cx: &mut Context, t: &toml::Table, p: &str) -> Option<StepSpec> {
         only_group,
         timeout,
         idempotent,
+        retries,
+        retry_interval,
         reboot,
         reboot_required_exit_codes,
         maintenance,

@@ -43,6 +43,11 @@ pub enum MemberEnd {
     /// The run is stopping (the failure policy says so): it was not started and nothing
     /// was done to it.
     NotStarted,
+    /// `stop_after` has passed: it was not started and the run pauses.
+    Paused(String),
+    /// Its drain did not end in time (`on_timeout = "skip"`): it was returned to service
+    /// untouched and marked skipped.
+    Skipped(String),
 }
 
 /// Shared state of a run in progress.
@@ -69,6 +74,8 @@ pub struct Engine {
     pub pool_view: Mutex<PoolView>,
     /// Members waiting to be taken out, in plan order.
     pub starts: StartQueue,
+    /// `stop_after` from the start of this run or resume: no member starts after it.
+    pub stop_at: Option<Instant>,
 }
 
 enum OpEnd {
@@ -83,6 +90,9 @@ enum OpEnd {
         exit_code: Option<i32>,
         output: String,
     },
+    /// The member is to be returned to service untouched and marked skipped (its drain
+    /// did not end, `on_timeout = "skip"`).
+    SkipMember(String),
     /// The connection to the member dropped while its command ran: it may have completed.
     /// Not marked done; resume treats it as interrupted (re-run if idempotent, else ask).
     Unknown {
@@ -162,10 +172,22 @@ impl Engine {
             return MemberEnd::Failed(format!("member \"{name}\" is not in this run's journal"));
         };
         if rec.cursor == 0 {
+            if let Some(end) = self.past_stop_after() {
+                return end;
+            }
             if let Err(end) = self.wait_gate(idx).await {
                 return end;
             }
             if let Err(end) = self.acquire_capacity(idx).await {
+                return end;
+            }
+            if let Some(end) = self.past_stop_after() {
+                // Gave its slot back without touching the member.
+                self.out
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&idx);
+                self.starts.slot_freed();
                 return end;
             }
             drop(turn);
@@ -199,7 +221,7 @@ impl Engine {
             if self.shutting_down() {
                 return MemberEnd::Interrupted;
             }
-            match self.clone().journaled(idx, k, *op).await {
+            match self.clone().attempts(idx, k, *op).await {
                 Ok(()) => {}
                 Err(MemberEnd::Failed(reason)) => {
                     let step = op.name(&self.plan);
@@ -219,6 +241,7 @@ impl Engine {
                     });
                     return MemberEnd::Failed(reason);
                 }
+                Err(MemberEnd::Skipped(reason)) => return self.skip_member(idx, &ops, reason).await,
                 Err(other) => return other,
             }
         }
@@ -270,6 +293,106 @@ impl Engine {
         format!("{place}{held}{owed}")
     }
 
+    /// `Some(Paused)` once `stop_after` has passed: no member starts from then on.
+    fn past_stop_after(&self) -> Option<MemberEnd> {
+        let at = self.stop_at?;
+        (Instant::now() >= at).then(|| {
+            MemberEnd::Paused(format!(
+                "stop_after {} reached: no further member starts; `ebb resume` goes on",
+                self.plan
+                    .runbook
+                    .stop_after
+                    .map(ebb_config::format_duration)
+                    .unwrap_or_default()
+            ))
+        })
+    }
+
+    /// Returns a member whose drain did not end to service untouched (its owed undos,
+    /// the hold and the drain, are paid by the return) and marks it skipped.
+    async fn skip_member(self: Arc<Self>, idx: usize, ops: &[Op], reason: String) -> MemberEnd {
+        let name = self.member(idx).name.clone();
+        let k = ops.iter().position(|o| *o == Op::Return).unwrap_or(ops.len());
+        if let Err(end) = self.clone().journaled(idx, k, Op::Return).await {
+            let why = match end {
+                MemberEnd::Failed(r) => r,
+                _ => return end,
+            };
+            let reason = format!("returning it after its drain was skipped: {why}");
+            if let Err(e) = self.journal.set_member_state(
+                self.run_id,
+                &name,
+                MemberState::Failed,
+                "return",
+                &reason,
+            ) {
+                return MemberEnd::Failed(e.to_string());
+            }
+            return MemberEnd::Failed(reason);
+        }
+        if let Err(e) =
+            self.journal
+                .set_member_state(self.run_id, &name, MemberState::Skipped, "drain", &reason)
+        {
+            return MemberEnd::Failed(e.to_string());
+        }
+        self.out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&idx);
+        self.starts.slot_freed();
+        self.emit(Event::MemberFinished {
+            member: name,
+            state: "skipped".into(),
+            reason: reason.clone(),
+            left: String::new(),
+        });
+        MemberEnd::Skipped(reason)
+    }
+
+    /// Runs operation `k`, and again after a failure while its step has `retries` left,
+    /// `retry_interval` apart. Every attempt is its own journaled action. An attempt whose
+    /// outcome is unknown (the connection dropped) is tried again only when the step is
+    /// idempotent, as resume would.
+    async fn attempts(self: Arc<Self>, idx: usize, k: usize, op: Op) -> Result<(), MemberEnd> {
+        let Op::Step(i) = op else {
+            return self.journaled(idx, k, op).await;
+        };
+        let spec = &self.plan.runbook.steps[i];
+        let name = self.member(idx).name.clone();
+        let mut attempt = 0;
+        loop {
+            let reason = match self.clone().journaled(idx, k, op).await {
+                Err(MemberEnd::Failed(reason)) if attempt < spec.retries => reason,
+                other => return other,
+            };
+            let unknown = self
+                .journal
+                .actions(self.run_id, Some(&name))
+                .map_err(|e| MemberEnd::Failed(e.to_string()))?
+                .last()
+                .is_some_and(|a| a.outcome.as_deref() == Some("unknown"));
+            if unknown && !spec.idempotent {
+                return Err(MemberEnd::Failed(reason));
+            }
+            attempt += 1;
+            self.emit(Event::Notice {
+                member: Some(name.clone()),
+                message: format!(
+                    "{reason}; attempt {} of {} in {} (retries = {})",
+                    attempt + 1,
+                    spec.retries + 1,
+                    ebb_config::format_duration(spec.retry_interval),
+                    spec.retries
+                ),
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(spec.retry_interval) => {}
+                _ = shutdown_asked(self.shutdown.clone()) => return Err(MemberEnd::Interrupted),
+            }
+        }
+    }
+
     /// Runs one operation between its journaled intent and outcome.
     pub async fn journaled(self: Arc<Self>, idx: usize, k: usize, op: Op) -> Result<(), MemberEnd> {
         let name = self.member(idx).name.clone();
@@ -307,6 +430,13 @@ impl Engine {
                 output,
             } => ("ok", detail, exit_code, output, Ok(())),
             OpEnd::Skipped(d) => ("skipped", d, None, String::new(), Ok(())),
+            OpEnd::SkipMember(d) => (
+                "skipped",
+                d.clone(),
+                None,
+                String::new(),
+                Err(MemberEnd::Skipped(d)),
+            ),
             OpEnd::Failed {
                 reason,
                 exit_code,

@@ -34,7 +34,9 @@ impl Engine {
             self.warn_back(m, "it is in service", "draining");
             match self.drain(idx).await {
                 OpEnd::Ok { .. } | OpEnd::Skipped(_) => {}
-                OpEnd::Failed { reason, .. } | OpEnd::Unknown { reason, .. } => {
+                OpEnd::Failed { reason, .. }
+                | OpEnd::Unknown { reason, .. }
+                | OpEnd::SkipMember(reason) => {
                     return Err(format!("draining it again on resume: {reason}"))
                 }
             }

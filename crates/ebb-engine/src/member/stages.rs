@@ -172,6 +172,12 @@ impl Engine {
                             ebb_config::format_duration(spec.timeout)
                         ))
                     }
+                    OnTimeout::Skip => {
+                        return OpEnd::SkipMember(format!(
+                            "drain timeout {} reached with {conns} connection(s) still open (on_timeout = \"skip\"): returned to service untouched; `ebb run --only-skipped` does it later",
+                            ebb_config::format_duration(spec.timeout)
+                        ))
+                    }
                     OnTimeout::Wait => {
                         if !warned {
                             self.emit(Event::Waiting {

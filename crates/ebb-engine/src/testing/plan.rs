@@ -20,6 +20,8 @@ pub fn step(name: &str) -> StepSpec {
         only_group: None,
         timeout: Duration::from_secs(1),
         idempotent: true,
+        retries: 0,
+        retry_interval: Duration::from_millis(2),
         reboot: RebootPolicy::Never,
         reboot_required_exit_codes: vec![3010],
         maintenance: None,
@@ -122,6 +124,7 @@ impl PlanBuilder {
                     rejoin_timeout: Duration::from_millis(300),
                     // No retries unless a test asks: a scripted failure fails at once.
                     balancer_retry: Duration::ZERO,
+                    stop_after: None,
                 },
                 waves: vec![wave("all", &all, false)],
                 state: Default::default(),
@@ -150,6 +153,12 @@ impl PlanBuilder {
     /// `[runbook] balancer_retry` (the harness's default is no retries).
     pub fn balancer_retry(mut self, d: Duration) -> Self {
         self.plan.runbook.balancer_retry = d;
+        self
+    }
+
+    /// `[runbook] stop_after`.
+    pub fn stop_after(mut self, d: Duration) -> Self {
+        self.plan.runbook.stop_after = Some(d);
         self
     }
 

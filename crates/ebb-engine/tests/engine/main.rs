@@ -2,6 +2,7 @@
 //! and abort, driven against the scripted fakes of `ebb_engine::testing` with a real
 //! journal. Every test asserts on what the fakes recorded and on the journal.
 
+mod controls;
 mod drain;
 mod failure;
 mod liar;
