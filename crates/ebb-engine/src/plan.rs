@@ -220,6 +220,10 @@ pub struct DrainSpec {
     pub on_timeout: OnTimeout,
     /// Keep the member out (initial state stopped) until ebb returns it.
     pub hold: bool,
+    /// Drain gates (`until`): checks that must pass, after the balancer reports the
+    /// member drained, before the drain ends (a mail queue emptied, a job finished). The
+    /// drain `timeout` and `on_timeout` bound the whole wait.
+    pub until: Vec<CheckSpec>,
 }
 
 /// How a member leaves the balancer.

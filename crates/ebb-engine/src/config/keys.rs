@@ -253,6 +253,11 @@ pub const DRAIN: &[Key] = &[
         Kind::Bool,
         "keep the member's initial state stopped while it is out (default true)",
     ),
+    Key::new(
+        "until",
+        Kind::Tables,
+        "drain gates: checks (as [[runbook.verify]]) that must pass after the balancer reports the member drained; timeout and on_timeout bound the whole wait",
+    ),
 ];
 
 /// `[[runbook.step]]`.
@@ -531,6 +536,11 @@ pub const SECTIONS: &[(&str, &[Key])] = &[
     ("runbook.step[].alertmanager", ALERTMANAGER),
     ("runbook.step[].webhook", WEBHOOK),
     ("runbook.reboot", REBOOT),
+    ("runbook.drain.until[]", CHECK),
+    ("runbook.drain.until[].http", HTTP_CHECK),
+    ("runbook.drain.until[].services", SERVICES_CHECK),
+    ("runbook.drain.until[].logs", LOGS_CHECK),
+    ("runbook.drain.until[].version", VERSION_CHECK),
     ("runbook.verify[]", CHECK),
     ("runbook.verify[].http", HTTP_CHECK),
     ("runbook.verify[].services", SERVICES_CHECK),

@@ -39,6 +39,7 @@ pub(super) fn validate(
     }
     for (prefix, checks) in [
         ("runbook.verify", &runbook.verify),
+        ("runbook.drain.until", &runbook.drain.until),
         ("pool.check", &pool.checks),
     ] {
         for (i, c) in checks.iter().enumerate() {

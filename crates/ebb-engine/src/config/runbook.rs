@@ -82,6 +82,12 @@ fn drain(cx: &mut Context, t: &toml::Table) -> DrainSpec {
             OnTimeout::Stop,
         ),
         hold: dr.bool(cx, "hold", true),
+        until: dr
+            .tables(cx, "until")
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, t)| super::checks::check(cx, t, &format!("runbook.drain.until[{i}]")))
+            .collect(),
     };
     dr.finish(cx);
     drain

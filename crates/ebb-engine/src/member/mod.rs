@@ -241,7 +241,9 @@ impl Engine {
                     });
                     return MemberEnd::Failed(reason);
                 }
-                Err(MemberEnd::Skipped(reason)) => return self.skip_member(idx, &ops, reason).await,
+                Err(MemberEnd::Skipped(reason)) => {
+                    return self.skip_member(idx, &ops, reason).await
+                }
                 Err(other) => return other,
             }
         }
@@ -312,7 +314,10 @@ impl Engine {
     /// the hold and the drain, are paid by the return) and marks it skipped.
     async fn skip_member(self: Arc<Self>, idx: usize, ops: &[Op], reason: String) -> MemberEnd {
         let name = self.member(idx).name.clone();
-        let k = ops.iter().position(|o| *o == Op::Return).unwrap_or(ops.len());
+        let k = ops
+            .iter()
+            .position(|o| *o == Op::Return)
+            .unwrap_or(ops.len());
         if let Err(end) = self.clone().journaled(idx, k, Op::Return).await {
             let why = match end {
                 MemberEnd::Failed(r) => r,
@@ -330,10 +335,13 @@ impl Engine {
             }
             return MemberEnd::Failed(reason);
         }
-        if let Err(e) =
-            self.journal
-                .set_member_state(self.run_id, &name, MemberState::Skipped, "drain", &reason)
-        {
+        if let Err(e) = self.journal.set_member_state(
+            self.run_id,
+            &name,
+            MemberState::Skipped,
+            "drain",
+            &reason,
+        ) {
             return MemberEnd::Failed(e.to_string());
         }
         self.out

@@ -69,7 +69,87 @@ impl Engine {
         }
     }
 
+    /// Drains member `idx`: its connections, then its drain gates (`until`), all within
+    /// the drain timeout.
     pub(super) async fn drain(&self, idx: usize) -> OpEnd {
+        let started = Instant::now();
+        match self.drain_connections(idx, started).await {
+            OpEnd::Ok { detail, .. } if !self.plan.runbook.drain.until.is_empty() => {
+                self.drain_gates(idx, started, detail).await
+            }
+            other => other,
+        }
+    }
+
+    /// Keeps a drained member draining until each drain gate passes, in order. The live
+    /// output names the gate that is still closed; the drain timeout (counted from
+    /// `started`, the drain's start) and `on_timeout` bound the whole wait.
+    async fn drain_gates(&self, idx: usize, started: Instant, drained: String) -> OpEnd {
+        let m = self.member(idx);
+        let spec = &self.plan.runbook.drain;
+        let timeout = ebb_config::format_duration(spec.timeout);
+        let mut shown: Option<&str> = None;
+        let mut waiting_past_timeout = false;
+        'gates: for gate in &spec.until {
+            loop {
+                let why = match self.run_check(gate, idx).await {
+                    Ok(_) => continue 'gates,
+                    Err(e) => e,
+                };
+                if shown != Some(gate.name.as_str()) {
+                    self.emit(Event::Waiting {
+                        member: Some(m.name.clone()),
+                        reason: format!("drain gate \"{}\" is still closed: {why}", gate.name),
+                    });
+                    shown = Some(gate.name.as_str());
+                }
+                if started.elapsed() >= spec.timeout {
+                    let closed = format!(
+                        "drain timeout {timeout} reached with drain gate \"{}\" still closed ({why})",
+                        gate.name
+                    );
+                    match spec.on_timeout {
+                        OnTimeout::Stop => {
+                            return match self.drivers.balancer.stop(m).await {
+                                Ok(()) => ok(format!("{drained}; {closed}: stopped and going on (on_timeout = \"stop\")")),
+                                Err(e) => failed(e.to_string()),
+                            }
+                        }
+                        OnTimeout::Abort => {
+                            return failed(format!("{closed} (on_timeout = \"abort\"); the member stays draining and held"))
+                        }
+                        OnTimeout::Skip => {
+                            return OpEnd::SkipMember(format!("{closed} (on_timeout = \"skip\"): returned to service untouched; `ebb run --only-skipped` does it later"))
+                        }
+                        OnTimeout::Wait if !waiting_past_timeout => {
+                            self.emit(Event::Waiting {
+                                member: Some(m.name.clone()),
+                                reason: format!("{closed}; waiting (on_timeout = \"wait\")"),
+                            });
+                            waiting_past_timeout = true;
+                        }
+                        OnTimeout::Wait => {}
+                    }
+                }
+                let left = spec.timeout.saturating_sub(started.elapsed());
+                let pause = if left.is_zero() {
+                    gate.interval
+                } else {
+                    gate.interval.min(left)
+                };
+                tokio::time::sleep(pause.max(Duration::from_millis(10))).await;
+            }
+        }
+        let names: Vec<&str> = spec.until.iter().map(|g| g.name.as_str()).collect();
+        ok(format!(
+            "{drained}; drain gates open: {} after {}",
+            names.join(", "),
+            ebb_config::format_duration(started.elapsed())
+        ))
+    }
+
+    /// Drains member `idx`'s connections (or cuts them, with `mode = "stop"`).
+    async fn drain_connections(&self, idx: usize, started: Instant) -> OpEnd {
         let m = self.member(idx);
         let bal = &self.drivers.balancer;
         let spec = &self.plan.runbook.drain;
@@ -94,7 +174,6 @@ impl Engine {
                 Err(e) => failed(e.to_string()),
             };
         }
-        let started = Instant::now();
         // The balancer may not answer for a while (its host cut off, a restart): the member
         // is only drained once the balancer confirms it, so ebb waits for that within the
         // drain timeout and never moves on without it.

@@ -117,6 +117,7 @@ impl PlanBuilder {
                         timeout: Duration::from_millis(300),
                         on_timeout: OnTimeout::Stop,
                         hold: true,
+                        until: vec![],
                     },
                     steps: vec![],
                     reboot: None,
@@ -174,6 +175,13 @@ impl PlanBuilder {
         self.plan.runbook.drain.mode = mode;
         self.plan.runbook.drain.timeout = timeout;
         self.plan.runbook.drain.on_timeout = on_timeout;
+        self
+    }
+
+    /// A drain gate (`until`): a check (see [`check`]) that must pass before the drain
+    /// ends.
+    pub fn drain_until(mut self, name: &str) -> Self {
+        self.plan.runbook.drain.until.push(check(name));
         self
     }
 

@@ -17,12 +17,21 @@ fn retrying(name: &str, retries: u32) -> StepSpec {
 
 #[tokio::test]
 async fn a_failed_step_is_tried_again_up_to_its_retries_and_each_attempt_is_journaled() {
-    let h = Harness::new(PlanBuilder::new(2).with_step(retrying("install", 2)).build());
+    let h = Harness::new(
+        PlanBuilder::new(2)
+            .with_step(retrying("install", 2))
+            .build(),
+    );
     // m1 fails twice, then succeeds on its last allowed attempt.
     h.transport("m1")
         .script("install", [Reply::Exit(4), Reply::Hang, Reply::Exit(0)]);
     let out = h.run().await;
-    assert_eq!((out.state, out.exit_code), (RunState::Done, 0), "{}", out.message);
+    assert_eq!(
+        (out.state, out.exit_code),
+        (RunState::Done, 0),
+        "{}",
+        out.message
+    );
     h.assert_all_done();
     let attempts: Vec<(String, Option<i32>)> = h
         .actions("m1")
@@ -44,10 +53,19 @@ async fn a_failed_step_is_tried_again_up_to_its_retries_and_each_attempt_is_jour
 
 #[tokio::test]
 async fn a_step_that_keeps_failing_fails_the_member_after_its_last_attempt() {
-    let h = Harness::new(PlanBuilder::new(2).with_step(retrying("install", 1)).build());
+    let h = Harness::new(
+        PlanBuilder::new(2)
+            .with_step(retrying("install", 1))
+            .build(),
+    );
     h.transport("m1").script("install", [Reply::Exit(3)]);
     let out = h.run().await;
-    assert_eq!((out.state, out.exit_code), (RunState::Halted, 1), "{}", out.message);
+    assert_eq!(
+        (out.state, out.exit_code),
+        (RunState::Halted, 1),
+        "{}",
+        out.message
+    );
     assert_eq!(h.log.count("m1", "run install"), 2);
     assert!(h.log.calls("m2").is_empty());
     assert_eq!(h.member("m1").state, MemberState::Failed);
@@ -62,7 +80,8 @@ async fn a_step_that_keeps_failing_fails_the_member_after_its_last_attempt() {
 #[tokio::test]
 async fn without_retries_a_failed_step_runs_once() {
     let h = Harness::new(PlanBuilder::new(1).step("install").build());
-    h.transport("m1").script("install", [Reply::Exit(3), Reply::Exit(0)]);
+    h.transport("m1")
+        .script("install", [Reply::Exit(3), Reply::Exit(0)]);
     let out = h.run().await;
     assert_eq!(out.exit_code, 1, "{}", out.message);
     assert_eq!(h.log.count("m1", "run install"), 1);
@@ -79,14 +98,24 @@ async fn stop_after_pauses_before_the_next_member_and_resume_goes_on() {
     h.transport("m1")
         .script("install", [Reply::Slow(Duration::from_millis(150))]);
     let out = h.run().await;
-    assert_eq!((out.state, out.exit_code), (RunState::Paused, 0), "{}", out.message);
+    assert_eq!(
+        (out.state, out.exit_code),
+        (RunState::Paused, 0),
+        "{}",
+        out.message
+    );
     assert!(out.message.contains("stop_after 50ms"), "{}", out.message);
     assert_eq!(h.member("m1").state, MemberState::Done);
     assert!(h.log.calls("m2").is_empty(), "{}", h.log.dump());
     assert_eq!(h.run_record().state, RunState::Paused);
     // A resume gets its own stop_after; the members are fast now, so it finishes.
     let out = h.resume().await;
-    assert_eq!((out.state, out.exit_code), (RunState::Done, 0), "{}", out.message);
+    assert_eq!(
+        (out.state, out.exit_code),
+        (RunState::Done, 0),
+        "{}",
+        out.message
+    );
     h.assert_all_done();
     assert_eq!(h.log.count("m1", "run install"), 1);
 }
@@ -107,7 +136,12 @@ async fn on_timeout_skip_returns_the_member_untouched_and_goes_on() {
     let h = Harness::new(skipping(3).build());
     h.balancer.drain_counts("m2", &[5]);
     let out = h.run().await;
-    assert_eq!((out.state, out.exit_code), (RunState::Done, 0), "{}", out.message);
+    assert_eq!(
+        (out.state, out.exit_code),
+        (RunState::Done, 0),
+        "{}",
+        out.message
+    );
     assert!(
         out.message.contains("1 member(s) skipped") && out.message.contains("m2"),
         "{}",
@@ -120,14 +154,22 @@ async fn on_timeout_skip_returns_the_member_untouched_and_goes_on() {
     // Drained, then returned: no step ran on it, nothing owed, back in service, unheld.
     assert_eq!(
         h.log.calls("m2"),
-        ["set-initial stopped", "drainstop", "start", "set-initial started"]
+        [
+            "set-initial stopped",
+            "drainstop",
+            "start",
+            "set-initial started"
+        ]
     );
     assert!(h.owed("m2").is_empty());
     assert_eq!(
         h.balancer.truth("m2"),
         (HostState::Started, HostState::Started)
     );
-    assert_eq!(h.log.calls("m3"), plain_calls(&["fsc", "install", "undo fsc"]));
+    assert_eq!(
+        h.log.calls("m3"),
+        plain_calls(&["fsc", "install", "undo fsc"])
+    );
     assert!(h.member("m2").reason.contains("on_timeout = \"skip\""));
 }
 
@@ -151,7 +193,12 @@ async fn only_skipped_runs_just_the_members_the_last_run_skipped() {
         Ended::Finished(Err(e)) => panic!("refused: {e}"),
         Ended::Killed => panic!("killed"),
     };
-    assert_eq!((out.state, out.exit_code), (RunState::Done, 0), "{}", out.message);
+    assert_eq!(
+        (out.state, out.exit_code),
+        (RunState::Done, 0),
+        "{}",
+        out.message
+    );
     assert!(out.run_id > first.run_id);
     assert_eq!(h.member("m2").state, MemberState::Done);
     assert_eq!(h.log.calls("m1").len(), before, "m1 was touched again");

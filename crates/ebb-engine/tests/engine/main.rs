@@ -5,6 +5,7 @@
 mod controls;
 mod drain;
 mod failure;
+mod gates;
 mod liar;
 mod lost;
 mod reboot;
