@@ -5,7 +5,7 @@
 
 use crate::interfaces::{
     Balancer, CommandOutcome, DriverError, DriverResult, HostState, MemberLbState, OutputSink,
-    Transport,
+    StartedSink, Transport,
 };
 use crate::journal::Journal;
 use crate::member::Drivers;
@@ -80,6 +80,15 @@ impl Balancer for FencedBalancer {
     async fn preflight(&self, members: &[Member]) -> Vec<String> {
         self.inner.preflight(members).await
     }
+    async fn preflight_problems(&self, members: &[Member]) -> Vec<String> {
+        self.inner.preflight_problems(members).await
+    }
+    async fn pool_changes(
+        &self,
+        members: &[Member],
+    ) -> Option<Vec<(usize, DriverResult<MemberLbState>)>> {
+        self.inner.pool_changes(members).await
+    }
 }
 
 struct FencedTransport {
@@ -101,5 +110,28 @@ impl Transport for FencedTransport {
     }
     async fn boot_id(&self) -> DriverResult<String> {
         self.inner.boot_id().await
+    }
+    async fn run_tracked(
+        &self,
+        command: &str,
+        env: &BTreeMap<String, String>,
+        timeout: Duration,
+        output: Option<OutputSink>,
+        started: StartedSink,
+    ) -> DriverResult<CommandOutcome> {
+        fence(&self.journal)?;
+        self.inner
+            .run_tracked(command, env, timeout, output, started)
+            .await
+    }
+    async fn still_running(&self, process: &str) -> DriverResult<bool> {
+        self.inner.still_running(process).await
+    }
+    async fn stop_process(&self, process: &str) -> DriverResult<()> {
+        fence(&self.journal)?;
+        self.inner.stop_process(process).await
+    }
+    fn describe_process(&self, process: &str) -> String {
+        self.inner.describe_process(process)
     }
 }

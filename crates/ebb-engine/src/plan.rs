@@ -470,6 +470,15 @@ pub struct Wave {
     pub pause_after: bool,
 }
 
+/// A wave as the operator reads it: `wave "canary"` for a named wave, `wave 2` for an
+/// unnamed one (its name is already `wave 2`; never `wave wave 2`).
+pub fn wave_label(name: &str) -> String {
+    match name.strip_prefix("wave ") {
+        Some(n) if n.bytes().all(|b| b.is_ascii_digit()) => name.to_string(),
+        _ => format!("wave \"{name}\""),
+    }
+}
+
 impl Plan {
     /// Index of a member by name.
     pub fn member_index(&self, name: &str) -> Option<usize> {

@@ -633,8 +633,8 @@ async fn drive(engine: &Arc<Engine>) -> Result<RunOutcome, RunError> {
         if !failures.is_empty() {
             (engine.sink)(&Event::Warning {
                 message: format!(
-                    "wave \"{}\" finished with failures: {}",
-                    wave.name,
+                    "{} finished with failures: {}",
+                    crate::plan::wave_label(&wave.name),
                     failures.join("; ")
                 ),
             });
@@ -644,9 +644,9 @@ async fn drive(engine: &Arc<Engine>) -> Result<RunOutcome, RunError> {
                 RunState::Paused,
                 0,
                 format!(
-                    "paused after wave \"{}\"; `ebb resume` starts wave \"{}\"",
-                    wave.name,
-                    plan.waves[w + 1].name
+                    "paused after {}; `ebb resume` starts {}",
+                    crate::plan::wave_label(&wave.name),
+                    crate::plan::wave_label(&plan.waves[w + 1].name)
                 ),
             );
         }

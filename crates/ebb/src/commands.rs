@@ -356,8 +356,10 @@ fn report_outcome(r: Result<RunOutcome, RunError>, renderer: &Renderer) -> i32 {
     match r {
         Ok(o) => {
             let interrupted = o.exit_code == 130;
+            // The verdict goes to stdout (`ebb run pool.toml > run.log` keeps it); the
+            // progress above it stays on stderr.
             if interrupted && aborted() {
-                ebb_out::errln!(
+                ebb_out::outln!(
                     "ebb: run {} was aborted with `ebb abort` (from another terminal): `ebb resume` will refuse it. Members that are out stay out, held, their undos owed: see `ebb status`, and resolve each with `ebb release MEMBER`",
                     o.run_id
                 );
@@ -374,7 +376,7 @@ fn report_outcome(r: Result<RunOutcome, RunError>, renderer: &Renderer) -> i32 {
                         o.message
                     ),
                 };
-                ebb_out::errln!("ebb: run {} {what}", o.run_id);
+                ebb_out::outln!("ebb: run {} {what}", o.run_id);
             }
             if interrupted {
                 stopped_exit_code()
@@ -496,7 +498,7 @@ async fn release(sel: &RunSel, member: &str, json: bool, kill_running: bool) -> 
     renderer.finish();
     match r {
         Ok(o) => {
-            ebb_out::errln!("ebb: {}", o.message);
+            ebb_out::outln!("ebb: {}", o.message);
             if o.exit_code == 130 {
                 stopped_exit_code()
             } else {
@@ -758,8 +760,8 @@ fn plan_cmd(path: &Path, json_out: bool) -> i32 {
     );
     for w in v["waves"].as_array().into_iter().flatten() {
         ebb_out::outln!(
-            "wave {}{}",
-            w["name"].as_str().unwrap_or(""),
+            "{}{}",
+            ebb_engine::plan::wave_label(w["name"].as_str().unwrap_or("")).replace('"', ""),
             if w["pause_after"].as_bool() == Some(true) {
                 " (pause for approval after it)"
             } else {

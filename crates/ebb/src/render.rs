@@ -168,9 +168,11 @@ impl Live {
                 if *resumed { "resuming" } else { "starting" },
                 members.len()
             )),
-            Event::WaveStarted { wave, members } => {
-                self.log(format!("wave {wave}: {}", members.join(", ")))
-            }
+            Event::WaveStarted { wave, members } => self.log(format!(
+                "{}: {}",
+                ebb_engine::plan::wave_label(wave),
+                members.join(", ")
+            )),
             Event::MemberStarted { member } => self.log(format!("{member}: taking out of service")),
             Event::StepStarted { member, step, .. } => {
                 self.active

@@ -65,8 +65,13 @@ pub fn report(sel: &RunSel, json_out: bool, html: Option<&Path>) -> i32 {
     };
     let pool = crate::commands::pool_name(sel);
     let Some(doc) = report_json(&journal, &dir, pool.as_deref()) else {
-        ebb_out::errln!("ebb: no run in {}", journal.path().display());
-        return EXIT_USAGE;
+        // As `ebb status`: a journal without a run of this pool is an answer, not an error.
+        if json_out {
+            ebb_out::outln!("{}", json!({"run": null, "members": []}));
+        } else {
+            ebb_out::outln!("no run yet in {}", journal.path().display());
+        }
+        return 0;
     };
     if let Some(path) = html {
         let page = ebb_demo::render_report_html(&doc);

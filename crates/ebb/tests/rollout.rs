@@ -132,7 +132,8 @@ fn capacity_with_one_member_already_out_drains_nothing_and_exits_1() {
     );
     let o = run(&["run", pool.to_str().unwrap()], f.dir.path());
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    let err = stderr(&o);
+    // The verdict is on stdout, the progress on stderr.
+    let err = format!("{}{}", stdout(&o), stderr(&o));
     assert!(
         err.contains("out of service now: c"),
         "names the member that is out: {err}"

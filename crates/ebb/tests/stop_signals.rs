@@ -92,7 +92,7 @@ fn abort_from_another_terminal_says_what_is_true() {
     let a = run(&["abort", pool.to_str().unwrap()], f.dir.path());
     assert_eq!(a.status.code(), Some(0), "{}", stderr(&a));
     let o = wait_bounded(child, Duration::from_secs(60));
-    let err = stderr(&o);
+    let err = format!("{}{}", stdout(&o), stderr(&o));
     assert!(
         !err.contains("`ebb resume` continues"),
         "the aborted run is not resumable: {err}"

@@ -150,3 +150,44 @@ fn an_interrupted_steps_time_ends_when_it_stopped_not_at_the_resume() {
     let took = first["ended_ms"].as_i64().unwrap() - first["started_ms"].as_i64().unwrap();
     assert!(took < 2_500, "interrupted after ~0.3 s, recorded {took} ms");
 }
+
+#[test]
+fn the_verdict_is_on_stdout_and_an_unnamed_wave_is_not_wave_wave() {
+    let f = Fixture::new(&["a", "b"]);
+    let pool = f.pool(
+        "",
+        &["a", "b"],
+        "[[wave]]\nmembers = [\"a\"]\n\n[[wave]]\nmembers = [\"b\"]\n",
+    );
+    // `ebb report` and `ebb status` answer a journal without a run the same way.
+    let other = f.path("other.toml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&pool)
+            .unwrap()
+            .replace("name = \"t\"", "name = \"u\""),
+    )
+    .unwrap();
+    let o = run(&["run", pool.to_str().unwrap()], f.dir.path());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // `ebb run pool.toml > run.log` keeps the verdict.
+    assert!(stdout(&o).contains("run 1 done"), "stdout: {}", stdout(&o));
+    let err = stderr(&o);
+    assert!(err.contains("wave 2: b"), "{err}");
+    assert!(!err.contains("wave wave"), "{err}");
+    let plan = run(&["plan", pool.to_str().unwrap()], f.dir.path());
+    assert!(!stdout(&plan).contains("wave wave"), "{}", stdout(&plan));
+    for cmd in ["status", "report"] {
+        let o = run(
+            &[
+                cmd,
+                other.to_str().unwrap(),
+                "--state-dir",
+                f.path(".ebb").to_str().unwrap(),
+            ],
+            f.dir.path(),
+        );
+        assert_eq!(o.status.code(), Some(0), "{cmd}: {}", stderr(&o));
+        assert!(stdout(&o).contains("no run yet"), "{cmd}: {}", stdout(&o));
+    }
+}
