@@ -35,6 +35,7 @@ pub fn registry() -> Registry {
         .balancer(balancer::f5::F5Driver)
         .transport(transport::local::LocalTransport)
         .transport(transport::ssh::SshTransport)
+        .transport(transport::winrm::WinrmTransport)
         .checker(check::StandardChecker)
         .maintenance(maintenance::MonitoringMaintenance)
 }

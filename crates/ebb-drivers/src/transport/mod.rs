@@ -3,6 +3,7 @@
 pub mod command_line;
 pub mod local;
 pub mod ssh;
+pub mod winrm;
 
 use ebb_config::ConfigErrors;
 use ebb_engine::interfaces::{OutputSink, Transport};
@@ -30,13 +31,13 @@ pub fn build(plan: &Plan, member: &Member) -> Result<Arc<dyn Transport>, ConfigE
     }
 }
 
-/// Connects once to every member reached over ssh (host key, login, boot identity), all
+/// Connects once to every member reached over ssh or WinRM (host key, login, boot identity), all
 /// at once; returns `(member, problem)` for each that failed. For `ebb check`, so a changed
 /// host key or a refused login shows before a run, not in the middle of one.
 pub async fn preflight(plan: &Plan, transports: &[Arc<dyn Transport>]) -> Vec<(String, String)> {
     let mut set = tokio::task::JoinSet::new();
     for (m, t) in plan.members.iter().zip(transports) {
-        if m.transport != "ssh" {
+        if m.transport != "ssh" && m.transport != "winrm" {
             continue;
         }
         let (name, t) = (m.name.clone(), t.clone());

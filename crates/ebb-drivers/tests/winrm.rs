@@ -1,0 +1,261 @@
+//! The winrm transport against a fake WS-Management endpoint (no Windows can run here; see
+//! tests/support_winrm and tests/fixtures/winrm): the exact PowerShell ebb sends, a
+//! command's output and exit code, a timeout that sends Signal terminate, a reboot seen as
+//! a new LastBootUpTime, and failures (auth, TLS, unreachable) in words.
+
+mod support_issue6;
+mod support_winrm;
+use support_issue6::*;
+use support_winrm::{FakeWinrm, Reply};
+
+use ebb_drivers::transport::command_line::powershell_script;
+use ebb_engine::interfaces::{OutputSink, Transport};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const PASSWORD: &str = "s3cret pass";
+
+/// A transport for one member reached at `url`, its password in the variable `pw_env`.
+fn transport(dir: &std::path::Path, url: &str, pw_env: &str, extra: &str) -> Arc<dyn Transport> {
+    let text = format!(
+        "[pool]\nname = \"winrm-test\"\n\n{}\n[[member]]\nname = \"cas1\"\naddress = \"127.0.0.1:443\"\nshell = \"powershell\"\ntransport = \"winrm\"\nwinrm_url = \"{url}\"\nwinrm_auth = \"basic\"\nwinrm_user = 'CONTOSO\\ebb'\nwinrm_password_env = \"{pw_env}\"\n{extra}",
+        file_balancer(dir, &["cas1"])
+    );
+    let plan = load_plan(dir, &text);
+    ebb_drivers::transport::build(&plan, &plan.members[0]).expect("winrm transport")
+}
+
+#[tokio::test]
+async fn a_command_runs_with_its_output_and_exit_code() {
+    let fake = FakeWinrm::start("ebb", PASSWORD).await;
+    std::env::set_var("EBB_TEST_WINRM_PW_1", PASSWORD);
+    fake.script(
+        "Get-Service MSExchangeIS",
+        Reply {
+            stdout: "Running\r\nline two\r\n".into(),
+            stderr: "a warning\n".into(),
+            exit: 3,
+            hang: false,
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let t = transport(dir.path(), &fake.url(), "EBB_TEST_WINRM_PW_1", "");
+    let lines: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let l2 = lines.clone();
+    let sink: OutputSink = Arc::new(move |l: &str| l2.lock().unwrap().push(l.to_string()));
+    let mut env = BTreeMap::new();
+    env.insert("EBB_MEMBER".to_string(), "cas1 it's".to_string());
+    let command = "(Get-Service MSExchangeIS).Status; exit 3";
+    let out = t
+        .run(command, &env, Duration::from_secs(30), Some(sink))
+        .await
+        .expect("run");
+    assert_eq!(out.exit_code, Some(3), "{out:?}");
+    assert!(!out.timed_out && !out.connection_lost, "{out:?}");
+    for want in ["Running", "line two", "a warning"] {
+        assert!(
+            out.tail.lines().any(|l| l == want),
+            "{want} in {:?}",
+            out.tail
+        );
+        assert!(
+            lines.lock().unwrap().iter().any(|l| l == want),
+            "{want} streamed"
+        );
+    }
+    assert!(
+        !out.tail.contains("__ebb_"),
+        "markers are not output: {:?}",
+        out.tail
+    );
+    // Exactly the wrapper the ssh transport sends to PowerShell members, as powershell.exe
+    // -EncodedCommand, in a shell that was then deleted.
+    fake.seen(|s| {
+        assert_eq!(s.scripts, vec![powershell_script(command, &env)]);
+        assert_eq!(
+            &s.command_lines[0][..4],
+            [
+                "powershell",
+                "-NoProfile",
+                "-NonInteractive",
+                "-EncodedCommand"
+            ]
+        );
+        assert_eq!((s.shells_created, s.shells_deleted), (1, 1));
+        assert!(s.signals.is_empty());
+    });
+}
+
+#[tokio::test]
+async fn a_timeout_sends_signal_terminate_and_deletes_the_shell() {
+    let fake = FakeWinrm::start("ebb", PASSWORD).await;
+    std::env::set_var("EBB_TEST_WINRM_PW_2", PASSWORD);
+    fake.script(
+        "Start-Sleep 3600",
+        Reply {
+            hang: true,
+            ..Reply::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let t = transport(dir.path(), &fake.url(), "EBB_TEST_WINRM_PW_2", "");
+    let out = t
+        .run(
+            "Start-Sleep 3600",
+            &BTreeMap::new(),
+            Duration::from_secs(1),
+            None,
+        )
+        .await
+        .expect("run");
+    assert!(out.timed_out, "{out:?}");
+    assert_eq!(out.exit_code, None);
+    fake.seen(|s| {
+        assert_eq!(
+            s.signals,
+            vec!["http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/terminate"]
+        );
+        assert_eq!(s.shells_deleted, 1);
+    });
+}
+
+#[tokio::test]
+async fn a_reboot_is_a_new_last_boot_up_time() {
+    let fake = FakeWinrm::start("ebb", PASSWORD).await;
+    std::env::set_var("EBB_TEST_WINRM_PW_3", PASSWORD);
+    fake.script(
+        "LastBootUpTime",
+        Reply::out("2026-11-29T06:00:00.0000000Z\r\n", 0),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let t = transport(dir.path(), &fake.url(), "EBB_TEST_WINRM_PW_3", "");
+    let before = t.boot_id().await.expect("boot id");
+    assert_eq!(before, "2026-11-29T06:00:00.0000000Z");
+    fake.script(
+        "LastBootUpTime",
+        Reply::out("2026-11-29T06:07:31.5000000Z\r\n", 0),
+    );
+    let after = t.boot_id().await.expect("boot id after the reboot");
+    assert_ne!(before, after);
+    fake.seen(|s| {
+        assert!(s.scripts.iter().all(|x| {
+            x.contains(
+            "(Get-CimInstance Win32_OperatingSystem).LastBootUpTime.ToUniversalTime().ToString('o')"
+        )
+        }));
+        // Each command has its own shell: a member that rebooted is simply reached again.
+        assert_eq!(s.shells_created, 2);
+    });
+}
+
+#[tokio::test]
+async fn a_refused_login_says_auth_failed() {
+    let fake = FakeWinrm::start("ebb", PASSWORD).await;
+    std::env::set_var("EBB_TEST_WINRM_PW_4", "wrong");
+    let dir = tempfile::tempdir().unwrap();
+    let t = transport(dir.path(), &fake.url(), "EBB_TEST_WINRM_PW_4", "");
+    let e = t.boot_id().await.expect_err("refused").to_string();
+    eprintln!("{e}");
+    assert!(e.contains("WinRM") && e.contains("auth failed"), "{e}");
+    assert!(e.contains("member \"cas1\""), "{e}");
+    assert!(!e.contains("wrong"), "the password is never printed: {e}");
+    assert!(fake.seen(|s| s.refused) >= 1);
+}
+
+#[tokio::test]
+async fn tls_and_unreachable_failures_are_named() {
+    // https:// to the fake, which speaks plain HTTP: the TLS handshake fails.
+    let fake = FakeWinrm::start("ebb", PASSWORD).await;
+    std::env::set_var("EBB_TEST_WINRM_PW_5", PASSWORD);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("https://{}/wsman", fake.addr);
+    let t = transport(dir.path(), &url, "EBB_TEST_WINRM_PW_5", "");
+    let e = t.boot_id().await.expect_err("tls").to_string();
+    eprintln!("{e}");
+    assert!(e.contains("WinRM") && e.contains("TLS"), "{e}");
+    // Nothing listens: unreachable.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let t = transport(
+        dir.path(),
+        &format!("http://127.0.0.1:{port}/wsman"),
+        "EBB_TEST_WINRM_PW_5",
+        "",
+    );
+    let e = t.boot_id().await.expect_err("unreachable").to_string();
+    eprintln!("{e}");
+    assert!(e.contains("WinRM") && e.contains("unreachable"), "{e}");
+}
+
+#[tokio::test]
+async fn a_missing_password_is_named_by_its_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    std::env::remove_var("EBB_TEST_WINRM_PW_UNSET");
+    let t = transport(
+        dir.path(),
+        "http://127.0.0.1:9/wsman",
+        "EBB_TEST_WINRM_PW_UNSET",
+        "",
+    );
+    let e = t.boot_id().await.expect_err("no password").to_string();
+    assert!(
+        e.contains("EBB_TEST_WINRM_PW_UNSET") && e.contains("WinRM"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_settings_are_refused_with_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!(
+        "[pool]\nname = \"w\"\n\n{}\n[[member]]\nname = \"cas1\"\naddress = \"10.0.0.5\"\nshell = \"powershell\"\ntransport = \"winrm\"\n",
+        file_balancer(dir.path(), &["cas1"])
+    );
+    let p = dir.path().join("pool.toml");
+    for (extra, want) in [
+        ("winrm_url = \"https://h/other\"\n", "winrm_url"),
+        ("winrm_auth = \"digest\"\n", "winrm_auth"),
+        (
+            "winrm_auth = \"basic\"\nwinrm_url = \"http://10.0.0.5/wsman\"\n",
+            "in clear",
+        ),
+        ("winrm_auth = \"certificate\"\n", "winrm_cert"),
+        #[cfg(not(feature = "kerberos"))]
+        (
+            "winrm_auth = \"kerberos\"\n",
+            "features ebb-drivers/kerberos",
+        ),
+    ] {
+        std::fs::write(&p, format!("{base}{extra}")).unwrap();
+        let e = match ebb_engine::config::load(&p, &ebb_drivers::registry()) {
+            Ok(_) => panic!("accepted: {extra}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+}
+
+#[test]
+fn the_exchange_example_switched_to_winrm_is_valid() {
+    // examples/exchange-2010-cas-array.toml documents the switch: comment out the ssh
+    // lines, uncomment the WinRM ones.
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/exchange-2010-cas-array.toml");
+    let text = std::fs::read_to_string(&path).expect("example");
+    let switched = text
+        .replace("\ntransport = \"ssh\"\n", "\n# transport = \"ssh\"\n")
+        .replace("\nssh_user = \"ebb-maint\"", "\n# ssh_user = \"ebb-maint\"")
+        .replace("\n# transport = \"winrm\"\n", "\ntransport = \"winrm\"\n")
+        .replace("\n# winrm_user = ", "\nwinrm_user = ");
+    assert!(switched.contains("\ntransport = \"winrm\"\nwinrm_user = 'CORP\\ebb-maint'\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let plan = load_plan(dir.path(), &switched);
+    assert!(plan.members.iter().all(|m| m.transport == "winrm"));
+    std::env::set_var("EBB_WINRM_PASSWORD", "unused");
+    for m in &plan.members {
+        ebb_drivers::transport::build(&plan, m).expect("a winrm transport per member");
+    }
+}
