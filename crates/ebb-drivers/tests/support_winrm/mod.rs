@@ -59,7 +59,15 @@ pub struct Seen {
     pub refused: usize,
 }
 
+/// Answers a command (the one ebb wrapped, taken back out of the wrapper) by itself.
+pub type Responder = Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>
+        + Send
+        + Sync,
+>;
+
 struct State {
+    responder: Option<Responder>,
     user: String,
     password: String,
     replies: Vec<(String, Reply)>,
@@ -87,6 +95,7 @@ impl FakeWinrm {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(State {
+            responder: None,
             user: user.into(),
             password: password.into(),
             replies: Vec::new(),
@@ -119,6 +128,11 @@ impl FakeWinrm {
         let mut s = self.state.lock().unwrap();
         s.replies.retain(|(k, _)| k != key);
         s.replies.push((key.into(), reply));
+    }
+
+    /// Answers every command through `r` (instead of the scripted replies).
+    pub fn respond(&self, r: Responder) {
+        self.state.lock().unwrap().responder = Some(r);
     }
 
     pub fn seen<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
@@ -266,13 +280,20 @@ async fn answer(
                 String::from_utf16_lossy(&u)
             })
             .unwrap_or_default();
+        let responder = state.lock().unwrap().responder.clone();
+        let answered = match responder {
+            Some(r) => Some(r(wrapped_command(&script)).await),
+            None => None,
+        };
         let mut s = state.lock().unwrap();
-        let reply = s
-            .replies
-            .iter()
-            .rev()
-            .find(|(k, _)| script.contains(k.as_str()))
-            .map(|(_, r)| r.clone())
+        let reply = answered
+            .or_else(|| {
+                s.replies
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| script.contains(k.as_str()))
+                    .map(|(_, r)| r.clone())
+            })
             .unwrap_or(Reply {
                 stderr: "The term is not recognized as the name of a cmdlet (no scripted reply)\n"
                     .into(),
@@ -353,6 +374,16 @@ async fn answer(
         .header("Content-Type", "application/soap+xml;charset=UTF-8")
         .body(Full::new(Bytes::from(xml)))
         .unwrap())
+}
+
+/// The command inside ebb's PowerShell wrapper (see `command_line::powershell_script`).
+pub fn wrapped_command(script: &str) -> String {
+    let start = "$global:LASTEXITCODE = 0\n";
+    let end = "\n$ebbOk = $?\n";
+    match (script.find(start), script.rfind(end)) {
+        (Some(a), Some(b)) if a + start.len() <= b => script[a + start.len()..b].to_string(),
+        _ => String::new(),
+    }
 }
 
 fn fault(why: &str) -> Response<Full<Bytes>> {
