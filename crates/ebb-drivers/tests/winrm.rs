@@ -259,3 +259,33 @@ fn the_exchange_example_switched_to_winrm_is_valid() {
         ebb_drivers::transport::build(&plan, m).expect("a winrm transport per member");
     }
 }
+
+#[tokio::test]
+async fn a_tracked_command_is_named_by_its_pid_and_asked_about_later() {
+    let fake = FakeWinrm::start("ebb", PASSWORD).await;
+    std::env::set_var("EBB_TEST_WINRM_PW_6", PASSWORD);
+    fake.script("Install-Rollup", Reply::out("done\n", 0));
+    let dir = tempfile::tempdir().unwrap();
+    let t = transport(dir.path(), &fake.url(), "EBB_TEST_WINRM_PW_6", "");
+    let ids: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let i2 = ids.clone();
+    let out = t
+        .run_tracked(
+            "Install-Rollup",
+            &BTreeMap::new(),
+            Duration::from_secs(30),
+            None,
+            Arc::new(move |id: &str| i2.lock().unwrap().push(id.to_string())),
+        )
+        .await
+        .expect("run");
+    assert_eq!(out.exit_code, Some(0));
+    // The fake's wrapper output says $PID is 4242 (as the real wrapper prints it first).
+    assert_eq!(*ids.lock().unwrap(), vec!["winrm 4242"]);
+    assert!(t.describe_process("winrm 4242").contains("4242"));
+    fake.script("Get-Process -Id 4242", Reply::out("running\n", 0));
+    assert!(t.still_running("winrm 4242").await.expect("asked"));
+    fake.script("Get-Process -Id 4242", Reply::out("gone\n", 0));
+    assert!(!t.still_running("winrm 4242").await.expect("asked"));
+    assert!(t.still_running("ssh 1 - -").await.is_err());
+}
