@@ -289,3 +289,54 @@ async fn a_tracked_command_is_named_by_its_pid_and_asked_about_later() {
     assert!(!t.still_running("winrm 4242").await.expect("asked"));
     assert!(t.still_running("ssh 1 - -").await.is_err());
 }
+
+#[tokio::test]
+async fn a_rollout_over_winrm_reboots_the_member_and_waits_for_its_new_boot() {
+    let fake = FakeWinrm::start("ebb", PASSWORD).await;
+    std::env::set_var("EBB_TEST_WINRM_PW_7", PASSWORD);
+    // The "machine": Restart-Computer makes a new LastBootUpTime.
+    let boot = Arc::new(Mutex::new(1u32));
+    let b2 = boot.clone();
+    fake.respond(Arc::new(move |cmd: String| {
+        let b = b2.clone();
+        Box::pin(async move {
+            let mut boot = b.lock().unwrap();
+            if cmd.contains("LastBootUpTime") {
+                Reply::out(&format!("2026-11-29T0{}:00:00.0000000Z\n", *boot), 0)
+            } else if cmd == "Restart-Computer -Force" {
+                *boot += 1;
+                Reply::out("", 0)
+            } else if cmd == "Install-Rollup" {
+                Reply::out("installing on cas1\n", 3010)
+            } else if cmd == "Test-Rollup" {
+                Reply::out("", 0)
+            } else {
+                Reply {
+                    stderr: format!("unexpected: {cmd}\n"),
+                    exit: 1,
+                    ..Reply::default()
+                }
+            }
+        })
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[pool]\nname = \"winrm-rollout\"\n\n{}\n[[member]]\nname = \"cas1\"\naddress = \"127.0.0.1:443\"\nshell = \"powershell\"\ntransport = \"winrm\"\nwinrm_url = \"{}\"\nwinrm_auth = \"basic\"\nwinrm_user = \"ebb\"\nwinrm_password_env = \"EBB_TEST_WINRM_PW_7\"\n\n\
+         [[runbook.step]]\nname = \"rollup\"\nrun = \"Install-Rollup\"\nreboot = \"if-required\"\nreboot_required_exit_codes = [3010]\n\n\
+         [runbook.reboot]\ncommand = \"Restart-Computer -Force\"\ntimeout = \"30s\"\npoll_interval = \"100ms\"\n\n\
+         [[runbook.verify]]\nname = \"rollup\"\ncommand = \"Test-Rollup\"\n",
+        file_balancer(dir.path(), &["cas1"]),
+        fake.url()
+    );
+    let plan = load_plan(dir.path(), &text);
+    let state = tempfile::tempdir().unwrap();
+    let (code, log, _journal) = rollout(plan, state.path()).await;
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("2026-11-29T01:00:00.0000000Z → 2026-11-29T02:00:00.0000000Z"),
+        "the reboot was seen as a new LastBootUpTime: {log}"
+    );
+    assert!(log.contains("installing on cas1"), "output streamed: {log}");
+    assert_eq!(*boot.lock().unwrap(), 2);
+    fake.seen(|s| assert_eq!(s.shells_created, s.shells_deleted));
+}
