@@ -340,3 +340,44 @@ async fn a_rollout_over_winrm_reboots_the_member_and_waits_for_its_new_boot() {
     assert_eq!(*boot.lock().unwrap(), 2);
     fake.seen(|s| assert_eq!(s.shells_created, s.shells_deleted));
 }
+
+#[tokio::test]
+async fn a_cancelled_run_still_sends_signal_terminate() {
+    let fake = FakeWinrm::start("ebb", PASSWORD).await;
+    std::env::set_var("EBB_TEST_WINRM_PW_8", PASSWORD);
+    fake.script(
+        "Start-Sleep 3600",
+        Reply {
+            hang: true,
+            ..Reply::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let t = transport(dir.path(), &fake.url(), "EBB_TEST_WINRM_PW_8", "");
+    // Ctrl-C: the run's future is dropped while the command runs (its own timeout is long).
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(800),
+        t.run(
+            "Start-Sleep 3600",
+            &BTreeMap::new(),
+            Duration::from_secs(3600),
+            None,
+        ),
+    )
+    .await;
+    assert!(cancelled.is_err(), "still running when cancelled");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while fake.seen(|s| s.shells_deleted) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Delete after the cancel"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fake.seen(|s| {
+        assert_eq!(
+            s.signals,
+            vec!["http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/terminate"]
+        );
+    });
+}

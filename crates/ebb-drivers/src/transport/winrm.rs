@@ -344,7 +344,7 @@ pub struct Winrm {
     member: String,
     settings: WinrmSettings,
     boot_id: String,
-    client: Result<WinrmClient, String>,
+    client: Result<Arc<WinrmClient>, String>,
 }
 
 impl Winrm {
@@ -388,7 +388,7 @@ impl Winrm {
         &self.settings
     }
 
-    fn client(&self) -> DriverResult<&WinrmClient> {
+    fn client(&self) -> DriverResult<&Arc<WinrmClient>> {
         self.client.as_ref().map_err(|e| {
             DriverError::new(format!(
                 "member \"{}\": cannot reach it over WinRM at {}: {e}",
@@ -410,7 +410,7 @@ impl Winrm {
 }
 
 /// Builds the client of a member (an error text when its credentials are missing).
-fn client(s: &WinrmSettings) -> Result<WinrmClient, String> {
+fn client(s: &WinrmSettings) -> Result<Arc<WinrmClient>, String> {
     // reqwest needs a process-wide rustls provider: ebb's is ring (no C toolchain beyond
     // ring's own). Installing it twice is harmless.
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
@@ -456,6 +456,7 @@ fn client(s: &WinrmSettings) -> Result<WinrmClient, String> {
         ..WinrmConfig::default()
     };
     WinrmClient::new(config, WinrmCredentials::new(user, password, domain))
+        .map(Arc::new)
         .map_err(|e| explain(&e, s))
 }
 
@@ -608,6 +609,13 @@ impl Winrm {
                 return Err(self.failure("Command", &e));
             }
         };
+        let mut guard = TerminateOnDrop {
+            client: client.clone(),
+            host: host.to_string(),
+            shell: shell_id.clone(),
+            command: command_id.clone(),
+            armed: true,
+        };
         let tail = OutputTail::default();
         let mut markers = Markers::default();
         let (mut out_lines, mut err_lines) = (Lines::default(), Lines::default());
@@ -640,6 +648,7 @@ impl Winrm {
         }
         let outcome = match polled {
             Err(_) => {
+                guard.armed = false;
                 // Stop the command on the member: Signal terminate, then delete its shell.
                 let _ = client.signal_terminate(host, &shell_id, &command_id).await;
                 let _ = client.delete_shell(host, &shell_id).await;
@@ -671,8 +680,40 @@ impl Winrm {
                 signal: None,
             },
         };
+        guard.armed = false;
         let _ = client.delete_shell(host, &shell_id).await;
         Ok(outcome)
+    }
+}
+
+/// Stops the command on the member when a run is cancelled while it runs (Ctrl-C, abort):
+/// the future is dropped, so Signal terminate and Delete go out from a task of their own.
+struct TerminateOnDrop {
+    client: Arc<WinrmClient>,
+    host: String,
+    shell: String,
+    command: String,
+    armed: bool,
+}
+
+impl Drop for TerminateOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (client, host, shell, command) = (
+            self.client.clone(),
+            std::mem::take(&mut self.host),
+            std::mem::take(&mut self.shell),
+            std::mem::take(&mut self.command),
+        );
+        rt.spawn(async move {
+            let _ = client.signal_terminate(&host, &shell, &command).await;
+            let _ = client.delete_shell(&host, &shell).await;
+        });
     }
 }
 
