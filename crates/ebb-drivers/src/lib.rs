@@ -14,6 +14,7 @@ pub mod discover;
 pub mod fuzzing;
 pub mod http;
 pub mod maintenance;
+pub mod notify;
 pub mod tls;
 pub mod transport;
 

@@ -27,6 +27,8 @@ pub struct Plan {
     pub waves: Vec<Wave>,
     /// Where the journal and the lock live.
     pub state: StateSpec,
+    /// `[[notify]]`: receivers of messages about the run.
+    pub notify: Vec<NotifySpec>,
 }
 
 /// Which store holds the journal and the lock.
@@ -476,6 +478,69 @@ pub fn wave_label(name: &str) -> String {
     match name.strip_prefix("wave ") {
         Some(n) if n.bytes().all(|b| b.is_ascii_digit()) => name.to_string(),
         _ => format!("wave \"{name}\""),
+    }
+}
+
+/// `[[notify]]`: a receiver of messages about the run.
+#[derive(Debug, Clone)]
+pub struct NotifySpec {
+    /// Where the message is POSTed.
+    pub url: String,
+    /// The body's shape.
+    pub format: NotifyFormat,
+    /// Which events are sent.
+    pub events: Vec<NotifyEvent>,
+}
+
+/// The body of a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyFormat {
+    /// ebb's own fields (`event`, `pool`, `member`, `message`).
+    Json,
+    /// A Slack incoming-webhook message (`text`).
+    Slack,
+    /// A Microsoft Teams incoming-webhook message (`text`).
+    Teams,
+}
+
+/// What a notification is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyEvent {
+    /// A run started or resumed.
+    RunStarted,
+    /// A run paused (after a wave, at `stop_after`).
+    RunPaused,
+    /// A run is done.
+    RunDone,
+    /// A run halted (a failure, the policy) or was interrupted.
+    RunFailed,
+    /// A member failed and is held.
+    MemberFailed,
+    /// A member was skipped (its drain did not end).
+    MemberSkipped,
+}
+
+impl NotifyEvent {
+    /// Every event, in the order the docs list them.
+    pub const ALL: [NotifyEvent; 6] = [
+        NotifyEvent::RunStarted,
+        NotifyEvent::RunPaused,
+        NotifyEvent::RunDone,
+        NotifyEvent::RunFailed,
+        NotifyEvent::MemberFailed,
+        NotifyEvent::MemberSkipped,
+    ];
+
+    /// Its name in the pool file and in a `json` message.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyEvent::RunStarted => "run_started",
+            NotifyEvent::RunPaused => "run_paused",
+            NotifyEvent::RunDone => "run_done",
+            NotifyEvent::RunFailed => "run_failed",
+            NotifyEvent::MemberFailed => "member_failed",
+            NotifyEvent::MemberSkipped => "member_skipped",
+        }
     }
 }
 

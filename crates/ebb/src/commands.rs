@@ -438,8 +438,14 @@ async fn run_cmd(sel: &RunSel, opts: RunOptions, json: bool, web: &crate::web::W
         }
     };
     let sink = crate::web::tee(web.as_ref(), renderer.sink());
+    // Notifications go out in the background; at the end ebb waits a bounded moment for
+    // the last ones (the run's own end), never for a receiver that does not answer.
+    let notifier =
+        ebb_drivers::notify::Notifier::new(plan.notify.clone(), &plan.pool.name, state_dir(sel));
+    let sink = notifier.sink(sink);
     let (plan2, drivers2) = (plan.clone(), drivers.clone());
     let r = run::run(plan, drivers, journal, sink, opts, shutdown_signal()).await;
+    notifier.finish(std::time::Duration::from_secs(10)).await;
     let code = report_outcome(r, &renderer);
     // The pool-wide version table at the end of a run (version checks only).
     let versions = ebb_drivers::check::version::table(&plan2, &drivers2.transports).await;

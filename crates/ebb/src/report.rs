@@ -47,6 +47,7 @@ pub fn report_json(
         })).collect::<Vec<_>>(),
         "in_service": samples.iter().map(|(t, n, total)| json!({"t_ms": t, "in_service": n, "total": total})).collect::<Vec<_>>(),
         "traffic": traffic,
+        "notifications": ebb_drivers::notify::logged(state_dir, run.id),
     }))
 }
 
@@ -97,6 +98,22 @@ pub fn report(sel: &RunSel, json_out: bool, html: Option<&Path>) -> i32 {
     );
     if let Some(b) = doc["lock_broken"].as_str() {
         ebb_out::outln!("{b}");
+    }
+    for n in doc["notifications"].as_array().into_iter().flatten() {
+        let how = if n["ok"] == true {
+            format!("sent ({} attempt(s))", n["attempts"])
+        } else {
+            format!(
+                "NOT SENT after {} attempt(s): {}",
+                n["attempts"],
+                n["error"].as_str().unwrap_or("")
+            )
+        };
+        ebb_out::outln!(
+            "notification {} to {}: {how}",
+            n["event"].as_str().unwrap_or(""),
+            n["url"].as_str().unwrap_or("")
+        );
     }
     for m in doc["members"].as_array().into_iter().flatten() {
         ebb_out::outln!(

@@ -26,6 +26,11 @@ pub const TOP: &[Key] = &[
     Key::new("runbook", Kind::Table, "what happens to each member"),
     Key::new("wave", Kind::Tables, "groups of members rolled in order"),
     Key::new(
+        "notify",
+        Kind::Tables,
+        "where to send a message when a run starts, pauses, ends or a member needs a person",
+    ),
+    Key::new(
         "state",
         Kind::Table,
         "where the journal and the pool's lock live: SQLite beside the pool file (default) or etcd",
@@ -508,6 +513,21 @@ pub const WEBHOOK: &[Key] = &[
     Key::new("headers", Kind::StringMap, "extra headers"),
 ];
 
+/// `[[notify]]`.
+pub const NOTIFY: &[Key] = &[
+    Key::required("url", Kind::String, "the http:// or https:// URL the message is POSTed to"),
+    Key::new(
+        "format",
+        Kind::OneOf(&["json", "slack", "teams"]),
+        "json: ebb's own fields; slack, teams: an incoming-webhook message (default \"json\")",
+    ),
+    Key::new(
+        "events",
+        Kind::Strings,
+        "which of run_started, run_paused, run_done, run_failed, member_failed, member_skipped (default all)",
+    ),
+];
+
 /// `[[wave]]`.
 pub const WAVE: &[Key] = &[
     Key::new("name", Kind::String, "the wave's name (default \"wave N\")"),
@@ -524,6 +544,7 @@ pub const WAVE: &[Key] = &[
 /// tables), for tools that describe the whole file.
 pub const SECTIONS: &[(&str, &[Key])] = &[
     ("", TOP),
+    ("notify[]", NOTIFY),
     ("pool", POOL),
     ("pool.gate", GATE),
     ("pool.check[]", CHECK),

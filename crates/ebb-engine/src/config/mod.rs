@@ -16,6 +16,7 @@ mod checks;
 pub mod keys;
 mod maintenance;
 mod members;
+mod notify;
 mod placeholders;
 mod pool;
 mod runbook;
@@ -58,6 +59,7 @@ fn build(cx: &mut Context, root: &toml::Table, path: &Path, registry: &Registry)
     let (runbook, step_paths) = runbook::runbook(cx, &mut top, &members, registry);
     let waves = waves::waves(cx, &mut top, &members);
     let state = state::state(cx, &mut top);
+    let notify = notify::notify(cx, &mut top);
     top.finish(cx);
     if let Some(pool) = &pool {
         // Every [[member]] table counts, also one with errors of its own: the pool has
@@ -86,6 +88,7 @@ fn build(cx: &mut Context, root: &toml::Table, path: &Path, registry: &Registry)
         runbook,
         waves,
         state,
+        notify,
     })
 }
 

@@ -128,6 +128,7 @@ impl PlanBuilder {
                     stop_after: None,
                 },
                 waves: vec![wave("all", &all, false)],
+                notify: vec![],
                 state: Default::default(),
             },
         }

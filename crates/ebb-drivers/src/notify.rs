@@ -1,0 +1,256 @@
+//! `[[notify]]`: messages about a run (started, paused, done, failed; a member failed or
+//! skipped), POSTed in the background with bounded retries. A message that cannot be sent
+//! never fails or slows the run: its fate is logged (`notifications.jsonl` in the state
+//! dir, read by `ebb report`) and the run goes on.
+
+use ebb_engine::events::{Event, EventSink};
+use ebb_engine::plan::{NotifyEvent, NotifyFormat, NotifySpec};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// The log of notifications in the state dir.
+pub const LOG_FILE: &str = "notifications.jsonl";
+
+/// Attempts per message.
+const ATTEMPTS: u32 = 3;
+/// Bound on one attempt.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Pause between attempts.
+const PAUSE: Duration = Duration::from_millis(500);
+
+/// One notification's fate: a line of [`LOG_FILE`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sent {
+    /// The run it is about.
+    pub run_id: i64,
+    /// When it was given up on or delivered (unix ms).
+    pub t_ms: i64,
+    /// `run_done`, `member_failed`, ...
+    pub event: String,
+    /// Where it went.
+    pub url: String,
+    /// Delivered (a 2xx answer).
+    pub ok: bool,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last error, when not delivered.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+}
+
+/// Sends a run's notifications.
+pub struct Notifier {
+    specs: Vec<NotifySpec>,
+    pool: String,
+    log: Option<PathBuf>,
+    run_id: Mutex<i64>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    write: Arc<Mutex<()>>,
+}
+
+impl Notifier {
+    /// A notifier for the `[[notify]]` receivers of pool `pool`, logging to `state_dir`.
+    pub fn new(specs: Vec<NotifySpec>, pool: &str, state_dir: Option<PathBuf>) -> Arc<Self> {
+        Arc::new(Notifier {
+            specs,
+            pool: pool.to_string(),
+            log: state_dir.map(|d| d.join(LOG_FILE)),
+            run_id: Mutex::new(0),
+            tasks: Mutex::new(Vec::new()),
+            write: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// `inner`, and a notification for each event a receiver asked for.
+    pub fn sink(self: &Arc<Self>, inner: EventSink) -> EventSink {
+        if self.specs.is_empty() {
+            return inner;
+        }
+        let me = self.clone();
+        Arc::new(move |e: &Event| {
+            inner(e);
+            me.on(e);
+        })
+    }
+
+    fn on(&self, e: &Event) {
+        if let Event::RunStarted { run_id, .. } = e {
+            *self.run_id.lock().unwrap_or_else(|p| p.into_inner()) = *run_id;
+        }
+        let Some((kind, member, text)) = classify(e) else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let run_id = *self.run_id.lock().unwrap_or_else(|p| p.into_inner());
+        for spec in self.specs.iter().filter(|s| s.events.contains(&kind)) {
+            let body = body(spec.format, kind, &self.pool, run_id, member, &text);
+            let (url, log, write) = (spec.url.clone(), self.log.clone(), self.write.clone());
+            let task = rt.spawn(async move {
+                let sent = send(&url, &body, kind, run_id).await;
+                if !sent.ok {
+                    tracing::warn!(url = %url, error = %sent.error, "notification not sent");
+                }
+                if let Some(path) = log {
+                    append(&path, &sent, &write);
+                }
+            });
+            self.tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(task);
+        }
+    }
+
+    /// Waits, at most `bound`, for the messages still being sent (the run's last one is
+    /// sent as it ends); those still trying after it are dropped (and not logged).
+    pub async fn finish(&self, bound: Duration) {
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+        let all = async {
+            for t in tasks {
+                // A send task does not panic; a cancelled one has nothing to report.
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(bound, all).await.is_err() {
+            aborts.iter().for_each(|a| a.abort());
+        }
+    }
+}
+
+/// The notification an event calls for: its kind, member and text.
+fn classify(e: &Event) -> Option<(NotifyEvent, Option<&str>, String)> {
+    match e {
+        Event::RunStarted {
+            run_id, resumed, ..
+        } => Some((
+            NotifyEvent::RunStarted,
+            None,
+            format!(
+                "run {run_id} {}",
+                if *resumed { "resumed" } else { "started" }
+            ),
+        )),
+        Event::RunFinished { state, message, .. } => {
+            let kind = match state.as_str() {
+                "paused" => NotifyEvent::RunPaused,
+                "done" => NotifyEvent::RunDone,
+                _ => NotifyEvent::RunFailed,
+            };
+            let text = if message.is_empty() {
+                format!("run {state}")
+            } else {
+                format!("run {state}: {message}")
+            };
+            Some((kind, None, text))
+        }
+        Event::MemberFinished {
+            member,
+            state,
+            reason,
+            ..
+        } => {
+            let kind = match state.as_str() {
+                "failed" => NotifyEvent::MemberFailed,
+                "skipped" => NotifyEvent::MemberSkipped,
+                _ => return None,
+            };
+            Some((
+                kind,
+                Some(member.as_str()),
+                format!("{member} {state}: {reason}"),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The message body in the receiver's format.
+fn body(
+    format: NotifyFormat,
+    kind: NotifyEvent,
+    pool: &str,
+    run_id: i64,
+    member: Option<&str>,
+    text: &str,
+) -> String {
+    let line = format!("ebb, pool {pool}: {text}");
+    let v = match format {
+        NotifyFormat::Json => serde_json::json!({
+            "event": kind.as_str(),
+            "pool": pool,
+            "run_id": run_id,
+            "member": member,
+            "message": text,
+        }),
+        NotifyFormat::Slack => serde_json::json!({ "text": line }),
+        NotifyFormat::Teams => serde_json::json!({ "text": line }),
+    };
+    v.to_string()
+}
+
+/// POSTs `body` to `url`, up to [`ATTEMPTS`] times.
+async fn send(url: &str, body: &str, kind: NotifyEvent, run_id: i64) -> Sent {
+    let headers = [("content-type", "application/json".to_string())];
+    let mut error = String::new();
+    let mut attempts = 0;
+    while attempts < ATTEMPTS {
+        if attempts > 0 {
+            tokio::time::sleep(PAUSE).await;
+        }
+        attempts += 1;
+        match crate::http::request("POST", url, Some(body), &headers, ATTEMPT_TIMEOUT).await {
+            Ok(r) if (200..300).contains(&r.status) => {
+                error.clear();
+                break;
+            }
+            Ok(r) => error = format!("POST {url}: answered {}", r.status),
+            Err(e) => error = e,
+        }
+    }
+    Sent {
+        run_id,
+        t_ms: ebb_engine::events::now_ms(),
+        event: kind.as_str().to_string(),
+        url: url.to_string(),
+        ok: error.is_empty(),
+        attempts,
+        error,
+    }
+}
+
+fn append(path: &std::path::Path, sent: &Sent, write: &Mutex<()>) {
+    use std::io::Write;
+    let _g = write.lock().unwrap_or_else(|p| p.into_inner());
+    let line = match serde_json::to_string(sent) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "notification log line");
+            return;
+        }
+    };
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| writeln!(f, "{line}"));
+    if let Err(e) = written {
+        tracing::warn!(path = %path.display(), error = %e, "cannot log a notification");
+    }
+}
+
+/// The notifications logged in `state_dir` for run `run_id`.
+pub fn logged(state_dir: &std::path::Path, run_id: i64) -> Vec<Sent> {
+    std::fs::read_to_string(state_dir.join(LOG_FILE))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Sent>(l).ok())
+        .filter(|s| s.run_id == run_id)
+        .collect()
+}

@@ -1,0 +1,128 @@
+//! `[[notify]]` through the binary, against a local HTTP receiver: the run's and members'
+//! events arrive in the asked format; a receiver that is down fails no run, and `report`
+//! shows what was and was not sent.
+
+mod support;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use support::*;
+
+/// A receiver on loopback that answers 200 and keeps each body it was sent.
+fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", l.local_addr().unwrap());
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            if r.read_exact(&mut body).is_ok() {
+                g.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&body).into_owned());
+            }
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+#[test]
+fn the_run_and_a_failed_member_are_notified_in_json_and_slack_format() {
+    let members = ["a", "b"];
+    let f = Fixture::new(&members);
+    let (url, got) = receiver();
+    let rest = format!(
+        r#"
+[[runbook.step]]
+name = "install"
+run = "if [ {{member}} = b ]; then exit 5; fi"
+
+[[notify]]
+url = "{url}"
+format = "json"
+
+[[notify]]
+url = "{url}"
+format = "slack"
+events = ["member_failed"]
+"#
+    );
+    let pool = f.pool("", &members, &rest);
+    let o = ebb().arg("run").arg(&pool).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let bodies = got.lock().unwrap().clone();
+    let json: Vec<serde_json::Value> = bodies
+        .iter()
+        .filter_map(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+        .collect();
+    let events: Vec<&str> = json.iter().filter_map(|v| v["event"].as_str()).collect();
+    for want in ["run_started", "member_failed", "run_failed"] {
+        assert!(events.contains(&want), "{want} missing in {bodies:?}");
+    }
+    let failed = json.iter().find(|v| v["event"] == "member_failed").unwrap();
+    assert_eq!(failed["member"], "b");
+    assert_eq!(failed["pool"], "t");
+    // The slack receiver asked only for member_failed.
+    let slack: Vec<&serde_json::Value> = json.iter().filter(|v| v.get("text").is_some()).collect();
+    assert_eq!(slack.len(), 1, "{bodies:?}");
+    assert!(
+        slack[0]["text"].as_str().unwrap().contains("b failed"),
+        "{bodies:?}"
+    );
+    let report = ebb().args(["report"]).arg(&pool).output().unwrap();
+    assert!(
+        stdout(&report).contains("notification member_failed to"),
+        "{}",
+        stdout(&report)
+    );
+}
+
+#[test]
+fn a_receiver_that_is_down_fails_nothing_and_report_says_so() {
+    let members = ["a"];
+    let f = Fixture::new(&members);
+    // A port nothing listens on.
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/hook", l.local_addr().unwrap())
+    };
+    let rest = format!(
+        "{RUNBOOK}\n[[notify]]\nurl = \"{dead}\"\nevents = [\"run_started\", \"run_done\"]\n"
+    );
+    let pool = f.pool("", &members, &rest);
+    let child = spawn(&["run"], &pool);
+    let o = wait_bounded(child, std::time::Duration::from_secs(60));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(f.read("lb/a.version").trim(), "1.1");
+    let report = ebb()
+        .args(["report", "--json"])
+        .arg(&pool)
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    let n = doc["notifications"].as_array().unwrap();
+    assert_eq!(n.len(), 2, "{doc}");
+    for x in n {
+        assert_eq!(x["ok"], false, "{x}");
+        assert_eq!(x["attempts"], 3, "{x}");
+        assert!(
+            x["error"].as_str().unwrap().contains("cannot connect"),
+            "{x}"
+        );
+    }
+}
