@@ -74,11 +74,11 @@ fn elapsed(started_ms: u64) -> f64 {
 
 /// Redraws the block in place; returns how many lines it drew.
 fn redraw(sources: &Sources, previous: usize) -> usize {
-    let width = terminal_width();
+    let width = ebb_out::terminal_width();
     // A wrapped line would throw off the cursor-up count: cut every line to the width.
     let lines: Vec<String> = render(sources)
         .into_iter()
-        .map(|l| l.chars().take(width.saturating_sub(1).max(20)).collect())
+        .map(|l| ebb_out::fit(&l, width))
         .collect();
     let mut out = String::new();
     if previous > 0 {
@@ -93,18 +93,6 @@ fn redraw(sources: &Sources, previous: usize) -> usize {
     let _ = stderr.write_all(out.as_bytes());
     let _ = stderr.flush();
     lines.len()
-}
-
-/// Columns of the terminal on stderr (80 when unknown).
-fn terminal_width() -> usize {
-    // SAFETY: TIOCGWINSZ fills the winsize struct we pass; nothing else is touched.
-    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
-    let ok = unsafe { libc::ioctl(2, libc::TIOCGWINSZ, &mut size) } == 0;
-    if ok && size.ws_col > 0 {
-        usize::from(size.ws_col)
-    } else {
-        80
-    }
 }
 
 /// The lines of the live view.

@@ -32,6 +32,25 @@ pub fn stderr(args: Arguments<'_>) {
     let _ = err.flush();
 }
 
+/// Columns of the terminal on stderr (80 when unknown), for live views that redraw.
+pub fn terminal_width() -> usize {
+    // SAFETY: TIOCGWINSZ fills the winsize struct we pass; nothing else is touched.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(2, libc::TIOCGWINSZ, &mut size) } == 0;
+    if ok && size.ws_col > 0 {
+        usize::from(size.ws_col)
+    } else {
+        80
+    }
+}
+
+/// `line` cut to fit `width` columns (one left for the cursor, at least 20): a live line
+/// that wrapped would throw off the cursor-up count of the next redraw and leave
+/// fragments of itself on a narrow terminal.
+pub fn fit(line: &str, width: usize) -> String {
+    line.chars().take(width.saturating_sub(1).max(20)).collect()
+}
+
 /// `print!` that never panics.
 #[macro_export]
 macro_rules! out {
@@ -56,4 +75,17 @@ macro_rules! err {
 macro_rules! errln {
     () => { $crate::stderr(format_args!("\n")) };
     ($($arg:tt)*) => { $crate::stderr(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fit_cuts_by_characters_to_the_width() {
+        assert_eq!(super::fit("short", 80), "short");
+        let long = "▸ web1 install (3s, 12 connection(s) open) and much more text here";
+        let cut = super::fit(long, 30);
+        assert_eq!(cut.chars().count(), 29);
+        assert!(long.starts_with(&cut));
+        assert_eq!(super::fit(long, 5).chars().count(), 20);
+    }
 }

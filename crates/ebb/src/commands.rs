@@ -251,7 +251,7 @@ static STOPPED_BY: AtomicI32 = AtomicI32::new(0);
 /// command is ended (its process group, or the remote command over ssh), the journal
 /// records where, and the run is halted. Without this, SIGHUP would kill ebb outright and
 /// leave the step running, orphaned.
-fn shutdown_signal() -> watch::Receiver<bool> {
+fn shutdown_signal(say: Arc<dyn Fn(&str) + Send + Sync>) -> watch::Receiver<bool> {
     use tokio::signal::unix::{signal, Signal, SignalKind};
     let (tx, rx) = watch::channel(false);
     let watch_for = |kind: SignalKind, signo: i32| match signal(kind) {
@@ -282,14 +282,12 @@ fn shutdown_signal() -> watch::Receiver<bool> {
         };
         STOPPED_BY.store(signo, Ordering::SeqCst);
         if signo == run::ABORT_SIGNAL {
-            ebb_out::errln!(
-                "ebb: `ebb abort` from another terminal: stopping at the next safe point"
-            );
+            say("ebb: `ebb abort` from another terminal: stopping at the next safe point");
         } else {
-            ebb_out::errln!(
+            say(&format!(
                 "ebb: {}: stopping at the next safe point (the journal records where)",
                 signal_name(signo)
-            );
+            ));
         }
         // A closed receiver means the command is already ending: nothing to stop.
         tx.send(true).ok();
@@ -444,7 +442,8 @@ async fn run_cmd(sel: &RunSel, opts: RunOptions, json: bool, web: &crate::web::W
         ebb_drivers::notify::Notifier::new(plan.notify.clone(), &plan.pool.name, state_dir(sel));
     let sink = notifier.sink(sink);
     let (plan2, drivers2) = (plan.clone(), drivers.clone());
-    let r = run::run(plan, drivers, journal, sink, opts, shutdown_signal()).await;
+    let stop = shutdown_signal(renderer.announcer());
+    let r = run::run(plan, drivers, journal, sink, opts, stop).await;
     notifier.finish(std::time::Duration::from_secs(10)).await;
     let code = report_outcome(r, &renderer);
     // The pool-wide version table at the end of a run (version checks only).
@@ -498,7 +497,7 @@ async fn release(sel: &RunSel, member: &str, json: bool, kill_running: bool) -> 
         renderer.sink(),
         member,
         kill_running,
-        shutdown_signal(),
+        shutdown_signal(renderer.announcer()),
     )
     .await;
     renderer.finish();

@@ -88,6 +88,21 @@ impl Renderer {
         })
     }
 
+    /// Prints a line from outside the event stream (the signal that stops the run) above
+    /// the live block, so the block's next redraw still clears exactly itself and no stale
+    /// live line is left behind.
+    pub fn announcer(&self) -> Arc<dyn Fn(&str) + Send + Sync> {
+        let live = self.live.clone();
+        Arc::new(move |line: &str| {
+            let mut l = live.lock().unwrap_or_else(|p| p.into_inner());
+            l.clear();
+            ebb_out::errln!("{line}");
+            if !l.finished {
+                l.draw();
+            }
+        })
+    }
+
     /// Clears the live block before the final message.
     pub fn finish(&self) {
         if !self.json {
@@ -145,8 +160,11 @@ impl Live {
         if let Some((n, t, u)) = self.in_service {
             lines.push(format!("  {}", pool_line(n, t, u)));
         }
+        // Cut to the terminal's width: a wrapped line would throw off the next clear and
+        // leave fragments on a narrow terminal.
+        let width = ebb_out::terminal_width();
         for l in &lines {
-            ebb_out::errln!("{l}");
+            ebb_out::errln!("{}", ebb_out::fit(l, width));
         }
         self.drawn = lines.len();
     }
