@@ -44,3 +44,20 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+
+# The same engine tests once more with the journal and lock in a real etcd (the harness
+# uses the etcd backend when EBB_TEST_ETCD is set): one local etcd in a temp dir.
+etcd_dir=$(mktemp -d)
+etcd_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+etcd_peer=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+etcd --name t --data-dir "$etcd_dir/data" \
+  --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+  --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+  --initial-cluster "t=http://127.0.0.1:$etcd_peer" >"$etcd_dir/etcd.log" 2>&1 &
+etcd_pid=$!
+trap 'kill $etcd_pid 2>/dev/null; rm -rf "$etcd_dir"' EXIT
+for _ in $(seq 1 100); do
+  etcdctl --endpoints "http://127.0.0.1:$etcd_port" --command-timeout=1s put /probe 1 >/dev/null 2>&1 && break
+  sleep 0.1
+done
+EBB_TEST_ETCD="http://127.0.0.1:$etcd_port" cargo test -p ebb-engine --test engine

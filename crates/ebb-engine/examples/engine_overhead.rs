@@ -247,7 +247,22 @@ async fn main() {
     let plan = Arc::new(ebb_engine::config::load(&path, &registry).expect("valid plan"));
     let parse = t0.elapsed();
     let drivers = registry.build(&plan).expect("drivers");
-    let journal = Arc::new(Journal::open(&dir.path().join("state")).expect("journal"));
+    // EBB_BENCH_ETCD=http://HOST:PORT: the journal and lock in that etcd (bench/engine/run-etcd.sh).
+    let etcd = std::env::var("EBB_BENCH_ETCD").ok();
+    let journal = Arc::new(match &etcd {
+        Some(ep) => {
+            let spec = ebb_engine::plan::StateSpec {
+                backend: ebb_engine::plan::StateBackend::Etcd,
+                endpoints: vec![ep.clone()],
+                prefix: format!("/bench-{}", std::process::id()),
+                ..Default::default()
+            };
+            Journal::with_store(Box::new(
+                ebb_engine::journal::etcd::EtcdJournal::open(&spec, "bench").expect("etcd journal"),
+            ))
+        }
+        None => Journal::open(&dir.path().join("state")).expect("journal"),
+    });
     let transitions = Arc::new(AtomicUsize::new(0));
     let t = transitions.clone();
     let sink: EventSink = Arc::new(move |e: &Event| {
@@ -268,6 +283,9 @@ async fn main() {
     let db_mib = std::fs::metadata(dir.path().join("state/journal.db"))
         .map(|m| m.len() as f64 / 1048576.0)
         .unwrap_or(0.0);
+    if etcd.is_some() {
+        println!("journal and lock in etcd {}", etcd.as_deref().unwrap_or(""));
+    }
     println!("| members | transitions | run time | per transition | CPU per transition | config parse | peak RSS | journal size |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     println!(

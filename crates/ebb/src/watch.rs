@@ -26,9 +26,9 @@ pub async fn watch(sel: &RunSel, web: &WebArgs) -> i32 {
         Ok(j) => j,
         Err(c) => return c,
     };
-    let Some(state_dir) = crate::commands::state_dir(sel) else {
+    if crate::commands::state_dir(sel).is_none() {
         return EXIT_USAGE;
-    };
+    }
     if let Some(p) = &sel.pool {
         if crate::commands::load_plan(p).is_none() {
             return EXIT_USAGE;
@@ -50,7 +50,7 @@ pub async fn watch(sel: &RunSel, web: &WebArgs) -> i32 {
     let server = match WebServer::start(
         &opts,
         Feed {
-            state_dir,
+            sel: sel.clone(),
             pool,
             counts: counts.clone(),
         },

@@ -12,7 +12,7 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 
-const TTL: &str = "3s";
+const TTL: &str = "5s";
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -42,6 +42,29 @@ pub struct Harness {
     _dir: tempfile::TempDir,
 }
 
+/// The journal of one harness: SQLite in `dir`, or, with `EBB_TEST_ETCD=http://HOST:PORT`
+/// (scripts/test.sh sets it for a second pass of the engine tests), the etcd backend under
+/// a prefix of its own.
+fn journal_for(plan: &Plan, dir: &std::path::Path) -> Journal {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    match std::env::var("EBB_TEST_ETCD") {
+        Ok(ep) if !ep.is_empty() => {
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let spec = crate::plan::StateSpec {
+                backend: crate::plan::StateBackend::Etcd,
+                endpoints: vec![ep],
+                prefix: format!("/harness-{}-{n}", std::process::id()),
+                ..Default::default()
+            };
+            Journal::with_store(Box::new(
+                crate::journal::etcd::EtcdJournal::open(&spec, &plan.pool.name)
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ))
+        }
+        _ => Journal::open(dir).unwrap_or_else(|e| panic!("{e}")),
+    }
+}
+
 impl Harness {
     /// Fakes for every member of `plan` (all started, healthy, initial state started).
     pub fn new(plan: Plan) -> Harness {
@@ -56,7 +79,7 @@ impl Harness {
             tempfile::tempdir()
         };
         let dir = dir.unwrap_or_else(|e| panic!("temporary dir: {e}"));
-        let journal = Journal::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let journal = journal_for(&plan, dir.path());
         let shutdown = Arc::new(watch::channel(false).0);
         let log = Recorder::new(shutdown.clone());
         Harness {

@@ -9,7 +9,6 @@ use ebb_engine::interfaces::Balancer;
 use ebb_engine::journal::Journal;
 use ebb_engine::plan::Plan;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -77,9 +76,10 @@ pub struct Published {
     pub error: Option<String>,
 }
 
-/// What the web view shows: the latest run of `pool` in the journal of `state_dir`.
+/// What the web view shows: the latest run of `pool` in the journal `sel` names (the state
+/// dir's SQLite file, or etcd when the pool file's `[state]` says so).
 pub struct Feed {
-    pub state_dir: PathBuf,
+    pub sel: crate::RunSel,
     pub pool: Option<String>,
     pub counts: ConnectionCounts,
 }
@@ -91,7 +91,10 @@ impl Feed {
         self,
         shutdown: watch::Receiver<bool>,
     ) -> Result<watch::Receiver<Arc<Published>>, String> {
-        let journal = Arc::new(Journal::open(&self.state_dir).map_err(|e| e.to_string())?);
+        let journal = Arc::new(
+            crate::commands::open_journal(&self.sel, false)
+                .map_err(|_| "cannot open the journal (see above)".to_string())?,
+        );
         let first = read(&journal, self.pool.as_deref(), &self.counts.all(), None);
         let (tx, rx) = watch::channel(Arc::new(first));
         tokio::spawn(refresh(self, journal, tx, shutdown));

@@ -85,13 +85,13 @@ pub async fn serve_run(
     let Some(opts) = opts else {
         return Ok(None);
     };
-    let state_dir = crate::commands::state_dir(sel)
+    crate::commands::state_dir(sel)
         .ok_or("--web needs the pool file or --state-dir to find the journal")?;
     let counts = ConnectionCounts::default();
     let server = WebServer::start(
         opts,
         Feed {
-            state_dir,
+            sel: sel.clone(),
             pool: Some(plan.pool.name.clone()),
             counts: counts.clone(),
         },

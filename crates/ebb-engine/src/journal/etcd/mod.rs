@@ -93,7 +93,10 @@ struct Shared {
     /// Boot-time ms before which the lease is surely alive.
     deadline: AtomicI64,
     lost: Mutex<Option<String>>,
+    /// Set when the journal is dropped: every keepalive thread ends.
     stop: AtomicBool,
+    /// The lease being kept alive (0: none); a keepalive thread ends when it changes.
+    current: AtomicI64,
 }
 
 impl Shared {
@@ -192,6 +195,7 @@ impl EtcdJournal {
                 deadline: AtomicI64::new(0),
                 lost: Mutex::new(None),
                 stop: AtomicBool::new(false),
+                current: AtomicI64::new(0),
             }),
             last_id: Mutex::new(0),
             action_runs: Mutex::new(HashMap::new()),
@@ -425,7 +429,7 @@ impl EtcdJournal {
         let ttl = self.ttl;
         let client = Client::new(
             &self.spec.endpoints,
-            Duration::from_millis((ttl * 1000 / 3).max(500) as u64),
+            Duration::from_millis((ttl * 1000 / 3).max(1000) as u64),
             self.spec.username.clone().map(|u| {
                 (
                     u,
@@ -437,19 +441,23 @@ impl EtcdJournal {
                 )
             }),
         );
-        let every = Duration::from_millis((ttl * 1000 / 4).max(200) as u64);
+        // Several tries within one TTL: a loaded etcd (a slow fsync, an election) may miss one.
+        let every = Duration::from_millis((ttl * 1000 / 6).max(200) as u64);
         std::thread::spawn(move || {
             let mut next = std::time::Instant::now() + every;
             loop {
                 while std::time::Instant::now() < next {
-                    if shared.stop.load(Ordering::SeqCst) {
+                    if shared.stop.load(Ordering::SeqCst)
+                        || shared.current.load(Ordering::SeqCst) != lease
+                    {
                         return;
                     }
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 next = std::time::Instant::now() + every;
                 let t0 = boot_ms();
-                match client.call("/v3/lease/keepalive", &json!({"ID": lease.to_string()})) {
+                let r = client.call("/v3/lease/keepalive", &json!({"ID": lease.to_string()}));
+                match r {
                     Ok(v) => {
                         let left = num(&v["result"]["TTL"]);
                         if left <= 0 {
@@ -559,6 +567,8 @@ impl Store for EtcdJournal {
         self.shared
             .deadline
             .store(t0 + granted * 1000, Ordering::SeqCst);
+        *self.shared.lost.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.shared.current.store(id, Ordering::SeqCst);
         *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(Lease { id, record });
         self.keepalive_thread(id);
         Ok(Ok(()))
@@ -582,7 +592,7 @@ impl Store for EtcdJournal {
     }
 
     fn unlock(&self, _pool: &str) -> JResult<()> {
-        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.current.store(0, Ordering::SeqCst);
         let Some(lease) = self.lease.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return Ok(());
         };
