@@ -17,7 +17,7 @@ etcd --name bench --data-dir "$dir/data" \
   --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
   --initial-cluster "bench=http://127.0.0.1:$peer" >"$dir/etcd.log" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 1 100); do
   etcdctl --endpoints "http://127.0.0.1:$port" --command-timeout=1s put /probe 1 >/dev/null 2>&1 && break
   sleep 0.1
