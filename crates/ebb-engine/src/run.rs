@@ -41,6 +41,19 @@ pub enum RunError {
     /// Stopped (Ctrl-C, SIGTERM, SIGHUP) before the command could begin its work.
     #[error("{0}")]
     Interrupted(String),
+    /// The journal failed while the run was under way: the run stopped at a safe point.
+    #[error("{0}; the run stopped at a safe point: once the journal can be written again (free space, permissions), `ebb resume` continues")]
+    JournalStopped(crate::journal::JournalError),
+}
+
+impl RunError {
+    /// A journal failure after the run started becomes [`RunError::JournalStopped`].
+    fn stopped(self) -> Self {
+        match self {
+            RunError::Journal(e) => RunError::JournalStopped(e),
+            other => other,
+        }
+    }
 }
 
 /// How a run (or resume, or release) ended.
@@ -114,7 +127,11 @@ impl LockGuard {
         let heartbeat = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
-                let _ = j.heartbeat(&p);
+                // A failed heartbeat is kept by the journal (`Journal::failure`): the run
+                // stops at its next safe point.
+                if j.heartbeat(&p).is_err() {
+                    tracing::warn!("the journal could not record the lock's heartbeat");
+                }
             }
         });
         Ok(LockGuard {
@@ -261,8 +278,13 @@ pub async fn run(
     let sampler = AbortOnDrop(tokio::spawn(sample_pool(engine.clone())));
     let outcome = drive(&engine).await;
     drop(sampler);
-    let outcome = outcome?;
-    journal.set_run_state(run_id, outcome.state, &outcome.message)?;
+    let outcome = outcome.map_err(RunError::stopped)?;
+    journal
+        .set_run_state(run_id, outcome.state, &outcome.message)
+        .map_err(RunError::JournalStopped)?;
+    if let Some(e) = journal.failure() {
+        return Err(RunError::JournalStopped(e));
+    }
     sink(&Event::RunFinished {
         state: outcome.state.as_str().into(),
         exit_code: outcome.exit_code,
@@ -566,6 +588,7 @@ async fn drive(engine: &Arc<Engine>) -> Result<RunOutcome, RunError> {
         let mut halt: Option<(i32, String)> = None;
         let mut pause: Option<String> = None;
         let mut failures = Vec::new();
+        let mut journal_failure = None;
         loop {
             while halt.is_none() && pause.is_none() && tasks.len() < limit {
                 let Some(i) = queue.pop_front() else { break };
@@ -610,11 +633,19 @@ async fn drive(engine: &Arc<Engine>) -> Result<RunOutcome, RunError> {
                 MemberEnd::Paused(msg) => {
                     pause.get_or_insert(msg);
                 }
+                MemberEnd::Journal(e) => {
+                    // Members in flight stop at their own next safe point.
+                    journal_failure.get_or_insert(e);
+                    halt.get_or_insert((1, String::new()));
+                }
             }
             if halt.is_some() || pause.is_some() {
                 // Nothing new starts; the run ends when the members in flight have stopped.
                 engine.starts.close();
             }
+        }
+        if let Some(e) = journal_failure {
+            return Err(RunError::Journal(e));
         }
         if let Some((code, msg)) = halt {
             let mut message = failures.join("; ");

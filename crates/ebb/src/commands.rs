@@ -343,7 +343,7 @@ fn aborted() -> bool {
 fn refused(e: RunError) -> i32 {
     ebb_out::errln!("ebb: {e}");
     match e {
-        RunError::Journal(_) => 1,
+        RunError::Journal(_) | RunError::JournalStopped(_) => 1,
         RunError::Interrupted(_) => stopped_exit_code(),
         _ => EXIT_USAGE,
     }

@@ -19,7 +19,7 @@ pub use records::*;
 pub use store::{Journal, Store};
 
 /// A journal error, naming the journal file.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("journal {path}: {message}")]
 pub struct JournalError {
     /// The database file.
@@ -64,6 +64,27 @@ fn lock_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LockHolder> {
 pub struct SqliteJournal {
     path: PathBuf,
     conn: Mutex<Connection>,
+    failure: FirstFailure,
+}
+
+/// The first operation of a store that failed (a full disk, a read-only file, a lost
+/// connection): the run stops at its next safe point instead of going on with a journal
+/// that no longer tells the truth (see [`Store::failure`]).
+#[derive(Debug, Default)]
+pub(crate) struct FirstFailure(Mutex<Option<JournalError>>);
+
+impl FirstFailure {
+    /// Keeps `e` if it is the first, and gives it back.
+    pub(crate) fn record(&self, e: JournalError) -> JournalError {
+        let mut first = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        first.get_or_insert_with(|| e.clone());
+        e
+    }
+
+    /// The first failure, if any.
+    pub(crate) fn get(&self) -> Option<JournalError> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// File name of the journal inside the state dir.
@@ -125,6 +146,7 @@ impl SqliteJournal {
         Ok(SqliteJournal {
             path,
             conn: Mutex::new(conn),
+            failure: FirstFailure::default(),
         })
     }
 
@@ -134,16 +156,20 @@ impl SqliteJournal {
     }
 
     fn e(&self, e: rusqlite::Error) -> JournalError {
-        JournalError {
+        self.failure.record(JournalError {
             path: self.path.display().to_string(),
             message: e.to_string(),
-        }
+        })
     }
 }
 
 impl Store for SqliteJournal {
     fn path(&self) -> &Path {
         &self.path
+    }
+
+    fn failure(&self) -> Option<JournalError> {
+        self.failure.get()
     }
 
     /// Takes the pool's lock, or says who holds it.

@@ -3,8 +3,8 @@
 //! shared store (etcd).
 
 use super::{
-    ActionEnd, ActionRecord, JResult, LockHolder, MemberRecord, MemberState, Owed, RunRecord,
-    RunState, SqliteJournal,
+    ActionEnd, ActionRecord, JResult, JournalError, LockHolder, MemberRecord, MemberState, Owed,
+    RunRecord, RunState, SqliteJournal,
 };
 use std::path::Path;
 
@@ -19,6 +19,11 @@ pub trait Store: Send + Sync {
     /// the error says why not. Called before each balancer or member operation.
     fn fence(&self) -> JResult<()> {
         Ok(())
+    }
+    /// The first operation on this store that failed, if any: once one has, a run stops at
+    /// its next safe point (`MemberEnd::Journal`) and says so, naming the store.
+    fn failure(&self) -> Option<JournalError> {
+        None
     }
     /// Whether the lock is shared by every host (etcd): no host-wide lock is needed.
     fn shared(&self) -> bool {

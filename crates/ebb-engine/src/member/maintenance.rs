@@ -29,10 +29,12 @@ impl Engine {
         }
         let key = self.maintenance_key(&m.name, &spec.name);
         match self.drivers.maintenance.begin(mt, m, &key).await {
-            Ok(token) => {
-                let _ = self.journal.set_action_detail(action, &token);
-                ok(token)
-            }
+            // Without the token in the journal, a resume could not end this maintenance
+            // by it: the step fails and its end (owed above) is found by the key.
+            Ok(token) => match self.journal.set_action_detail(action, &token) {
+                Ok(()) => ok(token),
+                Err(e) => failed(e.to_string()),
+            },
             Err(e) => failed(e.to_string()),
         }
     }

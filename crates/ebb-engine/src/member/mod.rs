@@ -6,7 +6,7 @@ use crate::interfaces::{
     Balancer, CheckContext, Checker, CommandOutcome, HostState, Maintenance, MemberLbState,
     OutputSink, StartedSink, Transport,
 };
-use crate::journal::{ActionEnd, Journal, MemberState};
+use crate::journal::{ActionEnd, Journal, JournalError, MemberState};
 use crate::ops::{ops_for, Op};
 use crate::placeholder::{render, Quote};
 use crate::plan::{CheckSpec, DrainMode, Member, OnTimeout, Plan, RebootPolicy};
@@ -48,6 +48,10 @@ pub enum MemberEnd {
     /// Its drain did not end in time (`on_timeout = "skip"`): it was returned to service
     /// untouched and marked skipped.
     Skipped(String),
+    /// The journal could not be written: the member stopped at a safe point (between two
+    /// operations, or with an operation's intent recorded and no outcome) and the run
+    /// stops, to be continued by `ebb resume` once the journal is writable again.
+    Journal(JournalError),
 }
 
 /// Shared state of a run in progress.
@@ -159,6 +163,15 @@ impl Engine {
         *self.shutdown.borrow()
     }
 
+    /// A safe point: going on is fine unless some write to the journal failed (here or in
+    /// another member's task, the heartbeat or the pool sampler).
+    pub(super) fn journal_ok(&self) -> Result<(), MemberEnd> {
+        match self.journal.failure() {
+            Some(e) => Err(MemberEnd::Journal(e)),
+            None => Ok(()),
+        }
+    }
+
     /// Carries member `idx` from its cursor to the end (or to a failure).
     pub async fn run_member(self: Arc<Self>, idx: usize) -> MemberEnd {
         let name = self.member(idx).name.clone();
@@ -166,7 +179,7 @@ impl Engine {
         let turn = Turn(&self.starts, idx);
         let rec = match self.journal.member(self.run_id, &name) {
             Ok(r) => r,
-            Err(e) => return MemberEnd::Failed(e.to_string()),
+            Err(e) => return MemberEnd::Journal(e),
         };
         let Some(rec) = rec else {
             return MemberEnd::Failed(format!("member \"{name}\" is not in this run's journal"));
@@ -205,14 +218,17 @@ impl Engine {
                     "drain",
                     &reason,
                 ) {
-                    return MemberEnd::Failed(e.to_string());
+                    return MemberEnd::Journal(e);
                 }
                 return MemberEnd::Failed(reason);
             }
         }
-        let _ = self
-            .journal
-            .set_member_state(self.run_id, &name, MemberState::Out, &rec.step, "");
+        if let Err(e) =
+            self.journal
+                .set_member_state(self.run_id, &name, MemberState::Out, &rec.step, "")
+        {
+            return MemberEnd::Journal(e);
+        }
         self.emit(Event::MemberStarted {
             member: name.clone(),
         });
@@ -221,17 +237,22 @@ impl Engine {
             if self.shutting_down() {
                 return MemberEnd::Interrupted;
             }
+            if let Err(end) = self.journal_ok() {
+                return end;
+            }
             match self.clone().attempts(idx, k, *op).await {
                 Ok(()) => {}
                 Err(MemberEnd::Failed(reason)) => {
                     let step = op.name(&self.plan);
-                    let _ = self.journal.set_member_state(
+                    if let Err(e) = self.journal.set_member_state(
                         self.run_id,
                         &name,
                         MemberState::Failed,
                         &step,
                         &reason,
-                    );
+                    ) {
+                        return MemberEnd::Journal(e);
+                    }
                     let left = self.where_left(idx).await;
                     self.emit(Event::MemberFinished {
                         member: name.clone(),
@@ -247,9 +268,12 @@ impl Engine {
                 Err(other) => return other,
             }
         }
-        let _ = self
+        if let Err(e) = self
             .journal
-            .set_member_state(self.run_id, &name, MemberState::Done, "", "");
+            .set_member_state(self.run_id, &name, MemberState::Done, "", "")
+        {
+            return MemberEnd::Journal(e);
+        }
         self.out
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -374,10 +398,11 @@ impl Engine {
                 Err(MemberEnd::Failed(reason)) if attempt < spec.retries => reason,
                 other => return other,
             };
+            self.journal_ok()?;
             let unknown = self
                 .journal
                 .actions(self.run_id, Some(&name))
-                .map_err(|e| MemberEnd::Failed(e.to_string()))?
+                .map_err(MemberEnd::Journal)?
                 .last()
                 .is_some_and(|a| a.outcome.as_deref() == Some("unknown"));
             if unknown && !spec.idempotent {
@@ -406,13 +431,13 @@ impl Engine {
         let name = self.member(idx).name.clone();
         let step = op.name(&self.plan);
         let kind = op.kind();
-        let _ = self
-            .journal
-            .set_member_state(self.run_id, &name, MemberState::Out, &step, "");
+        self.journal
+            .set_member_state(self.run_id, &name, MemberState::Out, &step, "")
+            .map_err(MemberEnd::Journal)?;
         let action = self
             .journal
             .begin_action(self.run_id, &name, k, &step, kind)
-            .map_err(|e| MemberEnd::Failed(e.to_string()))?;
+            .map_err(MemberEnd::Journal)?;
         self.emit(Event::StepStarted {
             member: name.clone(),
             step: step.clone(),
@@ -481,7 +506,7 @@ impl Engine {
                     advance_to,
                 },
             )
-            .map_err(|e| MemberEnd::Failed(e.to_string()))?;
+            .map_err(MemberEnd::Journal)?;
         self.emit(Event::StepFinished {
             member: name,
             step,

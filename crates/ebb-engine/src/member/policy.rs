@@ -151,6 +151,8 @@ impl Engine {
             // A balancer that cannot be asked says nothing about who is in service: no
             // sample, so the report's count never shows an outage that was only silence.
             if unreadable == 0 {
+                // A failed write is also kept by the journal (`Journal::failure`) and
+                // stops the run at its next safe point.
                 if let Err(e) = self.journal.sample(self.run_id, in_service, total) {
                     self.emit(Event::Warning {
                         message: format!("cannot record the pool's in-service count: {e}"),

@@ -443,7 +443,9 @@ impl Engine {
         let current = transport.boot_id().await;
         let before = match (&earlier, &current) {
             (Some(b), Ok(now)) if b != now => {
-                let _ = self.journal.set_reboot_pending(self.run_id, &m.name, false);
+                if let Err(e) = self.journal.set_reboot_pending(self.run_id, &m.name, false) {
+                    return failed(e.to_string());
+                }
                 return ok(format!("already rebooted (boot {b} → {now})"));
             }
             (Some(b), _) => b.clone(),
@@ -480,7 +482,9 @@ impl Engine {
         loop {
             match transport.boot_id().await {
                 Ok(now) if now != before => {
-                    let _ = self.journal.set_reboot_pending(self.run_id, &m.name, false);
+                    if let Err(e) = self.journal.set_reboot_pending(self.run_id, &m.name, false) {
+                        return failed(e.to_string());
+                    }
                     return ok(format!(
                         "rebooted in {}{}: boot {before} → {now}",
                         ebb_config::format_duration(started.elapsed()),

@@ -163,6 +163,7 @@ pub struct EtcdJournal {
     last_id: Mutex<i64>,
     action_runs: Mutex<HashMap<i64, i64>>,
     owed_keys: Mutex<HashMap<i64, String>>,
+    failure: super::FirstFailure,
 }
 
 impl EtcdJournal {
@@ -200,16 +201,17 @@ impl EtcdJournal {
             last_id: Mutex::new(0),
             action_runs: Mutex::new(HashMap::new()),
             owed_keys: Mutex::new(HashMap::new()),
+            failure: Default::default(),
         };
         j.get(&j.key("lock"))?;
         Ok(j)
     }
 
     fn err(&self, message: impl Into<String>) -> JournalError {
-        JournalError {
+        self.failure.record(JournalError {
             path: self.shown.display().to_string(),
             message: message.into(),
-        }
+        })
     }
 
     fn call(&self, path: &str, body: Value) -> JResult<Value> {
@@ -487,6 +489,10 @@ impl Drop for EtcdJournal {
 impl Store for EtcdJournal {
     fn path(&self) -> &Path {
         &self.shown
+    }
+
+    fn failure(&self) -> Option<JournalError> {
+        self.failure.get()
     }
 
     fn shared(&self) -> bool {
