@@ -13,6 +13,22 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
 
+/// Where a member's transport settings are read from: the pool file's folder (relative
+/// paths such as key files are taken from it) and the member's key in errors
+/// (`member[2]`). Shared by the transports that read their own keys (ssh, winrm).
+pub(crate) fn member_settings_origin(plan: &Plan, member: &Member) -> (std::path::PathBuf, String) {
+    let base = plan
+        .file
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let at = plan
+        .member_index(&member.name)
+        .map(|i| format!("member[{i}]"))
+        .unwrap_or_else(|| "member".into());
+    (base, at)
+}
+
 /// Builds the transport of one member with the standard registry.
 pub fn build(plan: &Plan, member: &Member) -> Result<Arc<dyn Transport>, ConfigErrors> {
     let registry = crate::registry();

@@ -262,15 +262,7 @@ impl Ssh {
     /// The ssh transport for `member` of `plan`; relative paths are taken from the pool
     /// file's folder.
     pub fn new(plan: &Plan, member: &Member) -> Result<Ssh, ConfigErrors> {
-        let base = plan
-            .file
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let at = plan
-            .member_index(&member.name)
-            .map(|i| format!("member[{i}]"))
-            .unwrap_or_else(|| "member".into());
+        let (base, at) = super::member_settings_origin(plan, member);
         let mut cx = ebb_engine::config::context(plan);
         let mut section = Section::new(&member.settings, at, KEYS);
         let settings = SshSettings::read(&mut cx, &mut section, &member.address, &base);

@@ -351,15 +351,7 @@ impl Winrm {
     /// The winrm transport for `member` of `plan`. The password is read from the
     /// environment here; a missing one is reported when the member is first reached.
     pub fn new(plan: &Plan, member: &Member) -> Result<Winrm, ConfigErrors> {
-        let base = plan
-            .file
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let at = plan
-            .member_index(&member.name)
-            .map(|i| format!("member[{i}]"))
-            .unwrap_or_else(|| "member".into());
+        let (base, at) = super::member_settings_origin(plan, member);
         let mut cx = ebb_engine::config::context(plan);
         let mut section = Section::new(&member.settings, at.clone(), KEYS);
         let settings = WinrmSettings::read(&mut cx, &mut section, &member.address, &base);
