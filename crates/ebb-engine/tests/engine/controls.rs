@@ -91,12 +91,12 @@ async fn without_retries_a_failed_step_runs_once() {
 async fn stop_after_pauses_before_the_next_member_and_resume_goes_on() {
     // Each member's step takes longer than stop_after: m1 runs to its end, m2 never starts.
     let plan = PlanBuilder::new(3)
-        .stop_after(Duration::from_millis(50))
+        .stop_after(Duration::from_millis(500))
         .step("install")
         .build();
-    let h = Harness::new(plan);
+    let mut h = Harness::new(plan.clone());
     h.transport("m1")
-        .script("install", [Reply::Slow(Duration::from_millis(150))]);
+        .script("install", [Reply::Slow(Duration::from_millis(800))]);
     let out = h.run().await;
     assert_eq!(
         (out.state, out.exit_code),
@@ -104,11 +104,16 @@ async fn stop_after_pauses_before_the_next_member_and_resume_goes_on() {
         "{}",
         out.message
     );
-    assert!(out.message.contains("stop_after 50ms"), "{}", out.message);
+    assert!(out.message.contains("stop_after 500ms"), "{}", out.message);
     assert_eq!(h.member("m1").state, MemberState::Done);
     assert!(h.log.calls("m2").is_empty(), "{}", h.log.dump());
     assert_eq!(h.run_record().state, RunState::Paused);
-    // A resume gets its own stop_after; the members are fast now, so it finishes.
+    // A resume gets its own stop_after, counted from the resume: with a generous one
+    // (a slow journal, such as etcd on a loaded machine, must not pause it again) it
+    // finishes.
+    let mut longer = plan;
+    longer.runbook.stop_after = Some(Duration::from_secs(60));
+    h.replan(longer);
     let out = h.resume().await;
     assert_eq!(
         (out.state, out.exit_code),

@@ -228,9 +228,13 @@ async fn members_start_in_plan_order_when_a_slot_frees() {
         .step("install")
         .build();
     let h = Harness::new(plan);
-    // Someone else holds one of the two slots for a while: m1 takes the other, m2 waits.
-    h.balancer
-        .set_for("m4", HostState::Stopped, Duration::from_millis(150));
+    // Someone else holds one of the two slots until m1 is back in service: m1 takes the
+    // other, m2 waits. (An event, not a timer: with a slow journal a timer could put m4
+    // back in the middle of its own drain.)
+    h.balancer.set("m4", HostState::Stopped);
+    let bal = h.balancer.clone();
+    h.log
+        .on("m1", "start", move || bal.set("m4", HostState::Started));
     let out = h.run().await;
     assert_eq!(out.exit_code, 0, "{}", out.message);
     assert_eq!(

@@ -100,6 +100,23 @@ struct Shared {
 }
 
 impl Shared {
+    /// Records that `lease` was lost, unless it is no longer the lease being kept: a
+    /// keepalive for a lease this process revoked (its run ended, a resume took a new
+    /// one) must not fence the new holder.
+    fn lose_lease(&self, lease: i64, why: String) {
+        let mut l = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        if l.is_none() && self.current.load(Ordering::SeqCst) == lease {
+            *l = Some(why);
+        }
+    }
+
+    /// A new lease is kept from now on; an old lease's loss no longer counts.
+    fn keep(&self, lease: i64) {
+        let mut l = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        *l = None;
+        self.current.store(lease, Ordering::SeqCst);
+    }
+
     fn lose(&self, why: String) {
         let mut l = self.lost.lock().unwrap_or_else(|p| p.into_inner());
         if l.is_none() {
@@ -463,14 +480,16 @@ impl EtcdJournal {
                     Ok(v) => {
                         let left = num(&v["result"]["TTL"]);
                         if left <= 0 {
-                            shared.lose(format!("etcd lease {lease:x} expired before it was renewed (this ebb was paused, asleep or cut off from etcd for longer than the lease TTL of {ttl}s); another ebb may have taken over"));
+                            shared.lose_lease(lease, format!("etcd lease {lease:x} expired before it was renewed (this ebb was paused, asleep or cut off from etcd for longer than the lease TTL of {ttl}s); another ebb may have taken over"));
                             return;
                         }
-                        shared.deadline.store(t0 + left * 1000, Ordering::SeqCst);
+                        if shared.current.load(Ordering::SeqCst) == lease {
+                            shared.deadline.store(t0 + left * 1000, Ordering::SeqCst);
+                        }
                     }
                     Err(e) => {
                         if boot_ms() >= shared.deadline.load(Ordering::SeqCst) {
-                            shared.lose(format!("etcd lease {lease:x} could not be renewed within its TTL of {ttl}s: {e}"));
+                            shared.lose_lease(lease, format!("etcd lease {lease:x} could not be renewed within its TTL of {ttl}s: {e}"));
                             return;
                         }
                     }
@@ -573,8 +592,7 @@ impl Store for EtcdJournal {
         self.shared
             .deadline
             .store(t0 + granted * 1000, Ordering::SeqCst);
-        *self.shared.lost.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        self.shared.current.store(id, Ordering::SeqCst);
+        self.shared.keep(id);
         *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(Lease { id, record });
         self.keepalive_thread(id);
         Ok(Ok(()))
