@@ -29,7 +29,7 @@ mod key;
 mod lines;
 mod section;
 
-pub use duration::{format_duration, format_exact, parse_duration};
+pub use duration::{format_duration, format_exact, format_utc, parse_duration};
 pub use error::{ConfigError, ConfigErrors, Context};
 pub use key::{Key, Kind};
 pub use lines::{line_of_offset, LineIndex};

@@ -839,12 +839,46 @@ pub async fn release(
     }
     journal.set_cursor(run.id, member, ops.len())?;
     journal.set_member_state(run.id, member, MemberState::Done, "", "")?;
+    let released = released_note(member, &owed);
+    // The run's message no longer says the member failed: it says what is true now.
+    let run = journal.run(run.id)?.unwrap_or(run);
+    journal.set_run_message(run.id, &after_release(&run.message, &rec, &released))?;
     Ok(RunOutcome {
         run_id: run.id,
         state: run.state,
         exit_code: 0,
-        message: format!("\"{member}\" verified, unwound and back in service"),
+        message: format!("{released}; back in service"),
     })
+}
+
+/// `"web1" released by USER@HOST at TIME: verify passed, undos paid: ...` (in the order
+/// they ran).
+fn released_note(member: &str, owed: &[crate::journal::Owed]) -> String {
+    let paid: Vec<String> = owed.iter().rev().map(|o| o.describe()).collect();
+    format!(
+        "\"{member}\" released by {} at {}: verify passed, {}",
+        crate::journal::operator(),
+        ebb_config::format_utc(u64::try_from(crate::events::now_ms()).unwrap_or(0)),
+        if paid.is_empty() {
+            "no undo was owed".to_string()
+        } else {
+            format!("undos paid: {}", paid.join(", "))
+        }
+    )
+}
+
+/// The run's message once `rec`'s member is released: its "failed at" clause (as the run
+/// wrote it) replaced by `released`, or `released` added when the message does not name it.
+fn after_release(message: &str, rec: &crate::journal::MemberRecord, released: &str) -> String {
+    let failed = format!("\"{}\" failed at {}", rec.name, rec.reason);
+    if rec.state == MemberState::Failed && !rec.reason.is_empty() && message.contains(&failed) {
+        return message.replacen(&failed, released, 1);
+    }
+    if message.is_empty() {
+        released.to_string()
+    } else {
+        format!("{message}; since then {released}")
+    }
 }
 
 /// The signal `ebb abort` sends the ebb that runs the pool (SIGUSR1): a stop at the next

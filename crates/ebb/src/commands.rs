@@ -98,7 +98,12 @@ async fn dispatch(cmd: Command) -> i32 {
             kill_running,
         } => release(&sel, &member, json, kill_running).await,
         Command::Abort { sel, json } => abort(&sel, json).await,
-        Command::Report { sel, json, html } => crate::report::report(&sel, json, html.as_deref()),
+        Command::Report {
+            sel,
+            run,
+            json,
+            html,
+        } => crate::report::report(&sel, run, json, html.as_deref()),
         Command::Watch { sel, web } => crate::watch::watch(&sel, &web).await,
         Command::Lock(cmd) => crate::lock::lock(cmd),
         Command::Lb(_)

@@ -179,10 +179,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the latest run: per member, each step with its times and outcome.
+    /// Print the latest run (or `--run N`): per member, each step with its times and outcome.
     Report {
         #[command(flatten)]
         sel: RunSel,
+        /// Report run N of the pool instead of its latest (`ebb status` shows the latest
+        /// run's id; an unknown N is refused, exit 2, naming the runs there are).
+        #[arg(long, value_name = "N")]
+        run: Option<i64>,
         /// Print as JSON.
         #[arg(long)]
         json: bool,

@@ -191,3 +191,36 @@ fn the_verdict_is_on_stdout_and_an_unnamed_wave_is_not_wave_wave() {
         assert!(stdout(&o).contains("no run yet"), "{cmd}: {}", stdout(&o));
     }
 }
+
+#[test]
+fn after_a_release_status_and_report_no_longer_say_the_member_failed() {
+    let f = Fixture::new(&["a", "b"]);
+    let pool = f.pool("", &["a", "b"], &failing("exit 4"));
+    let o = run(&["run", pool.to_str().unwrap()], f.dir.path());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(status(&pool)["run"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("\"a\" failed at"));
+    let r = run(&["release", "a", pool.to_str().unwrap()], f.dir.path());
+    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
+    let paid = "verify passed, undos paid: start in the balancer, restore initial state started";
+    assert!(
+        stdout(&r).contains("\"a\" released by ") && stdout(&r).contains(paid),
+        "{}",
+        stdout(&r)
+    );
+    assert_eq!(f.lb_state("a"), "started");
+    let st = run(&["status", pool.to_str().unwrap()], f.dir.path());
+    let report = run(&["report", pool.to_str().unwrap()], f.dir.path());
+    for out in [stdout(&st), stdout(&report)] {
+        let first = out.lines().next().unwrap_or_default();
+        assert!(!first.contains("failed"), "{out}");
+        assert!(
+            first.contains("\"a\" released by ")
+                && first.contains(" UTC: ")
+                && first.contains(paid),
+            "{out}"
+        );
+    }
+}

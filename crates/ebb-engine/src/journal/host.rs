@@ -12,6 +12,21 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// The user running ebb (`$USER`, `$LOGNAME`, else `uid N`).
+pub fn user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| {
+            // SAFETY: getuid has no preconditions.
+            format!("uid {}", unsafe { libc::getuid() })
+        })
+}
+
+/// Who does something, for the record: `user@host`.
+pub fn operator() -> String {
+    format!("{}@{}", user(), hostname())
+}
+
 /// Whether a process with this pid exists on this host.
 pub fn pid_alive(pid: u32) -> bool {
     if pid == 0 || pid > i32::MAX as u32 {

@@ -14,7 +14,7 @@ mod host;
 mod records;
 mod store;
 
-pub use host::{default_lock_dir, hostname, pid_alive, HostLock, HostLockError};
+pub use host::{default_lock_dir, hostname, operator, pid_alive, user, HostLock, HostLockError};
 pub use records::*;
 pub use store::{Journal, Store};
 
@@ -57,6 +57,22 @@ fn lock_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LockHolder> {
         host: r.get(1)?,
         heartbeat_ms: r.get(2)?,
         lease_left_s: None,
+    })
+}
+
+const RUN_SELECT: &str =
+    "SELECT id, pool, pool_file, state, started_ms, ended_ms, next_wave, message FROM runs";
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        id: r.get(0)?,
+        pool: r.get(1)?,
+        pool_file: r.get(2)?,
+        state: RunState::parse(&r.get::<_, String>(3)?),
+        started_ms: r.get(4)?,
+        ended_ms: r.get(5)?,
+        next_wave: r.get::<_, i64>(6)? as usize,
+        message: r.get(7)?,
     })
 }
 
@@ -263,24 +279,34 @@ impl Store for SqliteJournal {
 
     /// The latest run of the pool, if any.
     fn latest_run(&self, pool: Option<&str>) -> JResult<Option<RunRecord>> {
-        let sql =
-            "SELECT id, pool, pool_file, state, started_ms, ended_ms, next_wave, message FROM runs
-                   WHERE (?1 IS NULL OR pool = ?1) ORDER BY id DESC LIMIT 1";
+        let sql = format!("{RUN_SELECT} WHERE (?1 IS NULL OR pool = ?1) ORDER BY id DESC LIMIT 1");
         self.db()
-            .query_row(sql, params![pool], |r| {
-                Ok(RunRecord {
-                    id: r.get(0)?,
-                    pool: r.get(1)?,
-                    pool_file: r.get(2)?,
-                    state: RunState::parse(&r.get::<_, String>(3)?),
-                    started_ms: r.get(4)?,
-                    ended_ms: r.get(5)?,
-                    next_wave: r.get::<_, i64>(6)? as usize,
-                    message: r.get(7)?,
-                })
-            })
+            .query_row(&sql, params![pool], run_row)
             .optional()
             .map_err(|e| self.e(e))
+    }
+
+    /// One run by its id.
+    fn run(&self, id: i64) -> JResult<Option<RunRecord>> {
+        let sql = format!("{RUN_SELECT} WHERE id = ?1");
+        self.db()
+            .query_row(&sql, params![id], run_row)
+            .optional()
+            .map_err(|e| self.e(e))
+    }
+
+    /// The ids of the pool's runs (of every pool with `None`), oldest first.
+    fn run_ids(&self, pool: Option<&str>) -> JResult<Vec<i64>> {
+        let db = self.db();
+        let mut st = db
+            .prepare("SELECT id FROM runs WHERE (?1 IS NULL OR pool = ?1) ORDER BY id")
+            .map_err(|e| self.e(e))?;
+        let ids = st
+            .query_map(params![pool], |r| r.get(0))
+            .map_err(|e| self.e(e))?
+            .collect::<Result<Vec<i64>, _>>()
+            .map_err(|e| self.e(e));
+        ids
     }
 
     /// Sets the run's state (and its end time when it stops).
@@ -290,6 +316,17 @@ impl Store for SqliteJournal {
             .execute(
                 "UPDATE runs SET state = ?1, message = ?2, ended_ms = ?3 WHERE id = ?4",
                 params![state.as_str(), message, ended, run],
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(())
+    }
+
+    /// Rewrites the run's message, leaving its state and end time.
+    fn set_run_message(&self, run: i64, message: &str) -> JResult<()> {
+        self.db()
+            .execute(
+                "UPDATE runs SET message = ?1 WHERE id = ?2",
+                params![message, run],
             )
             .map_err(|e| self.e(e))?;
         Ok(())

@@ -50,8 +50,16 @@ pub trait Store: Send + Sync {
     ) -> JResult<i64>;
     /// The latest run of the pool, if any.
     fn latest_run(&self, pool: Option<&str>) -> JResult<Option<RunRecord>>;
+    /// One run by its id (`ebb report --run N`), of whichever pool.
+    fn run(&self, id: i64) -> JResult<Option<RunRecord>>;
+    /// The ids of the pool's runs (every pool's with `None`), oldest first: what a
+    /// `--run` that names no run can offer instead.
+    fn run_ids(&self, pool: Option<&str>) -> JResult<Vec<i64>>;
     /// Sets the run's state (and its end time when it stops).
     fn set_run_state(&self, run: i64, state: RunState, message: &str) -> JResult<()>;
+    /// Rewrites the run's message (what `status` and `report` say of it), leaving its state
+    /// and end time: after `ebb release`, the message says what is now true.
+    fn set_run_message(&self, run: i64, message: &str) -> JResult<()>;
     /// Records the next wave to run.
     fn set_next_wave(&self, run: i64, wave: usize) -> JResult<()>;
     /// Every member of a run, in plan order.

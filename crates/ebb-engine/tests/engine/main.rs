@@ -11,6 +11,7 @@ mod lost;
 mod reboot;
 mod release;
 mod resume;
+mod runs;
 mod scheduler;
 mod undo;
 

@@ -198,3 +198,80 @@ async fn the_journal_samples_the_pool_as_members_leave_and_return() {
     let dips = counts.windows(2).filter(|w| w[0] == 3 && w[1] == 2).count();
     assert_eq!(dips, 3, "{counts:?}");
 }
+
+#[tokio::test]
+async fn after_a_release_the_runs_message_says_who_released_it_and_which_undos_were_paid() {
+    // m1 and m2 fail (on_failure = continue, one failure allowed: the second halts the
+    // run); only m1 is released.
+    let h = Harness::new(
+        PlanBuilder::new(3)
+            .on_failure(ebb_engine::plan::OnFailure::Continue, 1)
+            .max_unavailable(ebb_engine::plan::MaxUnavailable::Count(2))
+            .paired("fsc")
+            .step("install")
+            .build(),
+    );
+    h.transport("m1").script("install", [Reply::Exit(1)]);
+    h.transport("m2").script("install", [Reply::Exit(2)]);
+    let out = h.run().await;
+    assert_eq!(out.exit_code, 1, "{}", out.message);
+    let before = h.run_record().message;
+    assert!(before.contains("\"m1\" failed at"), "{before}");
+    assert!(before.contains("\"m2\" failed at"), "{before}");
+
+    let out = h.release("m1").await.expect("release runs");
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    let who = format!("\"m1\" released by {} at ", ebb_engine::journal::operator());
+    let paid = "verify passed, undos paid: undo of \"fsc\", start in the balancer, restore initial state started";
+    let after = h.run_record();
+    assert!(
+        !after.message.contains("\"m1\" failed"),
+        "{}",
+        after.message
+    );
+    assert!(
+        after.message.contains(&who) && after.message.contains(paid),
+        "{}",
+        after.message
+    );
+    assert!(
+        after.message.contains("UTC: verify passed"),
+        "{}",
+        after.message
+    );
+    // What is still true stays said: m2 failed and is still out.
+    assert!(
+        after.message.contains("\"m2\" failed at"),
+        "{}",
+        after.message
+    );
+    assert_eq!(after.state, RunState::Halted);
+    assert!(
+        out.message.contains(&who) && out.message.contains(paid),
+        "{}",
+        out.message
+    );
+}
+
+#[tokio::test]
+async fn a_release_after_an_interruption_adds_to_the_runs_message() {
+    let plan = PlanBuilder::new(2).step("install").build();
+    let k = crate::operation_index(&plan, "m1", "run install").await;
+    let h = Harness::new(plan);
+    h.log.interrupt_at(
+        k,
+        ebb_engine::testing::KillPoint::After,
+        ebb_engine::testing::Interrupt::Shutdown,
+    );
+    assert_eq!(h.run().await.exit_code, 130);
+    let before = h.run_record().message;
+    let out = h.release("m1").await.expect("release");
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    let after = h.run_record().message;
+    assert!(after.starts_with(&before), "{before} / {after}");
+    assert!(
+        after.contains("; since then \"m1\" released by")
+            && after.contains("undos paid: start in the balancer, restore initial state started"),
+        "{after}"
+    );
+}

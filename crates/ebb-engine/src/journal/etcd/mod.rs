@@ -14,8 +14,8 @@
 mod client;
 
 use super::{
-    hostname, ActionEnd, ActionRecord, JResult, JournalError, LockHolder, MemberRecord,
-    MemberState, Owed, RunRecord, RunState, Store,
+    hostname, operator, user, ActionEnd, ActionRecord, JResult, JournalError, LockHolder,
+    MemberRecord, MemberState, Owed, RunRecord, RunState, Store,
 };
 use crate::events::now_ms;
 use crate::plan::StateSpec;
@@ -134,15 +134,6 @@ fn boot_ms() -> i64 {
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
-}
-
-fn user() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| {
-            // SAFETY: getuid has no preconditions.
-            format!("uid {}", unsafe { libc::getuid() })
-        })
 }
 
 fn num(v: &Value) -> i64 {
@@ -435,7 +426,7 @@ impl EtcdJournal {
             return Ok(Err((rec, self.lease_left(lease)?)));
         }
         let rec = BreakRecord {
-            by: format!("{}@{}", user(), hostname()),
+            by: operator(),
             at_ms: now_ms(),
             holder: self.get_json(&self.key("holder"))?,
         };
@@ -693,6 +684,20 @@ impl Store for EtcdJournal {
         }
     }
 
+    fn run(&self, id: i64) -> JResult<Option<RunRecord>> {
+        self.get_json(&self.run_key(id))
+    }
+
+    fn run_ids(&self, pool: Option<&str>) -> JResult<Vec<i64>> {
+        // The keys hold this journal's pool only; the records say so too.
+        Ok(self
+            .scan_json::<RunRecord>(&self.key("run/"))?
+            .into_iter()
+            .filter(|(_, r)| pool.is_none_or(|p| p == r.pool))
+            .map(|(_, r)| r.id)
+            .collect())
+    }
+
     fn set_run_state(&self, run: i64, state: RunState, message: &str) -> JResult<()> {
         self.update_run(run, |r| {
             r.state = state;
@@ -722,6 +727,10 @@ impl Store for EtcdJournal {
             }
         }
         Ok(())
+    }
+
+    fn set_run_message(&self, run: i64, message: &str) -> JResult<()> {
+        self.update_run(run, |r| r.message = message.to_string())
     }
 
     fn set_next_wave(&self, run: i64, wave: usize) -> JResult<()> {

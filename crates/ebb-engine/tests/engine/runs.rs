@@ -1,0 +1,48 @@
+//! Every run of a pool stays in the journal and is read back by its id (`ebb report --run
+//! N`), on SQLite and (with EBB_TEST_ETCD) on etcd.
+
+use ebb_engine::journal::RunState;
+use ebb_engine::testing::{Harness, PlanBuilder, Reply};
+
+#[tokio::test]
+async fn each_run_is_read_back_by_its_id_with_its_own_members_and_actions() {
+    let h = Harness::new(PlanBuilder::new(2).step("install").build());
+    h.transport("m2").script("install", [Reply::Exit(3)]);
+    let first = h.run().await;
+    assert_eq!(first.exit_code, 1, "{}", first.message);
+    h.transport("m2").script("install", [Reply::Exit(0)]);
+    assert_eq!(h.resume().await.exit_code, 0);
+    let second = h.run().await;
+    assert_eq!(second.exit_code, 0, "{}", second.message);
+    assert_ne!(first.run_id, second.run_id);
+
+    let ids = h.journal.run_ids(Some("fake-pool")).expect("run ids");
+    assert_eq!(ids, [first.run_id, second.run_id]);
+    assert_eq!(h.journal.run_ids(None).expect("run ids"), ids);
+    assert_eq!(
+        h.journal.run_ids(Some("other")).expect("run ids"),
+        [] as [i64; 0]
+    );
+
+    let one = h.journal.run(first.run_id).expect("read").expect("run 1");
+    assert_eq!((one.id, one.pool.as_str()), (first.run_id, "fake-pool"));
+    assert_eq!(one.state, RunState::Done);
+    let two = h.journal.run(second.run_id).expect("read").expect("run 2");
+    assert_eq!(two.id, second.run_id);
+    // Run 1 holds m2's failed attempt and its retry; run 2 only clean ones.
+    let failed = |run: i64| {
+        h.journal
+            .actions(run, Some("m2"))
+            .expect("actions")
+            .iter()
+            .filter(|a| a.outcome.as_deref() == Some("failed"))
+            .count()
+    };
+    assert_eq!((failed(first.run_id), failed(second.run_id)), (1, 0));
+    assert!(h
+        .journal
+        .run(second.run_id + 1_000_000)
+        .expect("read")
+        .is_none());
+    assert!(h.journal.run(-1).expect("read").is_none());
+}
