@@ -124,14 +124,7 @@ fn report_run_reads_any_past_run_from_the_sqlite_journal() {
     reports_each_run_by_id(&f, "");
     // A run of another pool in the same journal is not one of this pool's.
     let pool = f.path("pool.toml");
-    let other = f.path("other.toml");
-    std::fs::write(
-        &other,
-        std::fs::read_to_string(&pool)
-            .unwrap()
-            .replace("name = \"t\"", "name = \"u\""),
-    )
-    .unwrap();
+    let other = f.other_pool(&pool);
     let state_dir = f.path(".ebb");
     let o = ebb()
         .args(["report", "--run", "1", "--state-dir"])

@@ -160,14 +160,7 @@ fn the_verdict_is_on_stdout_and_an_unnamed_wave_is_not_wave_wave() {
         "[[wave]]\nmembers = [\"a\"]\n\n[[wave]]\nmembers = [\"b\"]\n",
     );
     // `ebb report` and `ebb status` answer a journal without a run the same way.
-    let other = f.path("other.toml");
-    std::fs::write(
-        &other,
-        std::fs::read_to_string(&pool)
-            .unwrap()
-            .replace("name = \"t\"", "name = \"u\""),
-    )
-    .unwrap();
+    let other = f.other_pool(&pool);
     let o = run(&["run", pool.to_str().unwrap()], f.dir.path());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // `ebb run pool.toml > run.log` keeps the verdict.

@@ -112,6 +112,15 @@ get_initial_state = "{d}/fakelb.sh {d}/lb get-initial {{lb_name}}"
         p
     }
 
+    /// `other.toml`: a copy of `pool` naming another pool ("u"), for a state dir that
+    /// holds runs of two pools.
+    pub fn other_pool(&self, pool: &Path) -> PathBuf {
+        let other = self.path("other.toml");
+        let text = std::fs::read_to_string(pool).expect("read pool");
+        std::fs::write(&other, text.replace("name = \"t\"", "name = \"u\"")).expect("write");
+        other
+    }
+
     /// Transitions logged by the balancer: (ns, member, what).
     pub fn transitions(&self) -> Vec<(u128, String, String)> {
         self.read("lb/transitions.log")
