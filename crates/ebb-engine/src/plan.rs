@@ -55,7 +55,7 @@ impl std::fmt::Debug for Secret {
 pub struct StateSpec {
     /// The backend.
     pub backend: StateBackend,
-    /// etcd client URLs (`http://HOST:PORT`).
+    /// etcd client URLs (`http://HOST:PORT` or `https://HOST:PORT`).
     pub endpoints: Vec<String>,
     /// etcd key prefix.
     pub prefix: String,
@@ -65,6 +65,13 @@ pub struct StateSpec {
     pub username: Option<String>,
     /// etcd password.
     pub password: Option<Secret>,
+    /// CA certificates (PEM) that sign the `https://` endpoints' certificates (else the
+    /// Mozilla roots).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate (PEM), for an etcd started with `--client-cert-auth`.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for StateSpec {
@@ -76,6 +83,9 @@ impl Default for StateSpec {
             lease_ttl: Duration::from_secs(15),
             username: None,
             password: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
         }
     }
 }

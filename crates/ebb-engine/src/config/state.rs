@@ -44,14 +44,26 @@ pub(super) fn state(cx: &mut Context, top: &mut Section<'_>) -> StateSpec {
         s.error(cx, "lease_ttl", m);
     }
     spec.lease_ttl = ttl;
-    for k in ["ca_file", "cert_file", "key_file"] {
-        if s.str(cx, k).is_some() {
-            s.error(
-                cx,
-                k,
-                "TLS to etcd is not supported by this build of ebb yet; reach etcd over http:// on a trusted network (loopback, a VPN, or an etcd grpc-proxy beside ebb)",
-            );
-        }
+    // Relative to the pool file, like every other path in it.
+    spec.ca_file = s
+        .str(cx, "ca_file")
+        .map(|f| super::relative_to_pool(cx, &f));
+    spec.cert_file = s
+        .str(cx, "cert_file")
+        .map(|f| super::relative_to_pool(cx, &f));
+    spec.key_file = s
+        .str(cx, "key_file")
+        .map(|f| super::relative_to_pool(cx, &f));
+    if spec.cert_file.is_some() != spec.key_file.is_some() {
+        let missing = if spec.cert_file.is_some() {
+            "key_file"
+        } else {
+            "cert_file"
+        };
+        cx.err(
+            &format!("state.{missing}"),
+            "cert_file and key_file go together (the client certificate and its private key): give both or neither",
+        );
     }
     spec.username = s.str(cx, "username");
     if let Some(p) = s.str(cx, "password") {
@@ -64,16 +76,19 @@ pub(super) fn state(cx: &mut Context, top: &mut Section<'_>) -> StateSpec {
             "backend = \"etcd\" needs endpoints = [\"http://HOST:2379\", ...]",
         );
     }
+    if let Err(m) = spec.check_tls() {
+        cx.err("state", m);
+    }
     spec
 }
 
 fn check_endpoint(ep: &str) -> Result<(), String> {
-    if ep.starts_with("https://") {
-        return Err(format!("\"{ep}\": TLS to etcd is not supported by this build of ebb yet; use http:// on a trusted network"));
-    }
-    let Some(rest) = ep.strip_prefix("http://") else {
+    let Some(rest) = ep
+        .strip_prefix("http://")
+        .or_else(|| ep.strip_prefix("https://"))
+    else {
         return Err(format!(
-            "expected an etcd client URL such as \"http://127.0.0.1:2379\", found \"{ep}\""
+            "expected an etcd client URL such as \"http://127.0.0.1:2379\" or \"https://etcd1:2379\", found \"{ep}\""
         ));
     };
     let hostport = rest.trim_end_matches('/');
@@ -82,7 +97,7 @@ fn check_endpoint(ep: &str) -> Result<(), String> {
             Ok(())
         }
         _ => Err(format!(
-            "expected http://HOST:PORT (the port is required), found \"{ep}\""
+            "expected http://HOST:PORT or https://HOST:PORT (the port is required), found \"{ep}\""
         )),
     }
 }
@@ -98,9 +113,23 @@ fn check_ttl(ttl: Duration) -> Result<(), String> {
 }
 
 impl StateSpec {
+    /// TLS files only make sense with an `https://` endpoint (a typo'd scheme would
+    /// otherwise send the password in clear).
+    fn check_tls(&self) -> Result<(), String> {
+        let files = self.ca_file.is_some() || self.cert_file.is_some();
+        if files
+            && !self.endpoints.is_empty()
+            && !self.endpoints.iter().any(|e| e.starts_with("https://"))
+        {
+            return Err("ca_file, cert_file and key_file apply to https:// endpoints only; the endpoints are all http://".into());
+        }
+        Ok(())
+    }
+
     /// Applies `--state-backend` and the `EBB_STATE_BACKEND`, `EBB_STATE_ENDPOINTS`
-    /// (comma-separated), `EBB_STATE_PREFIX`, `EBB_STATE_LEASE_TTL`, `EBB_STATE_USERNAME`
-    /// and `EBB_STATE_PASSWORD` environment variables, in that order of precedence (flag
+    /// (comma-separated), `EBB_STATE_PREFIX`, `EBB_STATE_LEASE_TTL`, `EBB_STATE_USERNAME`,
+    /// `EBB_STATE_PASSWORD`, `EBB_STATE_CA_FILE`, `EBB_STATE_CERT_FILE` and
+    /// `EBB_STATE_KEY_FILE` environment variables, in that order of precedence (flag
     /// first). Errors name the flag or variable.
     pub fn apply_overrides(
         &mut self,
@@ -153,6 +182,19 @@ impl StateSpec {
         if let Some(p) = env("EBB_STATE_PASSWORD") {
             self.password = Some(Secret(p));
         }
+        for (var, slot) in [
+            ("EBB_STATE_CA_FILE", &mut self.ca_file),
+            ("EBB_STATE_CERT_FILE", &mut self.cert_file),
+            ("EBB_STATE_KEY_FILE", &mut self.key_file),
+        ] {
+            if let Some(f) = env(var).filter(|f| !f.is_empty()) {
+                *slot = Some(f.into());
+            }
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err("EBB_STATE_CERT_FILE and EBB_STATE_KEY_FILE (or the pool file's cert_file and key_file) go together: give both or neither".into());
+        }
+        self.check_tls()?;
         if self.backend == StateBackend::Etcd && self.endpoints.is_empty() {
             return Err("the etcd state backend needs endpoints: set [state] endpoints in the pool file or EBB_STATE_ENDPOINTS".into());
         }
@@ -184,12 +226,12 @@ mod tests {
     #[test]
     fn bad_keys_name_file_line_and_key() {
         let e = read(
-            "[state]\nbackend = \"etcd\"\nlease_ttl = \"1500ms\"\nca_file = \"x\"\nendpoint = 1\n",
+            "[state]\nbackend = \"etcd\"\nlease_ttl = \"1500ms\"\ncert_file = \"x\"\nendpoint = 1\n",
         )
         .unwrap_err();
         let all = e.join("\n");
         assert!(all.contains("pool.toml:3: state.lease_ttl"), "{all}");
-        assert!(all.contains("pool.toml:4: state.ca_file"), "{all}");
+        assert!(all.contains("state.key_file"), "{all}");
         assert!(all.contains("state.endpoint"), "{all}");
         assert!(all.contains("state.endpoints"), "{all}");
     }
@@ -209,5 +251,28 @@ mod tests {
         assert!(!format!("{s:?}").contains("s3cret"));
         let e = s.apply_overrides(Some("zk"), |_| None).unwrap_err();
         assert!(e.starts_with("--state-backend"), "{e}");
+    }
+
+    #[test]
+    fn tls_files_are_read_relative_to_the_pool_file_and_need_https() {
+        let s = read("[state]\nbackend = \"etcd\"\nendpoints = [\"https://e1:2379\"]\nca_file = \"ca.pem\"\ncert_file = \"/abs/c.pem\"\nkey_file = \"k.pem\"\n").unwrap();
+        assert_eq!(s.ca_file.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(
+            s.cert_file.as_deref(),
+            Some(std::path::Path::new("/abs/c.pem"))
+        );
+        let e = read(
+            "[state]\nbackend = \"etcd\"\nendpoints = [\"http://e1:2379\"]\nca_file = \"ca.pem\"\n",
+        )
+        .unwrap_err()
+        .join("\n");
+        assert!(e.contains("https:// endpoints only"), "{e}");
+        let e = read("[state]\nbackend = \"etcd\"\nendpoints = [\"ftp://e1:2379\"]\n")
+            .unwrap_err()
+            .join("\n");
+        assert!(
+            e.contains("https://HOST:PORT") || e.contains("https://etcd1:2379"),
+            "{e}"
+        );
     }
 }

@@ -1,11 +1,13 @@
 //! A small blocking client for etcd's v3 JSON gateway (`POST /v3/...` on the client port):
-//! HTTP/1.1 over `std::net`, one kept-alive connection, every wait bounded, the endpoints
-//! tried in turn.
+//! HTTP/1.1 over `std::net` (TLS for `https://` endpoints), one kept-alive connection,
+//! every wait bounded, the endpoints tried in turn.
 
+use super::tls::Stream;
+use rustls::ClientConfig;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Why a call failed.
@@ -31,18 +33,55 @@ impl std::fmt::Display for CallError {
     }
 }
 
+/// One client URL: `http://HOST:PORT` or `https://HOST:PORT`.
+#[derive(Clone)]
+struct Endpoint {
+    /// As the user wrote it (for messages).
+    url: String,
+    /// `HOST:PORT`.
+    authority: String,
+    /// Whether it is `https://`.
+    tls: bool,
+}
+
+impl Endpoint {
+    fn parse(url: &str) -> Endpoint {
+        let url = url.trim_end_matches('/').to_string();
+        let (tls, rest) = match url.strip_prefix("https://") {
+            Some(rest) => (true, rest),
+            None => (false, url.trim_start_matches("http://")),
+        };
+        Endpoint {
+            authority: rest.to_string(),
+            tls,
+            url,
+        }
+    }
+
+    /// The host part, without brackets (the TLS server name).
+    fn host(&self) -> &str {
+        self.authority
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(&self.authority)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+    }
+}
+
 /// Client of one etcd cluster.
 pub struct Client {
-    endpoints: Vec<String>,
+    endpoints: Vec<Endpoint>,
     timeout: Duration,
     auth: Option<(String, String)>,
+    tls: Option<Arc<ClientConfig>>,
     conn: Mutex<Conn>,
 }
 
 #[derive(Default)]
 struct Conn {
     current: usize,
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     token: Option<String>,
 }
 
@@ -53,19 +92,31 @@ fn retryable(code: i64) -> bool {
 }
 
 impl Client {
-    /// A client of `endpoints` (`http://HOST:PORT`); each request waits at most `timeout`.
-    pub fn new(endpoints: &[String], timeout: Duration, auth: Option<(String, String)>) -> Client {
+    /// A client of `endpoints` (`http://HOST:PORT` or, with `tls`, `https://HOST:PORT`);
+    /// each request waits at most `timeout`.
+    pub fn new(
+        endpoints: &[String],
+        timeout: Duration,
+        auth: Option<(String, String)>,
+        tls: Option<Arc<ClientConfig>>,
+    ) -> Client {
         Client {
-            endpoints: endpoints
-                .iter()
-                .map(|e| {
-                    e.trim_start_matches("http://")
-                        .trim_end_matches('/')
-                        .to_string()
-                })
-                .collect(),
+            endpoints: endpoints.iter().map(|e| Endpoint::parse(e)).collect(),
             timeout,
             auth,
+            tls,
+            conn: Mutex::new(Conn::default()),
+        }
+    }
+
+    /// Another client of the same cluster, with the same credentials, on a connection of
+    /// its own (the lease keepalive thread's).
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        Client {
+            endpoints: self.endpoints.clone(),
+            timeout,
+            auth: self.auth.clone(),
+            tls: self.tls.clone(),
             conn: Mutex::new(Conn::default()),
         }
     }
@@ -100,7 +151,11 @@ impl Client {
                     }
                     Err(e) => {
                         conn.stream = None;
-                        problems.push(format!("{}: {e}", self.endpoints[idx]));
+                        let m = match e {
+                            CallError::Unreachable(m) => m,
+                            e => e.to_string(),
+                        };
+                        problems.push(format!("{}: {m}", self.endpoints[idx].url));
                     }
                 }
             }
@@ -139,18 +194,39 @@ impl Client {
         token: Option<&str>,
     ) -> Result<Value, CallError> {
         let ep = &self.endpoints[conn.current];
-        let io = |e: std::io::Error| CallError::Unreachable(e.to_string());
+        // Name TLS as the culprit when the trouble is in it (a refused certificate shows up
+        // as an alert on the first read under TLS 1.3).
+        let io = |e: std::io::Error| {
+            CallError::Unreachable(if ep.tls {
+                format!("TLS: {e}{}", super::tls::hint(&e.to_string()))
+            } else {
+                e.to_string()
+            })
+        };
         if conn.stream.is_none() {
             let addr = ep
+                .authority
                 .to_socket_addrs()
                 .map_err(io)?
                 .next()
-                .ok_or_else(|| CallError::Unreachable(format!("{ep} resolves to nothing")))?;
+                .ok_or_else(|| {
+                    CallError::Unreachable(format!("{} resolves to nothing", ep.authority))
+                })?;
             let s = TcpStream::connect_timeout(&addr, self.timeout).map_err(io)?;
             s.set_read_timeout(Some(self.timeout)).map_err(io)?;
             s.set_write_timeout(Some(self.timeout)).map_err(io)?;
             s.set_nodelay(true).map_err(io)?;
-            conn.stream = Some(s);
+            conn.stream = Some(match (&self.tls, ep.tls) {
+                (_, false) => Stream::Plain(s),
+                (Some(config), true) => {
+                    Stream::tls(config, ep.host(), s).map_err(CallError::Unreachable)?
+                }
+                (None, true) => {
+                    return Err(CallError::Unreachable(
+                        "an https:// endpoint needs the TLS settings".into(),
+                    ))
+                }
+            });
         }
         let Some(stream) = conn.stream.as_mut() else {
             return Err(CallError::Unreachable("no connection".into()));
@@ -160,13 +236,15 @@ impl Client {
             .map(|t| format!("Authorization: {t}\r\n"))
             .unwrap_or_default();
         let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: {ep}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{text}",
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{text}",
+            ep.authority,
             text.len()
         );
         stream.write_all(req.as_bytes()).map_err(io)?;
+        stream.flush().map_err(io)?;
         let (status, body) = read_response(stream).map_err(io)?;
         let v: Value = serde_json::from_slice(&body).map_err(|e| {
-            CallError::Unreachable(format!("{ep}: answer is not JSON ({e}), HTTP {status}"))
+            CallError::Unreachable(format!("answer is not JSON ({e}), HTTP {status}"))
         })?;
         if let Some(msg) = v.get("error").and_then(Value::as_str).or_else(|| {
             v.get("message")
@@ -181,14 +259,14 @@ impl Client {
         if status != 200 {
             return Err(CallError::Server {
                 code: 2,
-                message: format!("HTTP {status} from {ep}"),
+                message: format!("HTTP {status} from {}", ep.url),
             });
         }
         Ok(v)
     }
 }
 
-fn read_response(stream: &mut TcpStream) -> std::io::Result<(u16, Vec<u8>)> {
+fn read_response(stream: &mut impl Read) -> std::io::Result<(u16, Vec<u8>)> {
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let mut r = BufReader::new(stream);
     let mut line = String::new();

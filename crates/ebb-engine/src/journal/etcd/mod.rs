@@ -12,6 +12,7 @@
 //! balancer or member operation.
 
 mod client;
+mod tls;
 
 use super::{
     hostname, operator, user, ActionEnd, ActionRecord, JResult, JournalError, LockHolder,
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+pub use tls::TlsFiles;
 
 /// Most bytes of an action's output kept in etcd (its tail).
 pub const OUTPUT_LIMIT: usize = 16 * 1024;
@@ -193,8 +195,21 @@ impl EtcdJournal {
             spec.endpoints.join(","),
             spec.prefix.trim_end_matches('/')
         ));
+        let tls = if spec.endpoints.iter().any(|e| e.starts_with("https://")) {
+            let files = TlsFiles {
+                ca_file: spec.ca_file.as_deref(),
+                cert_file: spec.cert_file.as_deref(),
+                key_file: spec.key_file.as_deref(),
+            };
+            Some(tls::client_config(&files).map_err(|m| JournalError {
+                path: shown.display().to_string(),
+                message: m,
+            })?)
+        } else {
+            None
+        };
         let j = EtcdJournal {
-            client: Client::new(&spec.endpoints, timeout, auth),
+            client: Client::new(&spec.endpoints, timeout, auth, tls),
             spec: spec.clone(),
             shown,
             root: format!("{}/{pool}/", spec.prefix.trim_end_matches('/')),
@@ -437,20 +452,9 @@ impl EtcdJournal {
     fn keepalive_thread(&self, lease: i64) {
         let shared = self.shared.clone();
         let ttl = self.ttl;
-        let client = Client::new(
-            &self.spec.endpoints,
-            Duration::from_millis((ttl * 1000 / 3).max(1000) as u64),
-            self.spec.username.clone().map(|u| {
-                (
-                    u,
-                    self.spec
-                        .password
-                        .as_ref()
-                        .map(|p| p.0.clone())
-                        .unwrap_or_default(),
-                )
-            }),
-        );
+        let client = self
+            .client
+            .with_timeout(Duration::from_millis((ttl * 1000 / 3).max(1000) as u64));
         // Several tries within one TTL: a loaded etcd (a slow fsync, an election) may miss one.
         let every = Duration::from_millis((ttl * 1000 / 6).max(200) as u64);
         std::thread::spawn(move || {
