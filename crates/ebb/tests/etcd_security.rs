@@ -1,5 +1,6 @@
 //! The etcd state backend against a real etcd that wants credentials: TLS on the client
-//! port with client-certificate auth (certificates made by the test with `openssl`).
+//! port with client-certificate auth (certificates made by the test with `openssl`), and
+//! etcd's own user/password authentication.
 
 #[path = "support/etcd.rs"]
 mod etcd;
@@ -98,5 +99,58 @@ fn tls_with_a_client_certificate_runs_and_a_wrong_ca_or_no_certificate_is_refuse
         ("EBB_STATE_KEY_FILE", certs.client_key.to_str().unwrap()),
     ];
     assert_done(&f, &pool, &members, &env);
+    assert_eq!(f.transitions().len(), before, "no balancer operation");
+}
+
+#[test]
+fn etcd_auth_takes_the_password_from_the_environment_and_a_wrong_one_is_exit_2_unprinted() {
+    // Tokens that etcd forgets after 1 s idle: each member's install (2 s) outlasts the
+    // token, so the journal writes after it need a new one.
+    let mut cluster = EtcdCluster::start_args(1, &["--auth-token-ttl=1"]);
+    cluster.enable_auth("right-pw-7f3a");
+    let members = ["a", "b"];
+    let f = Fixture::new(&members);
+    let table = cluster.state_table("/auth", "5s");
+    let runbook = RUNBOOK.replace("sleep 0.2;", "sleep 2;");
+    let pool = f.pool(
+        "",
+        &members,
+        &format!("{runbook}\n{table}username = \"root\"\n"),
+    );
+
+    let good = [("EBB_STATE_PASSWORD", "right-pw-7f3a")];
+    let o = ebb_in(&["run"], &pool, &good);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_done(&f, &pool, &members, &good);
+    let before = f.transitions().len();
+
+    for cmd in [&["run"][..], &["status"], &["lock", "status"]] {
+        let o = ebb_in(cmd, &pool, &[("EBB_STATE_PASSWORD", "wrong-pw-91c2")]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{cmd:?}: {err}");
+        assert!(err.contains("authentication failed"), "{cmd:?}: {err}");
+        assert!(err.contains("root"), "names the user: {err}");
+        assert!(
+            !err.contains("wrong-pw-91c2"),
+            "the password is never printed: {err}"
+        );
+        assert!(!stdout(&o).contains("wrong-pw-91c2"));
+    }
+    // The password in the file, wrong: the same, and never printed either.
+    let pool = f.pool(
+        "",
+        &members,
+        &format!("{RUNBOOK}\n{table}username = \"root\"\npassword = \"file-pw-55e0\"\n"),
+    );
+    let o = ebb_in(&["run"], &pool, &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(!err.contains("file-pw-55e0"), "{err}");
+    // No user at all, to an etcd with auth on: exit 2 saying a user is needed.
+    let pool = f.pool("", &members, &format!("{RUNBOOK}\n{table}"));
+    let o = ebb_in(&["run"], &pool, &[]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("username"), "{err}");
     assert_eq!(f.transitions().len(), before, "no balancer operation");
 }

@@ -171,19 +171,56 @@ impl Client {
     }
 
     fn once(&self, conn: &mut Conn, path: &str, body: &Value) -> Result<Value, CallError> {
-        if conn.token.is_none() {
-            if let Some((user, pass)) = &self.auth {
-                let v = self.post(
-                    conn,
-                    "/v3/auth/authenticate",
-                    &json!({"name": user, "password": pass}),
-                    None,
-                )?;
-                conn.token = v["token"].as_str().map(String::from);
-            }
+        let fresh = conn.token.is_none();
+        if fresh {
+            self.authenticate(conn)?;
         }
         let token = conn.token.clone();
-        self.post(conn, path, body, token.as_deref())
+        match self.post(conn, path, body, token.as_deref()) {
+            // etcd forgets a token after --auth-token-ttl (5 minutes) idle, or on restart:
+            // a new one, once.
+            Err(CallError::Server { message, .. })
+                if !fresh && token.is_some() && message.contains("invalid auth token") =>
+            {
+                conn.token = None;
+                self.authenticate(conn)?;
+                let token = conn.token.clone();
+                self.post(conn, path, body, token.as_deref())
+            }
+            Err(CallError::Server { code, message })
+                if self.auth.is_none() && message.contains("user name is empty") =>
+            {
+                Err(CallError::Server {
+                    code,
+                    message: format!("{message}: this etcd has authentication on; set username in [state] (or EBB_STATE_USERNAME) and the password in EBB_STATE_PASSWORD"),
+                })
+            }
+            r => r,
+        }
+    }
+
+    /// Trades the user name and password for a token (the password goes nowhere else, and
+    /// no message carries it).
+    fn authenticate(&self, conn: &mut Conn) -> Result<(), CallError> {
+        let Some((user, pass)) = &self.auth else {
+            return Ok(());
+        };
+        let v = self
+            .post(
+                conn,
+                "/v3/auth/authenticate",
+                &json!({"name": user, "password": pass}),
+                None,
+            )
+            .map_err(|e| match e {
+                CallError::Server { code, message } => CallError::Server {
+                    code,
+                    message: format!("user \"{user}\": {message} (check username and the password, EBB_STATE_PASSWORD or [state] password)"),
+                },
+                e => e,
+            })?;
+        conn.token = v["token"].as_str().map(String::from);
+        Ok(())
     }
 
     fn post(
