@@ -109,7 +109,7 @@ async fn a_silence_covers_each_member_while_it_is_out_and_expires_on_return() {
             .contains(&format!("member {m} step silence")));
         // Silenced from before the update until after the member was back.
         let install = acts.iter().find(|a| a.name == "install").unwrap();
-        let ret = acts.iter().find(|a| a.kind == "return").unwrap();
+        let ret = acts.iter().find(|a| a.kind.as_str() == "return").unwrap();
         let (starts, ends) = (
             ms_of(s["startsAt"].as_str().unwrap()),
             ms_of(s["endsAt"].as_str().unwrap()),

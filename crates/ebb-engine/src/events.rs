@@ -1,6 +1,7 @@
 //! What the engine reports while it works. Renderers (terminal, plain lines, JSON) live in
 //! the binary; the engine only emits.
 
+use crate::journal::{ActionKind, Outcome};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -37,8 +38,8 @@ pub enum Event {
         member: String,
         /// Step name.
         step: String,
-        /// drain, hold, step, reboot, verify, undo, start, check.
-        kind: String,
+        /// What the operation is.
+        kind: ActionKind,
     },
     /// A stage or step ended.
     StepFinished {
@@ -46,10 +47,10 @@ pub enum Event {
         member: String,
         /// Step name.
         step: String,
-        /// Its kind.
-        kind: String,
-        /// ok, failed, skipped.
-        outcome: String,
+        /// What the operation is.
+        kind: ActionKind,
+        /// How it ended.
+        outcome: Outcome,
         /// Exit code of its command, if any.
         #[serde(skip_serializing_if = "Option::is_none")]
         exit_code: Option<i32>,

@@ -5,7 +5,7 @@
 //! with `--kill-running`, stops it): never two copies of a step on one member.
 
 use crate::events::{now_ms, Event, EventSink};
-use crate::journal::Journal;
+use crate::journal::{Journal, Outcome};
 use crate::member::Drivers;
 use crate::ops::{ops_for, Op};
 use crate::plan::Plan;
@@ -62,7 +62,7 @@ pub async fn settle(
         .into_iter()
         // An unknown outcome (the ssh connection dropped mid-command) may be still running
         // just as well.
-        .filter(|a| a.outcome.is_none() || a.outcome.as_deref() == Some("unknown"))
+        .filter(|a| matches!(a.outcome, None | Some(Outcome::Unknown)))
         .collect();
     for a in interrupted {
         let stopped_at = |journal: &Journal, at: i64| journal.set_action_stopped(a.id, at);

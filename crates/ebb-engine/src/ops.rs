@@ -4,6 +4,7 @@
 //! member's cursor is an index into it. A resume checks the list is unchanged, so that a
 //! fixed command can be retried but a reshaped runbook cannot silently skip work.
 
+use crate::journal::ActionKind;
 use crate::plan::{Plan, RebootPolicy};
 
 /// One operation on a member.
@@ -27,15 +28,15 @@ pub enum Op {
 
 impl Op {
     /// The kind shown in events and reports.
-    pub fn kind(self) -> &'static str {
+    pub fn kind(self) -> ActionKind {
         match self {
-            Op::Hold => "hold",
-            Op::Drain => "drain",
-            Op::Step(_) => "step",
-            Op::Reboot(_) => "reboot",
-            Op::Verify => "verify",
-            Op::Return => "return",
-            Op::PoolCheck => "check",
+            Op::Hold => ActionKind::Hold,
+            Op::Drain => ActionKind::Drain,
+            Op::Step(_) => ActionKind::Step,
+            Op::Reboot(_) => ActionKind::Reboot,
+            Op::Verify => ActionKind::Verify,
+            Op::Return => ActionKind::Return,
+            Op::PoolCheck => ActionKind::Check,
         }
     }
 

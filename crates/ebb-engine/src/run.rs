@@ -2,7 +2,7 @@
 //! heartbeat, the pool sampler, and the rules that decide what a resume may do.
 
 use crate::events::{Event, EventSink};
-use crate::journal::{ActionEnd, Journal, LockHolder, MemberState, RunRecord, RunState};
+use crate::journal::{ActionEnd, Journal, LockHolder, MemberState, Outcome, RunRecord, RunState};
 use crate::leftover::{settle, Leftover};
 use crate::member::{Drivers, Engine, MemberEnd};
 use crate::ops::{op_keys, ops_for, Op};
@@ -442,7 +442,7 @@ fn prepare_resume(
     let interrupted: Vec<_> = journal
         .actions(run.id, None)?
         .into_iter()
-        .filter(|a| a.outcome.is_none() || a.outcome.as_deref() == Some("unknown"))
+        .filter(|a| matches!(a.outcome, None | Some(Outcome::Unknown)))
         .collect();
     let mut decisions = Vec::new();
     for a in &interrupted {
@@ -499,9 +499,9 @@ fn prepare_resume(
             a.id,
             &ActionEnd {
                 outcome: if assume {
-                    "assumed-done"
+                    Outcome::AssumedDone
                 } else {
-                    "interrupted"
+                    Outcome::Interrupted
                 },
                 advance_to,
                 exit_code: a.exit_code,

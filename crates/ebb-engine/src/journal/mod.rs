@@ -416,12 +416,12 @@ impl Store for SqliteJournal {
         member: &str,
         op: usize,
         name: &str,
-        kind: &str,
+        kind: &ActionKind,
     ) -> JResult<i64> {
         let db = self.db();
         db.execute(
             "INSERT INTO actions(run_id, member, op, name, kind, started_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![run, member, op as i64, name, kind, now_ms()],
+            params![run, member, op as i64, name, kind.as_str(), now_ms()],
         )
         .map_err(|e| self.e(e))?;
         Ok(db.last_insert_rowid())
@@ -495,7 +495,7 @@ impl Store for SqliteJournal {
              detail = CASE WHEN ?5 = '' THEN detail ELSE ?5 END WHERE id = ?6",
             params![
                 now_ms(),
-                end.outcome,
+                end.outcome.as_str(),
                 end.exit_code,
                 end.output,
                 end.detail,
@@ -548,10 +548,10 @@ impl Store for SqliteJournal {
                     member: r.get(1)?,
                     op: r.get::<_, i64>(2)? as usize,
                     name: r.get(3)?,
-                    kind: r.get(4)?,
+                    kind: ActionKind::from(r.get::<_, String>(4)?),
                     started_ms: r.get(5)?,
                     ended_ms: r.get(6)?,
-                    outcome: r.get(7)?,
+                    outcome: r.get::<_, Option<String>>(7)?.map(Outcome::from),
                     exit_code: r.get(8)?,
                     output: r.get(9)?,
                     detail: r.get(10)?,
@@ -734,5 +734,53 @@ mod tests {
         assert_eq!(owed[0].payload, "started");
         j.pay_owed(owed[1].id).unwrap();
         assert_eq!(j.owed(run, "m").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn action_kinds_and_outcomes_are_stored_as_their_names_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = SqliteJournal::open(dir.path()).unwrap();
+        let run = j
+            .create_run("p", "p.toml", &[("m".into(), vec!["drain".into()])])
+            .unwrap();
+        let a = j
+            .begin_action(run, "m", 0, "drain", &ActionKind::Drain)
+            .unwrap();
+        j.end_action(
+            run,
+            "m",
+            a,
+            &ActionEnd {
+                outcome: Outcome::AssumedDone,
+                exit_code: None,
+                output: "",
+                detail: "",
+                advance_to: Some(1),
+            },
+        )
+        .unwrap();
+        // The rows hold the same text as journals written before the types existed.
+        let stored: (String, String) = j
+            .db()
+            .query_row(
+                "SELECT kind, outcome FROM actions WHERE id = ?1",
+                [a],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(stored, ("drain".to_string(), "assumed-done".to_string()));
+        // A name this ebb does not know (a newer ebb's) reads as Other, verbatim.
+        j.db()
+            .execute(
+                "INSERT INTO actions(run_id, member, op, name, kind, started_ms, outcome)
+                 VALUES (?1, 'm', 1, 'snap', 'snapshot', 1, 'timed-out')",
+                [run],
+            )
+            .unwrap();
+        let acts = j.actions(run, Some("m")).unwrap();
+        assert_eq!(acts[0].kind, ActionKind::Drain);
+        assert_eq!(acts[0].outcome, Some(Outcome::AssumedDone));
+        assert_eq!(acts[1].kind, ActionKind::Other("snapshot".into()));
+        assert_eq!(acts[1].outcome, Some(Outcome::Other("timed-out".into())));
     }
 }

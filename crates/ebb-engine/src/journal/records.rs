@@ -161,16 +161,14 @@ pub struct ActionRecord {
     pub op: usize,
     /// Step name.
     pub name: String,
-    /// Kind.
-    pub kind: String,
+    /// What the operation was.
+    pub kind: ActionKind,
     /// Start (unix ms).
     pub started_ms: i64,
     /// End, when it ended.
     pub ended_ms: Option<i64>,
-    /// `ok`, `failed`, `skipped`, `unknown` (connection lost mid-command), `interrupted`,
-    /// `assumed-done`; `None` while in flight
-    /// (or when the process died during it).
-    pub outcome: Option<String>,
+    /// How it ended; `None` while in flight (or when the process died during it).
+    pub outcome: Option<Outcome>,
     /// Exit code of its command.
     pub exit_code: Option<i32>,
     /// Last lines of output.
@@ -195,10 +193,10 @@ pub struct LockHolder {
 }
 
 /// How an action ended.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ActionEnd<'a> {
-    /// ok, failed, skipped, interrupted, assumed-done.
-    pub outcome: &'a str,
+    /// How it ended.
+    pub outcome: Outcome,
     /// Exit code of its command.
     pub exit_code: Option<i32>,
     /// Last lines of output.
@@ -207,4 +205,151 @@ pub struct ActionEnd<'a> {
     pub detail: &'a str,
     /// Move the member's cursor here.
     pub advance_to: Option<usize>,
+}
+
+/// A closed set of names stored (journal) and shown (`--json`, reports) as lowercase
+/// strings, with `Other` for a name this ebb does not know.
+///
+/// Reading never fails on an unknown name: a journal written by a newer ebb (or edited by
+/// hand) still reads, and the name is kept verbatim in `Other`, so it is shown and written
+/// back exactly as found. Code that matches on the enum treats `Other` as "none of these".
+macro_rules! named_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vdoc])* $variant,)*
+            /// A name this ebb does not know, kept as found.
+            Other(String),
+        }
+
+        impl $name {
+            /// The name as stored and shown.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $($name::$variant => $text,)*
+                    $name::Other(s) => s,
+                }
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                match s {
+                    $($text => $name::$variant,)*
+                    other => $name::Other(other.to_string()),
+                }
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                $name::from(s.as_str())
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                String::deserialize(d).map($name::from)
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// What an action (one operation of a member) was; stored in the journal as its name.
+    ActionKind {
+        /// Set the initial state to stopped, recording the prior one.
+        Hold = "hold",
+        /// Drain in the balancer and wait for connections to end.
+        Drain = "drain",
+        /// A runbook step (its command, or a monitoring maintenance window).
+        Step = "step",
+        /// The reboot after a step.
+        Reboot = "reboot",
+        /// The verification checks.
+        Verify = "verify",
+        /// Unwind the owed undos: back in service.
+        Return = "return",
+        /// The pool check after the return.
+        Check = "check",
+    }
+}
+
+named_enum! {
+    /// How an action ended; stored in the journal as its name.
+    Outcome {
+        /// It did what it should.
+        Ok = "ok",
+        /// It failed; the member is held out with its undos owed.
+        Failed = "failed",
+        /// Nothing to do (or the member was left out).
+        Skipped = "skipped",
+        /// The connection to the member was lost while its command ran: it may or may not
+        /// have completed.
+        Unknown = "unknown",
+        /// The process running it died (or was stopped); resume recorded this.
+        Interrupted = "interrupted",
+        /// An operator said it completed (`ebb resume --assume-done`).
+        AssumedDone = "assumed-done",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_name_reads_back_as_written() {
+        for name in [
+            "hold", "drain", "step", "reboot", "verify", "return", "check",
+        ] {
+            let k = ActionKind::from(name);
+            assert!(!matches!(k, ActionKind::Other(_)), "{name}");
+            assert_eq!(k.as_str(), name);
+        }
+        for name in [
+            "ok",
+            "failed",
+            "skipped",
+            "unknown",
+            "interrupted",
+            "assumed-done",
+        ] {
+            let o = Outcome::from(name);
+            assert!(!matches!(o, Outcome::Other(_)), "{name}");
+            assert_eq!(o.as_str(), name);
+        }
+    }
+
+    #[test]
+    fn an_unknown_name_is_kept_verbatim() {
+        let o = Outcome::from("timed-out");
+        assert_eq!(o, Outcome::Other("timed-out".into()));
+        assert_eq!(serde_json::to_string(&o).unwrap(), "\"timed-out\"");
+        let k: ActionKind = serde_json::from_str("\"snapshot\"").unwrap();
+        assert_eq!(k, ActionKind::Other("snapshot".into()));
+    }
+
+    #[test]
+    fn an_action_record_keeps_its_json_shape() {
+        // The etcd journal stores actions as this JSON: kind and outcome stay strings.
+        let json = r#"{"id":1,"member":"web1","op":2,"name":"install","kind":"step","started_ms":5,"ended_ms":9,"outcome":"assumed-done","exit_code":0,"output":"","detail":""}"#;
+        let a: ActionRecord = serde_json::from_str(json).unwrap();
+        assert_eq!(a.kind, ActionKind::Step);
+        assert_eq!(a.outcome, Some(Outcome::AssumedDone));
+        assert_eq!(serde_json::to_string(&a).unwrap(), json);
+    }
 }

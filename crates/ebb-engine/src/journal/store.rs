@@ -3,8 +3,8 @@
 //! shared store (etcd).
 
 use super::{
-    ActionEnd, ActionRecord, JResult, JournalError, LockHolder, MemberRecord, MemberState, Owed,
-    RunRecord, RunState, SqliteJournal,
+    ActionEnd, ActionKind, ActionRecord, JResult, JournalError, LockHolder, MemberRecord,
+    MemberState, Owed, RunRecord, RunState, SqliteJournal,
 };
 use std::path::Path;
 
@@ -86,7 +86,7 @@ pub trait Store: Send + Sync {
         member: &str,
         op: usize,
         name: &str,
-        kind: &str,
+        kind: &ActionKind,
     ) -> JResult<i64>;
     /// Sets an in-flight action's detail (e.g. the boot id before a reboot).
     fn set_action_detail(&self, action: i64, detail: &str) -> JResult<()>;

@@ -61,7 +61,7 @@ impl Engine {
             .and_then(|acts| {
                 acts.into_iter()
                     .rev()
-                    .find(|a| a.kind == "step" && a.name == step && !a.detail.is_empty())
+                    .find(|a| a.kind == ActionKind::Step && a.name == step && !a.detail.is_empty())
                     .map(|a| a.detail)
             })
             .unwrap_or_default();
@@ -129,7 +129,7 @@ impl Engine {
             .journal
             .actions(self.run_id, Some(&self.member(idx).name))
             .ok()
-            .and_then(|acts| acts.into_iter().find(|a| a.kind == "step"))
+            .and_then(|acts| acts.into_iter().find(|a| a.kind == ActionKind::Step))
             .map(|a| std::time::UNIX_EPOCH + Duration::from_millis(a.started_ms.max(0) as u64));
         CheckContext { update_began }
     }

@@ -6,7 +6,7 @@ use crate::interfaces::{
     Balancer, CheckContext, Checker, CommandOutcome, HostState, Maintenance, MemberLbState,
     OutputSink, StartedSink, Transport,
 };
-use crate::journal::{ActionEnd, Journal, JournalError, MemberState};
+use crate::journal::{ActionEnd, ActionKind, Journal, JournalError, MemberState, Outcome};
 use crate::ops::{ops_for, Op};
 use crate::placeholder::{render, Quote};
 use crate::plan::{CheckSpec, DrainMode, Member, OnTimeout, Plan, RebootPolicy};
@@ -404,7 +404,7 @@ impl Engine {
                 .actions(self.run_id, Some(&name))
                 .map_err(MemberEnd::Journal)?
                 .last()
-                .is_some_and(|a| a.outcome.as_deref() == Some("unknown"));
+                .is_some_and(|a| a.outcome == Some(Outcome::Unknown));
             if unknown && !spec.idempotent {
                 return Err(MemberEnd::Failed(reason));
             }
@@ -436,12 +436,12 @@ impl Engine {
             .map_err(MemberEnd::Journal)?;
         let action = self
             .journal
-            .begin_action(self.run_id, &name, k, &step, kind)
+            .begin_action(self.run_id, &name, k, &step, &kind)
             .map_err(MemberEnd::Journal)?;
         self.emit(Event::StepStarted {
             member: name.clone(),
             step: step.clone(),
-            kind: kind.into(),
+            kind: kind.clone(),
         });
         let started = Instant::now();
         let end = tokio::select! {
@@ -461,10 +461,10 @@ impl Engine {
                 detail,
                 exit_code,
                 output,
-            } => ("ok", detail, exit_code, output, Ok(())),
-            OpEnd::Skipped(d) => ("skipped", d, None, String::new(), Ok(())),
+            } => (Outcome::Ok, detail, exit_code, output, Ok(())),
+            OpEnd::Skipped(d) => (Outcome::Skipped, d, None, String::new(), Ok(())),
             OpEnd::SkipMember(d) => (
-                "skipped",
+                Outcome::Skipped,
                 d.clone(),
                 None,
                 String::new(),
@@ -475,14 +475,14 @@ impl Engine {
                 exit_code,
                 output,
             } => (
-                "failed",
+                Outcome::Failed,
                 reason.clone(),
                 exit_code,
                 output,
                 Err(MemberEnd::Failed(format!("{step}: {reason}"))),
             ),
             OpEnd::Unknown { reason, output } => (
-                "unknown",
+                Outcome::Unknown,
                 reason.clone(),
                 None,
                 output,
@@ -499,7 +499,7 @@ impl Engine {
                 &name,
                 action,
                 &ActionEnd {
-                    outcome,
+                    outcome: outcome.clone(),
                     exit_code,
                     output: &output,
                     detail: &detail,
@@ -510,8 +510,8 @@ impl Engine {
         self.emit(Event::StepFinished {
             member: name,
             step,
-            kind: kind.into(),
-            outcome: outcome.into(),
+            kind,
+            outcome,
             exit_code,
             duration_ms,
             detail,

@@ -437,7 +437,7 @@ impl Engine {
             .and_then(|acts| {
                 acts.into_iter()
                     .rev()
-                    .filter(|a| a.kind == "reboot" && a.id != action)
+                    .filter(|a| a.kind == ActionKind::Reboot && a.id != action)
                     .find_map(|a| boot_before(&a.detail))
             });
         let current = transport.boot_id().await;

@@ -2,7 +2,7 @@
 
 use crate::plain_calls;
 use ebb_engine::interfaces::HostState;
-use ebb_engine::journal::{MemberState, RunState};
+use ebb_engine::journal::{MemberState, Outcome, RunState};
 use ebb_engine::plan::{DrainMode, OnTimeout, StepSpec};
 use ebb_engine::run::RunOptions;
 use ebb_engine::testing::{step, Ended, Harness, PlanBuilder, Reply};
@@ -37,7 +37,12 @@ async fn a_failed_step_is_tried_again_up_to_its_retries_and_each_attempt_is_jour
         .actions("m1")
         .into_iter()
         .filter(|a| a.name == "install")
-        .map(|a| (a.outcome.unwrap_or_default(), a.exit_code))
+        .map(|a| {
+            (
+                a.outcome.map(|o| o.to_string()).unwrap_or_default(),
+                a.exit_code,
+            )
+        })
         .collect();
     assert_eq!(
         attempts,
@@ -72,7 +77,7 @@ async fn a_step_that_keeps_failing_fails_the_member_after_its_last_attempt() {
     let failed = h
         .actions("m1")
         .iter()
-        .filter(|a| a.name == "install" && a.outcome.as_deref() == Some("failed"))
+        .filter(|a| a.name == "install" && a.outcome == Some(Outcome::Failed))
         .count();
     assert_eq!(failed, 2);
 }

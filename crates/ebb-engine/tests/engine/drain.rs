@@ -54,7 +54,7 @@ async fn a_drain_timeout_with_on_timeout_stop_cuts_the_rest_and_goes_on() {
     let drain = h
         .actions("m1")
         .into_iter()
-        .find(|a| a.kind == "drain")
+        .find(|a| a.kind.as_str() == "drain")
         .expect("drain");
     assert!(
         drain.detail.contains("7 connection(s) cut"),
@@ -349,7 +349,7 @@ async fn a_balancer_that_cannot_count_connections_drains_until_the_timeout_then_
     let drain = h
         .actions("m1")
         .into_iter()
-        .find(|a| a.kind == "drain")
+        .find(|a| a.kind.as_str() == "drain")
         .expect("drain");
     assert!(
         drain

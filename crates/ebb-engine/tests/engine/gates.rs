@@ -55,7 +55,7 @@ async fn a_drained_member_is_held_until_each_gate_passes_then_goes_on() {
     let drain_detail = h
         .actions("m1")
         .into_iter()
-        .find(|a| a.kind == "drain")
+        .find(|a| a.kind.as_str() == "drain")
         .unwrap()
         .detail;
     assert!(

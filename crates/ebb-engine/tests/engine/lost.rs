@@ -4,7 +4,7 @@
 //! retried within `balancer_retry`.
 
 use ebb_engine::interfaces::HostState;
-use ebb_engine::journal::{MemberState, RunState};
+use ebb_engine::journal::{MemberState, Outcome, RunState};
 use ebb_engine::plan::StepSpec;
 use ebb_engine::run::{RunError, RunOptions};
 use ebb_engine::testing::{step, BalOp, Harness, PlanBuilder, Reply};
@@ -28,7 +28,7 @@ async fn an_unknown_outcome_halts_held_and_resume_reruns_an_idempotent_step() {
         .into_iter()
         .find(|a| a.name == "install")
         .expect("install recorded");
-    assert_eq!(install.outcome.as_deref(), Some("unknown"));
+    assert_eq!(install.outcome, Some(Outcome::Unknown));
     assert_eq!(h.owed("m1"), ["hold", "drain", "fsc"]);
     assert_eq!(
         h.balancer.truth("m1"),
@@ -81,7 +81,7 @@ async fn an_unknown_outcome_of_a_non_idempotent_step_is_asked_about() {
         .into_iter()
         .find(|a| a.name == "install")
         .expect("install recorded");
-    assert_eq!(install.outcome.as_deref(), Some("assumed-done"));
+    assert_eq!(install.outcome, Some(Outcome::AssumedDone));
     h.assert_all_done();
 }
 

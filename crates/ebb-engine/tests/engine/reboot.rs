@@ -2,7 +2,7 @@
 //! comes back.
 
 use ebb_engine::interfaces::HostState;
-use ebb_engine::journal::MemberState;
+use ebb_engine::journal::{MemberState, Outcome};
 use ebb_engine::plan::{RebootPolicy, StepSpec};
 use ebb_engine::testing::{step, Harness, PlanBuilder, Reply};
 use std::time::Duration;
@@ -22,11 +22,11 @@ fn short_reboot(p: &mut ebb_engine::plan::Plan) {
     }
 }
 
-fn reboot_detail(h: &Harness, member: &str) -> (Option<String>, String) {
+fn reboot_detail(h: &Harness, member: &str) -> (Option<Outcome>, String) {
     let a = h
         .actions(member)
         .into_iter()
-        .find(|a| a.kind == "reboot")
+        .find(|a| a.kind.as_str() == "reboot")
         .expect("a reboot action");
     (a.outcome, a.detail)
 }
@@ -51,13 +51,13 @@ async fn if_required_reboots_on_3010_and_waits_for_a_new_boot() {
         ]
     );
     let (outcome, detail) = reboot_detail(&h, "m1");
-    assert_eq!(outcome.as_deref(), Some("ok"));
+    assert_eq!(outcome, Some(Outcome::Ok));
     assert!(detail.contains("boot-0 → boot-1"), "{detail}");
     assert_eq!(h.transport("m1").boot(), "boot-1");
     // m2 exited 0: no reboot, and the journal says why.
     assert_eq!(h.log.count("m2", "run reboot"), 0);
     let (outcome, detail) = reboot_detail(&h, "m2");
-    assert_eq!(outcome.as_deref(), Some("skipped"));
+    assert_eq!(outcome, Some(Outcome::Skipped));
     assert!(detail.contains("did not ask for a reboot"), "{detail}");
     assert_eq!(h.transport("m2").boot(), "boot-0");
     h.assert_all_done();

@@ -1,7 +1,7 @@
 //! Resume after an interruption at every operation of every member: as kill -9 (the run's
 //! future dropped where it stands) before or after the call took effect, and as Ctrl-C.
 
-use ebb_engine::journal::RunState;
+use ebb_engine::journal::{Outcome, RunState};
 use ebb_engine::plan::StepSpec;
 use ebb_engine::run::{RunError, RunOptions};
 use ebb_engine::testing::{
@@ -249,13 +249,13 @@ async fn an_interrupted_non_idempotent_step_is_refused_without_a_decision() {
     };
     assert_eq!(h.try_resume(opts).await.expect("resume").exit_code, 0);
     assert_eq!(h.log.count("m1", "run install"), 2, "--rerun ran it again");
-    let outcomes: Vec<Option<String>> = h
+    let outcomes: Vec<Option<Outcome>> = h
         .actions("m1")
         .into_iter()
         .filter(|a| a.name == "install")
         .map(|a| a.outcome)
         .collect();
-    assert_eq!(outcomes, [Some("interrupted".into()), Some("ok".into())]);
+    assert_eq!(outcomes, [Some(Outcome::Interrupted), Some(Outcome::Ok)]);
     h.assert_all_done();
 }
 

@@ -6,7 +6,7 @@
 use super::view::{snapshot, Snapshot};
 use ebb_engine::events::{Event, EventSink};
 use ebb_engine::interfaces::Balancer;
-use ebb_engine::journal::Journal;
+use ebb_engine::journal::{ActionKind, Journal};
 use ebb_engine::plan::Plan;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -57,7 +57,7 @@ impl ConnectionCounts {
                     member,
                     active_connections,
                 } => counts.set(member, *active_connections),
-                Event::StepFinished { member, kind, .. } if kind == "drain" => {
+                Event::StepFinished { member, kind, .. } if *kind == ActionKind::Drain => {
                     counts.remove(member)
                 }
                 _ => {}

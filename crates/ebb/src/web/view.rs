@@ -2,7 +2,7 @@
 //! from the journal (so a run started by another ebb is seen the same way), plus the live
 //! connection counts of the members that are draining.
 
-use ebb_engine::journal::{ActionRecord, Journal, JournalError, MemberState};
+use ebb_engine::journal::{ActionKind, ActionRecord, Journal, JournalError, MemberState, Outcome};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -52,7 +52,7 @@ pub struct MemberView {
     /// The step in flight (or the one it stopped at).
     pub step: String,
     /// The kind of the step in flight (drain, hold, step, reboot, verify, undo, start, ...).
-    pub step_kind: Option<String>,
+    pub step_kind: Option<ActionKind>,
     /// When the step in flight started.
     pub step_started_ms: Option<i64>,
     /// Connections still open while it drains, as last seen.
@@ -89,7 +89,7 @@ pub struct LogEntry {
 pub struct Failure {
     pub member: String,
     pub step: String,
-    pub kind: String,
+    pub kind: ActionKind,
     pub t_ms: i64,
     pub exit_code: Option<i32>,
     pub detail: String,
@@ -153,7 +153,7 @@ pub fn snapshot(
             .iter()
             .rev()
             .find(|a| a.member == rec.name && a.ended_ms.is_none() && holder.is_some());
-        let draining = in_flight.is_some_and(|a| a.kind == "drain");
+        let draining = in_flight.is_some_and(|a| a.kind == ActionKind::Drain);
         let owed = journal.owed(run.id, &rec.name)?;
         members.push(MemberView {
             name: rec.name.clone(),
@@ -215,7 +215,7 @@ pub fn snapshot(
                 Some(FinishedStep {
                     name: a.name.clone(),
                     seconds: (end - a.started_ms).max(0) as f64 / 1000.0,
-                    failed: a.outcome.as_deref() == Some("failed"),
+                    failed: a.outcome == Some(Outcome::Failed),
                 })
             })
             .collect(),
@@ -232,7 +232,11 @@ fn log(actions: &[ActionRecord]) -> Vec<LogEntry> {
             outcome: "started".into(),
         });
         if let Some(end) = a.ended_ms {
-            let outcome = a.outcome.clone().unwrap_or_else(|| "interrupted".into());
+            let outcome = a
+                .outcome
+                .clone()
+                .unwrap_or(Outcome::Interrupted)
+                .to_string();
             let mut text = format!(
                 "{} {outcome} in {:.1}s",
                 a.name,
@@ -261,7 +265,7 @@ fn failures(actions: &[ActionRecord]) -> Vec<Failure> {
     actions
         .iter()
         .rev()
-        .filter(|a| a.outcome.as_deref() == Some("failed"))
+        .filter(|a| a.outcome == Some(Outcome::Failed))
         .take(FAILURES_LIMIT)
         .map(|a| Failure {
             member: a.member.clone(),

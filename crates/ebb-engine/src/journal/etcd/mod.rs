@@ -15,8 +15,8 @@ mod client;
 mod tls;
 
 use super::{
-    hostname, operator, user, ActionEnd, ActionRecord, JResult, JournalError, LockHolder,
-    MemberRecord, MemberState, Owed, RunRecord, RunState, Store,
+    hostname, operator, user, ActionEnd, ActionKind, ActionRecord, JResult, JournalError,
+    LockHolder, MemberRecord, MemberState, Owed, RunRecord, RunState, Store,
 };
 use crate::events::now_ms;
 use crate::plan::StateSpec;
@@ -784,7 +784,7 @@ impl Store for EtcdJournal {
         member: &str,
         op: usize,
         name: &str,
-        kind: &str,
+        kind: &ActionKind,
     ) -> JResult<i64> {
         let id = self.next_id();
         let a = ActionRecord {
@@ -792,7 +792,7 @@ impl Store for EtcdJournal {
             member: member.to_string(),
             op,
             name: name.to_string(),
-            kind: kind.to_string(),
+            kind: kind.clone(),
             started_ms: now_ms(),
             ended_ms: None,
             outcome: None,
@@ -847,7 +847,7 @@ impl Store for EtcdJournal {
         let mut ops = Vec::new();
         if let Some(mut a) = self.get_json::<ActionRecord>(&key)? {
             a.ended_ms = Some(now_ms());
-            a.outcome = Some(end.outcome.to_string());
+            a.outcome = Some(end.outcome.clone());
             a.exit_code = end.exit_code;
             a.output = tail(end.output, OUTPUT_LIMIT).to_string();
             if !end.detail.is_empty() {
