@@ -1,7 +1,7 @@
 //! Every run of a pool stays in the journal and is read back by its id (`ebb report --run
 //! N`), on SQLite and (with EBB_TEST_ETCD) on etcd.
 
-use ebb_engine::journal::RunState;
+use ebb_engine::journal::{Outcome, RunState};
 use ebb_engine::testing::{Harness, PlanBuilder, Reply};
 
 #[tokio::test]
@@ -35,7 +35,7 @@ async fn each_run_is_read_back_by_its_id_with_its_own_members_and_actions() {
             .actions(run, Some("m2"))
             .expect("actions")
             .iter()
-            .filter(|a| a.outcome.as_deref() == Some("failed"))
+            .filter(|a| a.outcome == Some(Outcome::Failed))
             .count()
     };
     assert_eq!((failed(first.run_id), failed(second.run_id)), (1, 0));
