@@ -80,12 +80,50 @@ pub enum LbCommand {
 /// Where the running balancer's control API is.
 #[derive(Debug, clap::Args)]
 pub struct ControlArgs {
-    /// The control API of the running balancer (its balancer.control).
-    #[arg(long, env = "EBB_LB_CONTROL", default_value = DEFAULT_CONTROL)]
-    pub control: String,
-    /// Bearer token, if the balancer has balancer.token set.
-    #[arg(long, env = "EBB_LB_TOKEN", hide_env_values = true)]
+    /// The control API of the running balancer (its balancer.control). Default: the
+    /// --pool file's balancer.control, else $EBB_LB_CONTROL, else http://127.0.0.1:9900.
+    #[arg(long, value_name = "URL")]
+    pub control: Option<String>,
+    /// Bearer token, if the balancer has balancer.token set. Default: the --pool file's
+    /// balancer.token, else $EBB_LB_TOKEN.
+    #[arg(long)]
     pub token: Option<String>,
+    /// The pool file the balancer serves: its [balancer] control and token are used
+    /// (--control and --token still win).
+    #[arg(long, value_name = "FILE")]
+    pub pool: Option<PathBuf>,
+}
+
+/// Environment variable naming the control API when neither --control nor --pool does.
+pub const CONTROL_ENV: &str = "EBB_LB_CONTROL";
+
+impl ControlArgs {
+    /// The control URL and token to use: the flags, then the pool file's `[balancer]`
+    /// (`control`, `token`), then `EBB_LB_CONTROL` / `EBB_LB_TOKEN`, then the default URL.
+    /// A pool file that cannot be read or is not the built-in balancer's is an error
+    /// naming the file, line and key.
+    pub fn resolve(&self) -> Result<(String, Option<String>), String> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let (file_control, file_token) = match &self.pool {
+            Some(path) => {
+                let c = LbConfig::from_pool_file(path).map_err(|errs| {
+                    format!(
+                        "{errs}\nebb lb: --pool {}: cannot take the control API from it (give --control URL instead)",
+                        path.display()
+                    )
+                })?;
+                (Some(format!("http://{}", c.control)), c.token)
+            }
+            None => (None, env(crate::config::TOKEN_ENV)),
+        };
+        let control = self
+            .control
+            .clone()
+            .or(file_control)
+            .or_else(|| env(CONTROL_ENV))
+            .unwrap_or_else(|| DEFAULT_CONTROL.to_string());
+        Ok((control, self.token.clone().or(file_token)))
+    }
 }
 
 /// Runs an `ebb lb` subcommand; returns the process exit code (0 ok, 1 the operation
@@ -221,7 +259,14 @@ where
     F: FnOnce(ControlClient) -> Fut,
     Fut: std::future::Future<Output = Result<T, ClientError>>,
 {
-    let client = match ControlClient::new(&args.control, args.token.clone()) {
+    let (control, token) = match args.resolve() {
+        Ok(x) => x,
+        Err(e) => {
+            ebb_out::errln!("{e}");
+            return 2;
+        }
+    };
+    let client = match ControlClient::new(&control, token) {
         Ok(c) => c,
         Err(e) => {
             ebb_out::errln!("ebb lb: {e}");

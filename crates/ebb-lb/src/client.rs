@@ -29,7 +29,7 @@ pub enum ClientError {
     #[error("bad control URL {url:?}: {message}")]
     BadUrl { url: String, message: String },
     /// Nothing answered at the control URL.
-    #[error("cannot reach the balancer's control API at {url}{}: {detail}; is `ebb lb serve` running there? (its address is `control` under [balancer] in the pool file; for `ebb lb` commands, --control or EBB_LB_CONTROL)", for_member(.member))]
+    #[error("cannot reach the balancer's control API at {url}{}: {detail}; is `ebb lb serve` running there? (its address is `control` under [balancer] in the pool file; for `ebb lb` commands, --control URL, --pool FILE or EBB_LB_CONTROL)", for_member(.member))]
     Unreachable {
         url: String,
         member: Option<String>,

@@ -124,8 +124,9 @@ fn balancer_thread() -> (
 fn cli_exit_codes() {
     let (url, stop, handle, _dir) = balancer_thread();
     let ctl = |url: &str| ControlArgs {
-        control: url.to_string(),
+        control: Some(url.to_string()),
         token: None,
+        pool: None,
     };
     assert_eq!(
         run(LbCommand::Status {

@@ -65,13 +65,13 @@ fn spread(listen: &str, n: usize) -> BTreeMap<String, usize> {
     counts
 }
 
-#[test]
-fn with_one_of_three_equal_members_drained_the_other_two_share_the_traffic_evenly() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// `ebb lb serve pool.toml` in `dir` for three backends, `extra` added to `[balancer]`;
+/// returns it (once its control API listens), the listen address and the control URL.
+fn serve(dir: &std::path::Path, extra: &str) -> (Serve, String, String) {
     let listen = format!("127.0.0.1:{}", free_port());
     let control = format!("http://127.0.0.1:{}", free_port());
     let mut pool = format!(
-        "[pool]\nname = \"web\"\n\n[balancer]\ndriver = \"builtin\"\nlisten = \"{listen}\"\ncontrol = \"{control}\"\n\n[balancer.health]\ninterval = \"1h\"\n"
+        "[pool]\nname = \"web\"\n\n[balancer]\ndriver = \"builtin\"\nlisten = \"{listen}\"\ncontrol = \"{control}\"\n{extra}\n[balancer.health]\ninterval = \"1h\"\n"
     );
     for name in ["web1", "web2", "web3"] {
         pool.push_str(&format!(
@@ -79,11 +79,12 @@ fn with_one_of_three_equal_members_drained_the_other_two_share_the_traffic_evenl
             backend(name)
         ));
     }
-    std::fs::write(dir.path().join("pool.toml"), pool).expect("write pool");
-    let _serve = Serve(
+    std::fs::write(dir.join("pool.toml"), pool).expect("write pool");
+    let serve = Serve(
         Command::new(env!("CARGO_BIN_EXE_ebb"))
             .args(["lb", "serve", "pool.toml"])
-            .current_dir(dir.path())
+            .current_dir(dir)
+            .env_remove("EBB_LB_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -101,6 +102,13 @@ fn with_one_of_three_equal_members_drained_the_other_two_share_the_traffic_evenl
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    (serve, listen, control)
+}
+
+#[test]
+fn with_one_of_three_equal_members_drained_the_other_two_share_the_traffic_evenly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_serve, listen, control) = serve(dir.path(), "");
     ebb_lb(&["drainstop", "web3"], &control);
     let counts = spread(&listen, 30);
     assert_eq!(counts.get("web1"), Some(&15), "{counts:?}");
@@ -112,4 +120,76 @@ fn with_one_of_three_equal_members_drained_the_other_two_share_the_traffic_evenl
     let counts = spread(&listen, 4);
     assert_eq!(counts.get("web2"), Some(&2), "{counts:?}");
     assert_eq!(counts.get("web3"), Some(&2), "{counts:?}");
+}
+
+/// `ebb lb ARGS` from another directory, without EBB_LB_* in its environment.
+fn lb_elsewhere(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_ebb"))
+        .arg("lb")
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .env_remove("EBB_LB_TOKEN")
+        .env_remove("EBB_LB_CONTROL")
+        .output()
+        .expect("ebb lb")
+}
+
+#[test]
+fn lb_commands_take_the_control_api_and_token_from_the_pool_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_serve, _listen, control) = serve(dir.path(), "token = \"s3cret-token\"\n");
+    let pool = dir.path().join("pool.toml");
+    let pool = pool.to_str().unwrap();
+    let err = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    // The file names the control API and its token.
+    let o = lb_elsewhere(&["drainstop", "web2", "--pool", pool]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let o = lb_elsewhere(&["status", "--json", "--pool", pool]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let web2 = st["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "web2")
+        .cloned()
+        .unwrap();
+    assert_ne!(web2["state"], "started", "{st}");
+    // Without the file (or the token) the balancer refuses.
+    let o = lb_elsewhere(&["start", "web2", "--control", &control]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    // Explicit flags win over the file: a wrong token, another address.
+    let o = lb_elsewhere(&["start", "web2", "--pool", pool, "--token", "wrong"]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let o = lb_elsewhere(&["start", "web2", "--pool", pool, "--control", &closed]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains(&closed), "{}", err(&o));
+    let o = lb_elsewhere(&["start", "web2", "--pool", pool]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+
+    // A file that is not the built-in balancer's, or not there: named, with the key.
+    let other = dir.path().join("haproxy.toml");
+    std::fs::write(
+        &other,
+        "[pool]\nname = \"web\"\n\n[balancer]\ndriver = \"haproxy\"\ncontrol = \"x\"\n",
+    )
+    .unwrap();
+    let o = lb_elsewhere(&["status", "--pool", other.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    let e = err(&o);
+    assert!(
+        e.contains(&format!("{}:5: balancer.driver", other.display())),
+        "{e}"
+    );
+    assert!(e.contains("balancer.control"), "{e}");
+    let missing = dir.path().join("nope.toml");
+    let o = lb_elsewhere(&["status", "--pool", missing.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(
+        err(&o).contains(&missing.display().to_string()),
+        "{}",
+        err(&o)
+    );
 }

@@ -151,7 +151,7 @@ impl<'c> Parser<'c> {
             Some(d) if d == "builtin" => {}
             Some(d) => self.err(
                 "balancer.driver",
-                format!("`ebb lb serve` runs the \"builtin\" balancer, but this pool uses {d:?}; set driver = \"builtin\""),
+                format!("`ebb lb` is ebb's \"builtin\" balancer, but this pool uses {d:?}; set driver = \"builtin\""),
             ),
         }
 
