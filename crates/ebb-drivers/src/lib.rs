@@ -1,5 +1,6 @@
-//! ebb's drivers: balancers (`builtin`, `haproxy`, `nlb`, `command`, `nginx`, `caddy`, `f5`), transports (`local`,
-//! `ssh`), verification checks and monitoring maintenance. Each driver lives in its own
+//! ebb's drivers: balancers (`builtin`, `haproxy`, `nlb`, `command`, `nginx`, `caddy`,
+//! `f5`), transports (`local`, `ssh`, `winrm`), verification checks, maintenance kinds
+//! (`alertmanager`, `webhook`) and the alert gate. Each driver lives in its own
 //! file with its settings and its descriptor; [`registry`] is the one place they are
 //! registered.
 
@@ -38,7 +39,9 @@ pub fn registry() -> Registry {
         .transport(transport::ssh::SshTransport)
         .transport(transport::winrm::WinrmTransport)
         .checker(check::StandardChecker)
-        .maintenance(maintenance::MonitoringMaintenance)
+        .maintenance(maintenance::alertmanager::AlertmanagerKind)
+        .maintenance(maintenance::webhook::WebhookKind)
+        .alert_gate(maintenance::alertmanager::AlertmanagerGate)
 }
 
 /// The directory of the pool file: local commands (steps, checks, the command balancer)

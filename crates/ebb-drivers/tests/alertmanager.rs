@@ -421,21 +421,22 @@ async fn an_interrupted_run_resumes_without_a_second_silence_and_expires_the_fir
 
 #[tokio::test]
 async fn a_begin_repeated_after_a_crash_reuses_its_silence_and_an_end_without_an_id_finds_it() {
-    use ebb_engine::interfaces::Maintenance;
+    use ebb_engine::registry::MaintenanceKind;
     let am = Alertmanager::start();
     let dir = tempfile::tempdir().unwrap();
     let text = pool(dir.path(), "", &silence_step(&am));
     let plan = load_plan(dir.path(), &text);
     let spec = plan.runbook.steps[0].maintenance.clone().unwrap();
     let m = &plan.members[0];
-    let driver = ebb_drivers::maintenance::MonitoringMaintenance;
+    let driver = ebb_drivers::maintenance::alertmanager::AlertmanagerKind
+        .build(&plan, &spec)
+        .unwrap();
     let key = "ebb pool am run 7 member web1 step silence";
-    let first = driver.begin(&spec, m, key).await.unwrap();
-    let again = driver.begin(&spec, m, key).await.unwrap();
+    let first = driver.begin(m, key).await.unwrap();
+    let again = driver.begin(m, key).await.unwrap();
     assert_eq!(first, again, "the repeated begin found its silence");
     let other = driver
         .begin(
-            &spec,
             &plan.members[1],
             "ebb pool am run 7 member web2 step silence",
         )
@@ -443,7 +444,7 @@ async fn a_begin_repeated_after_a_crash_reuses_its_silence_and_an_end_without_an
         .unwrap();
     assert_ne!(first, other);
     // ebb died before the id reached the journal: the end finds the silence by its key.
-    let ended = driver.end(&spec, m, key, "").await.unwrap();
+    let ended = driver.end(m, key, "").await.unwrap();
     assert_eq!(ended, format!("expired {first}"));
     let all = silences(&am).await;
     let state = |tok: &str| {
@@ -457,5 +458,5 @@ async fn a_begin_repeated_after_a_crash_reuses_its_silence_and_an_end_without_an
         "another member's silence is not touched"
     );
     // Ending twice is fine.
-    driver.end(&spec, m, key, &first).await.unwrap();
+    driver.end(m, key, &first).await.unwrap();
 }

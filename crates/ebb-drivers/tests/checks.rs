@@ -416,15 +416,39 @@ fn new_check_and_maintenance_keys_are_validated_all_at_once_with_lines() {
         .to_string();
     let line = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
     for (needle, want) in [
-        ("ftp://x", "pool.gate.alertmanager: expected an http:// or https:// URL"),
-        ("severity", "pool.gate.matchers.severity: \"[\" is not a valid regular expression"),
-        ("duration = \"2 hours\"", "runbook.step[0].alertmanager.duration"),
+        (
+            "ftp://x",
+            "pool.gate.alertmanager: expected an http:// or https:// URL",
+        ),
+        (
+            "severity",
+            "pool.gate.matchers.severity: \"[\" is not a valid regular expression",
+        ),
+        (
+            "duration = \"2 hours\"",
+            "runbook.step[0].alertmanager.duration",
+        ),
         ("{adress}", "runbook.step[0].alertmanager.matchers.instance"),
-        ("webhook = {", "runbook.step[1].webhook: a maintenance step (alertmanager or webhook) has no run or undo"),
-        ("runing", "runbook.verify[0].services.runing: unknown key (did you mean \"running\"?)"),
-        ("level = \"err\"", "runbook.verify[1].logs.level: not used with source = \"file\""),
-        ("x --version", "runbook.verify[2].version: give exactly one of equals"),
-        ("expect_body_regex", "runbook.verify[3].http.expect_body_regex: \"(\" is not a valid regular expression"),
+        (
+            "webhook = {",
+            "runbook.step[1].webhook: a maintenance step (webhook) has no run or undo",
+        ),
+        (
+            "runing",
+            "runbook.verify[0].services.runing: unknown key (did you mean \"running\"?)",
+        ),
+        (
+            "level = \"err\"",
+            "runbook.verify[1].logs.level: not used with source = \"file\"",
+        ),
+        (
+            "x --version",
+            "runbook.verify[2].version: give exactly one of equals",
+        ),
+        (
+            "expect_body_regex",
+            "runbook.verify[3].http.expect_body_regex: \"(\" is not a valid regular expression",
+        ),
     ] {
         let at = format!(":{}: {want}", line(needle));
         assert!(errs.contains(&at), "expected «{at}» in:\n{errs}");

@@ -1,15 +1,17 @@
 //! Adding a balancer driver is one new file and one registration line: a driver that lives
 //! only in this test is registered beside the standard ones, its keys are validated with
 //! file, line and key in the same pass as the rest of the pool file, and a real run (the
-//! engine, the journal, the `local` transport running real commands) drives it.
+//! engine, the journal, the `local` transport running real commands) drives it. A
+//! maintenance kind is the same: one registered from this test reads its own table in a
+//! step and is begun and ended by a real run.
 
 use async_trait::async_trait;
 use ebb_config::{ConfigErrors, Context, Key, Kind, Section};
 use ebb_engine::interfaces::{
-    Balancer, DriverError, DriverResult, HostState, MemberLbState, Transport,
+    Balancer, DriverError, DriverResult, HostState, MaintenanceStep, MemberLbState, Transport,
 };
-use ebb_engine::plan::{Member, Plan};
-use ebb_engine::registry::BalancerDriver;
+use ebb_engine::plan::{MaintenanceSpec, Member, Plan};
+use ebb_engine::registry::{BalancerDriver, MaintenanceKind};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -161,6 +163,27 @@ fn errors(r: Result<Plan, ConfigErrors>) -> String {
     }
 }
 
+/// Loads, builds and runs the pool file at `path` (its journal beside it), which must end
+/// with exit 0.
+async fn run_to_the_end(path: &Path, registry: &ebb_engine::registry::Registry) {
+    let plan = ebb_engine::config::load(path, registry).expect("valid");
+    let drivers = registry.build(&plan).expect("drivers");
+    let journal = path.with_file_name(".ebb");
+    let journal = Arc::new(ebb_engine::journal::Journal::open(&journal).expect("journal"));
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    let out = ebb_engine::run::run(
+        Arc::new(plan),
+        drivers,
+        journal,
+        Arc::new(|_: &ebb_engine::events::Event| {}),
+        ebb_engine::run::RunOptions::default(),
+        rx,
+    )
+    .await
+    .expect("run");
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+}
+
 #[test]
 fn an_unregistered_name_is_refused_with_the_registered_names() {
     let dir = tempfile::tempdir().unwrap();
@@ -207,22 +230,7 @@ async fn a_real_run_drives_a_driver_registered_from_a_test() {
     let path = pool(dir.path(), "label = \"L\"\nsettle = \"1m30s\"");
     let log: Arc<Mutex<Vec<String>>> = Arc::default();
     let registry = ebb_drivers::registry().balancer(LedgerDriver { log: log.clone() });
-    let plan = ebb_engine::config::load(&path, &registry).expect("valid");
-    let drivers = registry.build(&plan).expect("drivers");
-    let journal =
-        Arc::new(ebb_engine::journal::Journal::open(&dir.path().join(".ebb")).expect("journal"));
-    let (_tx, rx) = tokio::sync::watch::channel(false);
-    let out = ebb_engine::run::run(
-        Arc::new(plan),
-        drivers,
-        journal,
-        Arc::new(|_: &ebb_engine::events::Event| {}),
-        ebb_engine::run::RunOptions::default(),
-        rx,
-    )
-    .await
-    .expect("run");
-    assert_eq!(out.exit_code, 0, "{}", out.message);
+    run_to_the_end(&path, &registry).await;
     let log = log.lock().unwrap().clone();
     for m in ["a", "b"] {
         assert!(
@@ -242,6 +250,125 @@ async fn a_real_run_drives_a_driver_registered_from_a_test() {
                 "L initial-started"
             ],
             "{log:?}"
+        );
+    }
+}
+
+/// A maintenance kind that lives only in this test: `note = { tag = "..." }` writes down
+/// when maintenance of a member begins and ends.
+struct NoteKind {
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+const NOTE_KEYS: &[Key] = &[Key::required("tag", Kind::String, "written with each note")];
+
+struct Note {
+    tag: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl NoteKind {
+    fn read(&self, spec: &MaintenanceSpec, cx: &mut Context) -> Option<Note> {
+        let mut s = Section::new(&spec.settings, spec.path.clone(), NOTE_KEYS);
+        let tag = s.req_str(cx, "tag", "a note needs tag = \"...\"");
+        s.finish(cx);
+        Some(Note {
+            tag: tag?,
+            log: self.log.clone(),
+        })
+    }
+}
+
+impl MaintenanceKind for NoteKind {
+    fn name(&self) -> &'static str {
+        "note"
+    }
+    fn description(&self) -> &'static str {
+        "writes down when maintenance begins and ends"
+    }
+    fn keys(&self) -> Vec<Key> {
+        NOTE_KEYS.to_vec()
+    }
+    fn validate(&self, spec: &MaintenanceSpec, _: &[Member], cx: &mut Context) {
+        self.read(spec, cx);
+    }
+    fn build(
+        &self,
+        plan: &Plan,
+        spec: &MaintenanceSpec,
+    ) -> Result<Arc<dyn MaintenanceStep>, ConfigErrors> {
+        let mut cx = ebb_engine::config::context(plan);
+        let note = self.read(spec, &mut cx);
+        cx.into_result(())?;
+        Ok(Arc::new(note.ok_or_else(|| ConfigErrors(Vec::new()))?))
+    }
+}
+
+#[async_trait]
+impl MaintenanceStep for Note {
+    async fn begin(&self, m: &Member, _: &str) -> DriverResult<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{} begin {}", self.tag, m.name));
+        Ok(format!("noted {}", m.name))
+    }
+    async fn end(&self, m: &Member, _: &str, token: &str) -> DriverResult<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{} end {} ({token})", self.tag, m.name));
+        Ok(String::new())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_kind_registered_from_a_test_is_validated_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = pool(dir.path(), "label = \"L\"");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let step = "[[runbook.step]]\nname = \"mark\"\nnote = { tga = \"T\" }\n";
+    std::fs::write(&path, format!("{text}\n{step}")).unwrap();
+    let at = text.lines().count() + 4; // the line of `note = ...`
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let registry = ebb_drivers::registry()
+        .balancer(LedgerDriver { log: log.clone() })
+        .maintenance(NoteKind { log: log.clone() });
+    let e = errors(ebb_engine::config::load(
+        &path,
+        &ebb_drivers::registry().balancer(LedgerDriver { log: log.clone() }),
+    ));
+    assert!(
+        e.contains(&format!(":{at}: runbook.step[1].note: unknown key")),
+        "{e}"
+    );
+    let e = errors(ebb_engine::config::load(&path, &registry));
+    for want in [
+        format!("pool.toml:{at}: runbook.step[1].note: missing key \"tag\": a note needs tag"),
+        format!("pool.toml:{at}: runbook.step[1].note.tga: unknown key (did you mean \"tag\"?)"),
+    ] {
+        assert!(e.contains(&want), "{want:?} missing in:\n{e}");
+    }
+    std::fs::write(&path, format!("{text}\n{}", step.replace("tga", "tag"))).unwrap();
+    run_to_the_end(&path, &registry).await;
+    let log = log.lock().unwrap().clone();
+    for m in ["a", "b"] {
+        let ops: Vec<&str> = log
+            .iter()
+            .map(String::as_str)
+            .filter(|l| l.ends_with(&format!(" {m}")) || l.contains(&format!(" {m} (")))
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                format!("T begin {m}"),
+                format!("L initial-stopped {m}"),
+                format!("L drainstop {m}"),
+                format!("L start {m}"),
+                format!("L initial-started {m}"),
+                format!("T end {m} (noted {m})"),
+            ],
+            "the note begins before the member goes out and ends last, when it is back: {log:?}"
         );
     }
 }

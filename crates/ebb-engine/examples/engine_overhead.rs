@@ -242,8 +242,7 @@ async fn main() {
     let registry = Registry::new()
         .balancer(Nop)
         .transport(Nop)
-        .checker(NopChecker)
-        .maintenance(NoMaintenance);
+        .checker(NopChecker);
     let plan = Arc::new(ebb_engine::config::load(&path, &registry).expect("valid plan"));
     let parse = t0.elapsed();
     let drivers = registry.build(&plan).expect("drivers");

@@ -281,7 +281,10 @@ pub trait Checker: Send + Sync {
     }
 }
 
-/// Monitoring maintenance and the pool's alert gate: the systems that page people.
+/// Monitoring maintenance and the pool's alert gate: the systems that page people. The
+/// engine calls only this; `Registry::build` gives one that hands each step to the
+/// [`MaintenanceStep`] its kind built and asks the registered [`AlertGate`] (tests give a
+/// fake).
 #[async_trait]
 pub trait Maintenance: Send + Sync {
     /// Begins maintenance for `member` (e.g. creates a silence) and returns what ending it
@@ -306,24 +309,21 @@ pub trait Maintenance: Send + Sync {
     async fn gate_alerts(&self, gate: &GateSpec) -> DriverResult<Vec<String>>;
 }
 
-/// Maintenance for builds without monitoring drivers: every call fails, saying so.
-pub struct NoMaintenance;
-
+/// One maintenance step, built by its kind (`registry::MaintenanceKind`) from the step's
+/// table: what [`Maintenance`] calls for that step.
 #[async_trait]
-impl Maintenance for NoMaintenance {
-    async fn begin(&self, _: &MaintenanceSpec, _: &Member, _: &str) -> DriverResult<String> {
-        Err(DriverError::new(
-            "monitoring maintenance is not available in this build",
-        ))
-    }
-    async fn end(&self, _: &MaintenanceSpec, _: &Member, _: &str, _: &str) -> DriverResult<String> {
-        Err(DriverError::new(
-            "monitoring maintenance is not available in this build",
-        ))
-    }
-    async fn gate_alerts(&self, _: &GateSpec) -> DriverResult<Vec<String>> {
-        Err(DriverError::new(
-            "the alert gate is not available in this build",
-        ))
-    }
+pub trait MaintenanceStep: Send + Sync {
+    /// Begins maintenance for `member`; returns what ending it needs (kept in the journal).
+    /// `key` names this run, member and step; a repeated begin finds its earlier work by it.
+    async fn begin(&self, member: &Member, key: &str) -> DriverResult<String>;
+    /// Ends it; `token` is what the begin returned, or empty if ebb died before recording
+    /// it (then the work is found by `key`). Ending what is already ended succeeds.
+    async fn end(&self, member: &Member, key: &str, token: &str) -> DriverResult<String>;
+}
+
+/// What answers `[pool.gate]`: the alerts now firing that match it.
+#[async_trait]
+pub trait AlertGate: Send + Sync {
+    /// The alerts now firing that hold the gate (one line each); empty: the gate is open.
+    async fn firing(&self, gate: &GateSpec) -> DriverResult<Vec<String>>;
 }

@@ -292,36 +292,18 @@ pub struct StepSpec {
     pub maintenance: Option<MaintenanceSpec>,
 }
 
-/// Monitoring maintenance: what a maintenance step begins before the member goes on and
-/// ends when it returns.
+/// A maintenance step: `NAME = { ... }` in a `[[runbook.step]]`, where `NAME` is a
+/// registered maintenance kind (`registry::MaintenanceKind`: `alertmanager`, `webhook`). It
+/// begins maintenance before the member goes out and ends it when the member returns. The
+/// table is the kind's, opaque to the engine: the kind validated it and builds from it.
 #[derive(Debug, Clone)]
-pub enum MaintenanceSpec {
-    /// An Alertmanager silence, created on the way out and expired on return.
-    Alertmanager {
-        /// Base URL (`http://host:9093`).
-        url: String,
-        /// Label matchers of the silence (values are templates: `{address}`, ...).
-        matchers: BTreeMap<String, String>,
-        /// How long the silence lasts if ebb never comes back to expire it.
-        duration: Duration,
-        /// Comment on the silence (a template).
-        comment: Option<String>,
-    },
-    /// An HTTP request to another system on the way out, and another on return.
-    Webhook {
-        /// URL template of the request that begins maintenance.
-        url: String,
-        /// HTTP method (default `POST`).
-        method: String,
-        /// Body of the request that begins maintenance.
-        body: Option<WebhookBody>,
-        /// URL template of the request that ends it (default: `url`).
-        undo_url: Option<String>,
-        /// Body of the request that ends it.
-        undo_body: Option<WebhookBody>,
-        /// Extra headers.
-        headers: BTreeMap<String, String>,
-    },
+pub struct MaintenanceSpec {
+    /// The kind's name (the step's key).
+    pub kind: String,
+    /// Where the table is in the pool file (`runbook.step[2].alertmanager`), for messages.
+    pub path: String,
+    /// The kind's table.
+    pub settings: toml::Table,
 }
 
 /// `when`.
@@ -459,16 +441,6 @@ pub enum LogSource {
         /// `System`, `Application`, `Setup`, ...
         log: String,
     },
-}
-
-/// A webhook's body.
-#[derive(Debug, Clone)]
-pub enum WebhookBody {
-    /// A text template (`{{` and `}}` are literal braces; substituted values are
-    /// JSON-escaped, so they fit inside JSON strings).
-    Text(String),
-    /// A TOML table sent as JSON; placeholders in its strings are substituted.
-    Json(toml::Value),
 }
 
 /// A wave of members rolled together.

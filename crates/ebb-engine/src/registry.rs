@@ -1,17 +1,22 @@
 //! The plug-ins a run can use, handed to the engine by whoever builds it (the `ebb` binary
 //! registers the drivers of `ebb-drivers`; a test registers fakes). The engine names no
-//! balancer driver and no transport: it reads `driver = "..."` and `transport = "..."`,
-//! looks the name up here, hands the plug-in its section (opaque to the engine) to
-//! validate, and later asks it to build.
+//! balancer driver, transport or maintenance kind: it reads `driver = "..."`,
+//! `transport = "..."` and a step's `NAME = { ... }`, looks the name up here, hands the
+//! plug-in its section (opaque to the engine) to validate, and later asks it to build.
 //!
 //! A plug-in is a descriptor: a name, the keys it accepts (with kinds and one-line
 //! descriptions, for the reader and for tools), `validate` returning line-located errors,
 //! and `build`.
 
-use crate::interfaces::{Balancer, Checker, Maintenance, Transport};
+use crate::interfaces::{
+    AlertGate, Balancer, Checker, DriverError, DriverResult, Maintenance, MaintenanceStep,
+    Transport,
+};
 use crate::member::Drivers;
-use crate::plan::{Member, Plan};
-use ebb_config::{ConfigError, ConfigErrors, Context, Key, Section};
+use crate::plan::{GateSpec, MaintenanceSpec, Member, Plan};
+use async_trait::async_trait;
+use ebb_config::{ConfigError, ConfigErrors, Context, Key, Kind, Section};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A balancer driver: `[balancer] driver = NAME` and its keys.
@@ -56,6 +61,31 @@ pub trait TransportKind: Send + Sync {
     fn build(&self, plan: &Plan, member: &Member) -> Result<Arc<dyn Transport>, ConfigErrors>;
 }
 
+/// A maintenance kind: `NAME = { ... }` in a `[[runbook.step]]` (`alertmanager`,
+/// `webhook`), begun before the member goes out and ended when it returns. The engine finds
+/// which registered kind names a key of the step and hands it the table (`MaintenanceSpec`).
+pub trait MaintenanceKind: Send + Sync {
+    /// The step's key that selects it.
+    fn name(&self) -> &'static str;
+
+    /// One line saying what a step of this kind does (the step's key `NAME`, for tools).
+    fn description(&self) -> &'static str;
+
+    /// The keys it accepts in its table.
+    fn keys(&self) -> Vec<Key>;
+
+    /// Checks its table (`spec.settings`, found at `spec.path`), and the placeholders in
+    /// it against every member, recording every problem in `cx` with its line.
+    fn validate(&self, spec: &MaintenanceSpec, members: &[Member], cx: &mut Context);
+
+    /// Builds the step for a validated plan.
+    fn build(
+        &self,
+        plan: &Plan,
+        spec: &MaintenanceSpec,
+    ) -> Result<Arc<dyn MaintenanceStep>, ConfigErrors>;
+}
+
 /// The plug-ins available to a run. Registration order is the order names are listed in
 /// messages; the first transport registered is the default one.
 #[derive(Clone, Default)]
@@ -63,7 +93,8 @@ pub struct Registry {
     balancers: Vec<Arc<dyn BalancerDriver>>,
     transports: Vec<Arc<dyn TransportKind>>,
     checker: Option<Arc<dyn Checker>>,
-    maintenance: Option<Arc<dyn Maintenance>>,
+    maintenance: Vec<Arc<dyn MaintenanceKind>>,
+    gate: Option<Arc<dyn AlertGate>>,
 }
 
 impl Registry {
@@ -92,9 +123,16 @@ impl Registry {
         self
     }
 
-    /// Sets what begins and ends monitoring maintenance and asks the alert gate.
-    pub fn maintenance(mut self, maintenance: impl Maintenance + 'static) -> Self {
-        self.maintenance = Some(Arc::new(maintenance));
+    /// Registers a maintenance kind (replacing one of the same name).
+    pub fn maintenance(mut self, kind: impl MaintenanceKind + 'static) -> Self {
+        self.maintenance.retain(|k| k.name() != kind.name());
+        self.maintenance.push(Arc::new(kind));
+        self
+    }
+
+    /// Sets what answers `[pool.gate]`.
+    pub fn alert_gate(mut self, gate: impl AlertGate + 'static) -> Self {
+        self.gate = Some(Arc::new(gate));
         self
     }
 
@@ -106,6 +144,24 @@ impl Registry {
     /// The transport called `name`.
     pub fn find_transport(&self, name: &str) -> Option<&Arc<dyn TransportKind>> {
         self.transports.iter().find(|t| t.name() == name)
+    }
+
+    /// The maintenance kind called `name`.
+    pub fn find_maintenance(&self, name: &str) -> Option<&Arc<dyn MaintenanceKind>> {
+        self.maintenance.iter().find(|k| k.name() == name)
+    }
+
+    /// Every maintenance kind, in registration order.
+    pub fn maintenance_kinds(&self) -> &[Arc<dyn MaintenanceKind>] {
+        &self.maintenance
+    }
+
+    /// A step's keys that select a maintenance kind (one per kind, each a table).
+    pub fn maintenance_keys(&self) -> Vec<Key> {
+        let kinds = self.maintenance.iter();
+        kinds
+            .map(|k| Key::new(k.name(), Kind::Table, k.description()))
+            .collect()
     }
 
     /// Every balancer driver, in registration order.
@@ -134,7 +190,7 @@ impl Registry {
     }
 
     /// Builds every driver a validated plan needs: the members' transports, then the
-    /// balancer (which may act through them), the checker and the maintenance driver.
+    /// balancer (which may act through them), the checker and the maintenance steps.
     pub fn build(&self, plan: &Plan) -> Result<Drivers, ConfigErrors> {
         let mut errors = Vec::new();
         let mut transports = Vec::new();
@@ -177,23 +233,101 @@ impl Registry {
                 None
             }
         };
-        let missing = |what: &str| plan_error(plan, "", format!("no {what} is registered"));
+        let maintenance = self.build_maintenance(plan, &mut errors);
         if self.checker.is_none() {
-            errors.push(missing("checker"));
+            errors.push(plan_error(plan, "", "no checker is registered"));
         }
-        if self.maintenance.is_none() {
-            errors.push(missing("maintenance driver"));
-        }
-        match (balancer, &self.checker, &self.maintenance) {
-            (Some(balancer), Some(checker), Some(maintenance)) if errors.is_empty() => {
-                Ok(Drivers {
-                    balancer,
-                    transports,
-                    checker: checker.clone(),
-                    maintenance: maintenance.clone(),
-                })
-            }
+        match (balancer, &self.checker) {
+            (Some(balancer), Some(checker)) if errors.is_empty() => Ok(Drivers {
+                balancer,
+                transports,
+                checker: checker.clone(),
+                maintenance,
+            }),
             _ => Err(ConfigErrors(errors)),
+        }
+    }
+
+    /// The maintenance steps of `plan`, each built by its kind, behind one [`Maintenance`].
+    fn build_maintenance(
+        &self,
+        plan: &Plan,
+        errors: &mut Vec<ConfigError>,
+    ) -> Arc<dyn Maintenance> {
+        let mut steps = BTreeMap::new();
+        for spec in plan
+            .runbook
+            .steps
+            .iter()
+            .filter_map(|s| s.maintenance.as_ref())
+        {
+            match self.find_maintenance(&spec.kind) {
+                Some(kind) => match kind.build(plan, spec) {
+                    Ok(step) => {
+                        steps.insert(spec.path.clone(), step);
+                    }
+                    Err(mut e) => errors.append(&mut e.0),
+                },
+                None => errors.push(plan_error(
+                    plan,
+                    &spec.path,
+                    format!("no maintenance kind \"{}\" is registered", spec.kind),
+                )),
+            }
+        }
+        if plan.pool.gate.is_some() && self.gate.is_none() {
+            errors.push(plan_error(plan, "pool.gate", "no alert gate is registered"));
+        }
+        Arc::new(PluggedMaintenance {
+            steps,
+            gate: self.gate.clone(),
+        })
+    }
+}
+
+/// The engine's [`Maintenance`] for a run: each step's calls go to what its kind built.
+struct PluggedMaintenance {
+    /// By `MaintenanceSpec::path`.
+    steps: BTreeMap<String, Arc<dyn MaintenanceStep>>,
+    gate: Option<Arc<dyn AlertGate>>,
+}
+
+impl PluggedMaintenance {
+    fn step(&self, spec: &MaintenanceSpec) -> DriverResult<&Arc<dyn MaintenanceStep>> {
+        self.steps.get(&spec.path).ok_or_else(|| {
+            DriverError::new(format!(
+                "{}: this maintenance step was not built",
+                spec.path
+            ))
+        })
+    }
+}
+
+#[async_trait]
+impl Maintenance for PluggedMaintenance {
+    async fn begin(
+        &self,
+        spec: &MaintenanceSpec,
+        member: &Member,
+        key: &str,
+    ) -> DriverResult<String> {
+        self.step(spec)?.begin(member, key).await
+    }
+
+    async fn end(
+        &self,
+        spec: &MaintenanceSpec,
+        member: &Member,
+        key: &str,
+        token: &str,
+    ) -> DriverResult<String> {
+        self.step(spec)?.end(member, key, token).await
+    }
+
+    async fn gate_alerts(&self, gate: &GateSpec) -> DriverResult<Vec<String>> {
+        match &self.gate {
+            Some(g) => g.firing(gate).await,
+            None => Err(DriverError::new("no alert gate is registered")),
         }
     }
 }
@@ -258,13 +392,37 @@ pub(crate) mod tests {
         }
     }
 
-    /// Drivers `builtin` and `command`, transports `local` and `ssh`, all inert.
+    /// Accepts any table (its keys are not the engine's to know).
+    impl MaintenanceKind for Inert {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn description(&self) -> &'static str {
+            "inert"
+        }
+        fn keys(&self) -> Vec<Key> {
+            Vec::new()
+        }
+        fn validate(&self, _: &MaintenanceSpec, _: &[Member], _: &mut Context) {}
+        fn build(
+            &self,
+            plan: &Plan,
+            _: &MaintenanceSpec,
+        ) -> Result<Arc<dyn MaintenanceStep>, ConfigErrors> {
+            Err(ConfigErrors(vec![plan_error(plan, "runbook", "inert")]))
+        }
+    }
+
+    /// Drivers `builtin` and `command`, transports `local` and `ssh`, maintenance kinds
+    /// `webhook` and `pager`, all inert.
     pub(crate) fn inert() -> Registry {
         Registry::new()
             .balancer(Inert("builtin"))
             .balancer(Inert("command"))
             .transport(Inert("local"))
             .transport(Inert("ssh"))
+            .maintenance(Inert("webhook"))
+            .maintenance(Inert("pager"))
     }
 
     fn errors(text: &str) -> Vec<String> {
@@ -304,6 +462,34 @@ pub(crate) mod tests {
         assert_eq!(
             errors(&text),
             ["p.toml:5: balancer.colour: unknown key (no keys are known here)"]
+        );
+    }
+
+    #[test]
+    fn maintenance_kinds_come_from_the_registry() {
+        let pool = POOL
+            .replace("DRIVER", "command")
+            .replace("TRANSPORT", "local");
+        let step = |body: &str| format!("{pool}[[runbook.step]]\nname = \"s\"\n{body}\n");
+        assert_eq!(
+            errors(&step("pager = { anything = 1 }")),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            errors(&step("pager = { x = 1 }\nwebhook = { y = 2 }")),
+            ["p.toml:9: runbook.step[0]: a step begins one kind of maintenance; found webhook = { ... } and pager = { ... }"]
+        );
+        assert_eq!(
+            errors(&step("pager = { x = 1 }\nrun = \"x\"")),
+            ["p.toml:11: runbook.step[0].pager: a maintenance step (pager) has no run or undo: it begins maintenance and ends it on return"]
+        );
+        let unknown = errors(&step("alertmanager = { url = \"http://am\" }"));
+        assert_eq!(
+            unknown,
+            [
+                "p.toml:9: runbook.step[0]: missing key \"run\": the command to run on the member (or webhook = { ... } / pager = { ... })",
+                "p.toml:11: runbook.step[0].alertmanager: unknown key (known keys here: idempotent, name, only_group, pager, reboot, reboot_required_exit_codes, retries, retry_interval, run, timeout, undo, webhook, when)",
+            ]
         );
     }
 }

@@ -1,7 +1,7 @@
 //! `ebb schema`: a JSON Schema (draft-07) of the pool file, generated from the key
 //! declarations the reader itself checks against: the engine's sections
-//! (`ebb_engine::config::keys::SECTIONS`) and the keys each registered balancer driver and
-//! transport declares. Nothing here is written by hand, so the schema cannot drift from
+//! (`ebb_engine::config::keys::SECTIONS`) and the keys each registered balancer driver,
+//! transport and maintenance kind declares. Nothing here is written by hand, so the schema cannot drift from
 //! what `ebb check` accepts. Draft-07 because that is what editors' TOML support (Taplo,
 //! Even Better TOML) reads best.
 
@@ -50,11 +50,22 @@ struct Gen<'a> {
 
 impl Gen<'_> {
     fn keys(&self, path: &str) -> Option<Vec<Key>> {
+        // A maintenance step's table: its kind's keys.
+        if let Some(kind) = path
+            .strip_prefix("runbook.step[].")
+            .and_then(|k| self.registry.find_maintenance(k))
+        {
+            return Some(kind.keys());
+        }
         let mut keys = self
             .sections
             .iter()
             .find(|(p, _)| *p == path)
             .map(|(_, k)| k.to_vec())?;
+        // A step may name any registered maintenance kind.
+        if path == "runbook.step[]" {
+            keys.extend(self.registry.maintenance_keys());
+        }
         // Members (and their defaults) take the settings of every transport.
         if path == "member[]" || path == "defaults" {
             for t in self.registry.transports() {

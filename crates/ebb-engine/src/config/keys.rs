@@ -265,7 +265,7 @@ pub const DRAIN: &[Key] = &[
     ),
 ];
 
-/// `[[runbook.step]]`.
+/// `[[runbook.step]]` (and one key per registered maintenance kind, which owns its table).
 pub const STEP: &[Key] = &[
     Key::required(
         "name",
@@ -317,16 +317,6 @@ pub const STEP: &[Key] = &[
         "reboot_required_exit_codes",
         Kind::Any,
         "exit codes meaning \"succeeded, reboot required\" (default [3010])",
-    ),
-    Key::new(
-        "alertmanager",
-        Kind::Table,
-        "a maintenance step: an Alertmanager silence while the member is out",
-    ),
-    Key::new(
-        "webhook",
-        Kind::Table,
-        "a maintenance step: a request when it starts and another on return",
     ),
 ];
 
@@ -471,48 +461,6 @@ pub const VERSION_CHECK: &[Key] = &[
     ),
 ];
 
-/// `alertmanager = { ... }` in a step.
-pub const ALERTMANAGER: &[Key] = &[
-    Key::required("url", Kind::String, "the Alertmanager"),
-    Key::required(
-        "matchers",
-        Kind::StringMap,
-        "label matchers of the silence (templates)",
-    ),
-    Key::new(
-        "duration",
-        Kind::Duration,
-        "how long the silence lasts if ebb never expires it (default \"2h\")",
-    ),
-    Key::new(
-        "comment",
-        Kind::String,
-        "comment on the silence (a template)",
-    ),
-];
-
-/// `webhook = { ... }` in a step.
-pub const WEBHOOK: &[Key] = &[
-    Key::required(
-        "url",
-        Kind::String,
-        "the URL called when maintenance begins",
-    ),
-    Key::new(
-        "method",
-        Kind::OneOf(&["POST", "PUT", "PATCH", "DELETE", "GET"]),
-        "HTTP method (default \"POST\")",
-    ),
-    Key::new("body", Kind::Any, "body: a string, or a table sent as JSON"),
-    Key::new(
-        "undo_url",
-        Kind::String,
-        "the URL called when it ends (default: url)",
-    ),
-    Key::new("undo_body", Kind::Any, "body of the ending request"),
-    Key::new("headers", Kind::StringMap, "extra headers"),
-];
-
 /// `[[notify]]`.
 pub const NOTIFY: &[Key] = &[
     Key::required("url", Kind::String, "the http:// or https:// URL the message is POSTed to"),
@@ -541,7 +489,8 @@ pub const WAVE: &[Key] = &[
 ];
 
 /// Every section the engine reads, by its path in the pool file (`[]` for arrays of
-/// tables), for tools that describe the whole file.
+/// tables), for tools that describe the whole file. The plug-ins' keys (`[balancer]`, the
+/// transports' member keys, a maintenance step's table) come from the registry.
 pub const SECTIONS: &[(&str, &[Key])] = &[
     ("", TOP),
     ("notify[]", NOTIFY),
@@ -554,8 +503,6 @@ pub const SECTIONS: &[(&str, &[Key])] = &[
     ("runbook", RUNBOOK),
     ("runbook.drain", DRAIN),
     ("runbook.step[]", STEP),
-    ("runbook.step[].alertmanager", ALERTMANAGER),
-    ("runbook.step[].webhook", WEBHOOK),
     ("runbook.reboot", REBOOT),
     ("runbook.drain.until[]", CHECK),
     ("runbook.drain.until[].http", HTTP_CHECK),

@@ -132,6 +132,18 @@ pub(crate) fn relative_to_pool(cx: &Context, p: &str) -> PathBuf {
     }
 }
 
+/// Checks that `u`, at `key`, is an `http://` or `https://` URL (for plug-ins' URLs too).
+pub fn http_url(cx: &mut Context, key: &str, u: &Option<String>) {
+    if let Some(u) = u {
+        if !u.starts_with("http://") && !u.starts_with("https://") {
+            cx.err(
+                key,
+                format!("expected an http:// or https:// URL, found \"{u}\""),
+            );
+        }
+    }
+}
+
 /// Names of the built-in stages, which user steps may not take.
 pub const RESERVED_STEP_NAMES: &[&str] =
     &["drain", "hold", "verify", "reboot", "return", "pool-check"];

@@ -20,7 +20,7 @@ fn one(cx: &mut Context, t: &toml::Table, p: &str) -> Option<NotifySpec> {
         "url",
         "where to send, e.g. url = \"https://hooks.slack.com/services/...\"",
     );
-    super::maintenance::http_url(cx, &format!("{p}.url"), &url);
+    super::http_url(cx, &format!("{p}.url"), &url);
     let format = s.choice(
         cx,
         "format",

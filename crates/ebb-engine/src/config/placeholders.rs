@@ -1,9 +1,9 @@
 //! Placeholders (`{address}`, `{var.NAME}`) in every template of the engine's sections,
-//! checked against every member once all members' variables are known. Drivers check
-//! the templates in their own sections (the `command` driver's commands).
+//! checked against every member once all members' variables are known. Plug-ins check
+//! the templates in their own sections (the `command` driver's commands, a maintenance
+//! step's table).
 
 use super::checks::check_templates;
-use super::maintenance::maintenance_templates;
 use super::members::Defaults;
 use crate::placeholder;
 use crate::plan::*;
@@ -29,13 +29,6 @@ pub(super) fn validate(
     }
     if let Some(b) = &defaults.boot_id {
         templates.push(("defaults.boot_id".into(), b.clone()));
-    }
-    for (p, s) in step_paths.iter().zip(&runbook.steps) {
-        if let Some(m) = &s.maintenance {
-            for (k, t) in maintenance_templates(m) {
-                templates.push((format!("{p}.{k}"), t));
-            }
-        }
     }
     for (prefix, checks) in [
         ("runbook.verify", &runbook.verify),

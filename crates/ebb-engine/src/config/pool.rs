@@ -99,7 +99,7 @@ fn gate(cx: &mut Context, t: &toml::Table) -> Option<GateSpec> {
         "alertmanager",
         "the Alertmanager to ask, e.g. alertmanager = \"http://alertmanager:9093\"",
     );
-    super::maintenance::http_url(cx, "pool.gate.alertmanager", &url);
+    super::http_url(cx, "pool.gate.alertmanager", &url);
     let matchers = g.string_map(cx, "matchers");
     for (k, v) in &matchers {
         if let Some(r) = v.strip_prefix('~') {

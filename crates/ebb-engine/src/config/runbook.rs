@@ -30,7 +30,7 @@ pub(super) fn runbook(
     let stop_after = rb.opt_duration(cx, "stop_after");
     let drain_t = rb.sub(cx, "drain").unwrap_or(&empty);
     let drain = drain(cx, drain_t);
-    let (steps, paths) = steps(cx, &mut rb, members);
+    let (steps, paths) = steps(cx, &mut rb, members, registry);
     let reboot = rb.sub(cx, "reboot").and_then(|t| reboot(cx, t));
     if reboot.is_some() {
         boot_identities(cx, members, registry);
@@ -98,6 +98,7 @@ fn steps(
     cx: &mut Context,
     rb: &mut Section<'_>,
     members: &[Member],
+    registry: &Registry,
 ) -> (Vec<StepSpec>, Vec<String>) {
     let has_reboot = rb.has("reboot");
     let mut steps = Vec::new();
@@ -105,7 +106,7 @@ fn steps(
     let mut names: HashSet<String> = HashSet::new();
     for (i, t) in rb.tables(cx, "step").into_iter().enumerate() {
         let p = format!("runbook.step[{i}]");
-        let Some(step) = step(cx, t, &p) else {
+        let Some(step) = step(cx, t, &p, members, registry) else {
             continue;
         };
         if RESERVED_STEP_NAMES.contains(&step.name.as_str()) {
@@ -148,30 +149,42 @@ fn steps(
     (steps, paths)
 }
 
-/// One `[[runbook.step]]`.
-fn step(cx: &mut Context, t: &toml::Table, p: &str) -> Option<StepSpec> {
-    let mut s = Section::new(t, p, keys::STEP);
+/// One `[[runbook.step]]`: a command (`run`, `undo`), or a maintenance step whose kind (a
+/// key naming a registered maintenance kind) reads its own table.
+fn step(
+    cx: &mut Context,
+    t: &toml::Table,
+    p: &str,
+    members: &[Member],
+    registry: &Registry,
+) -> Option<StepSpec> {
+    let mut s = Section::new(t, p, keys::STEP).with_keys(&registry.maintenance_keys());
     let name = s.req_str(cx, "name", "the step's name, e.g. name = \"install\"");
-    let maintenance = super::maintenance::maintenance(cx, &mut s);
-    let (run, undo) = if maintenance.is_some() {
-        // Read, so they are reported once, here, not as unknown keys.
-        let (_, _) = (s.get("run"), s.get("undo"));
-        if t.contains_key("run") || t.contains_key("undo") {
-            let k = if t.contains_key("alertmanager") {
-                "alertmanager"
-            } else {
-                "webhook"
-            };
-            cx.err(&format!("{p}.{k}"), "a maintenance step (alertmanager or webhook) has no run or undo: it begins maintenance and ends it on return");
+    let maintenance = super::maintenance::maintenance(cx, &mut s, members, registry);
+    let kind = registry
+        .maintenance_kinds()
+        .iter()
+        .map(|k| k.name())
+        .find(|k| t.contains_key(*k));
+    let (run, undo) = match kind {
+        Some(kind) => {
+            // Read, so they are reported once, here, not as unknown keys.
+            let (_, _) = (s.get("run"), s.get("undo"));
+            if t.contains_key("run") || t.contains_key("undo") {
+                cx.err(&s.key(kind), format!("a maintenance step ({kind}) has no run or undo: it begins maintenance and ends it on return"));
+            }
+            (Some(String::new()), None)
         }
-        (Some(String::new()), None)
-    } else {
-        let run = s.req_str(
-            cx,
-            "run",
-            "the command to run on the member (or alertmanager = { ... } / webhook = { ... })",
-        );
-        (run, s.str(cx, "undo"))
+        None => {
+            let kinds = super::maintenance::kinds_for_messages(registry);
+            let what = if kinds.is_empty() {
+                "the command to run on the member".to_string()
+            } else {
+                format!("the command to run on the member (or {kinds})")
+            };
+            let run = s.req_str(cx, "run", &what);
+            (run, s.str(cx, "undo"))
+        }
     };
     let when = s.choice(
         cx,

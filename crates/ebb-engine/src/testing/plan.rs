@@ -31,13 +31,13 @@ pub fn step(name: &str) -> StepSpec {
 /// A monitoring maintenance step (a webhook to nowhere: the fake maintenance answers it).
 pub fn maintenance_step(name: &str) -> StepSpec {
     StepSpec {
-        maintenance: Some(MaintenanceSpec::Webhook {
-            url: format!("http://fake.invalid/{name}"),
-            method: "POST".into(),
-            body: None,
-            undo_url: None,
-            undo_body: None,
-            headers: BTreeMap::new(),
+        maintenance: Some(MaintenanceSpec {
+            kind: "webhook".into(),
+            path: format!("runbook.step[{name}].webhook"),
+            settings: toml::Table::from_iter([(
+                "url".to_string(),
+                toml::Value::String(format!("http://fake.invalid/{name}")),
+            )]),
         }),
         run: String::new(),
         ..step(name)
