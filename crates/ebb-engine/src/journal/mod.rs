@@ -76,6 +76,23 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     })
 }
 
+/// Adds `actions.boot_before` to a journal written before it existed (its reboots kept
+/// the boot identity in their detail; `ActionRecord::upgraded` still reads that).
+fn add_boot_before(conn: &Connection) -> rusqlite::Result<()> {
+    let has = |conn: &Connection| {
+        conn.prepare("SELECT 1 FROM pragma_table_info('actions') WHERE name = 'boot_before'")?
+            .exists([])
+    };
+    if has(conn)? {
+        return Ok(());
+    }
+    match conn.execute_batch("ALTER TABLE actions ADD COLUMN boot_before TEXT") {
+        // Another ebb opening the same old journal may have added it first.
+        Err(_) if has(conn)? => Ok(()),
+        other => other,
+    }
+}
+
 /// The SQLite journal of one state dir.
 pub struct SqliteJournal {
     path: PathBuf,
@@ -143,7 +160,8 @@ impl SqliteJournal {
                id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, member TEXT NOT NULL,
                op INTEGER NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
                started_ms INTEGER NOT NULL, ended_ms INTEGER, outcome TEXT,
-               exit_code INTEGER, output TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '');
+               exit_code INTEGER, output TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '',
+               boot_before TEXT);
              CREATE INDEX IF NOT EXISTS actions_member ON actions(run_id, member);
              CREATE TABLE IF NOT EXISTS owed(
                id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, member TEXT NOT NULL,
@@ -159,6 +177,7 @@ impl SqliteJournal {
                heartbeat_ms INTEGER NOT NULL);",
         )
         .map_err(|e| err(e.to_string()))?;
+        add_boot_before(&conn).map_err(|e| err(e.to_string()))?;
         Ok(SqliteJournal {
             path,
             conn: Mutex::new(conn),
@@ -427,7 +446,18 @@ impl Store for SqliteJournal {
         Ok(db.last_insert_rowid())
     }
 
-    /// Sets an in-flight action's detail (e.g. the boot id before a reboot).
+    /// Records the boot identity a reboot starts from.
+    fn set_action_boot_before(&self, action: i64, boot: &str) -> JResult<()> {
+        self.db()
+            .execute(
+                "UPDATE actions SET boot_before = ?1 WHERE id = ?2",
+                params![boot, action],
+            )
+            .map_err(|e| self.e(e))?;
+        Ok(())
+    }
+
+    /// Sets an in-flight action's detail (e.g. a maintenance window's token).
     fn set_action_detail(&self, action: i64, detail: &str) -> JResult<()> {
         self.db()
             .execute(
@@ -531,7 +561,7 @@ impl Store for SqliteJournal {
         // Two statements, not `(?2 IS NULL OR member = ?2)`: with that, SQLite uses only the
         // run_id half of the index and reads every action of the run to find one member's
         // (each member's checks read its actions: O(pool) per member).
-        const COLUMNS: &str = "SELECT id, member, op, name, kind, started_ms, ended_ms, outcome, exit_code, output, detail FROM actions";
+        const COLUMNS: &str = "SELECT id, member, op, name, kind, started_ms, ended_ms, outcome, exit_code, output, detail, boot_before FROM actions";
         let mut st = match member {
             Some(_) => db.prepare_cached(&format!(
                 "{COLUMNS} WHERE run_id = ?1 AND member = ?2 ORDER BY id"
@@ -555,7 +585,9 @@ impl Store for SqliteJournal {
                     exit_code: r.get(8)?,
                     output: r.get(9)?,
                     detail: r.get(10)?,
-                })
+                    boot_before: r.get(11)?,
+                }
+                .upgraded())
             })
             .map_err(|e| self.e(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.e(e))
@@ -782,5 +814,39 @@ mod tests {
         assert_eq!(acts[0].outcome, Some(Outcome::AssumedDone));
         assert_eq!(acts[1].kind, ActionKind::Other("snapshot".into()));
         assert_eq!(acts[1].outcome, Some(Outcome::Other("timed-out".into())));
+    }
+
+    #[test]
+    fn a_journal_from_before_boot_before_opens_and_its_reboots_keep_their_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        // The actions table as ebb created it before `boot_before`, with an interrupted
+        // reboot that recorded its boot in the detail.
+        let old = Connection::open(dir.path().join(JOURNAL_FILE)).unwrap();
+        old.execute_batch(
+            "CREATE TABLE actions(
+               id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL, member TEXT NOT NULL,
+               op INTEGER NOT NULL, name TEXT NOT NULL, kind TEXT NOT NULL,
+               started_ms INTEGER NOT NULL, ended_ms INTEGER, outcome TEXT,
+               exit_code INTEGER, output TEXT NOT NULL DEFAULT '', detail TEXT NOT NULL DEFAULT '');
+             INSERT INTO actions(run_id, member, op, name, kind, started_ms, detail)
+               VALUES (1, 'm', 3, 'reboot', 'reboot', 1, 'boot before: 9c1e-0a');",
+        )
+        .unwrap();
+        drop(old);
+        let j = SqliteJournal::open(dir.path()).unwrap();
+        let a = &j.actions(1, Some("m")).unwrap()[0];
+        assert_eq!(a.boot_before.as_deref(), Some("9c1e-0a"));
+        // A second open of the now-upgraded file changes nothing.
+        let j = SqliteJournal::open(dir.path()).unwrap();
+        let id = j
+            .begin_action(1, "m", 4, "reboot", &ActionKind::Reboot)
+            .unwrap();
+        j.set_action_boot_before(id, "77-b").unwrap();
+        let acts = j.actions(1, Some("m")).unwrap();
+        assert_eq!(acts[1].boot_before.as_deref(), Some("77-b"));
+        assert_eq!(
+            acts[1].detail, "",
+            "the boot is not written into the detail"
+        );
     }
 }

@@ -175,6 +175,30 @@ pub struct ActionRecord {
     pub output: String,
     /// Details (drain counts, boot ids, check results).
     pub detail: String,
+    /// The boot identity the member had when this reboot began (reboots only): a resume
+    /// compares it with the member's current one, so a reboot that completed after ebb
+    /// stopped watching is not done twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_before: Option<String>,
+}
+
+/// How ebb before the typed `boot_before` recorded it: in the reboot's detail.
+const LEGACY_BOOT_BEFORE: &str = "boot before: ";
+
+impl ActionRecord {
+    /// The record as this ebb knows it, from one an older ebb may have written: a reboot
+    /// without `boot_before` takes it from its detail ("boot before: ID"), where older
+    /// journals kept it. Both backends call this on every action they read.
+    pub(super) fn upgraded(mut self) -> Self {
+        if self.boot_before.is_none() && self.kind == ActionKind::Reboot {
+            self.boot_before = self
+                .detail
+                .split_once(LEGACY_BOOT_BEFORE)
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .map(String::from);
+        }
+        self
+    }
 }
 
 /// Who holds a pool's lock.
@@ -351,5 +375,26 @@ mod tests {
         assert_eq!(a.kind, ActionKind::Step);
         assert_eq!(a.outcome, Some(Outcome::AssumedDone));
         assert_eq!(serde_json::to_string(&a).unwrap(), json);
+    }
+
+    #[test]
+    fn a_reboot_recorded_by_an_older_ebb_keeps_its_boot_before() {
+        let json = r#"{"id":1,"member":"web1","op":3,"name":"reboot","kind":"reboot","started_ms":5,"ended_ms":9,"outcome":"failed","exit_code":null,"output":"","detail":"did not come back as a new boot within 10m; boot before: 4f2a-77 "}"#;
+        let a = serde_json::from_str::<ActionRecord>(json)
+            .unwrap()
+            .upgraded();
+        assert_eq!(a.boot_before.as_deref(), Some("4f2a-77"));
+        // Only reboots: a step's detail that happens to say so is not read as one.
+        let step = json.replace(r#""kind":"reboot""#, r#""kind":"step""#);
+        let a = serde_json::from_str::<ActionRecord>(&step)
+            .unwrap()
+            .upgraded();
+        assert_eq!(a.boot_before, None);
+        // A typed one wins over the text.
+        let typed = json.replace(r#""detail""#, r#""boot_before":"b-2","detail""#);
+        let a = serde_json::from_str::<ActionRecord>(&typed)
+            .unwrap()
+            .upgraded();
+        assert_eq!(a.boot_before.as_deref(), Some("b-2"));
     }
 }

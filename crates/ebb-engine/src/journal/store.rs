@@ -88,8 +88,10 @@ pub trait Store: Send + Sync {
         name: &str,
         kind: &ActionKind,
     ) -> JResult<i64>;
-    /// Sets an in-flight action's detail (e.g. the boot id before a reboot).
+    /// Sets an in-flight action's detail (e.g. a maintenance window's token).
     fn set_action_detail(&self, action: i64, detail: &str) -> JResult<()>;
+    /// Records the boot identity a reboot starts from (`ActionRecord::boot_before`).
+    fn set_action_boot_before(&self, action: i64, boot: &str) -> JResult<()>;
     /// Records the process an in-flight action's command runs as (what the transport named
     /// it), so that a later ebb can find out whether it still runs.
     fn set_action_process(&self, action: i64, process: &str) -> JResult<()>;

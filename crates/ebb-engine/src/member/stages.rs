@@ -2,15 +2,6 @@
 
 use super::*;
 
-/// How a reboot records the boot identity it started from (in its action's detail).
-const BOOT_BEFORE: &str = "boot before: ";
-
-/// The boot identity a reboot started from, from its action's detail.
-fn boot_before(detail: &str) -> Option<String> {
-    let (_, rest) = detail.split_once(BOOT_BEFORE)?;
-    rest.split_whitespace().next().map(String::from)
-}
-
 impl Engine {
     /// Refuses member `idx` when the balancer shows it held (initial state stopped) and
     /// out of service, but this run did not hold it: another run (from another state dir
@@ -430,16 +421,14 @@ impl Engine {
         let transport = &self.drivers.transports[idx];
         // An interrupted reboot left the boot id it started from: the member may already
         // have rebooted, in which case it must not reboot again.
-        let earlier = self
-            .journal
-            .actions(self.run_id, Some(&m.name))
-            .ok()
-            .and_then(|acts| {
-                acts.into_iter()
-                    .rev()
-                    .filter(|a| a.kind == ActionKind::Reboot && a.id != action)
-                    .find_map(|a| boot_before(&a.detail))
-            });
+        let earlier = match self.journal.actions(self.run_id, Some(&m.name)) {
+            Ok(acts) => acts
+                .into_iter()
+                .rev()
+                .filter(|a| a.kind == ActionKind::Reboot && a.id != action)
+                .find_map(|a| a.boot_before),
+            Err(e) => return failed(e.to_string()),
+        };
         let current = transport.boot_id().await;
         let before = match (&earlier, &current) {
             (Some(b), Ok(now)) if b != now => {
@@ -456,9 +445,11 @@ impl Engine {
                 ))
             }
         };
-        let _ = self
-            .journal
-            .set_action_detail(action, &format!("{BOOT_BEFORE}{before}"));
+        // Recorded before the command: without it a resume could not tell a completed
+        // reboot from one still to do, and would reboot the member again.
+        if let Err(e) = self.journal.set_action_boot_before(action, &before) {
+            return failed(e.to_string());
+        }
         let started = Instant::now();
         let issued = self
             .command(
@@ -498,7 +489,7 @@ impl Engine {
                 // The boot it started from stays in the record: a resume must recognise a
                 // reboot that completed after this timeout, not reboot it again.
                 return failed(format!(
-                    "did not come back as a new boot within {}{}{issue_note}; {BOOT_BEFORE}{before}",
+                    "did not come back as a new boot within {}{}{issue_note}; boot before: {before}",
                     ebb_config::format_duration(spec.timeout),
                     if seen_down {
                         " (it went down or cannot be reached)"

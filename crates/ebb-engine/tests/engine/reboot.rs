@@ -2,7 +2,7 @@
 //! comes back.
 
 use ebb_engine::interfaces::HostState;
-use ebb_engine::journal::{MemberState, Outcome};
+use ebb_engine::journal::{ActionKind, MemberState, Outcome};
 use ebb_engine::plan::{RebootPolicy, StepSpec};
 use ebb_engine::testing::{step, Harness, PlanBuilder, Reply};
 use std::time::Duration;
@@ -145,5 +145,48 @@ async fn a_step_assumed_done_that_may_ask_for_a_reboot_is_followed_by_one() {
     assert_eq!(h.log.count("m1", "run install"), 1);
     assert_eq!(h.log.count("m1", "run reboot"), 1, "{}", h.log.dump());
     assert_eq!(h.transport("m1").boot(), "boot-1");
+    h.assert_all_done();
+}
+
+#[tokio::test]
+async fn a_reboot_that_completes_after_its_timeout_is_not_done_again_on_resume() {
+    use ebb_engine::interfaces::Transport;
+    let h = Harness::new(plan(RebootPolicy::Always).edit(short_reboot).build());
+    // Down far longer than the 40 ms reboot timeout, then back with a new boot.
+    h.transport("m1")
+        .script("reboot", [Reply::Reboot(Duration::from_millis(400))]);
+    let out = h.run().await;
+    assert_eq!(out.exit_code, 1, "{}", out.message);
+    let first = h
+        .actions("m1")
+        .into_iter()
+        .find(|a| a.kind == ActionKind::Reboot)
+        .expect("a reboot action");
+    assert_eq!(first.outcome, Some(Outcome::Failed));
+    // The boot it started from is a typed field of the journal, not text in the detail.
+    assert_eq!(first.boot_before.as_deref(), Some("boot-0"));
+    // Wait (bounded) until the member is back, as an operator would before resuming.
+    let back = tokio::time::timeout(Duration::from_secs(30), async {
+        while h.transport("m1").boot_id().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(back.is_ok(), "the member never came back");
+    let out = h.resume().await;
+    assert_eq!(out.exit_code, 0, "{}", out.message);
+    assert_eq!(h.log.count("m1", "run reboot"), 1, "{}", h.log.dump());
+    let (outcome, detail) = h
+        .actions("m1")
+        .into_iter()
+        .rev()
+        .find(|a| a.kind == ActionKind::Reboot)
+        .map(|a| (a.outcome, a.detail))
+        .expect("the resumed reboot");
+    assert_eq!(outcome, Some(Outcome::Ok));
+    assert!(
+        detail.contains("already rebooted (boot boot-0 → boot-1)"),
+        "{detail}"
+    );
     h.assert_all_done();
 }

@@ -799,6 +799,7 @@ impl Store for EtcdJournal {
             exit_code: None,
             output: String::new(),
             detail: String::new(),
+            boot_before: None,
         };
         self.put_json(self.action_key(run, id), &a)?;
         self.action_runs
@@ -815,6 +816,16 @@ impl Store for EtcdJournal {
             return Ok(());
         };
         a.detail = detail.to_string();
+        self.put_json(key, &a)
+    }
+
+    fn set_action_boot_before(&self, action: i64, boot: &str) -> JResult<()> {
+        let run = self.action_run(action)?;
+        let key = self.action_key(run, action);
+        let Some(mut a) = self.get_json::<ActionRecord>(&key)? else {
+            return Ok(());
+        };
+        a.boot_before = Some(boot.to_string());
         self.put_json(key, &a)
     }
 
@@ -845,7 +856,10 @@ impl Store for EtcdJournal {
     fn end_action(&self, run: i64, member: &str, action: i64, end: &ActionEnd<'_>) -> JResult<()> {
         let key = self.action_key(run, action);
         let mut ops = Vec::new();
-        if let Some(mut a) = self.get_json::<ActionRecord>(&key)? {
+        if let Some(mut a) = self
+            .get_json::<ActionRecord>(&key)?
+            .map(ActionRecord::upgraded)
+        {
             a.ended_ms = Some(now_ms());
             a.outcome = Some(end.outcome.clone());
             a.exit_code = end.exit_code;
@@ -879,7 +893,7 @@ impl Store for EtcdJournal {
         let all: Vec<ActionRecord> = self
             .scan_json::<ActionRecord>(&self.key(&format!("action/{run:012}/")))?
             .into_iter()
-            .map(|(_, a)| a)
+            .map(|(_, a)| a.upgraded())
             .filter(|a| member.is_none_or(|m| a.member == m))
             .collect();
         Ok(all)
