@@ -4,9 +4,12 @@
 //! reach: `ebb check` validates the whole file (exit 2 if anything in it is wrong), then
 //! reports every member unreachable and exits 1, naming what it tried.
 
+#[path = "support/haproxy.rs"]
+mod haproxy;
 mod support;
+
+use haproxy::start_haproxy;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -14,52 +17,6 @@ fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../examples")
         .join(name)
-}
-
-/// HAProxy as the example's comment configures it, in `dir`; stopped on drop.
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        // SAFETY: the process this test started.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let _ = self.0.wait();
-    }
-}
-
-fn start_haproxy(dir: &Path) -> Haproxy {
-    let bin = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("haproxy is not installed (apt-get install haproxy; scripts/test.sh does it)");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let sock = dir.join("admin.sock");
-    let cfg = format!(
-        "global\n  stats socket {} mode 660 level admin\n  server-state-file {}\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n  load-server-state-from-file global\nfrontend fe\n  bind 127.0.0.1:{port}\n  default_backend web\nbackend web\n  server web1 127.0.0.1:1\n  server web2 127.0.0.1:2\n  server web3 127.0.0.1:3\n",
-        sock.display(),
-        dir.join("server-state").display()
-    );
-    std::fs::write(dir.join("haproxy.cfg"), cfg).unwrap();
-    let child = Command::new(bin)
-        .arg("-f")
-        .arg(dir.join("haproxy.cfg"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    while std::os::unix::net::UnixStream::connect(&sock).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "haproxy did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Haproxy(child)
 }
 
 #[test]
@@ -84,7 +41,7 @@ fn haproxy_apt_example_plans_and_checks_against_a_real_haproxy() {
 
     // The same file, with only the socket and state file moved into a temp dir.
     let dir = tempfile::tempdir().unwrap();
-    let _h = start_haproxy(dir.path());
+    let _h = start_haproxy(dir.path(), "admin");
     let text = std::fs::read_to_string(example("haproxy-apt.toml"))
         .unwrap()
         .replace(
