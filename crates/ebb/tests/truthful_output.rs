@@ -113,6 +113,25 @@ fn an_unreachable_balancer_is_not_shown_as_nobody_in_service() {
     assert_eq!(fewest, Some(2), "one member out at a time: {rep}");
 }
 
+/// Resumes the one-member pool with a step that succeeds; how long the report says the
+/// interrupted first run of "install" took.
+fn resume_then_interrupted_install_ms(f: &Fixture) -> i64 {
+    let pool = f.pool("", &["a"], &failing("true"));
+    let r = run(&["resume", pool.to_str().unwrap()], f.dir.path());
+    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
+    let rep = run(&["report", "--json", pool.to_str().unwrap()], f.dir.path());
+    let rep: serde_json::Value = serde_json::from_slice(&rep.stdout).unwrap();
+    let first = rep["members"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "install")
+        .cloned()
+        .unwrap();
+    assert_eq!(first["outcome"], "interrupted", "{first}");
+    first["ended_ms"].as_i64().unwrap() - first["started_ms"].as_i64().unwrap()
+}
+
 #[test]
 fn an_interrupted_steps_time_ends_when_it_stopped_not_at_the_resume() {
     let f = Fixture::new(&["a"]);
@@ -134,20 +153,7 @@ fn an_interrupted_steps_time_ends_when_it_stopped_not_at_the_resume() {
     assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
     // The operator comes back later.
     std::thread::sleep(Duration::from_secs(3));
-    let pool2 = f.pool("", &["a"], &failing("true"));
-    let r = run(&["resume", pool2.to_str().unwrap()], f.dir.path());
-    assert_eq!(r.status.code(), Some(0), "{}", stderr(&r));
-    let rep = run(&["report", "--json", pool2.to_str().unwrap()], f.dir.path());
-    let rep: serde_json::Value = serde_json::from_slice(&rep.stdout).unwrap();
-    let first = rep["members"][0]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "install")
-        .cloned()
-        .unwrap();
-    assert_eq!(first["outcome"], "interrupted", "{first}");
-    let took = first["ended_ms"].as_i64().unwrap() - first["started_ms"].as_i64().unwrap();
+    let took = resume_then_interrupted_install_ms(&f);
     assert!(took < 2_500, "interrupted after ~0.3 s, recorded {took} ms");
 }
 
@@ -216,4 +222,38 @@ fn after_a_release_status_and_report_no_longer_say_the_member_failed() {
             "{out}"
         );
     }
+}
+
+#[test]
+fn after_kill_9_with_nothing_left_running_an_interrupted_steps_time_ends_by_the_last_heartbeat() {
+    let f = Fixture::new(&["a"]);
+    // The step's shell records its pid, so that the test can end it as a crash of the
+    // whole admin host would: ebb and the step both gone.
+    let rb = failing(&format!(
+        "echo $$ > {0}/lb/step.pid; exec sleep 60",
+        f.dir.path().display()
+    ));
+    let pool = f.pool("", &["a"], &rb);
+    let mut child = spawn(&["run"], &pool);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pid = loop {
+        if let Ok(p) = f.read("lb/step.pid").trim().parse::<i32>() {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the step never started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().expect("kill -9 ebb");
+    child.wait().expect("wait");
+    // SAFETY: the step's own process (it exec'd sleep), started by this test's ebb.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    // The operator comes back later.
+    std::thread::sleep(Duration::from_secs(4));
+    let took = resume_then_interrupted_install_ms(&f);
+    // The killed ebb heartbeat at most 5 s before it died (here: when it took the lock,
+    // just before the step); the resume came 4 s after the kill.
+    assert!(
+        (0..3_500).contains(&took),
+        "ended by the last heartbeat, not at the resume: {took} ms"
+    );
 }

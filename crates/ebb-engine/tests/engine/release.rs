@@ -143,6 +143,13 @@ async fn a_release_whose_undo_fails_keeps_it_owed_and_the_member_out() {
     let out = h.release("m1").await.expect("release runs");
     assert_eq!(out.exit_code, 1);
     assert!(out.message.contains("still owed"), "{}", out.message);
+    // How the undo ended, in words (issue 9 item 10: never `Some(3)`).
+    assert!(
+        out.message.contains("undo of \"fsc\" failed (exit code 3)")
+            && !out.message.contains("Some("),
+        "{}",
+        out.message
+    );
     assert_eq!(h.owed("m1"), ["hold", "drain", "fsc"]);
     assert_eq!(
         h.log.count("m1", "start"),
