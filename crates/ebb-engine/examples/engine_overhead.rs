@@ -63,13 +63,9 @@ impl Balancer for NopBalancer {
         members: &[Member],
     ) -> Option<Vec<(usize, DriverResult<MemberLbState>)>> {
         let changed = std::mem::take(&mut *self.changed.lock().unwrap());
-        let index = self.index.get_or_init(|| {
-            members
-                .iter()
-                .enumerate()
-                .map(|(i, m)| (m.lb_name.clone(), i))
-                .collect()
-        });
+        let index = self
+            .index
+            .get_or_init(|| ebb_engine::plan::index_by_lb_name(members));
         Some(
             changed
                 .into_iter()

@@ -526,6 +526,16 @@ impl NotifyEvent {
     }
 }
 
+/// Members' indices by their balancer name (`lb_name`), for a driver that maps a
+/// balancer's answer back to the plan without a scan per member.
+pub fn index_by_lb_name(members: &[Member]) -> std::collections::HashMap<String, usize> {
+    members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.lb_name.clone(), i))
+        .collect()
+}
+
 impl Plan {
     /// Index of a member by name.
     pub fn member_index(&self, name: &str) -> Option<usize> {

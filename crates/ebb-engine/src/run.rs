@@ -261,6 +261,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
         last_in_service: Mutex::new(None),
         pool_view: Default::default(),
+        pool_read: Default::default(),
         starts: Default::default(),
         stop_at: plan
             .runbook
@@ -804,6 +805,7 @@ pub async fn release(
         shutdown,
         last_in_service: Mutex::new(None),
         pool_view: Default::default(),
+        pool_read: Default::default(),
         starts: Default::default(),
         stop_at: None,
     });

@@ -136,7 +136,10 @@ pub fn run(cmd: LbCommand) -> i32 {
             |c| async move { c.members().await },
             |members| {
                 if json {
-                    print_json(&crate::status::Members { members });
+                    print_json(&crate::status::Members {
+                        members,
+                        cursor: None,
+                    });
                 } else {
                     print_table(&members);
                 }

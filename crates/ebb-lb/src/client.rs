@@ -148,6 +148,21 @@ impl ControlClient {
         Ok(m.members)
     }
 
+    /// The members that changed since `cursor` (the `cursor` of an earlier answer), or
+    /// all of them for `None`, with the cursor to ask from next. A balancer restarted
+    /// since answers with every member; one older than cursors answers without one.
+    pub async fn members_since(
+        &self,
+        cursor: Option<&str>,
+    ) -> Result<crate::status::Members, ClientError> {
+        let path = match cursor {
+            Some(c) => format!("/members?since={}", percent_encode(c)),
+            None => "/members".to_string(),
+        };
+        let body = self.call(Method::GET, &path, None, None).await?;
+        self.decode(&body, None)
+    }
+
     /// One member.
     pub async fn member(&self, name: &str) -> Result<MemberStatus, ClientError> {
         self.member_call(Method::GET, name, "", None).await

@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::auth::{bearer_token, token_matches};
 use crate::metrics;
-use crate::pool::Pool;
+use crate::pool::{Cursor, Pool};
 use crate::proxy::ListenerStats;
 use crate::status::{InitialState, MemberStatus};
 
@@ -111,10 +111,16 @@ async fn handle(ctl: &Control, req: Request<Incoming>) -> Response<Body> {
             if method != Method::GET {
                 return method_not_allowed(&path, "GET");
             }
+            let since = match since_query(req.uri().query()) {
+                Ok(c) => c,
+                Err(msg) => return error(StatusCode::BAD_REQUEST, msg),
+            };
+            let (members, cursor) = ctl.pool.changed_since(since);
             json(
                 StatusCode::OK,
                 &crate::status::Members {
-                    members: ctl.pool.statuses(),
+                    members,
+                    cursor: Some(cursor.to_string()),
                 },
             )
         }
@@ -295,6 +301,21 @@ fn check_token(ctl: &Control, req: &Request<Incoming>) -> Option<Response<Body>>
             "this balancer requires a token; send `Authorization: Bearer TOKEN` (ebb lb: --token or EBB_LB_TOKEN)".into(),
         )),
     }
+}
+
+/// `since=CURSOR` of `GET /members` (no other parameter is taken).
+fn since_query(query: Option<&str>) -> Result<Option<Cursor>, String> {
+    let Some(q) = query.filter(|q| !q.is_empty()) else {
+        return Ok(None);
+    };
+    let expected =
+        "GET /members takes one parameter, since=CURSOR (the `cursor` of an earlier answer)";
+    let Some(value) = q.strip_prefix("since=") else {
+        return Err(format!("unknown query {q:?}; {expected}"));
+    };
+    Cursor::parse(value)
+        .map(Some)
+        .ok_or_else(|| format!("since={value:?} is no cursor; {expected}"))
 }
 
 /// A request path's segments, each `%XX`-decoded (`/members/web%201/` → members, web 1);

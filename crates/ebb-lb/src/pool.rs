@@ -5,7 +5,7 @@
 //! connection count of a draining member) is published on a broadcast channel, which the
 //! control API turns into Server-Sent Events. State changes mark the state file dirty.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -35,6 +35,48 @@ pub(crate) struct Pool {
     sticky: Mutex<HashMap<IpAddr, usize>>,
     state_file: PathBuf,
     save_lock: Mutex<()>,
+    /// Which members changed when, for `GET /members?since=CURSOR`.
+    changes: Mutex<ChangeLog>,
+    /// Tells this process's cursors from an earlier one's (its start time).
+    epoch: u64,
+}
+
+/// The latest change of each member, by a counter bumped on every change: a reader that
+/// saw the counter at `g` learns every member changed since with one range read, however
+/// large the pool. Written under the member's lock (after the change), read before the
+/// members' states: a change racing a read is reported again next time, never lost.
+#[derive(Default)]
+struct ChangeLog {
+    counter: u64,
+    /// counter at a member's latest change → member index.
+    by_counter: BTreeMap<u64, usize>,
+    /// member index → counter at its latest change (0: none yet).
+    latest: Vec<u64>,
+}
+
+/// Where a reader of the pool's changes stands: the balancer's start (`epoch`) and the
+/// change counter it saw. On the wire `EPOCH.COUNTER` (hex, decimal).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Cursor {
+    pub epoch: u64,
+    pub counter: u64,
+}
+
+impl Cursor {
+    /// Reads `EPOCH.COUNTER`; `None` if it is not one.
+    pub fn parse(s: &str) -> Option<Cursor> {
+        let (e, c) = s.split_once('.')?;
+        Some(Cursor {
+            epoch: u64::from_str_radix(e, 16).ok()?,
+            counter: c.parse().ok()?,
+        })
+    }
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:x}.{}", self.epoch, self.counter)
+    }
 }
 
 /// One member at run time.
@@ -52,6 +94,9 @@ pub(crate) struct Member {
     pub bytes_out: AtomicU64,
     /// Bumped by `stop` (and shutdown): every connection of this member selects on it.
     cut: watch::Sender<u64>,
+    /// How many times `cut` was bumped: a connection compares it with the count at its
+    /// start (one load) instead of polling its `cut` receiver on every wake-up.
+    cuts: AtomicU64,
 }
 
 struct Inner {
@@ -67,7 +112,10 @@ struct Inner {
 pub(crate) struct ConnGuard {
     pool: Arc<Pool>,
     pub index: usize,
+    /// Wakes the connection when the member's connections are cut.
     pub cut: watch::Receiver<u64>,
+    /// The member's cut count when the connection started (see [`Member::was_cut`]).
+    pub cuts: u64,
 }
 
 impl Pool {
@@ -109,6 +157,7 @@ impl Pool {
                 bytes_in: AtomicU64::new(0),
                 bytes_out: AtomicU64::new(0),
                 cut: watch::channel(0).0,
+                cuts: AtomicU64::new(0),
             });
         }
         let schedule = weighted_schedule(&members.iter().map(|m| m.weight).collect::<Vec<_>>());
@@ -123,6 +172,13 @@ impl Pool {
             sticky: Mutex::new(HashMap::new()),
             state_file: config.state_file.clone(),
             save_lock: Mutex::new(()),
+            changes: Mutex::new(ChangeLog {
+                latest: vec![0; config.members.len()],
+                ..Default::default()
+            }),
+            epoch: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64),
         }))
     }
 
@@ -144,6 +200,49 @@ impl Pool {
         (0..self.members.len()).map(|i| self.status(i)).collect()
     }
 
+    /// The members that changed since `since` (every member for `None` or a cursor of an
+    /// earlier balancer process), in pool order, and the cursor to ask from next time.
+    /// Costs the number of changes, not the pool's size, unless every member is asked for.
+    pub fn changed_since(&self, since: Option<Cursor>) -> (Vec<MemberStatus>, Cursor) {
+        // The counter is read before the states: a change after this point is in the
+        // states read below or in the next answer (or both), never in neither.
+        let (changed, counter) = {
+            let log = lock(&self.changes);
+            let changed: Option<Vec<usize>> = match since {
+                Some(c) if c.epoch == self.epoch => {
+                    let mut v: Vec<usize> = log
+                        .by_counter
+                        .range(c.counter.saturating_add(1)..)
+                        .map(|(_, &i)| i)
+                        .collect();
+                    v.sort_unstable();
+                    Some(v)
+                }
+                _ => None,
+            };
+            (changed, log.counter)
+        };
+        let statuses = match changed {
+            Some(v) => v.into_iter().map(|i| self.status(i)).collect(),
+            None => self.statuses(),
+        };
+        let cursor = Cursor {
+            epoch: self.epoch,
+            counter,
+        };
+        (statuses, cursor)
+    }
+
+    /// Notes that member `i` changed (call with its lock held, after the change).
+    fn log_change(&self, i: usize) {
+        let mut log = lock(&self.changes);
+        log.counter += 1;
+        let now = log.counter;
+        let before = std::mem::replace(&mut log.latest[i], now);
+        log.by_counter.remove(&before);
+        log.by_counter.insert(now, i);
+    }
+
     /// Drainstop: no new connections; becomes stopped when the last one closes.
     pub fn drainstop(&self, i: usize) -> MemberStatus {
         self.change(i, |inner| {
@@ -160,7 +259,7 @@ impl Pool {
     /// Stop: no traffic; existing connections are closed now.
     pub fn stop(&self, i: usize) -> MemberStatus {
         let st = self.change(i, |inner| inner.state = HostState::Stopped);
-        self.members[i].cut.send_modify(|e| *e += 1);
+        self.members[i].cut_connections();
         st
     }
 
@@ -217,6 +316,7 @@ impl Pool {
         m.eligible.store(is_eligible(&inner), Relaxed);
         let status = m.status(&inner);
         if before != (inner.state, inner.initial, inner.health) {
+            self.log_change(i);
             let _ = self.events.send(status.clone());
         }
         status
@@ -323,6 +423,7 @@ impl Pool {
             pool: self.clone(),
             index: i,
             cut,
+            cuts: m.cuts.load(Relaxed),
         })
     }
 
@@ -337,6 +438,7 @@ impl Pool {
                 m.eligible.store(false, Relaxed);
                 tracing::info!(member = %m.name, "drain finished: last connection closed, member stopped");
             }
+            self.log_change(i);
             let _ = self.events.send(m.status(&inner));
         }
     }
@@ -349,7 +451,7 @@ impl Pool {
     /// Closes every connection (shutdown).
     pub fn cut_all(&self) {
         for m in &self.members {
-            m.cut.send_modify(|e| *e += 1);
+            m.cut_connections();
         }
     }
 
@@ -392,6 +494,18 @@ impl Pool {
 }
 
 impl Member {
+    /// Closes every open connection of this member.
+    fn cut_connections(&self) {
+        // Counted before the wake-up, so a woken connection sees the new count.
+        self.cuts.fetch_add(1, Relaxed);
+        self.cut.send_modify(|e| *e += 1);
+    }
+
+    /// Whether the member's connections were cut since `cuts` was read.
+    pub fn was_cut(&self, cuts: u64) -> bool {
+        self.cuts.load(Relaxed) != cuts
+    }
+
     fn status(&self, inner: &Inner) -> MemberStatus {
         MemberStatus {
             name: self.name.clone(),

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
@@ -91,8 +91,16 @@ async fn serve_client(
             Ok(Ok(backend)) => {
                 let _ = backend.set_nodelay(true);
                 member.total.fetch_add(1, Relaxed);
-                let mut cut = guard.cut.clone();
-                copy_both_ways(client, backend, member, &mut cut, settings.idle_timeout).await;
+                let (mut cut, cuts) = (guard.cut.clone(), guard.cuts);
+                copy_both_ways(
+                    client,
+                    backend,
+                    member,
+                    &mut cut,
+                    cuts,
+                    settings.idle_timeout,
+                )
+                .await;
                 drop(guard);
                 return true;
             }
@@ -107,51 +115,102 @@ async fn serve_client(
     }
 }
 
+/// The idle timeout is checked this many times per `idle_timeout`: a connection is closed
+/// at the first check after `IDLE_TICKS` checks in a row saw no traffic, so after between
+/// `idle_timeout` and `idle_timeout` plus one tick of silence. Counting ticks instead of
+/// reading the clock on every read keeps the clock off the per-request path.
+const IDLE_TICKS: u32 = 8;
+
+/// How a connection ended.
+enum End {
+    Done,
+    Error(std::io::Error),
+    Cut,
+    Idle,
+}
+
 async fn copy_both_ways(
     mut client: TcpStream,
     mut backend: TcpStream,
     member: &crate::pool::Member,
     cut: &mut watch::Receiver<u64>,
+    cuts: u64,
     idle_timeout: Duration,
 ) {
     let shared = Shared {
-        start: Instant::now(),
-        last_ms: AtomicU64::new(0),
+        traffic: AtomicU64::new(0),
         ended: AtomicU8::new(0),
     };
-    let (start, last_ms) = (shared.start, &shared.last_ms);
     let (mut cr, mut cw) = client.split();
     let (mut br, mut bw) = backend.split();
     // No buffer of its own: an idle connection holds no buffer memory (see `poll_pump`).
     let (mut up, mut down) = (Vec::new(), Vec::new());
-    let both = async {
-        tokio::try_join!(
-            poll_fn(|cx| poll_pump(cx, &mut cr, &mut bw, &mut up, &member.bytes_in, &shared)),
-            poll_fn(|cx| poll_pump(cx, &mut br, &mut cw, &mut down, &member.bytes_out, &shared)),
-        )
-    };
-    let idle = async {
-        loop {
-            let deadline = start + Duration::from_millis(last_ms.load(Relaxed)) + idle_timeout;
-            if Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline).await;
-        }
-    };
-    // Biased: polled in this order on every wake-up (traffic first), without drawing a
-    // random number for fairness each time.
-    tokio::select! {
-        biased;
-        r = both => {
-            if let Err(e) = r {
-                tracing::debug!(member = %member.name, error = %e, "connection ended with an error");
+    let (mut up_done, mut down_done) = (false, false);
+    let tick = (idle_timeout / IDLE_TICKS).max(Duration::from_millis(1));
+    let mut idle = std::pin::pin!(tokio::time::sleep(tick));
+    let (mut seen, mut quiet) = (0u64, 0u32);
+    let mut cut_wakes = std::pin::pin!(cut.changed());
+    // The waker the cut and the idle timer were last polled with.
+    let mut registered: Option<Waker> = None;
+    let end = poll_fn(|cx| {
+        // Traffic first.
+        if !up_done {
+            match poll_pump(cx, &mut cr, &mut bw, &mut up, &member.bytes_in, &shared) {
+                Poll::Ready(Ok(())) => up_done = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(End::Error(e)),
+                Poll::Pending => {}
             }
         }
-        _ = cut.changed() => {
+        if !down_done {
+            match poll_pump(cx, &mut br, &mut cw, &mut down, &member.bytes_out, &shared) {
+                Poll::Ready(Ok(())) => down_done = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(End::Error(e)),
+                Poll::Pending => {}
+            }
+        }
+        if up_done && down_done {
+            return Poll::Ready(End::Done);
+        }
+        // The cut and the idle timer keep this task's waker once polled; after that they
+        // are polled again only when they fired (two loads), not on every wake-up for
+        // traffic: most of a wake-up's cost was polling them.
+        let fresh = !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        if fresh {
+            registered = Some(cx.waker().clone());
+            // Ready only if it was cut before this first poll (or the member is gone).
+            if cut_wakes.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(End::Cut);
+            }
+        }
+        if member.was_cut(cuts) {
+            return Poll::Ready(End::Cut);
+        }
+        if fresh || idle.is_elapsed() {
+            while idle.as_mut().poll(cx).is_ready() {
+                let now = shared.traffic.load(Relaxed);
+                if now != seen {
+                    (seen, quiet) = (now, 0);
+                } else {
+                    quiet += 1;
+                    if quiet >= IDLE_TICKS {
+                        return Poll::Ready(End::Idle);
+                    }
+                }
+                let next = idle.deadline() + tick;
+                idle.as_mut().reset(next.max(Instant::now()));
+            }
+        }
+        Poll::Pending
+    });
+    match end.await {
+        End::Done => {}
+        End::Error(e) => {
+            tracing::debug!(member = %member.name, error = %e, "connection ended with an error");
+        }
+        End::Cut => {
             tracing::debug!(member = %member.name, "connection closed: member stopped");
         }
-        _ = idle => {
+        End::Idle => {
             tracing::debug!(member = %member.name, "connection closed: idle timeout");
         }
     }
@@ -159,9 +218,8 @@ async fn copy_both_ways(
 
 /// What both directions of a connection share.
 struct Shared {
-    start: Instant,
-    /// Milliseconds after `start` of the latest traffic either way (for the idle timeout).
-    last_ms: AtomicU64,
+    /// Bumped on every read with data either way (for the idle timeout).
+    traffic: AtomicU64,
     /// How many directions have reached end of input.
     ended: AtomicU8,
 }
@@ -227,8 +285,8 @@ fn poll_pump(
             return Poll::Ready(Ok(()));
         }
         counter.fetch_add(n as u64, Relaxed);
-        shared
-            .last_ms
-            .store(shared.start.elapsed().as_millis() as u64, Relaxed);
+        // Both directions run in the connection's one task: no read-modify-write needed.
+        let t = shared.traffic.load(Relaxed);
+        shared.traffic.store(t.wrapping_add(1), Relaxed);
     }
 }

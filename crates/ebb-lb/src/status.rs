@@ -64,11 +64,16 @@ pub struct MemberStatus {
     pub bytes_out: u64,
 }
 
-/// The answer to `GET /members`: `{"members":[...]}`.
+/// The answer to `GET /members`: `{"members":[...],"cursor":"..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Members {
-    /// Every member, in pool file order.
+    /// Every member, in pool file order (with `?since=`: only those changed since).
     pub members: Vec<MemberStatus>,
+    /// Pass as `GET /members?since=CURSOR` to get only the members whose state, initial
+    /// state or health (or, draining, connection count) changed after this answer. Absent
+    /// from balancers older than it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 impl HostState {

@@ -341,3 +341,86 @@ async fn metrics_cover_members_and_listeners() {
     );
     lb.shutdown().await;
 }
+
+/// `GET /members?since=CURSOR` answers with exactly the members that changed after the
+/// answer that gave the cursor (state, initial state, a drain's end), each once with its
+/// latest status; a cursor of another balancer process gets every member; a bad one, 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_since_a_cursor_are_exactly_the_changed_ones() {
+    let (_d, _a, _b, lb) = two_members_up(SLOW_HEALTH).await;
+    let names = |m: &ebb_lb::status::Members| -> Vec<String> {
+        m.members.iter().map(|s| s.name.clone()).collect()
+    };
+    let full = lb.client.members_since(None).await.unwrap();
+    assert_eq!(names(&full), ["a", "b"]);
+    let c0 = full.cursor.clone().expect("GET /members has a cursor");
+    let none = lb.client.members_since(Some(&c0)).await.unwrap();
+    assert!(none.members.is_empty(), "nothing changed: {none:?}");
+    assert_eq!(none.cursor.as_deref(), Some(c0.as_str()));
+
+    // No connections: drainstop stops `a` at once.
+    lb.client.drainstop("a").await.unwrap();
+    let one = lb.client.members_since(Some(&c0)).await.unwrap();
+    assert_eq!(names(&one), ["a"]);
+    assert_eq!(one.members[0].state, HostState::Stopped);
+    let c1 = one.cursor.clone().unwrap();
+    assert_ne!(c1, c0);
+    assert!(lb
+        .client
+        .members_since(Some(&c1))
+        .await
+        .unwrap()
+        .members
+        .is_empty());
+
+    // `b` drains with a connection open, then stops when it closes (a change the
+    // balancer makes by itself): reported once, with its latest state.
+    let conn = conn_to(lb.listen, "b").await;
+    lb.client.drainstop("b").await.unwrap();
+    assert_eq!(
+        lb.client.members_since(Some(&c1)).await.unwrap().members[0].state,
+        HostState::Draining
+    );
+    drop(conn);
+    lb.wait_member("b", "stopped", |s| s.state == HostState::Stopped)
+        .await;
+    let two = lb.client.members_since(Some(&c1)).await.unwrap();
+    assert_eq!(names(&two), ["b"]);
+    assert_eq!(two.members[0].state, HostState::Stopped);
+    let c2 = two.cursor.clone().unwrap();
+
+    // An initial-state change counts; a member asked for twice is listed once.
+    lb.client
+        .set_initial_state("a", ebb_lb::InitialState::Stopped)
+        .await
+        .unwrap();
+    lb.client.start("a").await.unwrap();
+    let three = lb.client.members_since(Some(&c2)).await.unwrap();
+    assert_eq!(names(&three), ["a"]);
+    assert_eq!(three.members[0].state, HostState::Started);
+    assert_eq!(
+        three.members[0].initial_state,
+        ebb_lb::InitialState::Stopped
+    );
+    // Changes since c1 are those of both members, in pool order.
+    assert_eq!(
+        names(&lb.client.members_since(Some(&c1)).await.unwrap()),
+        ["a", "b"]
+    );
+
+    // A cursor from another balancer process (another epoch): every member.
+    let other = lb.client.members_since(Some("1.0")).await.unwrap();
+    assert_eq!(names(&other), ["a", "b"]);
+
+    for bad in [
+        "/members?since=nope",
+        "/members?since=",
+        "/members?sinse=1.0",
+    ] {
+        let (status, body) = http(&lb, "GET", bad, None, "").await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        let e = error_of(&body);
+        assert!(e.contains("since=CURSOR"), "{bad}: {e}");
+    }
+    lb.shutdown().await;
+}

@@ -75,6 +75,12 @@ pub struct Builtin {
     /// One wake-up per member, fed by the event stream (started on first use).
     wakeups: Arc<Mutex<HashMap<String, Arc<Notify>>>>,
     events: OnceLock<tokio::task::JoinHandle<()>>,
+    /// The balancer's change cursor after the engine's latest pool read (`pool_changes`
+    /// asks for the members changed since); `None` before the first read and with a
+    /// balancer too old to have cursors.
+    cursor: Mutex<Option<String>>,
+    /// Plan members by balancer name (for mapping answers back to indices).
+    index: OnceLock<HashMap<String, usize>>,
 }
 
 impl Drop for Builtin {
@@ -101,7 +107,13 @@ impl Builtin {
             client,
             wakeups: Arc::default(),
             events: OnceLock::new(),
+            cursor: Mutex::new(None),
+            index: OnceLock::new(),
         })
+    }
+
+    fn set_cursor(&self, cursor: Option<String>) {
+        *self.cursor.lock().unwrap_or_else(|p| p.into_inner()) = cursor;
     }
 
     fn wakeup(&self, lb_name: &str) -> Arc<Notify> {
@@ -178,8 +190,10 @@ impl Balancer for Builtin {
     }
 
     async fn pool_state(&self, members: &[Member]) -> Vec<DriverResult<MemberLbState>> {
-        match self.client.members().await {
-            Ok(all) => {
+        match self.client.members_since(None).await {
+            Ok(answer) => {
+                self.set_cursor(answer.cursor);
+                let all = answer.members;
                 // By name: a scan of the list per member is O(pool²) for a large pool.
                 let by_name: HashMap<&str, &MemberStatus> =
                     all.iter().map(|s| (s.name.as_str(), s)).collect();
@@ -200,6 +214,7 @@ impl Balancer for Builtin {
                     .collect()
             }
             Err(e) => {
+                self.set_cursor(None);
                 let msg = e.to_string();
                 members
                     .iter()
@@ -207,6 +222,43 @@ impl Balancer for Builtin {
                     .collect()
             }
         }
+    }
+
+    /// One `GET /members?since=CURSOR`: the balancer answers with the members whose
+    /// state, health or (draining) connection count changed since the previous read, by
+    /// a change counter of its own (exact: unlike the event stream it cannot drop any),
+    /// so a decision costs the changes, not the pool. `None` (read the whole pool) before
+    /// the first read, when the read fails, and for a balancer without cursors.
+    async fn pool_changes(
+        &self,
+        members: &[Member],
+    ) -> Option<Vec<(usize, DriverResult<MemberLbState>)>> {
+        let since = self
+            .cursor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        let answer = match self.client.members_since(Some(&since)).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the built-in balancer's changes failed; reading the whole pool");
+                self.set_cursor(None);
+                return None;
+            }
+        };
+        // A balancer replaced by one without cursors: read in full from now on.
+        self.set_cursor(answer.cursor.clone());
+        answer.cursor.as_ref()?;
+        let index = self
+            .index
+            .get_or_init(|| ebb_engine::plan::index_by_lb_name(members));
+        Some(
+            answer
+                .members
+                .iter()
+                .filter_map(|s| Some((*index.get(&s.name)?, Ok(to_engine(s)))))
+                .collect(),
+        )
     }
 
     async fn drainstop(&self, member: &Member) -> DriverResult<()> {

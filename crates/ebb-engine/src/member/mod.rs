@@ -76,6 +76,11 @@ pub struct Engine {
     pub last_in_service: Mutex<Option<(usize, usize)>>,
     /// The balancer's view of which members are out of service, kept between reads.
     pub pool_view: Mutex<PoolView>,
+    /// One pool read at a time (the sampler's and a member's policy check may overlap):
+    /// each read is applied to `pool_view` before the next one starts, so an older answer
+    /// never lands over a newer one. With `pool_changes` that matters: the next read
+    /// reports only what changed after this one.
+    pub pool_read: tokio::sync::Mutex<()>,
     /// Members waiting to be taken out, in plan order.
     pub starts: StartQueue,
     /// `stop_after` from the start of this run or resume: no member starts after it.

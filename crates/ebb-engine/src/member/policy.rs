@@ -101,6 +101,7 @@ impl Engine {
     /// policy stays exact; reading only the changes keeps each decision's cost flat in the
     /// pool's size. Returns (in service, total).
     pub async fn refresh_pool(&self) -> (usize, usize) {
+        let _reading = self.pool_read.lock().await;
         let total = self.plan.members.len();
         let loaded = self.view().loaded;
         let changes = if loaded {
