@@ -27,3 +27,4 @@ pub mod patient;
 pub mod run;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod window;

@@ -105,6 +105,8 @@ pub struct PoolSpec {
     pub checks: Vec<CheckSpec>,
     /// `[pool.gate]`: no member starts while matching alerts fire.
     pub gate: Option<GateSpec>,
+    /// `[[pool.window]]`: members start only inside these (none: at any time).
+    pub windows: Vec<crate::window::Window>,
 }
 
 /// `[pool.gate]`: do not start the next member while the given Alertmanager has firing
@@ -210,6 +212,9 @@ pub struct Runbook {
     /// `stop_after`: no member starts once this long has passed since the run (or its
     /// resume) began; the run pauses instead.
     pub stop_after: Option<Duration>,
+    /// `expected_member_time`: what a maintenance window judges a member by while the
+    /// journal has no earlier member that ended done.
+    pub expected_member_time: Option<Duration>,
 }
 
 /// `on_failure`.

@@ -7,6 +7,7 @@ use crate::leftover::{settle, Leftover};
 use crate::member::{Drivers, Engine, MemberEnd};
 use crate::ops::{op_keys, ops_for, Op};
 use crate::plan::{OnFailure, Plan};
+use crate::window::Decision;
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -84,6 +85,11 @@ pub struct RunOptions {
     pub kill_running: bool,
     /// Start a run of only the members the latest (done) run skipped.
     pub only_skipped: bool,
+    /// Outside a maintenance window, sleep until the next one instead of pausing.
+    pub wait: bool,
+    /// The clock maintenance windows are judged by (the system clock unless a test sets
+    /// its own).
+    pub clock: crate::window::ClockRef,
 }
 
 impl RunOptions {
@@ -165,6 +171,7 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> Result<RunOutcome, RunError> {
     let pool = plan.pool.name.clone();
+    let schedule = schedule(&plan, &journal, &opts)?;
     // Read before the lock is taken over: when an ebb that was killed was last alive.
     let died_ms = journal.last_heartbeat(&pool)?;
     let _lock = LockGuard::take(&journal, &pool, opts.steal_lock)?;
@@ -267,6 +274,7 @@ pub async fn run(
             .runbook
             .stop_after
             .map(|d| std::time::Instant::now() + d),
+        schedule,
     });
     sink(&Event::RunStarted {
         run_id,
@@ -277,7 +285,7 @@ pub async fn run(
     // Aborted however this function ends, also when its future is dropped mid-run (an
     // embedder's cancellation): no sampler outlives its run.
     let sampler = AbortOnDrop(tokio::spawn(sample_pool(engine.clone())));
-    let outcome = drive(&engine).await;
+    let outcome = drive(&engine, opts.wait).await;
     drop(sampler);
     let outcome = outcome.map_err(RunError::stopped)?;
     journal
@@ -292,6 +300,37 @@ pub async fn run(
         message: outcome.message.clone(),
     });
     Ok(outcome)
+}
+
+/// The maintenance windows of a run and the member times they are judged by; refused
+/// (nothing changed) when the pool has windows and no member time is known.
+fn schedule(
+    plan: &Plan,
+    journal: &Journal,
+    opts: &RunOptions,
+) -> Result<Option<Arc<crate::window::Schedule>>, RunError> {
+    if plan.pool.windows.is_empty() {
+        return Ok(None);
+    }
+    let expectation = crate::window::Expectation::from_journal(
+        journal,
+        &plan.pool.name,
+        plan.runbook.expected_member_time,
+    )?;
+    if let Some(m) = plan.members.first() {
+        if expectation.of(&m.name).is_none() {
+            return Err(RunError::Usage(format!(
+                "{}: {}; nothing was changed",
+                plan.file.display(),
+                crate::window::CANNOT_JUDGE
+            )));
+        }
+    }
+    Ok(Some(Arc::new(crate::window::Schedule {
+        windows: plan.pool.windows.clone(),
+        expectation,
+        clock: opts.clock.0.clone(),
+    })))
 }
 
 /// The members the latest run skipped (its drain did not end), for `--only-skipped`.
@@ -519,7 +558,7 @@ fn prepare_resume(
     Ok(())
 }
 
-async fn drive(engine: &Arc<Engine>) -> Result<RunOutcome, RunError> {
+async fn drive(engine: &Arc<Engine>, wait: bool) -> Result<RunOutcome, RunError> {
     let plan = &engine.plan;
     let journal = &engine.journal;
     let run_id = engine.run_id;
@@ -533,27 +572,8 @@ async fn drive(engine: &Arc<Engine>) -> Result<RunOutcome, RunError> {
             message,
         })
     };
-
-    // Before anything changed: a new run, or one stopped before any member was touched
-    // (killed during these very checks, or stopped by the policy).
-    let untouched = journal
-        .members(run_id)?
-        .iter()
-        .all(|m| m.cursor == 0 && m.state == MemberState::Pending);
-    if untouched && !plan.pool.checks.is_empty() {
-        for (j, m) in plan.members.iter().enumerate() {
-            for check in &plan.pool.checks {
-                let checked = tokio::select! {
-                    r = engine.run_check(check, j) => r,
-                    _ = crate::member::shutdown_asked(engine.shutdown.clone()) => {
-                        return finish(RunState::Halted, 130, "interrupted during the pool check before the run, nothing was changed; `ebb resume` continues".into());
-                    }
-                };
-                if let Err(e) = checked {
-                    return finish(RunState::Halted, 1, format!("the pool check before the run failed on \"{}\", nothing was changed: {e}", m.name));
-                }
-            }
-        }
+    if let Some((code, message)) = pool_check_before(engine).await? {
+        return finish(RunState::Halted, code, message);
     }
     let mut failed_total = journal
         .members(run_id)?
@@ -561,95 +581,12 @@ async fn drive(engine: &Arc<Engine>) -> Result<RunOutcome, RunError> {
         .filter(|m| m.state == MemberState::Failed)
         .count();
     for (w, wave) in plan.waves.iter().enumerate().skip(start_wave) {
-        // Members of this run with work left, by name (a set: a scan per member would be
-        // O(pool²) for a large pool).
-        let left: HashSet<String> = journal
-            .members(run_id)?
-            .into_iter()
-            .filter(|r| !matches!(r.state, MemberState::Done | MemberState::Skipped))
-            .map(|r| r.name)
-            .collect();
-        let todo: VecDeque<usize> = wave
-            .members
-            .iter()
-            .copied()
-            .filter(|&i| left.contains(&plan.members[i].name))
-            .collect();
-        (engine.sink)(&Event::WaveStarted {
-            wave: wave.name.clone(),
-            members: wave
-                .members
-                .iter()
-                .map(|&i| plan.members[i].name.clone())
-                .collect(),
-        });
-        let limit = plan.pool.max_unavailable.resolve(plan.members.len()).max(1);
-        let mut queue = todo;
-        let mut tasks = tokio::task::JoinSet::new();
-        let mut halt: Option<(i32, String)> = None;
-        let mut pause: Option<String> = None;
-        let mut failures = Vec::new();
-        let mut journal_failure = None;
-        loop {
-            while halt.is_none() && pause.is_none() && tasks.len() < limit {
-                let Some(i) = queue.pop_front() else { break };
-                engine.starts.push(i);
-                let e = engine.clone();
-                tasks.spawn(async move { (i, e.run_member(i).await) });
-            }
-            let Some(joined) = tasks.join_next().await else {
-                break;
-            };
-            let (i, end) = match joined {
-                Ok(r) => r,
-                Err(e) => {
-                    halt.get_or_insert((1, format!("internal error in a member task: {e}")));
-                    continue;
-                }
-            };
-            match end {
-                MemberEnd::Done => {}
-                MemberEnd::Failed(reason) => {
-                    failed_total += 1;
-                    failures.push(format!("\"{}\" failed at {reason}", plan.members[i].name));
-                    let stop = plan.runbook.on_failure == OnFailure::Halt
-                        || failed_total > plan.runbook.max_failed;
-                    if stop && halt.is_none() {
-                        halt = Some((1, String::new()));
-                    }
-                    if let Err(e) = journal.fence() {
-                        halt = Some((1, e.to_string()));
-                    }
-                }
-                MemberEnd::Capacity(msg) => {
-                    halt.get_or_insert((1, msg));
-                }
-                MemberEnd::Interrupted => {
-                    halt = Some((
-                        130,
-                        "interrupted; `ebb resume` continues where it stopped".into(),
-                    ));
-                }
-                MemberEnd::NotStarted | MemberEnd::Skipped(_) => {}
-                MemberEnd::Paused(msg) => {
-                    pause.get_or_insert(msg);
-                }
-                MemberEnd::Journal(e) => {
-                    // Members in flight stop at their own next safe point.
-                    journal_failure.get_or_insert(e);
-                    halt.get_or_insert((1, String::new()));
-                }
-            }
-            if halt.is_some() || pause.is_some() {
-                // Nothing new starts; the run ends when the members in flight have stopped.
-                engine.starts.close();
-            }
-        }
-        if let Some(e) = journal_failure {
+        let ended = run_wave(engine, wave, &mut failed_total, wait).await?;
+        if let Some(e) = ended.journal_failure {
             return Err(RunError::Journal(e));
         }
-        if let Some((code, msg)) = halt {
-            let mut message = failures.join("; ");
+        if let Some((code, msg)) = ended.halt {
+            let mut message = ended.failures.join("; ");
             if !msg.is_empty() {
                 if !message.is_empty() {
                     message.push_str("; ");
@@ -658,16 +595,16 @@ async fn drive(engine: &Arc<Engine>) -> Result<RunOutcome, RunError> {
             }
             return finish(RunState::Halted, code, message);
         }
-        if let Some(msg) = pause {
-            return finish(RunState::Paused, 0, msg);
+        if let Some((code, msg)) = ended.pause {
+            return finish(RunState::Paused, code, msg);
         }
         journal.set_next_wave(run_id, w + 1)?;
-        if !failures.is_empty() {
+        if !ended.failures.is_empty() {
             (engine.sink)(&Event::Warning {
                 message: format!(
                     "{} finished with failures: {}",
                     crate::plan::wave_label(&wave.name),
-                    failures.join("; ")
+                    ended.failures.join("; ")
                 ),
             });
         }
@@ -683,6 +620,55 @@ async fn drive(engine: &Arc<Engine>) -> Result<RunOutcome, RunError> {
             );
         }
     }
+    end_of_run(engine, failed_total)
+}
+
+/// The pool checks before anything changed: on a new run, or one stopped before any member
+/// was touched (killed during these very checks, or stopped by the policy). `Some((exit
+/// code, why))` when the run must stop.
+async fn pool_check_before(engine: &Arc<Engine>) -> Result<Option<(i32, String)>, RunError> {
+    let plan = &engine.plan;
+    let untouched = engine
+        .journal
+        .members(engine.run_id)?
+        .iter()
+        .all(|m| m.cursor == 0 && m.state == MemberState::Pending);
+    if !untouched || plan.pool.checks.is_empty() {
+        return Ok(None);
+    }
+    for (j, m) in plan.members.iter().enumerate() {
+        for check in &plan.pool.checks {
+            let checked = tokio::select! {
+                r = engine.run_check(check, j) => r,
+                _ = crate::member::shutdown_asked(engine.shutdown.clone()) => {
+                    return Ok(Some((130, "interrupted during the pool check before the run, nothing was changed; `ebb resume` continues".into())));
+                }
+            };
+            if let Err(e) = checked {
+                return Ok(Some((
+                    1,
+                    format!(
+                        "the pool check before the run failed on \"{}\", nothing was changed: {e}",
+                        m.name
+                    ),
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// How the run ends once every wave has: halted when members failed, done otherwise
+/// (naming the members skipped in this invocation or an earlier one of the same run).
+fn end_of_run(engine: &Engine, failed_total: usize) -> Result<RunOutcome, RunError> {
+    let finish = |state, exit_code, message: String| {
+        Ok(RunOutcome {
+            run_id: engine.run_id,
+            state,
+            exit_code,
+            message,
+        })
+    };
     if failed_total > 0 {
         return finish(
             RunState::Halted,
@@ -690,9 +676,9 @@ async fn drive(engine: &Arc<Engine>) -> Result<RunOutcome, RunError> {
             format!("{failed_total} member(s) failed: `ebb status` shows where each was left and what it owes; then `ebb resume` (after fixing the cause) or `ebb release MEMBER`"),
         );
     }
-    // Skipped in this invocation or an earlier one of the same run.
-    let skipped: Vec<String> = journal
-        .members(run_id)?
+    let skipped: Vec<String> = engine
+        .journal
+        .members(engine.run_id)?
         .into_iter()
         .filter(|m| m.state == MemberState::Skipped)
         .map(|m| m.name)
@@ -709,6 +695,178 @@ async fn drive(engine: &Arc<Engine>) -> Result<RunOutcome, RunError> {
         );
     }
     finish(RunState::Done, 0, String::new())
+}
+
+/// How the members of one wave ended.
+#[derive(Default)]
+struct WaveEnd {
+    /// The run halts: exit code and why (after the failures).
+    halt: Option<(i32, String)>,
+    /// The run pauses: exit code (0, or 130 for a Ctrl-C while waiting for a window) and why.
+    pause: Option<(i32, String)>,
+    /// `"m2" failed at ...`, one per failed member.
+    failures: Vec<String>,
+    /// The journal failed: the run stops.
+    journal_failure: Option<crate::journal::JournalError>,
+}
+
+/// Runs the members of `wave` that have work left, at most `max_unavailable` at once, each
+/// new one only when the maintenance windows let it start; with `wait`, sleeps until the
+/// window it fits in instead of pausing.
+async fn run_wave(
+    engine: &Arc<Engine>,
+    wave: &crate::plan::Wave,
+    failed_total: &mut usize,
+    wait: bool,
+) -> Result<WaveEnd, RunError> {
+    let plan = &engine.plan;
+    let records = engine.journal.members(engine.run_id)?;
+    // Members with work left, by name (a set: a scan per member would be O(pool²)), and
+    // those already begun, which finish whatever the windows say.
+    let left: HashSet<&str> = records
+        .iter()
+        .filter(|r| !matches!(r.state, MemberState::Done | MemberState::Skipped))
+        .map(|r| r.name.as_str())
+        .collect();
+    let begun: HashSet<&str> = records
+        .iter()
+        .filter(|r| r.cursor > 0)
+        .map(|r| r.name.as_str())
+        .collect();
+    let mut queue: VecDeque<usize> = wave
+        .members
+        .iter()
+        .copied()
+        .filter(|&i| left.contains(plan.members[i].name.as_str()))
+        .collect();
+    (engine.sink)(&Event::WaveStarted {
+        wave: wave.name.clone(),
+        members: wave
+            .members
+            .iter()
+            .map(|&i| plan.members[i].name.clone())
+            .collect(),
+    });
+    let limit = plan.pool.max_unavailable.resolve(plan.members.len()).max(1);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut end = WaveEnd::default();
+    let mut announced = None;
+    loop {
+        let mut window_wait = None;
+        while end.halt.is_none() && end.pause.is_none() && tasks.len() < limit {
+            let Some(&i) = queue.front() else { break };
+            let name = plan.members[i].name.as_str();
+            if let (Some(s), false) = (&engine.schedule, begun.contains(name)) {
+                if let Decision::Closed { reason, next } = s.decide(name) {
+                    match next.filter(|_| wait) {
+                        Some(t) => window_wait = Some((t, i, reason)),
+                        None => end.pause = Some((0, crate::window::paused(&reason))),
+                    }
+                    break;
+                }
+            }
+            queue.pop_front();
+            engine.starts.push(i);
+            let e = engine.clone();
+            tasks.spawn(async move { (i, e.run_member(i).await) });
+        }
+        let joined = match window_wait {
+            None => match tasks.join_next().await {
+                Some(j) => j,
+                None => break,
+            },
+            Some((t, i, reason)) => {
+                if announced != Some(t) {
+                    announced = Some(t);
+                    (engine.sink)(&Event::Waiting {
+                        member: Some(plan.members[i].name.clone()),
+                        reason: format!("{reason} (--wait)"),
+                    });
+                }
+                let clock = engine.schedule.as_ref().map(|s| s.clock.clone());
+                let Some(clock) = clock else { break };
+                tokio::select! {
+                    Some(j) = tasks.join_next(), if !tasks.is_empty() => j,
+                    _ = clock.sleep_until(t) => continue,
+                    _ = crate::member::shutdown_asked(engine.shutdown.clone()), if tasks.is_empty() => {
+                        end.pause = Some((130, "interrupted while waiting for the maintenance window: no member was started, nothing is owed; `ebb resume` goes on (`ebb resume --wait` waits again)".into()));
+                        break;
+                    }
+                }
+            }
+        };
+        let (i, member_end) = match joined {
+            Ok(r) => r,
+            Err(e) => {
+                end.halt
+                    .get_or_insert((1, format!("internal error in a member task: {e}")));
+                continue;
+            }
+        };
+        // A member that found its window gone after waiting for capacity gave its slot back
+        // untouched: with --wait it goes back to the head of the line.
+        let outside_window = |name: &str| {
+            engine
+                .schedule
+                .as_ref()
+                .is_some_and(|s| matches!(s.decide(name), Decision::Closed { next: Some(_), .. }))
+        };
+        match member_end {
+            MemberEnd::Paused(_) if wait && outside_window(&plan.members[i].name) => {
+                queue.push_front(i)
+            }
+            other => member_ended(engine, i, other, failed_total, &mut end),
+        }
+        if end.halt.is_some() || end.pause.is_some() {
+            // Nothing new starts; the wave ends when the members in flight have stopped.
+            engine.starts.close();
+        }
+    }
+    Ok(end)
+}
+
+/// Folds how member `i` ended into the wave's end.
+fn member_ended(
+    engine: &Engine,
+    i: usize,
+    member_end: MemberEnd,
+    failed_total: &mut usize,
+    end: &mut WaveEnd,
+) {
+    let plan = &engine.plan;
+    match member_end {
+        MemberEnd::Done | MemberEnd::NotStarted | MemberEnd::Skipped(_) => {}
+        MemberEnd::Failed(reason) => {
+            *failed_total += 1;
+            end.failures
+                .push(format!("\"{}\" failed at {reason}", plan.members[i].name));
+            let stop = plan.runbook.on_failure == OnFailure::Halt
+                || *failed_total > plan.runbook.max_failed;
+            if stop && end.halt.is_none() {
+                end.halt = Some((1, String::new()));
+            }
+            if let Err(e) = engine.journal.fence() {
+                end.halt = Some((1, e.to_string()));
+            }
+        }
+        MemberEnd::Capacity(msg) => {
+            end.halt.get_or_insert((1, msg));
+        }
+        MemberEnd::Interrupted => {
+            end.halt = Some((
+                130,
+                "interrupted; `ebb resume` continues where it stopped".into(),
+            ));
+        }
+        MemberEnd::Paused(msg) => {
+            end.pause.get_or_insert((0, msg));
+        }
+        MemberEnd::Journal(e) => {
+            // Members in flight stop at their own next safe point.
+            end.journal_failure.get_or_insert(e);
+            end.halt.get_or_insert((1, String::new()));
+        }
+    }
 }
 
 /// A spawned task that is aborted when this handle is dropped.
@@ -808,6 +966,7 @@ pub async fn release(
         pool_read: Default::default(),
         starts: Default::default(),
         stop_at: None,
+        schedule: None,
     });
     let ops = ops_for(&plan, idx);
     let pos = |want: Op| ops.iter().position(|o| *o == want).unwrap_or(0);

@@ -47,6 +47,7 @@ async fn dispatch(cmd: Command) -> i32 {
             json,
             steal_lock,
             only_skipped,
+            wait,
             web,
         } => {
             let sel = RunSel {
@@ -59,6 +60,7 @@ async fn dispatch(cmd: Command) -> i32 {
                 RunOptions {
                     steal_lock,
                     only_skipped,
+                    wait,
                     ..Default::default()
                 },
                 json,
@@ -72,6 +74,7 @@ async fn dispatch(cmd: Command) -> i32 {
             rerun,
             json,
             steal_lock,
+            wait,
             web,
             kill_running,
         } => {
@@ -83,6 +86,7 @@ async fn dispatch(cmd: Command) -> i32 {
                     rerun,
                     steal_lock,
                     kill_running,
+                    wait,
                     ..Default::default()
                 },
                 json,
@@ -565,6 +569,22 @@ pub(crate) fn print_run_human(v: &serde_json::Value) {
             _ => String::new(),
         }
     );
+    if let Some(w) = v["window"].as_object() {
+        match (w["open"].as_bool(), w["next_start"].as_str()) {
+            (Some(true), _) => ebb_out::outln!(
+                "  maintenance window: open now for {}",
+                w["member"].as_str().unwrap_or("")
+            ),
+            (_, Some(t)) => ebb_out::outln!(
+                "  next maintenance window: {t} (for {})",
+                w["member"].as_str().unwrap_or("")
+            ),
+            _ => ebb_out::outln!(
+                "  maintenance window: {}",
+                w["reason"].as_str().unwrap_or("")
+            ),
+        }
+    }
     if let Some(l) = v["lock"].as_object() {
         ebb_out::outln!(
             "  in progress: ebb pid {} on {}",
@@ -649,6 +669,9 @@ fn next_steps(v: &serde_json::Value) -> Vec<String> {
             ));
             h
         }
+        Some("paused") if v["window"].is_object() => vec![format!(
+            "next:\n  ebb resume {pool}   goes on inside the window\n  ebb resume --wait {pool}   sleeps until the window, then goes on"
+        )],
         Some("paused") => vec![format!("next:\n  ebb resume {pool}   starts the next wave")],
         Some("aborted") if !out.is_empty() => {
             let mut h = vec!["next (before a new `ebb run`):".to_string()];
@@ -675,7 +698,17 @@ fn status(sel: &RunSel, json_out: bool) -> i32 {
     let pool_name = pool_name(sel);
     match journal.latest_run(pool_name.as_deref()) {
         Ok(Some(run)) => {
-            let v = run_json(&journal, &run);
+            let mut v = run_json(&journal, &run);
+            // The window the run waits for, judged now by the pool file (given, or the
+            // one the run used).
+            let file = sel
+                .pool
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(&run.pool_file));
+            let plan = ebb_engine::config::load(&file, &ebb_drivers::registry()).ok();
+            if let Some(w) = plan.and_then(|p| crate::windows::next_window(&journal, &run, &p)) {
+                v["window"] = json!(w);
+            }
             if json_out {
                 ebb_out::outln!("{v}");
             } else {
@@ -753,7 +786,19 @@ fn plan_cmd(path: &Path, json_out: bool) -> i32 {
         let _ = load_drivers(&plan);
         return EXIT_USAGE;
     }
-    let v = plan_json(&plan);
+    let mut v = plan_json(&plan);
+    let sel = RunSel {
+        pool: Some(path.to_path_buf()),
+        state_dir: None,
+        state_backend: None,
+    };
+    let expectation = crate::windows::expectation(&sel, &plan);
+    let timing = crate::windows::timing(
+        &plan,
+        &expectation,
+        ebb_engine::window::jiff::Timestamp::now(),
+    );
+    v["timing"] = json!(timing);
     if json_out {
         ebb_out::outln!("{v}");
         return 0;
@@ -792,6 +837,7 @@ fn plan_cmd(path: &Path, json_out: bool) -> i32 {
             );
         }
     }
+    crate::windows::print_timing(&timing);
     0
 }
 
@@ -837,6 +883,15 @@ async fn check(path: &Path, json_out: bool, no_members: bool) -> i32 {
     }
     // Said once when every member meets the same error (a socket that refuses everyone).
     problems.extend(run::balancer_errors(&plan, &errors));
+    let sel = RunSel {
+        pool: Some(path.to_path_buf()),
+        state_dir: None,
+        state_backend: None,
+    };
+    problems.extend(crate::windows::problems(
+        &plan,
+        &crate::windows::expectation(&sel, &plan),
+    ));
     // Members reached over ssh: one connection each (host key, login, boot identity).
     let reached = if no_members {
         Vec::new()

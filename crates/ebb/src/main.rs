@@ -13,6 +13,7 @@ mod schema;
 mod shell;
 mod watch;
 mod web;
+mod windows;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
@@ -122,6 +123,10 @@ enum Command {
         /// time with `on_timeout = "skip"`).
         #[arg(long)]
         only_skipped: bool,
+        /// Outside a maintenance window (`[[pool.window]]`), sleep until the next window a
+        /// member fits in instead of pausing (Ctrl-C while waiting leaves the run paused).
+        #[arg(long)]
+        wait: bool,
         #[command(flatten)]
         web: web::WebArgs,
     },
@@ -141,6 +146,10 @@ enum Command {
         /// Take a stale lock held from another host.
         #[arg(long)]
         steal_lock: bool,
+        /// Outside a maintenance window, sleep until the next window a member fits in
+        /// instead of pausing again.
+        #[arg(long)]
+        wait: bool,
         #[command(flatten)]
         web: web::WebArgs,
         /// Stop a step that an earlier ebb (killed, crashed) left running on a member,

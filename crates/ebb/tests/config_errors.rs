@@ -34,6 +34,14 @@ name = "update"
 run = "apt-get upgrade -y"
 "#;
 
+/// `GOOD` with one `[[pool.window]]` (its keys on lines 7 to 10).
+fn window(g: &str, days: &str, start: &str, length: &str, zone: &str) -> String {
+    g.replace(
+        "min_in_service = 1\n",
+        &format!("min_in_service = 1\n\n[[pool.window]]\ndays = {days}\nstart = \"{start}\"\nlength = \"{length}\"\ntime_zone = \"{zone}\"\n"),
+    )
+}
+
 /// (what is wrong, the file, the line the error must name, text the message must contain)
 fn cases() -> Vec<(&'static str, String, usize, &'static str)> {
     let g = GOOD;
@@ -60,6 +68,15 @@ fn cases() -> Vec<(&'static str, String, usize, &'static str)> {
         ("wave naming an unknown member", format!("{g}\n[[wave]]\nmembers = [\"web9\"]\n"), 31, "no member named \"web9\""),
         ("wrong type", g.replace("min_in_service = 1", "min_in_service = \"one\""), 4, "expected a whole number"),
         ("check with two kinds", format!("{g}\n[[runbook.verify]]\nname = \"x\"\ncommand = \"true\"\ntcp = \"{{address}}\"\n"), 30, "exactly one of"),
+        ("window: a day that is not one", window(g, "[\"sat\", \"sunday2\"]", "22:00", "4h", "UTC"), 7, "pool.window[0].days: expected \"daily\" or a list of days"),
+        ("window: days = \"weekends\"", window(g, "\"weekends\"", "22:00", "4h", "UTC"), 7, "found \"weekends\""),
+        ("window: start not HH:MM", window(g, "\"daily\"", "10pm", "4h", "UTC"), 8, "pool.window[0].start: expected a time of day \"HH:MM\""),
+        ("window: start past midnight", window(g, "\"daily\"", "24:30", "4h", "UTC"), 8, "found \"24:30\""),
+        ("window: length in the wrong grammar", window(g, "\"daily\"", "22:00", "4 hours", "UTC"), 9, "pool.window[0].length"),
+        ("window: longer than a week", window(g, "\"daily\"", "22:00", "8d", "UTC"), 9, "longer than a week"),
+        ("window: unknown zone", window(g, "\"daily\"", "22:00", "4h", "Europe/Berln"), 10, "pool.window[0].time_zone: \"Europe/Berln\" is not a time zone"),
+        ("window: unknown key", window(g, "\"daily\"", "22:00", "4h", "UTC").replace("length =", "lenght = \"1h\"\nlength ="), 9, "did you mean \"length\""),
+        ("expected_member_time in the wrong grammar", g.replace("[runbook.drain]", "[runbook]\nexpected_member_time = \"ten minutes\"\n\n[runbook.drain]"), 23, "runbook.expected_member_time"),
         ("member is not a table array", g.replace("[[member]]\nname = \"web2\"", "[member2]\nname = \"web2\""), 18, "unknown key"),
     ]
 }

@@ -3,43 +3,7 @@
 //! shows what was and was not sent.
 
 mod support;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use support::*;
-
-/// A receiver on loopback that answers 200 and keeps each body it was sent.
-fn receiver() -> (String, Arc<Mutex<Vec<String>>>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", l.local_addr().unwrap());
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let g = got.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let mut r = BufReader::new(s.try_clone().unwrap());
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; len];
-            if r.read_exact(&mut body).is_ok() {
-                g.lock()
-                    .unwrap()
-                    .push(String::from_utf8_lossy(&body).into_owned());
-            }
-            let _ =
-                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    (url, got)
-}
 
 #[test]
 fn the_run_and_a_failed_member_are_notified_in_json_and_slack_format() {
@@ -98,7 +62,7 @@ fn a_receiver_that_is_down_fails_nothing_and_report_says_so() {
     let f = Fixture::new(&members);
     // A port nothing listens on.
     let dead = {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}/hook", l.local_addr().unwrap())
     };
     let rest = format!(

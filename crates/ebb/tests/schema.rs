@@ -116,13 +116,24 @@ fn every_example_validates_and_mistakes_are_rejected() {
     );
     let bad_duration = local.replace("timeout = \"2m\"", "timeout = \"2 minutes\"");
     assert_ne!(&bad_duration, local);
+    // Maintenance windows: the table is in the schema, a window validates, a typo in one
+    // does not.
+    let windowed = local.replace(
+        "capacity_wait = \"30s\"",
+        "capacity_wait = \"30s\"\n\n[[pool.window]]\ndays = [\"sat\", \"sun\"]\nstart = \"22:00\"\nlength = \"4h\"\ntime_zone = \"Europe/Berlin\"\n",
+    );
+    assert_ne!(&windowed, local);
+    let window_typo = windowed.replace("length = \"4h\"", "lenght = \"4h\"");
+    let good_window = as_json(dir.path(), "windowed", &windowed);
     let wrong = [
+        as_json(dir.path(), "window_typo", &window_typo),
         as_json(dir.path(), "wrong_type", &wrong_type),
         as_json(dir.path(), "unknown_key", &unknown_key),
         as_json(dir.path(), "unknown_driver_key", &unknown_driver_key),
         as_json(dir.path(), "bad_duration", &bad_duration),
     ];
     docs.extend(wrong.iter().cloned());
+    docs.push(good_window.clone());
 
     let result = validate(&schema_path, &docs);
     for (p, doc) in examples.iter().zip(&docs) {
@@ -136,16 +147,19 @@ fn every_example_validates_and_mistakes_are_rejected() {
     }
     let errors = |doc: &PathBuf| result[doc.to_str().expect("utf-8")].to_string();
     let e = errors(&wrong[0]);
+    assert!(e.contains("lenght"), "{e}");
+    let e = errors(&wrong[1]);
     assert!(
         e.contains("pool") && e.contains("'two' is not of type 'integer'"),
         "{e}"
     );
-    let e = errors(&wrong[1]);
-    assert!(e.contains("capacity_wiat"), "{e}");
     let e = errors(&wrong[2]);
-    assert!(e.contains("balancer") && e.contains("backend"), "{e}");
+    assert!(e.contains("capacity_wiat"), "{e}");
     let e = errors(&wrong[3]);
+    assert!(e.contains("balancer") && e.contains("backend"), "{e}");
+    let e = errors(&wrong[4]);
     assert!(e.contains("2 minutes"), "{e}");
+    assert_eq!(errors(&good_window), "[]", "a pool with a window");
 
     // Each example also passes ebb's own reader: the schema and the reader agree there.
     for p in &examples {

@@ -114,6 +114,35 @@ pub const POOL: &[Key] = &[
         Kind::Table,
         "no member starts while matching alerts fire",
     ),
+    Key::new(
+        "window",
+        Kind::Tables,
+        "maintenance windows: a member starts only inside one, with its expected time left before it closes (default: any time)",
+    ),
+];
+
+/// `[[pool.window]]`.
+pub const WINDOW: &[Key] = &[
+    Key::required(
+        "days",
+        Kind::Any,
+        "the days it opens on: \"daily\" or a list such as [\"sat\", \"sun\"] (mon, tue, wed, thu, fri, sat, sun)",
+    ),
+    Key::required(
+        "start",
+        Kind::String,
+        "the local time it opens at, \"HH:MM\" (24-hour), e.g. \"22:00\"",
+    ),
+    Key::required(
+        "length",
+        Kind::Duration,
+        "how long it stays open, e.g. \"4h\" (at most \"7d\"); elapsed time, also across a daylight-saving change",
+    ),
+    Key::new(
+        "time_zone",
+        Kind::String,
+        "an IANA time zone such as \"Europe/Berlin\" or \"UTC\" (default: the machine's zone)",
+    ),
 ];
 
 /// `[pool.gate]`.
@@ -221,6 +250,11 @@ pub const RUNBOOK: &[Key] = &[
         "stop_after",
         Kind::Duration,
         "no member starts once this long has passed since the run or resume began; the run pauses (default: no limit)",
+    ),
+    Key::new(
+        "expected_member_time",
+        Kind::Duration,
+        "how long a member is expected to take, for [[pool.window]] while the journal has no earlier member that ended done (then: their median)",
     ),
     Key::new("drain", Kind::Table, "how a member leaves the balancer"),
     Key::new(
@@ -497,6 +531,7 @@ pub const SECTIONS: &[(&str, &[Key])] = &[
     ("pool", POOL),
     ("pool.gate", GATE),
     ("pool.check[]", CHECK),
+    ("pool.window[]", WINDOW),
     ("balancer", BALANCER),
     ("defaults", DEFAULTS),
     ("member[]", MEMBER),

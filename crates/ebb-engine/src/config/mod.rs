@@ -22,6 +22,7 @@ mod pool;
 mod runbook;
 mod state;
 mod waves;
+mod window;
 
 pub use checks::{EVENT_LEVELS, JOURNAL_LEVELS};
 pub use ebb_config::{ConfigError, ConfigErrors};

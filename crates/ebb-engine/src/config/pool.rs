@@ -38,6 +38,12 @@ pub(super) fn pool(cx: &mut Context, top: &mut Section<'_>) -> Option<PoolSpec> 
         .filter_map(|(i, t)| super::checks::check(cx, t, &format!("pool.check[{i}]")))
         .collect();
     let gate = pool.sub(cx, "gate").and_then(|t| gate(cx, t));
+    let windows = pool
+        .tables(cx, "window")
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, t)| super::window::window(cx, t, &format!("pool.window[{i}]")))
+        .collect();
     pool.finish(cx);
     Some(PoolSpec {
         name: name?,
@@ -46,6 +52,7 @@ pub(super) fn pool(cx: &mut Context, top: &mut Section<'_>) -> Option<PoolSpec> 
         capacity_wait,
         checks,
         gate,
+        windows,
     })
 }
 
@@ -59,6 +66,7 @@ pub(super) fn stand_in() -> PoolSpec {
         capacity_wait: Duration::from_secs(300),
         checks: Vec::new(),
         gate: None,
+        windows: Vec::new(),
     }
 }
 

@@ -28,6 +28,7 @@ pub(super) fn runbook(
     let rejoin_timeout = rb.duration(cx, "rejoin_timeout", Duration::from_secs(120));
     let balancer_retry = rb.duration(cx, "balancer_retry", crate::patient::BALANCER_RETRY);
     let stop_after = rb.opt_duration(cx, "stop_after");
+    let expected_member_time = rb.opt_duration(cx, "expected_member_time");
     let drain_t = rb.sub(cx, "drain").unwrap_or(&empty);
     let drain = drain(cx, drain_t);
     let (steps, paths) = steps(cx, &mut rb, members, registry);
@@ -52,6 +53,7 @@ pub(super) fn runbook(
         rejoin_timeout,
         balancer_retry,
         stop_after,
+        expected_member_time,
     };
     (runbook, paths)
 }

@@ -8,6 +8,7 @@ use crate::events::now_ms;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
 
 pub mod etcd;
 mod host;
@@ -647,6 +648,28 @@ impl Store for SqliteJournal {
             .execute("DELETE FROM owed WHERE id = ?1", [owed_id])
             .map_err(|e| self.e(e))?;
         Ok(())
+    }
+
+    fn member_times(&self, pool: &str, limit: usize) -> JResult<Vec<(String, Duration)>> {
+        let db = self.db();
+        let mut st = db
+            .prepare_cached(
+                "SELECT m.name, SUM(a.ended_ms - a.started_ms), MAX(a.ended_ms) AS last
+                 FROM runs r JOIN members m ON m.run_id = r.id
+                 JOIN actions a ON a.run_id = m.run_id AND a.member = m.name
+                 WHERE r.pool = ?1 AND m.state = 'done' AND a.ended_ms IS NOT NULL
+                 GROUP BY m.run_id, m.name ORDER BY last DESC LIMIT ?2",
+            )
+            .map_err(|e| self.e(e))?;
+        let rows = st
+            .query_map(params![pool, limit as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Duration::from_millis(r.get::<_, i64>(1)?.max(0) as u64),
+                ))
+            })
+            .map_err(|e| self.e(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.e(e))
     }
 
     /// Records the pool's in-service count.

@@ -7,6 +7,7 @@ use super::{
     MemberState, Owed, RunRecord, RunState, SqliteJournal,
 };
 use std::path::Path;
+use std::time::Duration;
 
 /// Where a journal keeps runs, members, actions, owed undos, samples and the pool's lock.
 ///
@@ -126,6 +127,10 @@ pub trait Store: Send + Sync {
     fn owed(&self, run: i64, member: &str) -> JResult<Vec<Owed>>;
     /// Removes an owed undo once it has run.
     fn pay_owed(&self, owed_id: i64) -> JResult<()>;
+    /// How long each member that ended done in the pool's runs took, newest first, at most
+    /// `limit`: the sum of its actions' durations (so the time a run spent paused or
+    /// waiting for capacity does not count). What maintenance windows judge by.
+    fn member_times(&self, pool: &str, limit: usize) -> JResult<Vec<(String, Duration)>>;
     /// Records the pool's in-service count.
     fn sample(&self, run: i64, in_service: usize, total: usize) -> JResult<()>;
     /// The in-service samples of a run: (t_ms, in_service, total).

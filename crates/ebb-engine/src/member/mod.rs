@@ -85,6 +85,8 @@ pub struct Engine {
     pub starts: StartQueue,
     /// `stop_after` from the start of this run or resume: no member starts after it.
     pub stop_at: Option<Instant>,
+    /// `[[pool.window]]`: no member starts outside a window or too close to its end.
+    pub schedule: Option<Arc<crate::window::Schedule>>,
 }
 
 enum OpEnd {
@@ -190,7 +192,7 @@ impl Engine {
             return MemberEnd::Failed(format!("member \"{name}\" is not in this run's journal"));
         };
         if rec.cursor == 0 {
-            if let Some(end) = self.past_stop_after() {
+            if let Some(end) = self.past_stop_after(idx) {
                 return end;
             }
             if let Err(end) = self.wait_gate(idx).await {
@@ -199,7 +201,7 @@ impl Engine {
             if let Err(end) = self.acquire_capacity(idx).await {
                 return end;
             }
-            if let Some(end) = self.past_stop_after() {
+            if let Some(end) = self.past_stop_after(idx) {
                 // Gave its slot back without touching the member.
                 self.out
                     .lock()
@@ -324,8 +326,15 @@ impl Engine {
         format!("{place}{held}{owed}")
     }
 
-    /// `Some(Paused)` once `stop_after` has passed: no member starts from then on.
-    fn past_stop_after(&self) -> Option<MemberEnd> {
+    /// `Some(Paused)` once `stop_after` has passed, or when member `idx` does not fit in a
+    /// maintenance window now (checked again after a wait for capacity): it does not start.
+    fn past_stop_after(&self, idx: usize) -> Option<MemberEnd> {
+        if let Some(s) = &self.schedule {
+            if let crate::window::Decision::Closed { reason, .. } = s.decide(&self.member(idx).name)
+            {
+                return Some(MemberEnd::Paused(crate::window::paused(&reason)));
+            }
+        }
         let at = self.stop_at?;
         (Instant::now() >= at).then(|| {
             MemberEnd::Paused(format!(

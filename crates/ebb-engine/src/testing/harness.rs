@@ -39,6 +39,8 @@ pub struct Harness {
     shutdown: Arc<watch::Sender<bool>>,
     /// Bound on any one call of the engine; a run that outlasts it fails the test.
     pub bound: Duration,
+    /// The clock every run judges maintenance windows by (it starts at the real time).
+    pub clock: Arc<super::TestClock>,
     _dir: tempfile::TempDir,
 }
 
@@ -97,6 +99,7 @@ impl Harness {
             events: Arc::default(),
             shutdown,
             bound: Duration::from_secs(20),
+            clock: Arc::new(super::TestClock::at(jiff::Timestamp::now())),
             _dir: dir,
         }
     }
@@ -155,7 +158,10 @@ impl Harness {
             self.drivers(),
             self.journal.clone(),
             self.sink(),
-            opts,
+            RunOptions {
+                clock: crate::window::ClockRef(self.clock.clone()),
+                ..opts
+            },
             self.shutdown.subscribe(),
         );
         self.killable("the run", run).await

@@ -25,12 +25,14 @@
 
 mod balancer;
 mod checks;
+mod clock;
 mod harness;
 mod plan;
 mod transport;
 
 pub use balancer::{BalOp, FakeBalancer};
 pub use checks::{CheckReply, FakeChecker, FakeMaintenance};
+pub use clock::TestClock;
 pub use harness::{Ended, Harness};
 pub use plan::{check, maintenance_step, step, wave, PlanBuilder, REBOOT_COMMAND};
 pub use transport::{FakeTransport, Reply};

@@ -103,6 +103,7 @@ impl PlanBuilder {
                     capacity_wait: Duration::from_millis(300),
                     checks: vec![],
                     gate: None,
+                    windows: vec![],
                 },
                 balancer: BalancerSpec {
                     driver: "fake".into(),
@@ -126,6 +127,7 @@ impl PlanBuilder {
                     // No retries unless a test asks: a scripted failure fails at once.
                     balancer_retry: Duration::ZERO,
                     stop_after: None,
+                    expected_member_time: None,
                 },
                 waves: vec![wave("all", &all, false)],
                 notify: vec![],
@@ -155,6 +157,17 @@ impl PlanBuilder {
     /// `[runbook] balancer_retry` (the harness's default is no retries).
     pub fn balancer_retry(mut self, d: Duration) -> Self {
         self.plan.runbook.balancer_retry = d;
+        self
+    }
+
+    /// `[[pool.window]]`s and `[runbook] expected_member_time`.
+    pub fn windows(
+        mut self,
+        windows: Vec<crate::window::Window>,
+        expected: Option<Duration>,
+    ) -> Self {
+        self.plan.pool.windows = windows;
+        self.plan.runbook.expected_member_time = expected;
         self
     }
 

@@ -14,6 +14,7 @@ mod resume;
 mod runs;
 mod scheduler;
 mod undo;
+mod windows;
 
 use ebb_engine::events::Event;
 use ebb_engine::testing::Harness;

@@ -967,6 +967,49 @@ impl Store for EtcdJournal {
         self.write(vec![(key, None)])
     }
 
+    fn member_times(&self, _pool: &str, limit: usize) -> JResult<Vec<(String, Duration)>> {
+        // Run ids of a pool are 1, 2, ... (one prefix per pool): newest first, reading
+        // members and then actions only of runs that have a member done, and at most the
+        // last 100 runs, so that a long history costs a bounded number of scans.
+        let Some(latest) = self.latest_run(None)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for run in (1..=latest.id).rev().take(100) {
+            let done: Vec<String> = self
+                .members(run)?
+                .into_iter()
+                .filter(|m| m.state == MemberState::Done)
+                .map(|m| m.name)
+                .collect();
+            if done.is_empty() {
+                continue;
+            }
+            let mut times: Vec<(i64, String, i64)> = Vec::new();
+            let actions = self.actions(run, None)?;
+            for name in done {
+                let mine = actions
+                    .iter()
+                    .filter(|a| a.member == name)
+                    .filter_map(|a| a.ended_ms.map(|e| (a.started_ms, e)));
+                let (mut work, mut last) = (0, 0);
+                for (s, e) in mine {
+                    work += (e - s).max(0);
+                    last = last.max(e);
+                }
+                times.push((last, name, work));
+            }
+            times.sort_by_key(|t| std::cmp::Reverse(t.0));
+            for (_, name, work) in times {
+                out.push((name, Duration::from_millis(work as u64)));
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn sample(&self, run: i64, in_service: usize, total: usize) -> JResult<()> {
         let id = self.next_id();
         self.put_json(

@@ -1,0 +1,128 @@
+//! Maintenance windows through the binary: a pool whose only window is closed now is
+//! judged by `ebb check` and shown by `ebb plan`; `ebb run` pauses without touching a
+//! member (exit 0), `ebb status` shows the next window, the `paused` notification carries
+//! the reason, and once the window is open `ebb resume` goes on.
+
+mod support;
+use support::*;
+
+/// Minutes since midnight UTC now.
+fn minute_of_day() -> u64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    (secs / 60) % 1440
+}
+
+fn hhmm(minute: u64) -> String {
+    format!("{:02}:{:02}", (minute / 60) % 24, minute % 60)
+}
+
+fn window(start: &str, length: &str) -> String {
+    format!(
+        "\n[[pool.window]]\ndays = \"daily\"\nstart = \"{start}\"\nlength = \"{length}\"\ntime_zone = \"UTC\"\n"
+    )
+}
+
+#[test]
+fn a_closed_window_pauses_the_run_and_status_shows_the_next_one() {
+    let members = ["a", "b"];
+    let f = Fixture::new(&members);
+    let (url, got) = receiver();
+    // Opens two hours from now for one hour: closed now (yesterday's closed 21 h ago).
+    let opens = hhmm(minute_of_day() + 120);
+    let notify = format!("\n[[notify]]\nurl = \"{url}\"\nevents = [\"run_paused\"]\n");
+    let pool = f.pool(
+        &window(&opens, "1h"),
+        &members,
+        &format!("{RUNBOOK}{notify}"),
+    );
+
+    // No member time known yet and none given: the window cannot be judged.
+    let o = ebb().arg("check").arg(&pool).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("cannot be judged"), "{}", stderr(&o));
+
+    let rb = format!("[runbook]\nexpected_member_time = \"10m\"\n{RUNBOOK}{notify}");
+    let pool = f.pool(&window(&opens, "1h"), &members, &rb);
+    let o = ebb().arg("check").arg(&pool).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let plan = ebb().arg("plan").arg(&pool).output().unwrap();
+    let text = stdout(&plan);
+    for part in [
+        "window: daily ",
+        "next window: ",
+        &format!(" {opens} UTC"),
+        "fits 2 of 2 member(s): a, b",
+        "expected 10m ([runbook] expected_member_time)",
+        "expected end: ",
+    ] {
+        assert!(text.contains(part), "{part:?} in:\n{text}");
+    }
+
+    let o = ebb().arg("run").arg(&pool).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("paused: outside the maintenance windows"),
+        "{}",
+        stdout(&o)
+    );
+    // Nothing was touched.
+    for m in members {
+        assert_eq!(f.lb_state(m), "started");
+        assert!(!f.path(&format!("lb/{m}.install.log")).exists());
+    }
+    let st = status(&pool);
+    assert_eq!(st["run"]["state"], "paused", "{st}");
+    assert!(
+        st["run"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("outside the maintenance windows"),
+        "{st}"
+    );
+    assert_eq!(st["window"]["open"], false, "{st}");
+    assert_eq!(st["window"]["member"], "a", "{st}");
+    let next = st["window"]["next_start"].as_str().unwrap();
+    assert!(next.contains(&format!(" {opens} UTC")), "{st}");
+    let ms = st["window"]["next_start_ms"].as_i64().unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let ahead = ms - now_ms;
+    assert!(
+        (110 * 60_000..=121 * 60_000).contains(&ahead),
+        "next window in {ahead} ms: {st}"
+    );
+    let human = ebb().arg("status").arg(&pool).output().unwrap();
+    assert!(
+        stdout(&human).contains(&format!("next maintenance window: {next} (for a)")),
+        "{}",
+        stdout(&human)
+    );
+    assert!(
+        stdout(&human).contains("ebb resume --wait"),
+        "{}",
+        stdout(&human)
+    );
+    // The `paused` notification with the reason.
+    let sent = got.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(
+        sent[0].contains("outside the maintenance windows"),
+        "{sent:?}"
+    );
+
+    // The window is open now (it opened an hour ago for three hours): resume goes on.
+    let opened = hhmm(minute_of_day() + 1440 - 60);
+    let pool = f.pool(&window(&opened, "3h"), &members, &rb);
+    let o = ebb().arg("resume").arg(&pool).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let st = status(&pool);
+    assert_eq!(st["run"]["state"], "done", "{st}");
+    for m in members {
+        assert_eq!(f.read(&format!("lb/{m}.version")).trim(), "1.1");
+    }
+}
