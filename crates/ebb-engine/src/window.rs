@@ -417,38 +417,28 @@ pub fn simulate(
         let mut wave_end = t;
         for &i in wave {
             let expected = expectation.of(&names[i]).map(|(d, _)| d);
-            let (Some(d), true) = (expected, known) else {
-                known = false;
-                out.push(Slot {
-                    member: i,
-                    expected,
-                    at: None,
-                });
-                continue;
-            };
             let k = (0..free.len()).min_by_key(|&k| free[k]).unwrap_or(0);
-            let mut start = free[k];
-            if !windows.is_empty() {
-                match earliest_start(&open_spans(windows, start), start, d) {
-                    Some(s) => start = s,
-                    None => {
-                        known = false;
-                        out.push(Slot {
-                            member: i,
-                            expected,
-                            at: None,
-                        });
-                        continue;
-                    }
+            // Once one member cannot be judged (unknown time, or no window long enough),
+            // no member after it can.
+            let start = match expected.filter(|_| known) {
+                Some(_) if windows.is_empty() => Some(free[k]),
+                Some(d) => earliest_start(&open_spans(windows, free[k]), free[k], d),
+                None => None,
+            };
+            let at = start
+                .zip(expected)
+                .map(|(s, d)| (s, s.checked_add(d).unwrap_or(s)));
+            match at {
+                Some((_, end)) => {
+                    free[k] = end;
+                    wave_end = wave_end.max(end);
                 }
+                None => known = false,
             }
-            let end = start.checked_add(d).unwrap_or(start);
-            free[k] = end;
-            wave_end = wave_end.max(end);
             out.push(Slot {
                 member: i,
                 expected,
-                at: Some((start, end)),
+                at,
             });
         }
         t = wave_end;
@@ -460,7 +450,7 @@ pub fn simulate(
 mod tests {
     use super::*;
 
-    fn window(days: &[usize], start: (i8, i8), length_h: u64, tz: &str) -> Window {
+    fn window(days: &[usize], start: (i8, i8), length_min: u64, tz: &str) -> Window {
         let mut d = [false; 7];
         for &i in days {
             d[i] = true;
@@ -468,7 +458,7 @@ mod tests {
         Window {
             days: d,
             start: Time::new(start.0, start.1, 0, 0).unwrap(),
-            length: Duration::from_secs(length_h * 3600),
+            length: Duration::from_secs(length_min * 60),
             time_zone: TimeZone::get(tz).unwrap(),
             zone_name: tz.into(),
         }
@@ -481,7 +471,7 @@ mod tests {
     #[test]
     fn a_weekend_night_window_opens_and_closes_in_its_own_zone() {
         // Saturday 2026-12-05 22:00 in Berlin is 21:00 UTC; four hours long.
-        let w = [window(&[5, 6], (22, 0), 4, "Europe/Berlin")];
+        let w = [window(&[5, 6], (22, 0), 240, "Europe/Berlin")];
         let hour = Duration::from_secs(3600);
         assert_eq!(
             decide(&w, at("2026-12-05T21:30:00Z"), hour),
@@ -513,7 +503,7 @@ mod tests {
     fn a_window_across_a_daylight_saving_change_is_as_long_as_it_says() {
         // 2026-03-29 is the spring change in Berlin: 01:00 to 05:00 local is 3 h of
         // local clock but the window lasts 4 h of elapsed time: 00:00 to 04:00 UTC.
-        let w = [window(&[6], (1, 0), 4, "Europe/Berlin")];
+        let w = [window(&[6], (1, 0), 240, "Europe/Berlin")];
         let spans = open_spans(&w, at("2026-03-29T02:00:00Z"));
         assert!(spans.contains(&Open {
             start: at("2026-03-29T00:00:00Z"),
@@ -524,8 +514,8 @@ mod tests {
     #[test]
     fn windows_that_touch_count_as_one() {
         let w = [
-            window(&[0, 1, 2, 3, 4, 5, 6], (22, 0), 4, "UTC"),
-            window(&[0, 1, 2, 3, 4, 5, 6], (2, 0), 2, "UTC"),
+            window(&[0, 1, 2, 3, 4, 5, 6], (22, 0), 240, "UTC"),
+            window(&[0, 1, 2, 3, 4, 5, 6], (2, 0), 120, "UTC"),
         ];
         // 23:00: 5 h left across both.
         let five = Duration::from_secs(5 * 3600);
@@ -533,6 +523,43 @@ mod tests {
             decide(&w, at("2026-12-07T23:00:00Z"), five),
             Decision::Start
         );
+    }
+
+    #[test]
+    fn a_simulated_run_waits_for_the_next_window_where_a_member_does_not_fit() {
+        // A daily 21:00-21:25 UTC window, 10-minute members one at a time: two fit
+        // tonight, the third starts tomorrow night; a second wave follows it.
+        let w = [window(&[0, 1, 2, 3, 4, 5, 6], (21, 0), 25, "UTC")];
+        let names: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let e = Expectation::new(vec![], Some(Duration::from_secs(600)));
+        let slots = simulate(
+            &[vec![0, 1, 2], vec![3]],
+            &names,
+            1,
+            &w,
+            &e,
+            at("2026-12-05T20:00:00Z"),
+        );
+        let starts: Vec<Timestamp> = slots.iter().map(|s| s.at.unwrap().0).collect();
+        assert_eq!(
+            starts,
+            [
+                at("2026-12-05T21:00:00Z"),
+                at("2026-12-05T21:10:00Z"),
+                at("2026-12-06T21:00:00Z"),
+                at("2026-12-06T21:10:00Z"),
+            ]
+        );
+        // An unknown time: that member and every one after it cannot be judged.
+        let none = simulate(
+            &[vec![0, 1]],
+            &names,
+            1,
+            &w,
+            &Expectation::default(),
+            at("2026-12-05T20:00:00Z"),
+        );
+        assert!(none.iter().all(|s| s.at.is_none()));
     }
 
     #[test]
