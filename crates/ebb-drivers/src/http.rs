@@ -2,6 +2,7 @@
 //! bounded by a timeout. `http://` and `https://` (rustls; the Mozilla roots, plus a CA
 //! file of the user's, or no verification at all when asked for a self-signed server).
 
+use crate::tls::TlsOptions;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::time::Duration;
@@ -69,16 +70,6 @@ impl Response {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     }
-}
-
-/// How an `https://` server is verified.
-#[derive(Debug, Clone, Default)]
-pub struct TlsOptions {
-    /// Accept any certificate (self-signed, expired, another name): encrypted but not
-    /// authenticated.
-    pub insecure: bool,
-    /// Also trust the certificates in this PEM file.
-    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Sends one request and reads the whole response, within `timeout`.

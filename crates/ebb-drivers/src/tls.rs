@@ -3,7 +3,6 @@
 //! the Mozilla roots (webpki-roots) plus the user's `ca_file`; `insecure_tls` accepts any
 //! certificate, for a member that serves a self-signed one.
 
-use crate::http::TlsOptions;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use std::sync::Arc;
@@ -16,6 +15,16 @@ use tokio_rustls::rustls::client::WebPkiServerVerifier;
 use tokio_rustls::rustls::crypto::{ring, CryptoProvider};
 use tokio_rustls::rustls::{self, ClientConfig, DigitallySignedStruct, RootCertStore};
 use tokio_rustls::TlsConnector;
+
+/// How an `https://` server is verified.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// Accept any certificate (self-signed, expired, another name): encrypted but not
+    /// authenticated.
+    pub insecure: bool,
+    /// Also trust the certificates in this PEM file.
+    pub ca_file: Option<std::path::PathBuf>,
+}
 
 /// Opens a TLS session to `authority` (`host:port`) over `stream`.
 pub async fn connect(

@@ -371,26 +371,42 @@ async fn https_checks_against_a_self_signed_server() {
         };
     let m = &plan.members[0];
     let err = checker
-        .check_once(&http(false, None, None), m, t.as_ref())
+        .check_in(
+            &http(false, None, None),
+            m,
+            t.as_ref(),
+            &CheckContext::default(),
+        )
         .await
         .expect_err("an unknown certificate is refused by default");
     assert!(err.contains("TLS handshake with 127.0.0.1:"), "{err}");
     assert!(err.contains("ca_file"), "the error says what to do: {err}");
     let ok = checker
-        .check_once(
+        .check_in(
             &http(false, Some(&cert), Some("\"version\":\"1\\.1\\.\\d+\"")),
             m,
             t.as_ref(),
+            &CheckContext::default(),
         )
         .await
         .expect("trusted through ca_file");
     assert!(ok.ends_with("→ 200"), "{ok}");
     checker
-        .check_once(&http(true, None, None), m, t.as_ref())
+        .check_in(
+            &http(true, None, None),
+            m,
+            t.as_ref(),
+            &CheckContext::default(),
+        )
         .await
         .expect("accepted with insecure_tls");
     let err = checker
-        .check_once(&http(true, None, Some("\"version\":\"2\\.")), m, t.as_ref())
+        .check_in(
+            &http(true, None, Some("\"version\":\"2\\.")),
+            m,
+            t.as_ref(),
+            &CheckContext::default(),
+        )
         .await
         .expect_err("the regex does not match");
     assert!(err.contains("does not match"), "{err}");

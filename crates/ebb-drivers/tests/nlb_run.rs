@@ -9,7 +9,9 @@ mod support;
 use async_trait::async_trait;
 use ebb_drivers::balancer::nlb::{Nlb, NlbSettings};
 use ebb_engine::events::{Event, EventSink};
-use ebb_engine::interfaces::{Balancer, Checker, DriverResult, Maintenance, Transport};
+use ebb_engine::interfaces::{
+    Balancer, CheckContext, Checker, DriverResult, Maintenance, Transport,
+};
 use ebb_engine::journal::Journal;
 use ebb_engine::plan::{CheckKind, CheckSpec, GateSpec, MaintenanceSpec, Member};
 use ebb_engine::run::{run, RunOptions};
@@ -24,11 +26,12 @@ struct RecordingChecker(Shared);
 
 #[async_trait]
 impl Checker for RecordingChecker {
-    async fn check_once(
+    async fn check_in(
         &self,
         check: &CheckSpec,
         member: &Member,
         transport: &dyn Transport,
+        _: &CheckContext,
     ) -> Result<String, String> {
         match &check.kind {
             CheckKind::Command { command } => {

@@ -137,11 +137,12 @@ struct NopChecker;
 
 #[async_trait]
 impl Checker for NopChecker {
-    async fn check_once(
+    async fn check_in(
         &self,
         _: &CheckSpec,
         _: &Member,
         _: &dyn Transport,
+        _: &CheckContext,
     ) -> Result<String, String> {
         Ok(String::new())
     }

@@ -259,26 +259,16 @@ pub struct CheckContext {
 /// Runs verification checks against a member.
 #[async_trait]
 pub trait Checker: Send + Sync {
-    /// One attempt of `check` on `member` (the engine handles retries); `Err` says why it
-    /// failed, with what was seen.
-    async fn check_once(
-        &self,
-        check: &CheckSpec,
-        member: &Member,
-        transport: &dyn Transport,
-    ) -> Result<String, String>;
-
-    /// One attempt with the run's context; checkers that need it (`logs`) override this.
+    /// One attempt of `check` on `member` (the engine handles retries), with what the run
+    /// knows that a check may need (`ctx`, for `logs`); `Err` says why it failed, with what
+    /// was seen.
     async fn check_in(
         &self,
         check: &CheckSpec,
         member: &Member,
         transport: &dyn Transport,
         ctx: &CheckContext,
-    ) -> Result<String, String> {
-        let _ = ctx;
-        self.check_once(check, member, transport).await
-    }
+    ) -> Result<String, String>;
 }
 
 /// Monitoring maintenance and the pool's alert gate: the systems that page people. The

@@ -151,7 +151,13 @@ impl LockGuard {
 impl Drop for LockGuard {
     fn drop(&mut self) {
         self.heartbeat.abort();
-        let _ = self.journal.unlock(&self.pool);
+        // The run is over and nothing else can report it: say what is left and how it ends.
+        if let Err(e) = self.journal.unlock(&self.pool) {
+            ebb_out::errln!(
+                "ebb: warning: the lock of pool \"{}\" was not released ({e}). It frees itself: on this host the next ebb sees that its holder has ended; from another host, --steal-lock after 30 s without a heartbeat (etcd: when its lease expires, or now with `ebb lock break`).",
+                self.pool
+            );
+        }
     }
 }
 

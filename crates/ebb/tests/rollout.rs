@@ -1,5 +1,9 @@
-//! End-to-end rollouts through the real `ebb` binary against a balancer made of state files:
-//! the semantics of design.md that must hold.
+//! End-to-end rollouts through the real `ebb` binary against a balancer made of state files
+//! (`tests/support`: every transition logged with a timestamp): the order of operations, the
+//! policy, failure holds, release, abort, the lock, drains and reboots as a user sees them,
+//! through the CLI, the pool-file reader, the journal and the `local` transport together.
+//! The scheduler's own logic is tested in process, instant by instant, in
+//! `crates/ebb-engine/tests/engine/`.
 
 mod support;
 use support::*;

@@ -19,16 +19,6 @@ pub struct StandardChecker;
 
 #[async_trait]
 impl Checker for StandardChecker {
-    async fn check_once(
-        &self,
-        check: &CheckSpec,
-        member: &Member,
-        transport: &dyn Transport,
-    ) -> Result<String, String> {
-        self.check_in(check, member, transport, &CheckContext::default())
-            .await
-    }
-
     async fn check_in(
         &self,
         check: &CheckSpec,
@@ -59,7 +49,7 @@ impl Checker for StandardChecker {
                 ca_file,
             } => {
                 let url = render(url, member, Quote::None, &none);
-                let tls = crate::http::TlsOptions {
+                let tls = crate::tls::TlsOptions {
                     insecure: *insecure_tls,
                     ca_file: ca_file.clone(),
                 };

@@ -7,7 +7,8 @@
 //! and an end whose id was never recorded still finds it.
 
 use super::REQUEST_TIMEOUT;
-use crate::http::{request_tls, Response, TlsOptions};
+use crate::http::{request_tls, Response};
+use crate::tls::TlsOptions;
 use async_trait::async_trait;
 use ebb_config::{ConfigErrors, Context, Key, Kind, Section};
 use ebb_engine::interfaces::{AlertGate, DriverError, DriverResult, MaintenanceStep};

@@ -2,7 +2,8 @@
 //! begins, and another (`undo_url`, `undo_body`) when it ends.
 
 use super::REQUEST_TIMEOUT;
-use crate::http::{request_tls, TlsOptions};
+use crate::http::request_tls;
+use crate::tls::TlsOptions;
 use async_trait::async_trait;
 use ebb_config::{type_name, ConfigErrors, Context, Key, Kind, Section};
 use ebb_engine::interfaces::{DriverError, DriverResult, MaintenanceStep};

@@ -1,7 +1,7 @@
 //! Checks and monitoring maintenance that answer as scripted.
 
 use super::{dead, Fate, Recorder};
-use crate::interfaces::{Checker, DriverError, DriverResult, Maintenance, Transport};
+use crate::interfaces::{CheckContext, Checker, DriverError, DriverResult, Maintenance, Transport};
 use crate::plan::{CheckSpec, GateSpec, MaintenanceSpec, Member};
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -62,11 +62,12 @@ impl FakeChecker {
 
 #[async_trait]
 impl Checker for FakeChecker {
-    async fn check_once(
+    async fn check_in(
         &self,
         check: &CheckSpec,
         member: &Member,
         _transport: &dyn Transport,
+        _: &CheckContext,
     ) -> Result<String, String> {
         let reply = self
             .lock()

@@ -3,7 +3,8 @@
 //! one is gone, and BIG-IP's error bodies (`{"code": 404, "message": "..."}`) turned into
 //! sentences that say what to do.
 
-use crate::http::{request_tls, Response, TlsOptions};
+use crate::http::{request_tls, Response};
+use crate::tls::TlsOptions;
 use serde_json::Value;
 use std::time::Duration;
 

@@ -24,7 +24,7 @@
 
 pub mod client;
 
-use crate::http::TlsOptions;
+use crate::tls::TlsOptions;
 use async_trait::async_trait;
 use client::{Client, Connection, RestError};
 use ebb_config::{ConfigErrors, Context, Key, Kind};
