@@ -12,14 +12,43 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-/// The user running ebb (`$USER`, `$LOGNAME`, else `uid N`).
+/// The user running ebb (`$USER`, `$LOGNAME`, the account's name, else `uid N`).
 pub fn user() -> String {
     std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| {
+        .ok()
+        .filter(|u| !u.is_empty())
+        .or_else(account_name)
+        .unwrap_or_else(|| {
             // SAFETY: getuid has no preconditions.
             format!("uid {}", unsafe { libc::getuid() })
         })
+}
+
+/// The name of this process's user in the password database (cron and systemd units
+/// often run without `$USER`).
+fn account_name() -> Option<String> {
+    // SAFETY: passwd is plain data (integers and pointers): all zeroes is a valid value.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwuid_r writes into `pw` and `buf`, both ours and sized as passed; on
+    // success `found` points at `pw`, whose strings live in `buf`.
+    let rc = unsafe {
+        libc::getpwuid_r(
+            libc::getuid(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if rc != 0 || found.is_null() || pw.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name is a NUL-terminated string inside `buf`, which is still alive.
+    let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
+    Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
 }
 
 /// Who does something, for the record: `user@host`.
@@ -164,5 +193,18 @@ impl HostLock {
             .and_then(|()| file.write_all(record.as_bytes()))
             .map_err(|e| unusable(format!("cannot write: {e}")))?;
         Ok(HostLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_account_name_is_the_one_id_knows() {
+        let id = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .expect("id -un");
+        let want = String::from_utf8_lossy(&id.stdout).trim().to_string();
+        assert_eq!(super::account_name().as_deref(), Some(want.as_str()));
     }
 }
