@@ -563,6 +563,17 @@ mod tests {
     }
 
     #[test]
+    fn the_time_zone_database_is_compiled_in_for_machines_without_one() {
+        // What jiff falls back to when no /usr/share/zoneinfo (or TZDIR) exists.
+        let bundled = jiff::tz::TimeZoneDatabase::bundled();
+        assert!(!bundled.is_definitively_empty());
+        let berlin = bundled.get("Europe/Berlin").unwrap();
+        let winter = at("2026-12-05T21:00:00Z").to_zoned_datetime(berlin.clone());
+        let summer = at("2026-07-04T20:00:00Z").to_zoned_datetime(berlin);
+        assert_eq!((winter.hour(), summer.hour()), (22, 22));
+    }
+
+    #[test]
     fn the_median_prefers_the_members_own_times() {
         let m = |s| Duration::from_secs(s);
         let e = Expectation::new(

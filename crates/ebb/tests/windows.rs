@@ -126,3 +126,38 @@ fn a_closed_window_pauses_the_run_and_status_shows_the_next_one() {
         assert_eq!(f.read(&format!("lb/{m}.version")).trim(), "1.1");
     }
 }
+
+#[test]
+fn a_window_without_time_zone_is_read_in_the_machines_zone() {
+    let members = ["a"];
+    let f = Fixture::new(&members);
+    let win = "\n[[pool.window]]\ndays = [\"sat\"]\nstart = \"22:00\"\nlength = \"4h\"\n";
+    let rb = format!("[runbook]\nexpected_member_time = \"10m\"\n{RUNBOOK}");
+    let pool = f.pool(win, &members, &rb);
+    let o = ebb()
+        .arg("plan")
+        .arg(&pool)
+        .env("TZ", "Asia/Tokyo")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("window: sat 22:00 for 4h (Asia/Tokyo)"),
+        "{text}"
+    );
+    assert!(text.contains(" 22:00 JST"), "{text}");
+    // A machine zone that cannot be found: the file is refused, naming the window.
+    let o = ebb()
+        .arg("check")
+        .arg(&pool)
+        .env("TZ", "Nowhere/Bogus")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("pool.toml:4: pool.window[0]: the machine's time zone cannot be found"),
+        "{}",
+        stderr(&o)
+    );
+}
