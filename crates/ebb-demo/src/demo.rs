@@ -396,8 +396,9 @@ async fn member_version(address: &str) -> String {
     }
 }
 
-/// The clients' timeline for `ebb report`, plus the in-service count as the demo's watcher
-/// saw it on the balancer (every change, at 50 ms resolution).
+/// The clients' timeline for `ebb report` (its typed attachment, [`ebb_report::Traffic`]),
+/// plus the in-service count as the demo's watcher saw it on the balancer (every change,
+/// at 50 ms resolution).
 fn write_traffic_timeline(
     state_dir: &Path,
     samples: &[crate::traffic::Sample],
@@ -405,17 +406,20 @@ fn write_traffic_timeline(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("cannot create {}", state_dir.display()))?;
-    let path = state_dir.join("demo-traffic.json");
-    let in_service: Vec<serde_json::Value> = pool
-        .in_service_changes
-        .iter()
-        .map(|&(t_ms, in_service, total)| serde_json::json!({"t_ms": t_ms, "in_service": in_service, "total": total}))
-        .collect();
-    let body = serde_json::json!({
-        "samples": samples,
-        "in_service": in_service,
-        "max_out_of_service": pool.max_out_of_service,
-    });
+    let path = state_dir.join(ebb_report::TRAFFIC_FILE);
+    let body = ebb_report::Traffic {
+        in_service: pool
+            .in_service_changes
+            .iter()
+            .map(|&(t_ms, in_service, total)| ebb_report::InService {
+                in_service: in_service as u64,
+                t_ms,
+                total: total as u64,
+            })
+            .collect(),
+        max_out_of_service: pool.max_out_of_service as u64,
+        samples: samples.to_vec(),
+    };
     std::fs::write(
         &path,
         serde_json::to_vec_pretty(&body).context("traffic timeline")?,

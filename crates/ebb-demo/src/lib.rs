@@ -1,5 +1,4 @@
-//! `ebb demo`: a real rolling update under live traffic on one machine, with proof; and the
-//! HTML run report.
+//! `ebb demo`: a real rolling update under live traffic on one machine, with proof.
 //!
 //! The demo starts, as separate OS processes, ebb's built-in balancer and a few members of
 //! a tiny HTTP service (all by re-executing the `ebb` binary with hidden `demo-...`
@@ -21,8 +20,8 @@
 //! - [`rollout`]: runs `ebb run --json` and follows its events.
 //! - [`progress`]: the live terminal view.
 //! - [`summary`]: the end-of-demo numbers, as text or one JSON object.
-//! - [`demo`]: the orchestration of all of the above.
-//! - [`report_html`]: `ebb report --html`, one self-contained page.
+//! - [`demo`]: the orchestration of all of the above; it leaves what the clients saw for
+//!   `ebb report` as [`ebb_report::Traffic`] beside the journal.
 
 // A print that panics on a closed pipe must not come back (see clippy.toml).
 #![deny(clippy::disallowed_macros)]
@@ -34,7 +33,6 @@ pub mod member;
 pub mod pool_file;
 pub mod procs;
 pub mod progress;
-pub mod report_html;
 pub mod rollout;
 pub mod summary;
 pub mod supervisor;
@@ -123,11 +121,6 @@ pub fn run_internal(cmd: InternalCommand) -> i32 {
         InternalCommand::DemoMember(args) => member::run(args),
         InternalCommand::DemoCtl(args) => ctl::run(args),
     }
-}
-
-/// Renders `ebb report --json` output (plus optional demo traffic) as one HTML page.
-pub fn render_report_html(report: &serde_json::Value) -> String {
-    report_html::render(report)
 }
 
 /// Builds the tokio runtime every entry point of this crate uses.

@@ -83,16 +83,8 @@ pub struct TrafficSnapshot {
     pub recent_errors: Vec<String>,
 }
 
-/// One second of the traffic timeline.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Sample {
-    /// Start of the second, unix ms.
-    pub t_ms: u64,
-    /// Requests finished in that second.
-    pub requests: u64,
-    /// Failures (including cut streams) in that second.
-    pub errors: u64,
-}
+/// One second of the traffic timeline, as the run report reads it.
+pub use ebb_report::TrafficSample as Sample;
 
 impl TrafficStats {
     fn new() -> Self {

@@ -5,7 +5,7 @@
 //! The file is validated by the engine's own reader before it is written, and an existing
 //! file is never overwritten.
 
-use crate::commands::EXIT_USAGE;
+use crate::locate::EXIT_USAGE;
 use clap::Args;
 use ebb_drivers::discover::{self, Found};
 use std::io::Write;

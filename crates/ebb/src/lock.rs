@@ -1,6 +1,6 @@
 //! `ebb lock status|break`: the pool's lock, seen and broken from any machine.
 
-use crate::commands::{open_etcd, open_journal, pool_name, EXIT_USAGE};
+use crate::locate::{open_etcd, open_journal, pool_name, EXIT_USAGE};
 use crate::LockCommand;
 use serde_json::json;
 

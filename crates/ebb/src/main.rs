@@ -6,6 +6,7 @@
 
 mod commands;
 mod init;
+mod locate;
 mod lock;
 mod render;
 mod report;

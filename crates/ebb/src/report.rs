@@ -1,56 +1,93 @@
 //! `ebb report`: the latest run (or `--run N`), per member each step with its times and outcome; as text,
 //! JSON, or one self-contained HTML page.
 
-use crate::commands::{open_journal, EXIT_USAGE};
+use crate::locate::{open_journal, pool_name, state_dir, EXIT_USAGE};
 use crate::RunSel;
-use ebb_engine::journal::{JResult, Journal, RunRecord};
-use serde_json::json;
+use ebb_engine::journal::{JResult, Journal, Outcome, RunRecord};
+use ebb_report::{
+    InService, MemberReport, NoRun, Notification, RunReport, RunSummary, StepReport, Traffic,
+};
 use std::path::Path;
 
-/// Builds the report document of `run` in `journal`; `latest`: it is the pool's latest run
-/// (the demo's traffic timeline belongs to that one only).
-pub fn report_json(
+/// Builds the report of `run` in `journal`; `latest`: it is the pool's latest run (the
+/// demo's traffic belongs to that one only).
+pub fn build(
     journal: &Journal,
     state_dir: &Path,
     run: &RunRecord,
     latest: bool,
-) -> JResult<serde_json::Value> {
-    let members = journal.members(run.id)?;
+) -> JResult<RunReport> {
     let actions = journal.actions(run.id, None)?;
-    let samples = journal.samples(run.id)?;
+    let mut members = Vec::new();
+    for m in journal.members(run.id)? {
+        let owed_undos = journal
+            .owed(run.id, &m.name)?
+            .into_iter()
+            .rev()
+            .map(|o| o.name)
+            .collect();
+        let steps = actions
+            .iter()
+            .filter(|a| a.member == m.name)
+            .map(|a| StepReport {
+                detail: a.detail.clone(),
+                ended_ms: a.ended_ms,
+                exit_code: a.exit_code,
+                kind: a.kind.clone(),
+                name: a.name.clone(),
+                outcome: a.outcome.clone().unwrap_or(Outcome::Interrupted),
+                output: a.output.clone(),
+                started_ms: a.started_ms,
+            })
+            .collect();
+        members.push(MemberReport {
+            name: m.name,
+            owed_undos,
+            state: m.state,
+            steps,
+        });
+    }
+    let in_service = journal
+        .samples(run.id)?
+        .into_iter()
+        .map(|(t, n, total)| InService {
+            in_service: n as u64,
+            t_ms: t.max(0) as u64,
+            total: total as u64,
+        })
+        .collect();
+    // The demo's attachment is a courtesy: an unreadable one leaves the report without it.
     let traffic = latest
-        .then(|| std::fs::read_to_string(state_dir.join("demo-traffic.json")).ok())
+        .then(|| std::fs::read_to_string(state_dir.join(ebb_report::TRAFFIC_FILE)).ok())
         .flatten()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
-    Ok(json!({
-        "run": {
-            "id": run.id,
-            "pool": run.pool,
-            "state": ebb_engine::run::effective_state(journal, run).as_str(),
-            "started_ms": run.started_ms,
-            "ended_ms": run.ended_ms,
-            "message": run.message,
+        .and_then(|t| serde_json::from_str::<Traffic>(&t).ok());
+    let notifications = ebb_drivers::notify::logged(state_dir, run.id)
+        .into_iter()
+        .map(|n| Notification {
+            attempts: n.attempts,
+            error: n.error,
+            event: n.event,
+            ok: n.ok,
+            run_id: n.run_id,
+            t_ms: n.t_ms,
+            url: n.url,
+        })
+        .collect();
+    Ok(RunReport {
+        in_service,
+        lock_broken: journal.lock_broken()?,
+        members,
+        notifications,
+        run: RunSummary {
+            ended_ms: run.ended_ms,
+            id: run.id,
+            message: run.message.clone(),
+            pool: run.pool.clone(),
+            started_ms: run.started_ms,
+            state: ebb_engine::run::effective_state(journal, run),
         },
-        "lock_broken": journal.lock_broken()?,
-        "members": members.iter().map(|m| json!({
-            "name": m.name,
-            "state": m.state.as_str(),
-            "owed_undos": journal.owed(run.id, &m.name).unwrap_or_default().iter().rev().map(|o| o.name.clone()).collect::<Vec<_>>(),
-            "steps": actions.iter().filter(|a| a.member == m.name).map(|a| json!({
-                "name": a.name,
-                "kind": a.kind,
-                "started_ms": a.started_ms,
-                "ended_ms": a.ended_ms,
-                "outcome": a.outcome.clone().unwrap_or_else(|| "interrupted".into()),
-                "exit_code": a.exit_code,
-                "detail": a.detail,
-                "output": a.output,
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-        "in_service": samples.iter().map(|(t, n, total)| json!({"t_ms": t, "in_service": n, "total": total})).collect::<Vec<_>>(),
-        "traffic": traffic,
-        "notifications": ebb_drivers::notify::logged(state_dir, run.id),
-    }))
+        traffic,
+    })
 }
 
 /// The run to report: `--run N` of the pool, or its latest (`None`: the journal has no
@@ -123,11 +160,6 @@ fn writable(path: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn hms(ms: i64) -> String {
-    let s = ms / 1000;
-    format!("{:02}:{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60, s % 60)
-}
-
 pub fn report(sel: &RunSel, run_id: Option<i64>, json_out: bool, html: Option<&Path>) -> i32 {
     if let Some(path) = html {
         if let Err(e) = writable(path) {
@@ -139,16 +171,16 @@ pub fn report(sel: &RunSel, run_id: Option<i64>, json_out: bool, html: Option<&P
         Ok(j) => j,
         Err(c) => return c,
     };
-    let Some(dir) = crate::commands::state_dir(sel) else {
+    let Some(dir) = state_dir(sel) else {
         return EXIT_USAGE;
     };
-    let pool = crate::commands::pool_name(sel);
+    let pool = pool_name(sel);
     let (run, latest) = match chosen_run(&journal, pool.as_deref(), run_id) {
         Ok(Ok(Some(r))) => r,
         Ok(Ok(None)) => {
             // As `ebb status`: a journal without a run of this pool is an answer, not an error.
             if json_out {
-                ebb_out::outln!("{}", json!({"run": null, "members": []}));
+                ebb_out::outln!("{}", to_json(&NoRun::default()));
             } else {
                 ebb_out::outln!("no run yet in {}", journal.path().display());
             }
@@ -163,7 +195,7 @@ pub fn report(sel: &RunSel, run_id: Option<i64>, json_out: bool, html: Option<&P
             return 1;
         }
     };
-    let doc = match report_json(&journal, &dir, &run, latest) {
+    let doc = match build(&journal, &dir, &run, latest) {
         Ok(d) => d,
         Err(e) => {
             ebb_out::errln!("ebb: {e}");
@@ -171,7 +203,7 @@ pub fn report(sel: &RunSel, run_id: Option<i64>, json_out: bool, html: Option<&P
         }
     };
     if let Some(path) = html {
-        let page = ebb_demo::render_report_html(&doc);
+        let page = ebb_report::html::render(&doc);
         if let Err(e) = std::fs::write(path, page) {
             // Writable a moment ago (checked first): a full disk, not a usage error.
             ebb_out::errln!(
@@ -186,83 +218,15 @@ pub fn report(sel: &RunSel, run_id: Option<i64>, json_out: bool, html: Option<&P
         }
     }
     if json_out {
-        ebb_out::outln!("{doc}");
-        return 0;
-    }
-    let run = &doc["run"];
-    ebb_out::outln!(
-        "run {} of pool {}: {}{}",
-        run["id"],
-        run["pool"].as_str().unwrap_or(""),
-        run["state"].as_str().unwrap_or(""),
-        match run["message"].as_str() {
-            Some(m) if !m.is_empty() => format!(" ({m})"),
-            _ => String::new(),
-        }
-    );
-    if let Some(b) = doc["lock_broken"].as_str() {
-        ebb_out::outln!("{b}");
-    }
-    for n in doc["notifications"].as_array().into_iter().flatten() {
-        let how = if n["ok"] == true {
-            format!("sent ({} attempt(s))", n["attempts"])
-        } else {
-            format!(
-                "NOT SENT after {} attempt(s): {}",
-                n["attempts"],
-                n["error"].as_str().unwrap_or("")
-            )
-        };
-        ebb_out::outln!(
-            "notification {} to {}: {how}",
-            n["event"].as_str().unwrap_or(""),
-            n["url"].as_str().unwrap_or("")
-        );
-    }
-    for m in doc["members"].as_array().into_iter().flatten() {
-        ebb_out::outln!(
-            "{} ({})",
-            m["name"].as_str().unwrap_or(""),
-            m["state"].as_str().unwrap_or("")
-        );
-        for s in m["steps"].as_array().into_iter().flatten() {
-            let start = s["started_ms"].as_i64().unwrap_or(0);
-            let dur = s["ended_ms"]
-                .as_i64()
-                .map(|e| format!("{:.1}s", (e - start) as f64 / 1000.0))
-                .unwrap_or_else(|| "-".into());
-            let code = s["exit_code"]
-                .as_i64()
-                .map(|c| format!(" exit {c}"))
-                .unwrap_or_default();
-            let detail = s["detail"]
-                .as_str()
-                .filter(|d| !d.is_empty())
-                .map(|d| format!("  {d}"))
-                .unwrap_or_default();
-            ebb_out::outln!(
-                "  {} {:<20} {:<7} {:<12} {:>7}{code}{detail}",
-                hms(start),
-                s["name"].as_str().unwrap_or(""),
-                s["kind"].as_str().unwrap_or(""),
-                s["outcome"].as_str().unwrap_or(""),
-                dur
-            );
-            if s["outcome"] == "failed" || s["outcome"] == "unknown" {
-                for line in s["output"].as_str().unwrap_or("").lines() {
-                    ebb_out::outln!("           | {line}");
-                }
-            }
-        }
-        let owed: Vec<&str> = m["owed_undos"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|o| o.as_str())
-            .collect();
-        if !owed.is_empty() {
-            ebb_out::outln!("  still owes: {}", owed.join(", "));
-        }
+        ebb_out::outln!("{}", to_json(&doc));
+    } else {
+        ebb_out::out!("{}", ebb_report::text::render(&doc));
     }
     0
+}
+
+/// One line of JSON. The documents are plain structs of strings and numbers, which
+/// serde_json always serializes.
+fn to_json<T: serde::Serialize>(doc: &T) -> String {
+    serde_json::to_string(doc).unwrap_or_default()
 }

@@ -2,7 +2,7 @@
 //! its journal, also a run another ebb (here or on another host sharing the state dir) is
 //! doing. Until Ctrl-C; it changes nothing.
 
-use crate::commands::{open_journal, pool_name, EXIT_USAGE};
+use crate::locate::{load_plan, open_journal, pool_name, state_dir, EXIT_USAGE};
 use crate::web::{announce, ConnectionCounts, Feed, WebArgs, WebServer};
 use crate::RunSel;
 use std::path::PathBuf;
@@ -26,11 +26,11 @@ pub async fn watch(sel: &RunSel, web: &WebArgs) -> i32 {
         Ok(j) => j,
         Err(c) => return c,
     };
-    if crate::commands::state_dir(sel).is_none() {
+    if state_dir(sel).is_none() {
         return EXIT_USAGE;
     }
     if let Some(p) = &sel.pool {
-        if crate::commands::load_plan(p).is_none() {
+        if load_plan(p).is_none() {
             return EXIT_USAGE;
         }
     }

@@ -164,6 +164,11 @@ fn drainstop_rollout_under_load_loses_nothing() {
     assert!(samples
         .iter()
         .all(|x| x["t_ms"].as_u64().is_some() && x["requests"].as_u64().is_some()));
+    // It is the report's typed attachment, read whole, not by key.
+    let typed: ebb_report::Traffic =
+        serde_json::from_value(timeline.clone()).expect("the report's Traffic");
+    assert_eq!(typed.samples.len(), samples.len());
+    assert!(!typed.in_service.is_empty(), "{timeline}");
     assert_nothing_left(dir.path());
 }
 

@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ebb_report::RunReport;
 use serde_json::{json, Value};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 /// A realistic report: four members through drain, hold, maintenance, install, reboot,
 /// verify, undo and start; one step failed and retried; demo traffic.
-fn realistic_report() -> Value {
+fn realistic_report() -> RunReport {
     let t0: u64 = 1_764_072_000_000;
     let mut members = Vec::new();
     let mut in_service = vec![json!({"t_ms": t0, "in_service": 4, "total": 4})];
@@ -46,12 +47,17 @@ fn realistic_report() -> Value {
     let samples: Vec<Value> = (0..((t - t0) / 1000 + 3))
         .map(|s| json!({"t_ms": t0 + s * 1000, "requests": 190 + (s * 7) % 20, "errors": if s == 9 { 2 } else { 0 }}))
         .collect();
-    json!({
-        "run": {"id": "20261125-120000-demo", "pool": "demo", "state": "done", "started_ms": t0 + 2_000, "ended_ms": t},
+    typed(json!({
+        "run": {"id": 42, "pool": "demo", "state": "done", "started_ms": t0 + 2_000, "ended_ms": t},
         "members": members,
         "in_service": in_service,
-        "traffic": {"samples": samples},
-    })
+        "traffic": {"samples": samples, "max_out_of_service": 1},
+    }))
+}
+
+/// The report as `ebb report --json` would print it.
+fn typed(v: Value) -> RunReport {
+    serde_json::from_value(v).expect("a report")
 }
 
 /// Runs Chromium headless with the flags that keep it quiet and local; bounded in time.
@@ -122,7 +128,7 @@ fn file_url(path: &Path) -> String {
 fn report_renders_in_chromium_without_errors() {
     let dir = tempfile::tempdir().expect("temp dir");
     let report = realistic_report();
-    let html = ebb_demo::render_report_html(&report);
+    let html = ebb_report::html::render(&report);
     assert!(
         !html.contains("http://") && !html.contains("https://"),
         "no external assets"
@@ -169,11 +175,12 @@ fn report_renders_in_chromium_without_errors() {
 #[test]
 fn report_without_traffic_or_times_still_renders() {
     let report = json!({
-        "run": {"pool": "cas-array", "state": "halted"},
-        "members": [{"name": "cas1", "state": "failed", "steps": [{"name": "install UR4", "kind": "step", "outcome": "failed"}]}],
+        "run": {"id": 3, "pool": "cas-array", "state": "halted", "started_ms": 0},
+        "members": [{"name": "cas1", "state": "failed", "steps": [{"name": "install UR4", "kind": "step", "outcome": "failed", "started_ms": 0}]}],
         "traffic": null
     });
-    let html = ebb_demo::render_report_html(&report);
+    let report = typed(report);
+    let html = ebb_report::html::render(&report);
     assert!(html.contains("data-member=\"cas1\""));
     assert!(html.contains("install UR4"));
     assert!(!html.contains("client traffic") && !html.contains("Client traffic"));
@@ -191,12 +198,12 @@ fn screenshot_of_a_real_report() {
     ) else {
         return;
     };
-    let report: Value =
+    let report: RunReport =
         serde_json::from_str(&std::fs::read_to_string(&json_path).expect("read report"))
             .expect("json");
     let dir = tempfile::tempdir().expect("temp dir");
     let page = dir.path().join("report.html");
-    std::fs::write(&page, ebb_demo::render_report_html(&report)).expect("write");
+    std::fs::write(&page, ebb_report::html::render(&report)).expect("write");
     let shot = PathBuf::from(png);
     chromium(
         &[

@@ -92,7 +92,7 @@ impl Feed {
         shutdown: watch::Receiver<bool>,
     ) -> Result<watch::Receiver<Arc<Published>>, String> {
         let journal = Arc::new(
-            crate::commands::open_journal(&self.sel, false)
+            crate::locate::open_journal(&self.sel, false)
                 .map_err(|_| "cannot open the journal (see above)".to_string())?,
         );
         let first = read(&journal, self.pool.as_deref(), &self.counts.all(), None);

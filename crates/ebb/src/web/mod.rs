@@ -85,7 +85,7 @@ pub async fn serve_run(
     let Some(opts) = opts else {
         return Ok(None);
     };
-    crate::commands::state_dir(sel)
+    crate::locate::state_dir(sel)
         .ok_or("--web needs the pool file or --state-dir to find the journal")?;
     let counts = ConnectionCounts::default();
     let server = WebServer::start(

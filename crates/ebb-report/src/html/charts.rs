@@ -3,10 +3,10 @@
 
 use std::fmt::Write as _;
 
-use serde_json::Value;
-
-use super::text::{esc, u, utc};
-use super::{Member, Step};
+use super::escape::{esc, utc};
+use super::{at, Member, Step};
+use crate::RunSummary;
+use ebb_engine::journal::{ActionKind, Outcome};
 
 /// Width of the plotting area in SVG units, and of the label column to its left.
 const PLOT_W: f64 = 900.0;
@@ -40,14 +40,14 @@ pub(super) struct Axis {
 
 impl Axis {
     pub(super) fn new(
-        run: &Value,
-        members: &[Member],
+        run: &RunSummary,
+        members: &[Member<'_>],
         in_service: &[(u64, u64, u64)],
         traffic: &[(u64, u64, u64)],
     ) -> Option<Self> {
         let mut times: Vec<u64> = Vec::new();
-        times.extend(u(run, "started_ms"));
-        times.extend(u(run, "ended_ms"));
+        times.extend(at(run.started_ms));
+        times.extend(run.ended_ms.and_then(at));
         for step in members.iter().flat_map(|m| &m.steps) {
             times.extend(step.started_ms);
             times.extend(step.ended_ms);
@@ -97,15 +97,15 @@ pub(super) fn seconds_label(s: f64) -> String {
     }
 }
 
-pub(super) fn kind_colour(kind: &str) -> &'static str {
+pub(super) fn kind_colour(kind: &ActionKind) -> &'static str {
     KINDS
         .iter()
-        .find(|(k, _)| *k == kind)
+        .find(|(k, _)| *k == kind.as_str())
         .map(|(_, c)| *c)
         .unwrap_or(OTHER_KIND)
 }
 
-pub(super) fn legend(members: &[Member]) -> String {
+pub(super) fn legend(members: &[Member<'_>]) -> String {
     let used: Vec<&str> = members
         .iter()
         .flat_map(|m| &m.steps)
@@ -133,7 +133,7 @@ pub(super) fn legend(members: &[Member]) -> String {
     out
 }
 
-pub(super) fn timeline(members: &[Member], axis: Option<&Axis>) -> String {
+pub(super) fn timeline(members: &[Member<'_>], axis: Option<&Axis>) -> String {
     let height = members.len() as f64 * ROW_H + 24.0;
     let mut out = format!(
         "<svg class=\"timeline\" viewBox=\"0 0 {} {height:.0}\" role=\"img\" aria-label=\"timeline of steps per member\">\n",
@@ -148,7 +148,7 @@ pub(super) fn timeline(members: &[Member], axis: Option<&Axis>) -> String {
         let _ = write!(
             out,
             "<g class=\"member-row\" data-member=\"{0}\"><text x=\"4\" y=\"{1:.1}\">{0}</text>",
-            esc(&member.name),
+            esc(member.name),
             y + ROW_H / 2.0 + 4.0
         );
         if let Some(axis) = axis {
@@ -159,7 +159,7 @@ pub(super) fn timeline(members: &[Member], axis: Option<&Axis>) -> String {
                 let end = step.ended_ms.unwrap_or(axis.end).max(start);
                 let x0 = axis.x(start);
                 let w = (axis.x(end) - x0).max(2.0);
-                let class = if step.outcome == "failed" {
+                let class = if *step.outcome == Outcome::Failed {
                     " class=\"failed\""
                 } else {
                     ""
@@ -169,7 +169,7 @@ pub(super) fn timeline(members: &[Member], axis: Option<&Axis>) -> String {
                     "<rect{class} x=\"{x0:.1}\" y=\"{:.1}\" width=\"{w:.1}\" height=\"{:.1}\" rx=\"2\" fill=\"{}\"><title>{}</title></rect>",
                     y + 4.0,
                     ROW_H - 8.0,
-                    kind_colour(&step.kind),
+                    kind_colour(step.kind),
                     esc(&step_tooltip(step))
                 );
             }
@@ -184,15 +184,13 @@ pub(super) fn timeline(members: &[Member], axis: Option<&Axis>) -> String {
     out
 }
 
-pub(super) fn step_tooltip(step: &Step) -> String {
+pub(super) fn step_tooltip(step: &Step<'_>) -> String {
     let duration = match (step.started_ms, step.ended_ms) {
         (Some(a), Some(b)) => format!("{:.1} s", b.saturating_sub(a) as f64 / 1000.0),
         _ => "unfinished".into(),
     };
     let mut text = format!("{}: {} ({}), {duration}", step.member, step.name, step.kind);
-    if !step.outcome.is_empty() {
-        let _ = write!(text, ", {}", step.outcome);
-    }
+    let _ = write!(text, ", {}", step.outcome);
     if let Some(code) = step.exit_code {
         let _ = write!(text, ", exit {code}");
     }

@@ -2,66 +2,63 @@
 //! SVG, no script, no external asset), so it can be mailed, attached to a ticket or opened
 //! from disk years later.
 //!
-//! The input is the output of `ebb report --json`:
-//! `{"run":{...},"members":[{"name","state","steps":[...]}],"in_service":[...],"traffic":...}`.
-//! Every field may be missing; what is missing is left out of the page, never a panic.
-//!
 //! The page shows, on one shared time axis: a timeline with one row per member coloured by
-//! step kind, the pool's in-service count, and (for the demo) the client request rate and
-//! errors; then a table of every step.
+//! step kind, the pool's in-service count, and (with `ebb demo`'s [`Traffic`] attached)
+//! the client request rate and errors; then a table of every step.
 
 mod charts;
-mod text;
+mod escape;
 
 use std::fmt::Write as _;
 
-use serde_json::Value;
+use crate::{InService, RunReport, RunSummary};
+use ebb_engine::journal::{ActionKind, MemberState, Outcome};
 
 use charts::{in_service_chart, kind_colour, legend, timeline, traffic_chart, Axis};
-use text::{array, esc, text, u, utc};
+use escape::{esc, utc};
 
-/// One step, with its fields read defensively.
+/// One step as the page draws it: with its member's name, its times on the axis.
 #[derive(Debug, Clone)]
-pub(super) struct Step {
-    pub(super) member: String,
-    pub(super) name: String,
-    pub(super) kind: String,
+pub(super) struct Step<'a> {
+    pub(super) member: &'a str,
+    pub(super) name: &'a str,
+    pub(super) kind: &'a ActionKind,
     pub(super) started_ms: Option<u64>,
     pub(super) ended_ms: Option<u64>,
-    pub(super) outcome: String,
-    pub(super) exit_code: Option<i64>,
-    pub(super) detail: String,
+    pub(super) outcome: &'a Outcome,
+    pub(super) exit_code: Option<i32>,
+    pub(super) detail: &'a str,
 }
 
 /// One member row.
 #[derive(Debug, Clone)]
-pub(super) struct Member {
-    pub(super) name: String,
-    pub(super) state: String,
-    pub(super) steps: Vec<Step>,
+pub(super) struct Member<'a> {
+    pub(super) name: &'a str,
+    pub(super) state: MemberState,
+    pub(super) steps: Vec<Step<'a>>,
 }
 
-/// Renders the report.
-pub fn render(report: &Value) -> String {
-    let run = report.get("run").cloned().unwrap_or(Value::Null);
-    let members = read_members(report);
+/// A unix time in ms as a point on the axis (a time before 1970 is not one).
+fn at(ms: i64) -> Option<u64> {
+    u64::try_from(ms).ok()
+}
+
+/// Renders the report as one HTML page.
+pub fn render(report: &RunReport) -> String {
+    let run = &report.run;
+    let members = members(report);
     // The demo's watcher polls the balancer every 50 ms; when its series is there it is the
     // finer one, otherwise the engine's own samples are drawn.
-    let series = |v: &Value| -> Vec<(u64, u64, u64)> {
-        array(v, "in_service")
-            .iter()
-            .filter_map(|s| {
-                Some((
-                    u(s, "t_ms")?,
-                    u(s, "in_service")?,
-                    u(s, "total").unwrap_or(0),
-                ))
-            })
-            .collect()
+    let series = |s: &[InService]| -> Vec<(u64, u64, u64)> {
+        s.iter().map(|s| (s.t_ms, s.in_service, s.total)).collect()
     };
-    let watched = report.get("traffic").map(series).unwrap_or_default();
+    let watched = report
+        .traffic
+        .as_ref()
+        .map(|t| series(&t.in_service))
+        .unwrap_or_default();
     let (in_service, in_service_source) = if watched.is_empty() {
-        (series(report), "as recorded by ebb")
+        (series(&report.in_service), "as recorded by ebb")
     } else {
         (
             watched,
@@ -69,29 +66,17 @@ pub fn render(report: &Value) -> String {
         )
     };
     let traffic: Vec<(u64, u64, u64)> = report
-        .get("traffic")
-        .and_then(|t| t.get("samples"))
-        .and_then(Value::as_array)
-        .map(|samples| {
-            samples
-                .iter()
-                .filter_map(|s| {
-                    Some((
-                        u(s, "t_ms")?,
-                        u(s, "requests").unwrap_or(0),
-                        u(s, "errors").unwrap_or(0),
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+        .traffic
+        .iter()
+        .flat_map(|t| &t.samples)
+        .map(|s| (s.t_ms, s.requests, s.errors))
+        .collect();
 
-    let axis = Axis::new(&run, &members, &in_service, &traffic);
-    let pool = text(&run, "pool");
-    let title = if pool.is_empty() {
+    let axis = Axis::new(run, &members, &in_service, &traffic);
+    let title = if run.pool.is_empty() {
         "ebb run report".to_string()
     } else {
-        format!("ebb run report — {pool}")
+        format!("ebb run report — {}", run.pool)
     };
 
     let mut html = String::with_capacity(32 * 1024);
@@ -101,7 +86,7 @@ pub fn render(report: &Value) -> String {
     html.push_str(STYLE);
     html.push_str("</head><body>\n");
     let _ = writeln!(html, "<h1>{}</h1>", esc(&title));
-    html.push_str(&header(&run, &members, &in_service, &traffic));
+    html.push_str(&header(run, &members, &in_service, &traffic));
     if axis.is_some() || !members.is_empty() {
         html.push_str("<h2>Timeline</h2>\n");
         html.push_str(&legend(&members));
@@ -138,44 +123,38 @@ th{background:#f9fafb;font-weight:600}td.num{text-align:right;font-variant-numer
 </style>
 "#;
 
-pub(super) fn read_members(report: &Value) -> Vec<Member> {
-    array(report, "members")
+fn members(report: &RunReport) -> Vec<Member<'_>> {
+    report
+        .members
         .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let name = match text(m, "name") {
-                n if n.is_empty() => format!("member {}", i + 1),
-                n => n,
-            };
-            let steps = array(m, "steps")
+        .map(|m| Member {
+            name: &m.name,
+            state: m.state,
+            steps: m
+                .steps
                 .iter()
                 .map(|s| Step {
-                    member: name.clone(),
-                    name: text(s, "name"),
-                    kind: text(s, "kind"),
-                    started_ms: u(s, "started_ms"),
-                    ended_ms: u(s, "ended_ms"),
-                    outcome: text(s, "outcome"),
-                    exit_code: s.get("exit_code").and_then(Value::as_i64),
-                    detail: text(s, "detail"),
+                    member: &m.name,
+                    name: &s.name,
+                    kind: &s.kind,
+                    started_ms: at(s.started_ms),
+                    ended_ms: s.ended_ms.and_then(at),
+                    outcome: &s.outcome,
+                    exit_code: s.exit_code,
+                    detail: &s.detail,
                 })
-                .collect();
-            Member {
-                name,
-                state: text(m, "state"),
-                steps,
-            }
+                .collect(),
         })
         .collect()
 }
 
 fn header(
-    run: &Value,
+    run: &RunSummary,
     members: &[Member],
     in_service: &[(u64, u64, u64)],
     traffic: &[(u64, u64, u64)],
 ) -> String {
-    let state = text(run, "state");
+    let state = run.state.as_str();
     let mut out = String::from("<div class=\"facts\">\n");
     let mut fact = |label: &str, value: String| {
         let _ = writeln!(
@@ -187,32 +166,28 @@ fn header(
     if !state.is_empty() {
         fact(
             "state",
-            format!("<span class=\"state {0}\">{0}</span>", esc(&state)),
+            format!("<span class=\"state {0}\">{0}</span>", esc(state)),
         );
     }
-    let id = match run.get("id") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
-        _ => String::new(),
-    };
-    if !id.is_empty() {
-        fact("run", esc(&id));
-    }
-    if let Some(start) = u(run, "started_ms") {
+    fact("run", run.id.to_string());
+    if let Some(start) = at(run.started_ms) {
         fact("started", esc(&utc(start)));
-        if let Some(end) = u(run, "ended_ms") {
+        if let Some(end) = run.ended_ms.and_then(at) {
             fact(
                 "duration",
                 format!("{:.1} s", end.saturating_sub(start) as f64 / 1000.0),
             );
         }
     }
-    let done = members.iter().filter(|m| m.state == "done").count();
+    let done = members
+        .iter()
+        .filter(|m| m.state == MemberState::Done)
+        .count();
     fact("members done", format!("{done} / {}", members.len()));
     let failed_steps = members
         .iter()
         .flat_map(|m| &m.steps)
-        .filter(|s| s.outcome == "failed")
+        .filter(|s| *s.outcome == Outcome::Failed)
         .count();
     fact("failed steps", failed_steps.to_string());
     if let Some(min) = in_service.iter().map(|s| s.1).min() {
@@ -248,19 +223,20 @@ fn steps_table(members: &[Member], start: Option<u64>) -> String {
         let exit = step.exit_code.map(|c| c.to_string()).unwrap_or_default();
         let outcome_class: String = step
             .outcome
+            .as_str()
             .chars()
             .filter(char::is_ascii_alphanumeric)
             .collect();
         let _ = writeln!(
             out,
             "<tr class=\"step-row outcome-{outcome_class}\" data-member=\"{}\"><td>{}</td><td>{}</td><td><i style=\"display:inline-block;width:10px;height:10px;border-radius:2px;background:{}\"></i> {}</td><td class=\"num\">{at}</td><td class=\"num\">{duration}</td><td>{}</td><td class=\"num\">{exit}</td><td class=\"muted\">{}</td></tr>",
-            esc(&step.member),
-            esc(&step.member),
-            esc(&step.name),
-            kind_colour(&step.kind),
-            esc(&step.kind),
-            esc(&step.outcome),
-            esc(&step.detail),
+            esc(step.member),
+            esc(step.member),
+            esc(step.name),
+            kind_colour(step.kind),
+            esc(step.kind.as_str()),
+            esc(step.outcome.as_str()),
+            esc(step.detail),
         );
     }
     if !any {
@@ -273,34 +249,80 @@ fn steps_table(members: &[Member], start: Option<u64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use crate::{MemberReport, StepReport, Traffic, TrafficSample};
+    use ebb_engine::journal::RunState;
 
-    #[test]
-    fn tolerates_missing_everything() {
-        for report in [
-            json!(null),
-            json!({}),
-            json!({"members": [{}], "run": 3, "traffic": null}),
-            json!({"members": [{"steps": [{"kind": 5}]}], "in_service": [{"t_ms": "x"}]}),
-        ] {
-            let html = render(&report);
-            assert!(html.starts_with("<!doctype html>"));
-            assert!(html.ends_with("</html>\n"));
+    fn step(name: &str, kind: ActionKind, t: (i64, i64), outcome: Outcome) -> StepReport {
+        StepReport {
+            detail: String::new(),
+            ended_ms: Some(t.1),
+            exit_code: None,
+            kind,
+            name: name.into(),
+            outcome,
+            output: String::new(),
+            started_ms: t.0,
+        }
+    }
+
+    fn report(members: Vec<MemberReport>) -> RunReport {
+        RunReport {
+            in_service: vec![InService {
+                in_service: 3,
+                t_ms: 1000,
+                total: 4,
+            }],
+            lock_broken: None,
+            members,
+            notifications: vec![],
+            run: RunSummary {
+                ended_ms: Some(9000),
+                id: 1,
+                message: String::new(),
+                pool: "a&b".into(),
+                started_ms: 1000,
+                state: RunState::Done,
+            },
+            traffic: None,
         }
     }
 
     #[test]
+    fn a_run_without_members_or_times_is_still_a_page() {
+        let mut r = report(vec![]);
+        r.in_service.clear();
+        r.run.pool.clear();
+        r.run.started_ms = -1;
+        r.run.ended_ms = None;
+        let html = render(&r);
+        assert!(html.starts_with("<!doctype html>"));
+        assert!(html.ends_with("</html>\n"));
+        assert!(html.contains("no steps recorded"));
+    }
+
+    #[test]
     fn escapes_and_draws_rows() {
-        let report = json!({
-            "run": {"id": "r<1>", "pool": "a&b", "state": "done", "started_ms": 1000, "ended_ms": 9000},
-            "members": [{"name": "<web1>", "state": "done", "steps": [
-                {"name": "drain", "kind": "drain", "started_ms": 1000, "ended_ms": 2000, "outcome": "ok"},
-                {"name": "install", "kind": "step", "started_ms": 2000, "ended_ms": 5000, "outcome": "failed", "exit_code": 3}
-            ]}],
-            "in_service": [{"t_ms": 1000, "in_service": 3, "total": 4}],
-            "traffic": {"samples": [{"t_ms": 1000, "requests": 200, "errors": 1}]}
+        let mut r = report(vec![MemberReport {
+            name: "<web1>".into(),
+            owed_undos: vec![],
+            state: MemberState::Done,
+            steps: vec![
+                step("drain", ActionKind::Drain, (1000, 2000), Outcome::Ok),
+                StepReport {
+                    exit_code: Some(3),
+                    ..step("install", ActionKind::Step, (2000, 5000), Outcome::Failed)
+                },
+            ],
+        }]);
+        r.traffic = Some(Traffic {
+            samples: vec![TrafficSample {
+                errors: 1,
+                requests: 200,
+                t_ms: 1000,
+            }],
+            ..Traffic::default()
         });
-        let html = render(&report);
+        let html = render(&r);
         assert!(html.contains("&lt;web1&gt;"));
         assert!(!html.contains("<web1>"));
         assert!(html.contains("a&amp;b"));
