@@ -14,9 +14,9 @@ use std::time::Duration;
 /// created here), else `[runbook] expected_member_time` alone.
 pub fn expectation(sel: &RunSel, plan: &Plan) -> Expectation {
     let fallback = plan.runbook.expected_member_time;
-    let journal = match crate::commands::open_etcd(sel) {
+    let journal = match crate::locate::open_etcd(sel) {
         Ok(Some(etcd)) => Some(Journal::with_store(Box::new(etcd))),
-        Ok(None) => crate::commands::state_dir(sel)
+        Ok(None) => crate::locate::state_dir(sel)
             .filter(|d| d.join(ebb_engine::journal::JOURNAL_FILE).is_file())
             .and_then(|d| Journal::open(&d).ok()),
         Err(_) => None,
