@@ -1,7 +1,9 @@
 //! Maintenance windows through the binary: a pool whose only window is closed now is
 //! judged by `ebb check` and shown by `ebb plan`; `ebb run` pauses without touching a
 //! member (exit 0), `ebb status` shows the next window, the `paused` notification carries
-//! the reason, and once the window is open `ebb resume` goes on.
+//! the reason, and once the window is open `ebb resume` goes on; Ctrl-C while
+//! `ebb run --wait` waits leaves the run paused, nothing owed; without `time_zone` the
+//! machine's zone is used.
 
 mod support;
 use support::*;
@@ -160,4 +162,54 @@ fn a_window_without_time_zone_is_read_in_the_machines_zone() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn ctrl_c_while_run_wait_waits_for_the_window_leaves_the_run_paused_owing_nothing() {
+    use std::io::BufRead;
+    let members = ["a", "b"];
+    let f = Fixture::new(&members);
+    let opens = hhmm(minute_of_day() + 120);
+    let rb = format!("[runbook]\nexpected_member_time = \"10m\"\n{RUNBOOK}");
+    let pool = f.pool(&window(&opens, "1h"), &members, &rb);
+    let mut child = spawn(&["run", "--wait", "--json"], &pool);
+    // The events as they come, until ebb says it waits for the window.
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let waiting = loop {
+        match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(l) if l.contains("\"event\":\"waiting\"") => break l,
+            Ok(_) => {}
+            Err(e) => panic!("no waiting event: {e}"),
+        }
+    };
+    assert!(
+        waiting.contains("outside the maintenance windows"),
+        "{waiting}"
+    );
+    assert!(waiting.contains(&format!(" {opens} UTC")), "{waiting}");
+    // SAFETY: signalling the ebb this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(std::time::Instant::now() < deadline, "ebb did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(code, Some(130));
+    let st = status(&pool);
+    assert_eq!(st["run"]["state"], "paused", "{st}");
+    for m in members {
+        assert_eq!(member(&st, m)["state"], "pending", "{st}");
+        assert_eq!(member(&st, m)["owed"], serde_json::json!([]), "{st}");
+        assert_eq!(f.lb_state(m), "started");
+        assert_eq!(f.lb_initial(m), "started");
+    }
 }
