@@ -6,9 +6,10 @@
 
 use crate::balancer::haproxy::status::{parse_servers_state, parse_stat, to_member_state};
 use crate::balancer::nlb::parse as nlb;
+use crate::check::logs::{LogSource, LogsSpec};
 use crate::check::{logs, services};
 use ebb_engine::interfaces::HostState;
-use ebb_engine::plan::{LogSource, LogsSpec, Shell};
+use ebb_engine::plan::Shell;
 use std::time::Duration;
 
 /// A pool file, read as `ebb run` (the engine, with every registered driver's and

@@ -1,5 +1,5 @@
 //! ebb's drivers: balancers (`builtin`, `haproxy`, `nlb`, `command`, `nginx`, `caddy`,
-//! `f5`), transports (`local`, `ssh`, `winrm`), verification checks, maintenance kinds
+//! `f5`), transports (`local`, `ssh`, `winrm`), check kinds, maintenance kinds
 //! (`alertmanager`, `webhook`) and the alert gate. Each driver lives in its own
 //! file with its settings and its descriptor; [`registry`] is the one place they are
 //! registered.
@@ -38,7 +38,12 @@ pub fn registry() -> Registry {
         .transport(transport::local::LocalTransport)
         .transport(transport::ssh::SshTransport)
         .transport(transport::winrm::WinrmTransport)
-        .checker(check::StandardChecker)
+        .check(check::command::KIND)
+        .check(check::http::KIND)
+        .check(check::tcp::KIND)
+        .check(check::services::KIND)
+        .check(check::logs::KIND)
+        .check(check::version::KIND)
         .maintenance(maintenance::alertmanager::AlertmanagerKind)
         .maintenance(maintenance::webhook::WebhookKind)
         .alert_gate(maintenance::alertmanager::AlertmanagerGate)

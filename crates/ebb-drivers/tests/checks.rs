@@ -8,10 +8,13 @@ mod support_issue6;
 mod tls;
 use support_issue6::*;
 
+use ebb_drivers::check::http::HttpCheck;
+use ebb_drivers::check::logs::{LogSource, LogsSpec};
 use ebb_drivers::check::{logs, services, version};
-use ebb_engine::interfaces::{CheckContext, Checker};
-use ebb_engine::plan::{CheckKind, LogSource, LogsSpec, Shell};
+use ebb_engine::interfaces::{BuiltChecks, CheckContext, Checker};
+use ebb_engine::plan::Shell;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn fixture(name: &str) -> String {
@@ -248,12 +251,13 @@ async fn a_logs_check_without_an_update_looks_back_and_reads_a_real_file() {
     spec.ignore = strings(&["disk \\d+% full"]);
     let check = ebb_engine::plan::CheckSpec {
         name: "app-log".into(),
-        kind: CheckKind::Logs(spec),
+        kind: "logs".into(),
+        check: Arc::new(spec),
         retries: 0,
         interval: Duration::from_secs(1),
         timeout: Duration::from_secs(10),
     };
-    let checker = ebb_drivers::check::StandardChecker;
+    let checker = BuiltChecks;
     let ok = checker
         .check_in(
             &check,
@@ -266,6 +270,7 @@ async fn a_logs_check_without_an_update_looks_back_and_reads_a_real_file() {
     assert!(ok.contains("1 entry since"), "{ok}");
     let ctx = CheckContext {
         update_began: Some(UNIX_EPOCH),
+        ..Default::default()
     };
     let err = checker
         .check_in(&check, &plan.members[0], t.as_ref(), &ctx)
@@ -353,18 +358,19 @@ async fn https_checks_against_a_self_signed_server() {
     let (port, cert) = https_server(dir.path()).await;
     let plan = plan_with_members("", "");
     let t = ebb_drivers::transport::build(&plan, &plan.members[0]).unwrap();
-    let checker = ebb_drivers::check::StandardChecker;
+    let checker = BuiltChecks;
     let http =
         |insecure: bool, ca: Option<&Path>, regex: Option<&str>| ebb_engine::plan::CheckSpec {
             name: "https".into(),
-            kind: CheckKind::Http {
+            kind: "http".into(),
+            check: Arc::new(HttpCheck {
                 url: format!("https://127.0.0.1:{port}/health"),
                 expect_status: 200,
                 expect_body: Some("healthy".into()),
                 expect_body_regex: regex.map(String::from),
                 insecure_tls: insecure,
                 ca_file: ca.map(Path::to_path_buf),
-            },
+            }),
             retries: 0,
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(5),

@@ -8,12 +8,13 @@ mod support;
 
 use async_trait::async_trait;
 use ebb_drivers::balancer::nlb::{Nlb, NlbSettings};
+use ebb_drivers::check::command::CommandCheck;
 use ebb_engine::events::{Event, EventSink};
 use ebb_engine::interfaces::{
     Balancer, CheckContext, Checker, DriverResult, Maintenance, Transport,
 };
 use ebb_engine::journal::Journal;
-use ebb_engine::plan::{CheckKind, CheckSpec, GateSpec, MaintenanceSpec, Member};
+use ebb_engine::plan::{CheckSpec, GateSpec, MaintenanceSpec, Member};
 use ebb_engine::run::{run, RunOptions};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -33,8 +34,9 @@ impl Checker for RecordingChecker {
         transport: &dyn Transport,
         _: &CheckContext,
     ) -> Result<String, String> {
-        match &check.kind {
-            CheckKind::Command { command } => {
+        let command = check.check.as_any().downcast_ref::<CommandCheck>();
+        match command.map(|c| &c.command) {
+            Some(command) => {
                 let cmd = ebb_engine::placeholder::render(
                     command,
                     member,

@@ -3,6 +3,7 @@
 use crate::plan::{CheckSpec, GateSpec, MaintenanceSpec, Member};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A member's host state in the balancer, in ebb's words.
@@ -249,19 +250,73 @@ pub trait Transport: Send + Sync {
 }
 
 /// What a check may need to know about the run besides the member.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct CheckContext {
     /// When the member's update began (its first runbook step in this run), for checks
     /// that look at what happened since (`logs`); `None` before any update.
     pub update_began: Option<std::time::SystemTime>,
+    /// When the member last returned to service in this run (the start of its bake);
+    /// `None` while it has not.
+    pub returned: Option<std::time::SystemTime>,
+    /// The balancer in front of the pool, for checks that read its counters.
+    pub balancer: Option<Arc<dyn Balancer>>,
+    /// The members not yet updated in this run (pending), for checks that compare the
+    /// member with them.
+    pub not_updated: Vec<Member>,
+}
+
+impl std::fmt::Debug for CheckContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckContext")
+            .field("update_began", &self.update_began)
+            .field("returned", &self.returned)
+            .field("balancer", &self.balancer.is_some())
+            .field("not_updated", &self.not_updated.len())
+            .finish()
+    }
+}
+
+/// One check of the pool file, built by its kind (a [`crate::registry::CheckKind`]) from
+/// its table: what an attempt does, and what the reader and `ebb check` ask of it.
+#[async_trait]
+pub trait Check: Send + Sync + std::fmt::Debug {
+    /// One attempt on `member` (the engine handles retries and bounds the attempt by
+    /// `timeout`); `Ok` says what passed, `Err` why it failed, with what was seen.
+    async fn run(
+        &self,
+        member: &Member,
+        transport: &dyn Transport,
+        ctx: &CheckContext,
+        timeout: Duration,
+    ) -> Result<String, String>;
+
+    /// Its templates, by key below the check (`http.url`), checked against every member's
+    /// placeholders once all members are known.
+    fn templates(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    /// Why it cannot work with this balancer (a driver that cannot count errors), for
+    /// `ebb check`; `None` when it can.
+    async fn preflight(
+        &self,
+        balancer: &dyn Balancer,
+        balancer_driver: &str,
+        members: &[Member],
+    ) -> Option<String> {
+        let _ = (balancer, balancer_driver, members);
+        None
+    }
+
+    /// Itself, for code that looks for one kind (`ebb check`'s version table).
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// Runs verification checks against a member.
 #[async_trait]
 pub trait Checker: Send + Sync {
-    /// One attempt of `check` on `member` (the engine handles retries), with what the run
-    /// knows that a check may need (`ctx`, for `logs`); `Err` says why it failed, with what
-    /// was seen.
+    /// One attempt of `check` on `member` with the run's context (the engine handles
+    /// retries); `Err` says why it failed, with what was seen.
     async fn check_in(
         &self,
         check: &CheckSpec,
@@ -269,6 +324,22 @@ pub trait Checker: Send + Sync {
         transport: &dyn Transport,
         ctx: &CheckContext,
     ) -> Result<String, String>;
+}
+
+/// The checker of a real run: each check does what its kind built it to do.
+pub struct BuiltChecks;
+
+#[async_trait]
+impl Checker for BuiltChecks {
+    async fn check_in(
+        &self,
+        check: &CheckSpec,
+        member: &Member,
+        transport: &dyn Transport,
+        ctx: &CheckContext,
+    ) -> Result<String, String> {
+        check.check.run(member, transport, ctx, check.timeout).await
+    }
 }
 
 /// Monitoring maintenance and the pool's alert gate: the systems that page people. The

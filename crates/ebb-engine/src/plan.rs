@@ -344,108 +344,22 @@ pub struct RebootSpec {
     pub poll_interval: Duration,
 }
 
-/// A verification check.
+/// A verification check: the keys every check has, and what its kind built from its own
+/// key (`http = { ... }`), which the engine does not read.
 #[derive(Debug, Clone)]
 pub struct CheckSpec {
     /// Its name.
     pub name: String,
-    /// What it checks.
-    pub kind: CheckKind,
+    /// Its kind: the key that selected it (`http`, `prometheus`, ...).
+    pub kind: String,
+    /// What one attempt does, built by the kind.
+    pub check: std::sync::Arc<dyn crate::interfaces::Check>,
     /// Extra attempts after the first failure.
     pub retries: u32,
     /// Pause between attempts.
     pub interval: Duration,
     /// Bound on one attempt.
     pub timeout: Duration,
-}
-
-/// The kinds of check.
-#[derive(Debug, Clone)]
-pub enum CheckKind {
-    /// A command on the member; passes on exit 0.
-    Command {
-        /// Command template.
-        command: String,
-    },
-    /// An HTTP GET.
-    Http {
-        /// URL template.
-        url: String,
-        /// Expected status.
-        expect_status: u16,
-        /// The body must contain this text.
-        expect_body: Option<String>,
-        /// The body must match this regular expression.
-        expect_body_regex: Option<String>,
-        /// `https://`: accept any certificate (self-signed, wrong name). The connection is
-        /// still encrypted, but not authenticated: prefer `ca_file`.
-        insecure_tls: bool,
-        /// `https://`: also trust the certificates in this PEM file (a self-signed
-        /// certificate, a private CA).
-        ca_file: Option<PathBuf>,
-    },
-    /// A TCP connect.
-    Tcp {
-        /// `host:port` template.
-        address: String,
-    },
-    /// Service states on the member (systemd for `sh` members, Windows services for
-    /// PowerShell members). Names may contain `*`.
-    Services {
-        /// Must be running.
-        running: Vec<String>,
-        /// Must not be running.
-        stopped: Vec<String>,
-    },
-    /// Log entries since the member's update began.
-    Logs(LogsSpec),
-    /// A command printing the member's version, compared with an expected one.
-    Version {
-        /// Command template; the last non-empty line of its output is the version.
-        command: String,
-        /// The version must equal this (a template: `{var.version}`).
-        equals: Option<String>,
-        /// The version must be at least this (compared part by part, numbers as numbers).
-        at_least: Option<String>,
-    },
-}
-
-/// A `logs` check: which entries count, from where.
-#[derive(Debug, Clone)]
-pub struct LogsSpec {
-    /// Where the entries come from.
-    pub source: LogSource,
-    /// Lowest level that counts (journal: syslog names; event log: `critical`, `error`,
-    /// `warning`, `information`).
-    pub level: Option<String>,
-    /// Entries that fail the check (regular expressions; empty: every entry that counts).
-    pub fail_on: Vec<String>,
-    /// Entries that never fail it (regular expressions).
-    pub ignore: Vec<String>,
-    /// Each must match some entry since the update began (e.g. "completed successfully").
-    pub expect: Vec<String>,
-    /// Without an update start (pool checks before the run), how far back to look.
-    pub lookback: Duration,
-}
-
-/// Where a `logs` check reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LogSource {
-    /// `journalctl` on the member, optionally one unit.
-    Journal {
-        /// `-u UNIT`.
-        unit: Option<String>,
-    },
-    /// A text file on the member whose lines start with a timestamp.
-    File {
-        /// Path template.
-        path: String,
-    },
-    /// A Windows event log (`Get-WinEvent`).
-    EventLog {
-        /// `System`, `Application`, `Setup`, ...
-        log: String,
-    },
 }
 
 /// A wave of members rolled together.
@@ -542,6 +456,15 @@ pub fn index_by_lb_name(members: &[Member]) -> std::collections::HashMap<String,
 }
 
 impl Plan {
+    /// Every check of the plan: pool checks, drain gates, verification.
+    pub fn checks(&self) -> impl Iterator<Item = &CheckSpec> {
+        self.pool
+            .checks
+            .iter()
+            .chain(&self.runbook.drain.until)
+            .chain(&self.runbook.verify)
+    }
+
     /// Index of a member by name.
     pub fn member_index(&self, name: &str) -> Option<usize> {
         self.members.iter().position(|m| m.name == name)

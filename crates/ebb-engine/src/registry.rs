@@ -1,7 +1,8 @@
 //! The plug-ins a run can use, handed to the engine by whoever builds it (the `ebb` binary
 //! registers the drivers of `ebb-drivers`; a test registers fakes). The engine names no
-//! balancer driver, transport or maintenance kind: it reads `driver = "..."`,
-//! `transport = "..."` and a step's `NAME = { ... }`, looks the name up here, hands the
+//! balancer driver, transport, check kind or maintenance kind: it reads `driver = "..."`,
+//! `transport = "..."`, which kind's key a check has and a step's `NAME = { ... }`, looks
+//! the name up here, hands the
 //! plug-in its section (opaque to the engine) to validate, and later asks it to build.
 //!
 //! A plug-in is a descriptor: a name, the keys it accepts (with kinds and one-line
@@ -9,7 +10,7 @@
 //! and `build`.
 
 use crate::interfaces::{
-    AlertGate, Balancer, Checker, DriverError, DriverResult, Maintenance, MaintenanceStep,
+    AlertGate, Balancer, BuiltChecks, Check, Checker, DriverError, DriverResult, Maintenance, MaintenanceStep,
     Transport,
 };
 use crate::member::Drivers;
@@ -86,12 +87,45 @@ pub trait MaintenanceKind: Send + Sync {
     ) -> Result<Arc<dyn MaintenanceStep>, ConfigErrors>;
 }
 
+/// A check kind: the key that selects it in a check table (`[[runbook.verify]]`,
+/// `[[pool.check]]`, drain gates) and what that key holds.
+pub trait CheckKind: Send + Sync {
+    /// The key that selects it (`http`, `prometheus`).
+    fn name(&self) -> &'static str;
+
+    /// What the key holds: [`Kind::String`] (`tcp = "host:port"`) or [`Kind::Table`].
+    fn value(&self) -> Kind;
+
+    /// One line saying what it checks (for the schema and the docs).
+    fn description(&self) -> &'static str;
+
+    /// How it is written, for "a check needs exactly one of" (`tcp = "host:port"`).
+    fn example(&self) -> &'static str;
+
+    /// The keys of its table (none when its value is a string).
+    fn keys(&self) -> Vec<Key>;
+
+    /// Checks its value, found at `key` (`runbook.verify[0].http`), recording every
+    /// problem in `cx` with its line.
+    fn validate(&self, cx: &mut Context, key: &str, value: &toml::Value);
+
+    /// Builds the check from a value that `validate` accepted. `cx` knows the pool file
+    /// (relative paths are relative to it) and its lines.
+    fn build(
+        &self,
+        cx: &Context,
+        key: &str,
+        value: &toml::Value,
+    ) -> Result<Arc<dyn Check>, ConfigErrors>;
+}
+
 /// The plug-ins available to a run. Registration order is the order names are listed in
 /// messages; the first transport registered is the default one.
 #[derive(Clone, Default)]
 pub struct Registry {
     balancers: Vec<Arc<dyn BalancerDriver>>,
     transports: Vec<Arc<dyn TransportKind>>,
+    checks: Vec<Arc<dyn CheckKind>>,
     checker: Option<Arc<dyn Checker>>,
     maintenance: Vec<Arc<dyn MaintenanceKind>>,
     gate: Option<Arc<dyn AlertGate>>,
@@ -117,7 +151,15 @@ impl Registry {
         self
     }
 
-    /// Sets what runs verification checks.
+    /// Registers a check kind (replacing one of the same name).
+    pub fn check(mut self, kind: impl CheckKind + 'static) -> Self {
+        self.checks.retain(|k| k.name() != kind.name());
+        self.checks.push(Arc::new(kind));
+        self
+    }
+
+    /// Sets what runs checks instead of the checks themselves (a test's scripted
+    /// checker); without one, each check runs as its kind built it.
     pub fn checker(mut self, checker: impl Checker + 'static) -> Self {
         self.checker = Some(Arc::new(checker));
         self
@@ -162,6 +204,16 @@ impl Registry {
         kinds
             .map(|k| Key::new(k.name(), Kind::Table, k.description()))
             .collect()
+    }
+
+    /// The check kind called `name`.
+    pub fn find_check(&self, name: &str) -> Option<&Arc<dyn CheckKind>> {
+        self.checks.iter().find(|k| k.name() == name)
+    }
+
+    /// Every check kind, in registration order.
+    pub fn checks(&self) -> &[Arc<dyn CheckKind>] {
+        &self.checks
     }
 
     /// Every balancer driver, in registration order.
@@ -234,14 +286,15 @@ impl Registry {
             }
         };
         let maintenance = self.build_maintenance(plan, &mut errors);
-        if self.checker.is_none() {
-            errors.push(plan_error(plan, "", "no checker is registered"));
-        }
-        match (balancer, &self.checker) {
-            (Some(balancer), Some(checker)) if errors.is_empty() => Ok(Drivers {
+        let checker = self
+            .checker
+            .clone()
+            .unwrap_or_else(|| Arc::new(BuiltChecks) as Arc<dyn Checker>);
+        match balancer {
+            Some(balancer) if errors.is_empty() => Ok(Drivers {
                 balancer,
                 transports,
-                checker: checker.clone(),
+                checker,
                 maintenance,
             }),
             _ => Err(ConfigErrors(errors)),
@@ -413,8 +466,50 @@ pub(crate) mod tests {
         }
     }
 
+    /// A check kind `probe = { port = N }` whose check never runs.
+    struct Probe;
+
+    impl CheckKind for Probe {
+        fn name(&self) -> &'static str {
+            "probe"
+        }
+        fn value(&self) -> Kind {
+            Kind::Table
+        }
+        fn description(&self) -> &'static str {
+            "a test probe"
+        }
+        fn example(&self) -> &'static str {
+            "probe = { port = N }"
+        }
+        fn keys(&self) -> Vec<Key> {
+            vec![Key::required("port", Kind::Integer, "the port")]
+        }
+        fn validate(&self, cx: &mut Context, key: &str, value: &toml::Value) {
+            let Some(t) = value.as_table() else {
+                cx.err(key, "expected a table");
+                return;
+            };
+            let keys = self.keys();
+            let mut s = Section::new(t, key, &keys);
+            if !s.has("port") {
+                s.missing(cx, "missing key \"port\"");
+            }
+            s.int_in(cx, "port", 1..=65535, 1);
+            s.finish(cx);
+        }
+        fn build(
+            &self,
+            _: &Context,
+            _: &str,
+            _: &toml::Value,
+        ) -> Result<Arc<dyn Check>, ConfigErrors> {
+            Ok(Arc::new(crate::testing::ScriptedCheck))
+        }
+    }
+
     /// Drivers `builtin` and `command`, transports `local` and `ssh`, maintenance kinds
-    /// `webhook` and `pager`, all inert.
+    /// `webhook` and `pager`, all inert; check kind `probe`.
     pub(crate) fn inert() -> Registry {
         Registry::new()
             .balancer(Inert("builtin"))
@@ -423,6 +518,7 @@ pub(crate) mod tests {
             .transport(Inert("ssh"))
             .maintenance(Inert("webhook"))
             .maintenance(Inert("pager"))
+            .check(Probe)
     }
 
     fn errors(text: &str) -> Vec<String> {
@@ -490,6 +586,36 @@ pub(crate) mod tests {
                 "p.toml:9: runbook.step[0]: missing key \"run\": the command to run on the member (or webhook = { ... } / pager = { ... })",
                 "p.toml:11: runbook.step[0].alertmanager: unknown key (known keys here: idempotent, name, only_group, pager, reboot, reboot_required_exit_codes, retries, retry_interval, run, timeout, undo, webhook, when)",
             ]
+        );
+    }
+
+    #[test]
+    fn check_kinds_come_from_the_registry_and_validate_their_own_keys() {
+        let base = POOL
+            .replace("DRIVER", "command")
+            .replace("TRANSPORT", "local");
+        let good = format!("{base}[[runbook.verify]]\nname = \"p\"\nprobe = {{ port = 80 }}\n");
+        assert_eq!(errors(&good), Vec::<String>::new());
+        let wrong = format!(
+            "{base}[[runbook.verify]]\nname = \"p\"\nprobe = {{ port = 0, colour = 1 }}\n[[runbook.verify]]\nname = \"q\"\nhttp = {{ url = \"x\" }}\n"
+        );
+        let got = errors(&wrong);
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(
+            got[0].starts_with("p.toml:11: runbook.verify[0].probe.port:"),
+            "{got:?}"
+        );
+        assert!(
+            got[1].starts_with("p.toml:11: runbook.verify[0].probe.colour: unknown key"),
+            "{got:?}"
+        );
+        assert_eq!(
+            got[2],
+            "p.toml:12: runbook.verify[1]: a check needs exactly one of: probe = { port = N }"
+        );
+        assert!(
+            got[3].starts_with("p.toml:14: runbook.verify[1].http: unknown key"),
+            "{got:?}"
         );
     }
 }

@@ -729,6 +729,23 @@ fn plan_cmd(path: &Path, json_out: bool) -> i32 {
     0
 }
 
+/// What the plan's checks cannot do with this balancer (a `balancer` check behind a
+/// driver that cannot count errors), one problem per check.
+async fn check_problems(plan: &Plan, drivers: &Drivers) -> Vec<String> {
+    let mut problems = Vec::new();
+    for c in plan.checks() {
+        let driver = &plan.balancer.driver;
+        if let Some(p) = c
+            .check
+            .preflight(drivers.balancer.as_ref(), driver, &plan.members)
+            .await
+        {
+            problems.push(format!("check \"{}\" ({}): {p}", c.name, c.kind));
+        }
+    }
+    problems
+}
+
 async fn check(path: &Path, json_out: bool, no_members: bool) -> i32 {
     let loaded = match ebb_engine::config::load(path, &ebb_drivers::registry()) {
         Ok(plan) => ebb_drivers::build(&plan)
@@ -780,6 +797,7 @@ async fn check(path: &Path, json_out: bool, no_members: bool) -> i32 {
         &plan,
         &crate::windows::expectation(&sel, &plan),
     ));
+    problems.extend(check_problems(&plan, &drivers).await);
     // Members reached over ssh: one connection each (host key, login, boot identity).
     let reached = if no_members {
         Vec::new()

@@ -1,7 +1,7 @@
 //! `ebb schema`: a JSON Schema (draft-07) of the pool file, generated from the key
 //! declarations the reader itself checks against: the engine's sections
 //! (`ebb_engine::config::keys::SECTIONS`) and the keys each registered balancer driver,
-//! transport and maintenance kind declares. Nothing here is written by hand, so the schema cannot drift from
+//! transport, check kind and maintenance kind declares. Nothing here is written by hand, so the schema cannot drift from
 //! what `ebb check` accepts. Draft-07 because that is what editors' TOML support (Taplo,
 //! Even Better TOML) reads best.
 
@@ -57,6 +57,13 @@ impl Gen<'_> {
         {
             return Some(kind.keys());
         }
+        // The table of a check kind (`runbook.verify[].http`): the kind's keys.
+        if let Some((list, kind)) = path.rsplit_once('.') {
+            if ebb_engine::config::keys::CHECK_LISTS.contains(&list) {
+                let kind = self.registry.find_check(kind)?;
+                return (kind.value() == Kind::Table).then(|| kind.keys());
+            }
+        }
         let mut keys = self
             .sections
             .iter()
@@ -65,6 +72,12 @@ impl Gen<'_> {
         // A step may name any registered maintenance kind.
         if path == "runbook.step[]" {
             keys.extend(self.registry.maintenance_keys());
+        }
+        // A check takes the key of every check kind.
+        if ebb_engine::config::keys::CHECK_LISTS.contains(&path) {
+            for c in self.registry.checks() {
+                keys.push(Key::new(c.name(), c.value(), c.description()));
+            }
         }
         // Members (and their defaults) take the settings of every transport.
         if path == "member[]" || path == "defaults" {

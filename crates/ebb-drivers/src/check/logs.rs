@@ -4,13 +4,60 @@
 //! (`journalctl --since @EPOCH -p LEVEL`), the Windows event log
 //! (`Get-WinEvent -FilterHashtable`) and a text file whose lines start with a timestamp.
 
-use ebb_engine::config::EVENT_LEVELS;
-use ebb_engine::interfaces::{CheckContext, Transport};
+use async_trait::async_trait;
+use ebb_config::{Context, Key, Kind};
+use ebb_engine::config::valid_regex;
+use ebb_engine::interfaces::{Check, CheckContext, Transport};
 use ebb_engine::placeholder::{ps_quote, render, sh_quote, Quote};
-use ebb_engine::plan::{LogSource, LogsSpec, Member, Shell};
+use ebb_engine::plan::{Member, Shell};
 use regex::Regex;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A `logs` check: which entries count, from where.
+#[derive(Debug, Clone)]
+pub struct LogsSpec {
+    /// Where the entries come from.
+    pub source: LogSource,
+    /// Lowest level that counts (journal: syslog names; event log: `critical`, `error`,
+    /// `warning`, `information`).
+    pub level: Option<String>,
+    /// Entries that fail the check (regular expressions; empty: every entry that counts).
+    pub fail_on: Vec<String>,
+    /// Entries that never fail it (regular expressions).
+    pub ignore: Vec<String>,
+    /// Each must match some entry since the update began (e.g. "completed successfully").
+    pub expect: Vec<String>,
+    /// Without an update start (pool checks before the run), how far back to look.
+    pub lookback: Duration,
+}
+
+/// Where a `logs` check reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogSource {
+    /// `journalctl` on the member, optionally one unit.
+    Journal {
+        /// `-u UNIT`.
+        unit: Option<String>,
+    },
+    /// A text file on the member whose lines start with a timestamp.
+    File {
+        /// Path template.
+        path: String,
+    },
+    /// A Windows event log (`Get-WinEvent`).
+    EventLog {
+        /// `System`, `Application`, `Setup`, ...
+        log: String,
+    },
+}
+
+/// Syslog levels `journalctl -p` knows, most severe first.
+pub const JOURNAL_LEVELS: &[&str] = &[
+    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+];
+/// Windows event levels, most severe first (`Level` 1..=4).
+pub const EVENT_LEVELS: &[&str] = &["critical", "error", "warning", "information"];
 
 /// Lines read from the end of a log file.
 pub const FILE_TAIL_LINES: usize = 20_000;
@@ -249,4 +296,174 @@ pub async fn check(
         _ => parse_entries(&lines),
     };
     judge(spec, &entries, &since_text)
+}
+
+/// `logs = { source = "..." }`.
+pub const KIND: super::Descriptor<LogsSpec> = super::Descriptor {
+    name: "logs",
+    value: Kind::Table,
+    description: "log entries since the member's update began",
+    example: "logs = { source = \"...\" }",
+    keys: KEYS,
+    read,
+};
+
+const KEYS: &[Key] = &[
+    Key::required(
+        "source",
+        Kind::OneOf(&["journal", "file", "eventlog"]),
+        "where the entries come from",
+    ),
+    Key::new("unit", Kind::String, "journal: only this unit"),
+    Key::new("path", Kind::String, "file: the log file on the member"),
+    Key::new(
+        "log",
+        Kind::String,
+        "eventlog: the log (default \"System\")",
+    ),
+    Key::new("level", Kind::String, "lowest level that counts"),
+    Key::new(
+        "fail_on",
+        Kind::Strings,
+        "entries that fail the check (regular expressions)",
+    ),
+    Key::new(
+        "ignore",
+        Kind::Strings,
+        "entries that never fail it (regular expressions)",
+    ),
+    Key::new(
+        "expect",
+        Kind::Strings,
+        "each must match some entry (regular expressions)",
+    ),
+    Key::new(
+        "lookback",
+        Kind::Duration,
+        "without an update start, how far back to look (default \"1h\")",
+    ),
+];
+
+fn read(cx: &mut Context, key: &str, value: &toml::Value) -> Option<LogsSpec> {
+    let key = key.to_string();
+    let mut lt = super::table(cx, &key, value, KEYS)?;
+    let source = lt.req_str(
+        cx,
+        "source",
+        "where to read: \"journal\", \"file\" or \"eventlog\"",
+    );
+    let unit = lt.str(cx, "unit");
+    let path = lt.str(cx, "path");
+    let log = lt.str(cx, "log");
+    let level = lt.str(cx, "level");
+    let fail_on = lt.strings(cx, "fail_on").unwrap_or_default();
+    let ignore = lt.strings(cx, "ignore").unwrap_or_default();
+    let expect = lt.strings(cx, "expect").unwrap_or_default();
+    let lookback = lt.duration(cx, "lookback", Duration::from_secs(3600));
+    lt.finish(cx);
+    for (k, list) in [
+        ("fail_on", &fail_on),
+        ("ignore", &ignore),
+        ("expect", &expect),
+    ] {
+        for r in list {
+            valid_regex(cx, &format!("{key}.{k}"), r);
+        }
+    }
+    let misplaced = |cx: &mut Context, k: &str, v: bool, src: &str| {
+        if v {
+            cx.err(
+                &format!("{key}.{k}"),
+                format!("not used with source = \"{src}\""),
+            );
+        }
+    };
+    let source = match source.as_deref()? {
+        "journal" => {
+            misplaced(cx, "path", path.is_some(), "journal");
+            misplaced(cx, "log", log.is_some(), "journal");
+            if let Some(l) = &level {
+                if !JOURNAL_LEVELS.contains(&l.as_str()) {
+                    cx.err(
+                        &format!("{key}.level"),
+                        format!(
+                            "expected one of {}, found \"{l}\"",
+                            JOURNAL_LEVELS.join(", ")
+                        ),
+                    );
+                }
+            }
+            LogSource::Journal { unit }
+        }
+        "file" => {
+            misplaced(cx, "unit", unit.is_some(), "file");
+            misplaced(cx, "log", log.is_some(), "file");
+            misplaced(cx, "level", level.is_some(), "file");
+            if fail_on.is_empty() && expect.is_empty() {
+                cx.err(
+                    &key,
+                    "a file has no levels: give fail_on = [\"ERROR\", ...] and/or expect = [...]",
+                );
+            }
+            match path {
+                Some(path) => LogSource::File { path },
+                None => {
+                    cx.err(&key, "missing key \"path\": the log file on the member");
+                    return None;
+                }
+            }
+        }
+        "eventlog" => {
+            misplaced(cx, "unit", unit.is_some(), "eventlog");
+            misplaced(cx, "path", path.is_some(), "eventlog");
+            if let Some(l) = &level {
+                if !EVENT_LEVELS.contains(&l.as_str()) {
+                    cx.err(
+                        &format!("{key}.level"),
+                        format!("expected one of {}, found \"{l}\"", EVENT_LEVELS.join(", ")),
+                    );
+                }
+            }
+            LogSource::EventLog {
+                log: log.unwrap_or_else(|| "System".into()),
+            }
+        }
+        other => {
+            cx.err(
+                &format!("{key}.source"),
+                format!("expected one of \"journal\", \"file\", \"eventlog\", found \"{other}\""),
+            );
+            return None;
+        }
+    };
+    Some(LogsSpec {
+        source,
+        level,
+        fail_on,
+        ignore,
+        expect,
+        lookback,
+    })
+}
+
+#[async_trait]
+impl Check for LogsSpec {
+    async fn run(
+        &self,
+        member: &Member,
+        transport: &dyn Transport,
+        ctx: &CheckContext,
+        timeout: Duration,
+    ) -> Result<String, String> {
+        check(member, transport, self, ctx, timeout).await
+    }
+    fn templates(&self) -> Vec<(String, String)> {
+        match &self.source {
+            LogSource::File { path } => vec![("logs.path".into(), path.clone())],
+            _ => vec![],
+        }
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }

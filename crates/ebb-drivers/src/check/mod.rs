@@ -1,112 +1,131 @@
-//! Verification checks: `command` (exit 0 on the member), `http` (status, body contains or
-//! matches; `https://` with TLS), `tcp` (connect), `services` (systemd or Windows service
-//! states), `logs` (entries since the update began) and `version`. One attempt each; the
-//! engine does retries. The commands the member-side checks run, and the parsing of what
-//! they print, live in one file per kind so they can be tested on recorded outputs.
+//! Check kinds: one file each, with its settings, its descriptor (a [`Descriptor`]: the
+//! key that selects it, its keys, and the reader behind `validate` and `build`) and the
+//! check it builds; they are registered in [`crate::registry`], one line each. `command`
+//! (exit 0 on the member), `http` (status, body contains or matches; `https://` with TLS),
+//! `tcp` (connect), `services` (systemd or Windows service states), `logs` (entries since
+//! the update began) and `version`. One attempt each; the engine does retries. The commands
+//! the member-side checks run, and the parsing of what they print, are kept apart so they
+//! can be tested on recorded outputs.
 
+pub mod command;
+pub mod http;
 pub mod logs;
 pub mod services;
+pub mod tcp;
 pub mod version;
 
-use async_trait::async_trait;
-use ebb_engine::interfaces::{CheckContext, Checker, Transport};
-use ebb_engine::placeholder::{render, Quote};
-use ebb_engine::plan::{CheckKind, CheckSpec, Member};
+use ebb_config::{ConfigError, ConfigErrors, Context, Key, Kind, Section};
+use ebb_engine::interfaces::{Check, Transport};
+use ebb_engine::registry::CheckKind;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-/// The checks every ebb has.
-pub struct StandardChecker;
+/// Reads a check kind's value (found at the key given) into its check, recording every
+/// problem in the context with its line.
+pub type Reader<T> = fn(&mut Context, &str, &toml::Value) -> Option<T>;
 
-#[async_trait]
-impl Checker for StandardChecker {
-    async fn check_in(
+/// A check kind's descriptor: its name, how it is written, its keys, and the one function
+/// that reads its value into its check (`validate` reads and keeps the problems, `build`
+/// reads a value `validate` accepted and keeps the check).
+pub struct Descriptor<T> {
+    /// The key that selects it (`http`).
+    pub name: &'static str,
+    /// What that key holds: `Kind::String` or `Kind::Table`.
+    pub value: Kind,
+    /// One line saying what it checks.
+    pub description: &'static str,
+    /// How it is written (`tcp = "host:port"`).
+    pub example: &'static str,
+    /// The keys of its table (none for a string).
+    pub keys: &'static [Key],
+    /// Reads its value.
+    pub read: Reader<T>,
+}
+
+impl<T: Check + 'static> CheckKind for Descriptor<T> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn value(&self) -> Kind {
+        self.value
+    }
+    fn description(&self) -> &'static str {
+        self.description
+    }
+    fn example(&self) -> &'static str {
+        self.example
+    }
+    fn keys(&self) -> Vec<Key> {
+        self.keys.to_vec()
+    }
+    fn validate(&self, cx: &mut Context, key: &str, value: &toml::Value) {
+        (self.read)(cx, key, value);
+    }
+    fn build(
         &self,
-        check: &CheckSpec,
-        member: &Member,
-        transport: &dyn Transport,
-        ctx: &CheckContext,
-    ) -> Result<String, String> {
-        let none = BTreeMap::new();
-        match &check.kind {
-            CheckKind::Command { command } => {
-                let cmd = render(command, member, Quote::from(member.shell), &none);
-                let out = transport
-                    .run(&cmd, &BTreeMap::new(), check.timeout, None)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                match out.exit_code {
-                    Some(0) => Ok("exit 0".into()),
-                    Some(c) => Err(format!("`{cmd}` exited with {c}: {}", last_line(&out.tail))),
-                    None => Err(format!("`{cmd}` did not finish (timed out or killed)")),
-                }
-            }
-            CheckKind::Http {
-                url,
-                expect_status,
-                expect_body,
-                expect_body_regex,
-                insecure_tls,
-                ca_file,
-            } => {
-                let url = render(url, member, Quote::None, &none);
-                let tls = crate::tls::TlsOptions {
-                    insecure: *insecure_tls,
-                    ca_file: ca_file.clone(),
-                };
-                let resp =
-                    crate::http::request_tls("GET", &url, None, &[], check.timeout, &tls).await?;
-                if resp.status != *expect_status {
-                    return Err(format!(
-                        "GET {url} answered {} (expected {expect_status}): {}",
-                        resp.status,
-                        last_line(&resp.body)
-                    ));
-                }
-                if let Some(want) = expect_body {
-                    if !resp.body.contains(want.as_str()) {
-                        return Err(format!(
-                            "GET {url}: the body does not contain \"{want}\"; it was: {}",
-                            last_line(&resp.body)
-                        ));
-                    }
-                }
-                if let Some(re) = expect_body_regex {
-                    let r = regex::Regex::new(re).map_err(|e| e.to_string())?;
-                    if !r.is_match(&resp.body) {
-                        return Err(format!(
-                            "GET {url}: the body does not match /{re}/; it was: {}",
-                            last_line(&resp.body)
-                        ));
-                    }
-                }
-                Ok(format!("GET {url} → {}", resp.status))
-            }
-            CheckKind::Tcp { address } => {
-                let addr = render(address, member, Quote::None, &none);
-                tokio::net::TcpStream::connect(&addr)
-                    .await
-                    .map(|_| format!("connected to {addr}"))
-                    .map_err(|e| format!("cannot connect to {addr}: {e}"))
-            }
-            CheckKind::Services { running, stopped } => {
-                services::check(member, transport, running, stopped, check.timeout).await
-            }
-            CheckKind::Logs(spec) => logs::check(member, transport, spec, ctx, check.timeout).await,
-            CheckKind::Version {
-                command,
-                equals,
-                at_least,
-            } => version::check(
-                member,
-                transport,
-                command,
-                equals.as_deref(),
-                at_least.as_deref(),
-                check.timeout,
-            )
-            .await
-            .map(|v| v.summary())
-            .and_then(|v| v),
+        cx: &Context,
+        key: &str,
+        value: &toml::Value,
+    ) -> Result<Arc<dyn Check>, ConfigErrors> {
+        let mut own = Context::new(cx.file(), cx.lines().clone());
+        match (self.read)(&mut own, key, value) {
+            Some(check) if own.is_ok() => Ok(Arc::new(check)),
+            _ if !own.is_ok() => Err(own.into_errors()),
+            _ => Err(ConfigErrors(vec![ConfigError {
+                file: cx.file().to_string(),
+                line: cx.lines().line(key),
+                key: key.to_string(),
+                message: format!("the {} check cannot be built", self.name),
+            }])),
+        }
+    }
+}
+
+/// The table of a table-valued kind (`http = { ... }`), read against `keys`.
+pub(crate) fn table<'a>(
+    cx: &mut Context,
+    key: &str,
+    value: &'a toml::Value,
+    keys: &[Key],
+) -> Option<Section<'a>> {
+    match value.as_table() {
+        Some(t) => Some(Section::new(t, key, keys)),
+        None => {
+            cx.err(
+                key,
+                format!(
+                    "expected a table ({} = {{ ... }}), found {}",
+                    key.rsplit('.').next().unwrap_or(key),
+                    ebb_config::type_name(value)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// The string of a string-valued kind (`tcp = "host:port"`), not blank.
+pub(crate) fn string(
+    cx: &mut Context,
+    key: &str,
+    value: &toml::Value,
+    what: &str,
+) -> Option<String> {
+    match value.as_str() {
+        Some(s) if !s.trim().is_empty() => Some(s.to_string()),
+        Some(_) => {
+            cx.err(key, format!("must not be empty: {what}"));
+            None
+        }
+        None => {
+            cx.err(
+                key,
+                format!(
+                    "expected a string ({what}), found {}",
+                    ebb_config::type_name(value)
+                ),
+            );
+            None
         }
     }
 }

@@ -3,7 +3,9 @@
 //! beside its state, so `*` patterns can be reported unit by unit), Windows services for
 //! PowerShell members (`Get-Service`).
 
-use ebb_engine::interfaces::Transport;
+use async_trait::async_trait;
+use ebb_config::{Context, Key, Kind};
+use ebb_engine::interfaces::{Check, CheckContext, Transport};
 use ebb_engine::placeholder::{ps_quote, sh_quote};
 use ebb_engine::plan::{Member, Shell};
 use std::time::Duration;
@@ -169,5 +171,75 @@ pub async fn check(
         ))
     } else {
         Err(format!("services in the wrong state: {}", wrong.join("; ")))
+    }
+}
+
+/// Which services must run and which must not.
+#[derive(Debug, Clone)]
+pub struct ServicesCheck {
+    /// Must be running.
+    pub running: Vec<String>,
+    /// Must not be running.
+    pub stopped: Vec<String>,
+}
+
+/// `services = { running = [...], stopped = [...] }`.
+pub const KIND: super::Descriptor<ServicesCheck> = super::Descriptor {
+    name: "services",
+    value: Kind::Table,
+    description: "service states on the member",
+    example: "services = { running = [...] }",
+    keys: KEYS,
+    read,
+};
+
+const KEYS: &[Key] = &[
+    Key::new(
+        "running",
+        Kind::Strings,
+        "services that must be running (* allowed)",
+    ),
+    Key::new(
+        "stopped",
+        Kind::Strings,
+        "services that must not be running (* allowed)",
+    ),
+];
+
+fn read(cx: &mut Context, key: &str, value: &toml::Value) -> Option<ServicesCheck> {
+    let mut st = super::table(cx, key, value, KEYS)?;
+    let running = st.strings(cx, "running").unwrap_or_default();
+    let stopped = st.strings(cx, "stopped").unwrap_or_default();
+    st.finish(cx);
+    if running.is_empty() && stopped.is_empty() {
+        cx.err(
+            key,
+            "name at least one service in running = [...] or stopped = [...]",
+        );
+    }
+    for n in running.iter().chain(&stopped) {
+        if n.trim().is_empty() || n.contains(['\'', '"', '\n']) {
+            cx.err(
+                key,
+                format!("\"{n}\" is not a service name (letters, digits, -_.@ and *)"),
+            );
+        }
+    }
+    Some(ServicesCheck { running, stopped })
+}
+
+#[async_trait]
+impl Check for ServicesCheck {
+    async fn run(
+        &self,
+        member: &Member,
+        transport: &dyn Transport,
+        _: &CheckContext,
+        timeout: Duration,
+    ) -> Result<String, String> {
+        check(member, transport, &self.running, &self.stopped, timeout).await
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }

@@ -2,9 +2,11 @@
 //! least, an expected one. The same reading feeds the pool-wide version table of
 //! `ebb check` and of the end of a run.
 
-use ebb_engine::interfaces::Transport;
+use async_trait::async_trait;
+use ebb_config::{Context, Key, Kind};
+use ebb_engine::interfaces::{Check, CheckContext, Transport};
 use ebb_engine::placeholder::{render, Quote};
-use ebb_engine::plan::{CheckKind, Member, Plan};
+use ebb_engine::plan::{Member, Plan};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -135,18 +137,15 @@ pub async fn table(plan: &Plan, transports: &[std::sync::Arc<dyn Transport>]) ->
         .verify
         .iter()
         .chain(&plan.pool.checks)
-        .filter(|c| matches!(c.kind, CheckKind::Version { .. }))
+        .filter_map(|c| Some((c, c.check.as_any().downcast_ref::<VersionCheck>()?)))
         .collect();
     let mut rows = Vec::new();
-    for c in checks {
-        let CheckKind::Version {
+    for (c, v) in checks {
+        let VersionCheck {
             command,
             equals,
             at_least,
-        } = &c.kind
-        else {
-            continue;
-        };
+        } = v;
         let futs = plan
             .members
             .iter()
@@ -254,4 +253,93 @@ pub fn behind(rows: &[VersionRow]) -> Vec<String> {
         .collect();
     out.dedup();
     out
+}
+
+/// A command printing the member's version, compared with an expected one.
+#[derive(Debug, Clone)]
+pub struct VersionCheck {
+    /// Command template; the last non-empty line of its output is the version.
+    pub command: String,
+    /// The version must equal this (a template: `{var.version}`).
+    pub equals: Option<String>,
+    /// The version must be at least this (compared part by part, numbers as numbers).
+    pub at_least: Option<String>,
+}
+
+/// `version = { command = "...", equals = "..." }`.
+pub const KIND: super::Descriptor<VersionCheck> = super::Descriptor {
+    name: "version",
+    value: Kind::Table,
+    description: "the version a command prints",
+    example: "version = { command = \"...\", equals = \"...\" }",
+    keys: KEYS,
+    read,
+};
+
+const KEYS: &[Key] = &[
+    Key::required("command", Kind::String, "the command printing the version"),
+    Key::new("equals", Kind::String, "the version must equal this"),
+    Key::new(
+        "at_least",
+        Kind::String,
+        "the version must be at least this",
+    ),
+];
+
+fn read(cx: &mut Context, key: &str, value: &toml::Value) -> Option<VersionCheck> {
+    let mut vt = super::table(cx, key, value, KEYS)?;
+    let command = vt.req_str(
+        cx,
+        "command",
+        "the command printing the version, e.g. command = \"myapp --version\"",
+    );
+    let equals = vt.str(cx, "equals");
+    let at_least = vt.str(cx, "at_least");
+    vt.finish(cx);
+    if equals.is_some() == at_least.is_some() {
+        cx.err(
+            key,
+            "give exactly one of equals = \"1.2.3\" or at_least = \"1.2\"",
+        );
+    }
+    Some(VersionCheck {
+        command: command?,
+        equals,
+        at_least,
+    })
+}
+
+#[async_trait]
+impl Check for VersionCheck {
+    async fn run(
+        &self,
+        member: &Member,
+        transport: &dyn Transport,
+        _: &CheckContext,
+        timeout: Duration,
+    ) -> Result<String, String> {
+        check(
+            member,
+            transport,
+            &self.command,
+            self.equals.as_deref(),
+            self.at_least.as_deref(),
+            timeout,
+        )
+        .await
+        .and_then(|v| v.summary())
+    }
+    fn templates(&self) -> Vec<(String, String)> {
+        let mut v = vec![("version.command".into(), self.command.clone())];
+        if let Some(e) = &self.equals {
+            v.push(("version.equals".into(), e.clone()));
+        }
+        if let Some(a) = &self.at_least {
+            v.push(("version.at_least".into(), a.clone()));
+        }
+        v
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
 }

@@ -373,7 +373,8 @@ pub const REBOOT: &[Key] = &[
     ),
 ];
 
-/// `[[runbook.verify]]` and `[[pool.check]]`.
+/// The keys every check table has (`[[runbook.verify]]`, `[[pool.check]]`, drain gates);
+/// the key of its kind belongs to the kind (`Registry::check`).
 pub const CHECK: &[Key] = &[
     Key::required("name", Kind::String, "the check's name"),
     Key::new(
@@ -391,109 +392,11 @@ pub const CHECK: &[Key] = &[
         Kind::Duration,
         "bound on one attempt (default \"30s\")",
     ),
-    Key::new(
-        "command",
-        Kind::String,
-        "a command on the member; passes on exit 0",
-    ),
-    Key::new("tcp", Kind::String, "host:port to connect to"),
-    Key::new("http", Kind::Table, "an HTTP GET"),
-    Key::new("services", Kind::Table, "service states on the member"),
-    Key::new(
-        "logs",
-        Kind::Table,
-        "log entries since the member's update began",
-    ),
-    Key::new("version", Kind::Table, "the version a command prints"),
 ];
 
-/// `http = { ... }` in a check.
-pub const HTTP_CHECK: &[Key] = &[
-    Key::required("url", Kind::String, "the URL to GET"),
-    Key::new(
-        "expect_status",
-        Kind::Integer,
-        "the status expected (default 200)",
-    ),
-    Key::new("expect_body", Kind::String, "text the body must contain"),
-    Key::new(
-        "expect_body_regex",
-        Kind::String,
-        "a regular expression the body must match",
-    ),
-    Key::new(
-        "insecure_tls",
-        Kind::Bool,
-        "https: accept any certificate (default false)",
-    ),
-    Key::new(
-        "ca_file",
-        Kind::String,
-        "https: also trust the certificates in this PEM file",
-    ),
-];
-
-/// `services = { ... }` in a check.
-pub const SERVICES_CHECK: &[Key] = &[
-    Key::new(
-        "running",
-        Kind::Strings,
-        "services that must be running (* allowed)",
-    ),
-    Key::new(
-        "stopped",
-        Kind::Strings,
-        "services that must not be running (* allowed)",
-    ),
-];
-
-/// `logs = { ... }` in a check.
-pub const LOGS_CHECK: &[Key] = &[
-    Key::required(
-        "source",
-        Kind::OneOf(&["journal", "file", "eventlog"]),
-        "where the entries come from",
-    ),
-    Key::new("unit", Kind::String, "journal: only this unit"),
-    Key::new("path", Kind::String, "file: the log file on the member"),
-    Key::new(
-        "log",
-        Kind::String,
-        "eventlog: the log (default \"System\")",
-    ),
-    Key::new("level", Kind::String, "lowest level that counts"),
-    Key::new(
-        "fail_on",
-        Kind::Strings,
-        "entries that fail the check (regular expressions)",
-    ),
-    Key::new(
-        "ignore",
-        Kind::Strings,
-        "entries that never fail it (regular expressions)",
-    ),
-    Key::new(
-        "expect",
-        Kind::Strings,
-        "each must match some entry (regular expressions)",
-    ),
-    Key::new(
-        "lookback",
-        Kind::Duration,
-        "without an update start, how far back to look (default \"1h\")",
-    ),
-];
-
-/// `version = { ... }` in a check.
-pub const VERSION_CHECK: &[Key] = &[
-    Key::required("command", Kind::String, "the command printing the version"),
-    Key::new("equals", Kind::String, "the version must equal this"),
-    Key::new(
-        "at_least",
-        Kind::String,
-        "the version must be at least this",
-    ),
-];
+/// The arrays of check tables, by path: each also takes the key of every registered check
+/// kind (exactly one of them).
+pub const CHECK_LISTS: &[&str] = &["pool.check[]", "runbook.drain.until[]", "runbook.verify[]"];
 
 /// `[[notify]]`.
 pub const NOTIFY: &[Key] = &[
@@ -540,15 +443,7 @@ pub const SECTIONS: &[(&str, &[Key])] = &[
     ("runbook.step[]", STEP),
     ("runbook.reboot", REBOOT),
     ("runbook.drain.until[]", CHECK),
-    ("runbook.drain.until[].http", HTTP_CHECK),
-    ("runbook.drain.until[].services", SERVICES_CHECK),
-    ("runbook.drain.until[].logs", LOGS_CHECK),
-    ("runbook.drain.until[].version", VERSION_CHECK),
     ("runbook.verify[]", CHECK),
-    ("runbook.verify[].http", HTTP_CHECK),
-    ("runbook.verify[].services", SERVICES_CHECK),
-    ("runbook.verify[].logs", LOGS_CHECK),
-    ("runbook.verify[].version", VERSION_CHECK),
     ("wave[]", WAVE),
     ("state", STATE),
 ];

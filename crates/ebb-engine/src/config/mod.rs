@@ -3,8 +3,8 @@
 //!
 //! Each section has its own function, reading through the one section reader
 //! ([`ebb_config::Section`]) against the keys declared in [`keys`]. `[balancer]` and the
-//! transports' member keys are opaque here: the [`Registry`] the caller hands in says
-//! which names exist and validates their keys.
+//! transports' member keys and each check's kind are opaque here: the [`Registry`] the
+//! caller hands in says which names exist and validates their keys.
 
 use crate::plan::*;
 use crate::registry::Registry;
@@ -24,7 +24,7 @@ mod state;
 mod waves;
 mod window;
 
-pub use checks::{EVENT_LEVELS, JOURNAL_LEVELS};
+pub use checks::valid_regex;
 pub use ebb_config::{ConfigError, ConfigErrors};
 
 /// Reads and validates a pool file against the plug-ins of `registry`.
@@ -53,7 +53,7 @@ pub fn parse(text: &str, path: &Path, registry: &Registry) -> Result<Plan, Confi
 
 fn build(cx: &mut Context, root: &toml::Table, path: &Path, registry: &Registry) -> Option<Plan> {
     let mut top = Section::new(root, "", keys::TOP);
-    let pool = pool::pool(cx, &mut top);
+    let pool = pool::pool(cx, &mut top, registry);
     let balancer = balancer(cx, &mut top, registry);
     let defaults = members::defaults(cx, &mut top, registry);
     let members = members::members(cx, &mut top, &defaults, registry);
@@ -125,7 +125,9 @@ fn balancer(cx: &mut Context, top: &mut Section<'_>, registry: &Registry) -> Opt
 }
 
 /// Resolves `p` against the pool file's folder, like every path in the pool file.
-pub(crate) fn relative_to_pool(cx: &Context, p: &str) -> PathBuf {
+/// `p` relative to the pool file's folder (absolute paths stay as they are): every path
+/// in a pool file means the same wherever ebb is started from.
+pub fn relative_to_pool(cx: &Context, p: &str) -> PathBuf {
     let p = PathBuf::from(p);
     match Path::new(cx.file()).parent() {
         Some(dir) if p.is_relative() => dir.join(p),

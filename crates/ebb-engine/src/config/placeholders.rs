@@ -3,7 +3,6 @@
 //! the templates in their own sections (the `command` driver's commands, a maintenance
 //! step's table).
 
-use super::checks::check_templates;
 use super::members::Defaults;
 use crate::placeholder;
 use crate::plan::*;
@@ -36,7 +35,7 @@ pub(super) fn validate(
         ("pool.check", &pool.checks),
     ] {
         for (i, c) in checks.iter().enumerate() {
-            for (k, t) in check_templates(&c.kind) {
+            for (k, t) in c.check.templates() {
                 templates.push((format!("{prefix}[{i}].{k}"), t));
             }
         }

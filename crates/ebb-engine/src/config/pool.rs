@@ -2,10 +2,15 @@
 
 use super::keys;
 use crate::plan::*;
+use crate::registry::Registry;
 use ebb_config::{display_value, Context, Section};
 use std::time::Duration;
 
-pub(super) fn pool(cx: &mut Context, top: &mut Section<'_>) -> Option<PoolSpec> {
+pub(super) fn pool(
+    cx: &mut Context,
+    top: &mut Section<'_>,
+    registry: &Registry,
+) -> Option<PoolSpec> {
     let Some(t) = top.sub(cx, "pool") else {
         if !top.has("pool") {
             cx.err(
@@ -35,7 +40,7 @@ pub(super) fn pool(cx: &mut Context, top: &mut Section<'_>) -> Option<PoolSpec> 
         .tables(cx, "check")
         .into_iter()
         .enumerate()
-        .filter_map(|(i, t)| super::checks::check(cx, t, &format!("pool.check[{i}]")))
+        .filter_map(|(i, t)| super::checks::check(cx, t, &format!("pool.check[{i}]"), registry))
         .collect();
     let gate = pool.sub(cx, "gate").and_then(|t| gate(cx, t));
     let windows = pool

@@ -30,7 +30,7 @@ pub(super) fn runbook(
     let stop_after = rb.opt_duration(cx, "stop_after");
     let expected_member_time = rb.opt_duration(cx, "expected_member_time");
     let drain_t = rb.sub(cx, "drain").unwrap_or(&empty);
-    let drain = drain(cx, drain_t);
+    let drain = drain(cx, drain_t, registry);
     let (steps, paths) = steps(cx, &mut rb, members, registry);
     let reboot = rb.sub(cx, "reboot").and_then(|t| reboot(cx, t));
     if reboot.is_some() {
@@ -40,7 +40,7 @@ pub(super) fn runbook(
         .tables(cx, "verify")
         .into_iter()
         .enumerate()
-        .filter_map(|(i, t)| super::checks::check(cx, t, &format!("runbook.verify[{i}]")))
+        .filter_map(|(i, t)| super::checks::check(cx, t, &format!("runbook.verify[{i}]"), registry))
         .collect();
     rb.finish(cx);
     let runbook = Runbook {
@@ -59,7 +59,7 @@ pub(super) fn runbook(
 }
 
 /// `[runbook.drain]`.
-fn drain(cx: &mut Context, t: &toml::Table) -> DrainSpec {
+fn drain(cx: &mut Context, t: &toml::Table, registry: &Registry) -> DrainSpec {
     let mut dr = Section::new(t, "runbook.drain", keys::DRAIN);
     let drain = DrainSpec {
         mode: dr.choice(
@@ -88,7 +88,9 @@ fn drain(cx: &mut Context, t: &toml::Table) -> DrainSpec {
             .tables(cx, "until")
             .into_iter()
             .enumerate()
-            .filter_map(|(i, t)| super::checks::check(cx, t, &format!("runbook.drain.until[{i}]")))
+            .filter_map(|(i, t)| {
+                super::checks::check(cx, t, &format!("runbook.drain.until[{i}]"), registry)
+            })
             .collect(),
     };
     dr.finish(cx);

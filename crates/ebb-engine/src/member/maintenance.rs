@@ -125,12 +125,43 @@ impl Engine {
 
     /// When member `idx`'s update began in this run: the start of its first runbook step.
     pub(super) fn check_context(&self, idx: usize) -> CheckContext {
-        let update_began = self
+        let at = |ms: i64| std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+        let actions = self
             .journal
             .actions(self.run_id, Some(&self.member(idx).name))
-            .ok()
-            .and_then(|acts| acts.into_iter().find(|a| a.kind == ActionKind::Step))
-            .map(|a| std::time::UNIX_EPOCH + Duration::from_millis(a.started_ms.max(0) as u64));
-        CheckContext { update_began }
+            .unwrap_or_default();
+        let update_began = actions
+            .iter()
+            .find(|a| a.kind == ActionKind::Step)
+            .map(|a| at(a.started_ms));
+        let returned = actions
+            .iter()
+            .rev()
+            .find(|a| a.kind == ActionKind::Return && a.outcome == Some(Outcome::Ok))
+            .and_then(|a| a.ended_ms)
+            .map(at);
+        // Members not yet touched in this run: what an updated member is compared with.
+        let pending: HashSet<String> = self
+            .journal
+            .members(self.run_id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.state == MemberState::Pending)
+            .map(|m| m.name)
+            .collect();
+        let not_updated = self
+            .plan
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(i, m)| *i != idx && pending.contains(&m.name))
+            .map(|(_, m)| m.clone())
+            .collect();
+        CheckContext {
+            update_began,
+            returned,
+            balancer: Some(self.drivers.balancer.clone()),
+            not_updated,
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! Checks and monitoring maintenance that answer as scripted.
 
 use super::{dead, Fate, Recorder};
-use crate::interfaces::{CheckContext, Checker, DriverError, DriverResult, Maintenance, Transport};
+use crate::interfaces::{
+    Check, CheckContext, Checker, DriverError, DriverResult, Maintenance, Transport,
+};
 use crate::plan::{CheckSpec, GateSpec, MaintenanceSpec, Member};
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -57,6 +59,27 @@ impl FakeChecker {
             (check.into(), member.into()),
             (0, replies.into_iter().collect()),
         );
+    }
+}
+
+/// The check a test plan's checks carry; the [`FakeChecker`] answers for it, so it never
+/// runs.
+#[derive(Debug)]
+pub struct ScriptedCheck;
+
+#[async_trait]
+impl Check for ScriptedCheck {
+    async fn run(
+        &self,
+        _: &Member,
+        _: &dyn Transport,
+        _: &CheckContext,
+        _: std::time::Duration,
+    ) -> Result<String, String> {
+        Err("a scripted check runs through the FakeChecker".into())
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 

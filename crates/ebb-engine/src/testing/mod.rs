@@ -31,7 +31,7 @@ mod plan;
 mod transport;
 
 pub use balancer::{BalOp, FakeBalancer};
-pub use checks::{CheckReply, FakeChecker, FakeMaintenance};
+pub use checks::{CheckReply, FakeChecker, FakeMaintenance, ScriptedCheck};
 pub use clock::TestClock;
 pub use harness::{Ended, Harness};
 pub use plan::{check, maintenance_step, step, wave, PlanBuilder, REBOOT_COMMAND};
