@@ -3,7 +3,10 @@
 //! the connection idles out, or its member is stopped.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, AtomicU8,
+    Ordering::{Acquire, Relaxed, Release},
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,6 +124,9 @@ async fn serve_client(
 /// reading the clock on every read keeps the clock off the per-request path.
 const IDLE_TICKS: u32 = 8;
 
+/// Polls of a connection before it gets a waker per direction (`DirWaker`).
+const DIR_WAKERS_AFTER: u32 = 32;
+
 /// How a connection ended.
 enum End {
     Done,
@@ -141,42 +147,57 @@ async fn copy_both_ways(
         traffic: AtomicU64::new(0),
         ended: AtomicU8::new(0),
     };
-    let (mut cr, mut cw) = client.split();
-    let (mut br, mut bw) = backend.split();
-    // No buffer of its own: an idle connection holds no buffer memory (see `poll_pump`).
-    let (mut up, mut down) = (Vec::new(), Vec::new());
-    let (mut up_done, mut down_done) = (false, false);
+    let (cr, cw) = client.split();
+    let (br, bw) = backend.split();
+    // Client to member, member to client.
+    let mut dirs = [
+        Direction::new(cr, bw, &member.bytes_in),
+        Direction::new(br, cw, &member.bytes_out),
+    ];
     let tick = (idle_timeout / IDLE_TICKS).max(Duration::from_millis(1));
     let mut idle = std::pin::pin!(tokio::time::sleep(tick));
     let (mut seen, mut quiet) = (0u64, 0u32);
     let mut cut_wakes = std::pin::pin!(cut.changed());
     // The waker the cut and the idle timer were last polled with.
     let mut registered: Option<Waker> = None;
+    // One waker per direction once the connection has lasted `DIR_WAKERS_AFTER` polls
+    // (see `DirWaker`): a wake-up then polls only the direction whose socket asked for
+    // it. Not before: one request per connection would pay their allocation for nothing.
+    let mut wakers: Option<[(Arc<DirWaker>, Waker); 2]> = None;
+    let mut polls = 0u32;
     let end = poll_fn(|cx| {
-        // Traffic first.
-        if !up_done {
-            match poll_pump(cx, &mut cr, &mut bw, &mut up, &member.bytes_in, &shared) {
-                Poll::Ready(Ok(())) => up_done = true,
-                Poll::Ready(Err(e)) => return Poll::Ready(End::Error(e)),
-                Poll::Pending => {}
+        let fresh = !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+        if fresh {
+            registered = Some(cx.waker().clone());
+        }
+        if polls < DIR_WAKERS_AFTER {
+            polls += 1;
+        } else if fresh || wakers.is_none() {
+            // Made marked woken: both directions are polled now and register them.
+            wakers = Some([DirWaker::new(cx.waker()), DirWaker::new(cx.waker())]);
+        }
+        // Traffic first; each direction that is to be polled, with the waker it registers.
+        let [up_waker, down_waker] = match &wakers {
+            Some([up, down]) => [DirWaker::take(up), DirWaker::take(down)],
+            None => [Some(cx.waker()), Some(cx.waker())],
+        };
+        for (dir, waker) in dirs.iter_mut().zip([up_waker, down_waker]) {
+            if let (false, Some(w)) = (dir.done, waker) {
+                let mut dcx = Context::from_waker(w);
+                match poll_pump(&mut dcx, dir, &shared) {
+                    Poll::Ready(Ok(())) => dir.done = true,
+                    Poll::Ready(Err(e)) => return Poll::Ready(End::Error(e)),
+                    Poll::Pending => {}
+                }
             }
         }
-        if !down_done {
-            match poll_pump(cx, &mut br, &mut cw, &mut down, &member.bytes_out, &shared) {
-                Poll::Ready(Ok(())) => down_done = true,
-                Poll::Ready(Err(e)) => return Poll::Ready(End::Error(e)),
-                Poll::Pending => {}
-            }
-        }
-        if up_done && down_done {
+        if dirs.iter().all(|d| d.done) {
             return Poll::Ready(End::Done);
         }
         // The cut and the idle timer keep this task's waker once polled; after that they
         // are polled again only when they fired (two loads), not on every wake-up for
         // traffic: most of a wake-up's cost was polling them.
-        let fresh = !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
         if fresh {
-            registered = Some(cx.waker().clone());
             // Ready only if it was cut before this first poll (or the member is gone).
             if cut_wakes.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(End::Cut);
@@ -216,6 +237,69 @@ async fn copy_both_ways(
     }
 }
 
+/// The waker one direction of a connection registers with its sockets: it notes that
+/// this direction has something to do, then wakes the connection's task. A wake-up then
+/// polls only the direction(s) woken; polling the other one would only find its socket
+/// not ready and register the waker it already has registered (tokio's readiness lock,
+/// the most expensive part of a poll that comes to nothing).
+struct DirWaker {
+    woken: AtomicBool,
+    task: Waker,
+}
+
+impl DirWaker {
+    /// A direction's waker for `task`, marked woken (so it is polled once to register).
+    fn new(task: &Waker) -> (Arc<DirWaker>, Waker) {
+        let w = Arc::new(DirWaker {
+            woken: AtomicBool::new(true),
+            task: task.clone(),
+        });
+        (w.clone(), Waker::from(w))
+    }
+
+    /// The direction's waker if it was woken since the last call (then it is to be
+    /// polled), clearing the mark first so that a wake-up during the poll is not lost.
+    fn take(pair: &(Arc<DirWaker>, Waker)) -> Option<&Waker> {
+        pair.0.woken.swap(false, Acquire).then_some(&pair.1)
+    }
+}
+
+impl std::task::Wake for DirWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Release);
+        self.task.wake_by_ref();
+    }
+}
+
+/// One direction of a connection.
+struct Direction<'a> {
+    r: ReadHalf<'a>,
+    w: WriteHalf<'a>,
+    /// Bytes read that the other side could not take yet (see `poll_pump`).
+    pending: Vec<u8>,
+    /// The member's byte counter for this direction.
+    counter: &'a AtomicU64,
+    /// End of input seen and passed on.
+    done: bool,
+}
+
+impl<'a> Direction<'a> {
+    fn new(r: ReadHalf<'a>, w: WriteHalf<'a>, counter: &'a AtomicU64) -> Self {
+        // No buffer of its own: an idle connection holds no buffer memory.
+        Direction {
+            r,
+            w,
+            pending: Vec::new(),
+            counter,
+            done: false,
+        }
+    }
+}
+
 /// What both directions of a connection share.
 struct Shared {
     /// Bumped on every read with data either way (for the idle timeout).
@@ -239,12 +323,16 @@ thread_local! {
 /// take now are copied to `pending` (the connection's own, freed when written).
 fn poll_pump(
     cx: &mut Context<'_>,
-    r: &mut ReadHalf<'_>,
-    w: &mut WriteHalf<'_>,
-    pending: &mut Vec<u8>,
-    counter: &AtomicU64,
+    dir: &mut Direction<'_>,
     shared: &Shared,
 ) -> Poll<std::io::Result<()>> {
+    let Direction {
+        r,
+        w,
+        pending,
+        counter,
+        ..
+    } = dir;
     loop {
         if !pending.is_empty() {
             while !pending.is_empty() {

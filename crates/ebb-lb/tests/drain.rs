@@ -184,3 +184,27 @@ async fn every_connection_that_closes_during_a_drain_is_an_event() {
     );
     lb.shutdown().await;
 }
+
+/// A connection that lives for many round trips (past the polls after which each
+/// direction gets its own waker) still carries every byte both ways, with bursts larger
+/// than one read, and its half-close still reaches the member and the member's last words
+/// the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_conversation_flows_both_ways_to_the_half_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Backend::start("a").await;
+    let pool = write_pool(dir.path(), &[("a", a.addr)], "", SLOW_HEALTH);
+    let lb = Lb::start(&pool).await;
+    let mut c = Conn::open(lb.listen).await;
+    for i in 0..300u32 {
+        c.echo(format!("ping {i}\n").as_bytes()).await;
+    }
+    let burst: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
+    c.echo(&burst).await;
+    c.echo(b"last\n").await;
+    c.stream.shutdown().await.unwrap();
+    assert_eq!(read_line(&mut c.stream).await, "EOF");
+    let st = lb.member("a").await;
+    assert!(st.bytes_in >= 60_000, "{st:?}");
+    lb.shutdown().await;
+}
