@@ -158,30 +158,12 @@ async fn demo(args: &DemoArgs, procs: Arc<Processes>) -> anyhow::Result<Summary>
     let layout = Layout::create(args.dir.as_deref())?;
     let exe = std::env::current_exe().context("cannot find the ebb binary to re-run")?;
 
-    let listen = free_address()?;
-    let control = free_address()?;
-    let mut members = Vec::new();
-    for i in 1..=args.members {
-        members.push((format!("web{i}"), free_address()?));
-    }
-    let spec = PoolSpec {
-        listen: listen.clone(),
-        control: control.clone(),
-        members: members.clone(),
-        drain_mode: args.drain_mode,
-        exe: exe.display().to_string(),
-        dir: layout.dir.display().to_string(),
-        new_version: NEW_VERSION.into(),
-    };
-    pool_file::write(&layout.pool, &spec)?;
-    ebb_out::errln!(
-        "ebb demo: {} members behind ebb's balancer at {listen}, {} requests/s and {} long streams, {}\n          dir {}",
-        args.members,
-        args.rate,
-        args.streams,
-        args.drain_mode.as_str(),
-        layout.dir.display()
-    );
+    let PoolSpec {
+        listen,
+        control,
+        members,
+        ..
+    } = write_pool_file(args, &layout, &exe)?;
 
     let supervisor = Supervisor::new(
         SupervisorConfig {
@@ -272,7 +254,7 @@ async fn demo(args: &DemoArgs, procs: Arc<Processes>) -> anyhow::Result<Summary>
     let rollout_state = rollout_view.lock().ok().and_then(|v| v.final_state.clone());
     let mut summary = Summary {
         ok: false,
-        drain_mode: args.drain_mode.as_str().into(),
+        drain_mode: args.drain_mode.clone(),
         requests: t.requests,
         failed: t.failed,
         cut_connections: t.cut,
@@ -292,10 +274,51 @@ async fn demo(args: &DemoArgs, procs: Arc<Processes>) -> anyhow::Result<Summary>
         recent_errors: t.recent_errors.clone(),
     };
     summary.judge(NEW_VERSION);
+    print_summary(args, &summary, &exe, &layout, &listen, &control);
+    Ok(summary)
+}
+
+/// Writes the pool file (members and balancer on free loopback ports) and says what runs.
+fn write_pool_file(args: &DemoArgs, layout: &Layout, exe: &Path) -> anyhow::Result<PoolSpec> {
+    let mut members = Vec::new();
+    for i in 1..=args.members {
+        members.push((format!("web{i}"), free_address()?));
+    }
+    let spec = PoolSpec {
+        listen: free_address()?,
+        control: free_address()?,
+        members,
+        drain_mode: args.drain_mode.clone(),
+        exe: exe.display().to_string(),
+        dir: layout.dir.display().to_string(),
+        new_version: NEW_VERSION.into(),
+    };
+    pool_file::write(&layout.pool, &spec)?;
+    ebb_out::errln!(
+        "ebb demo: {} members behind ebb's balancer at {}, {} requests/s and {} long streams, {}\n          dir {}",
+        args.members,
+        spec.listen,
+        args.rate,
+        args.streams,
+        spec.drain_mode,
+        layout.dir.display()
+    );
+    Ok(spec)
+}
+
+/// Prints the summary (text or `--json`) and, with `--keep`, how to look around.
+fn print_summary(
+    args: &DemoArgs,
+    summary: &Summary,
+    exe: &Path,
+    layout: &Layout,
+    listen: &str,
+    control: &str,
+) {
     if args.json {
         ebb_out::outln!(
             "{}",
-            serde_json::to_string(&summary).unwrap_or_else(|_| "{}".into())
+            serde_json::to_string(summary).unwrap_or_else(|_| "{}".into())
         );
     } else {
         ebb_out::outln!("{}", summary.to_text());
@@ -308,7 +331,6 @@ async fn demo(args: &DemoArgs, procs: Arc<Processes>) -> anyhow::Result<Summary>
             layout.state.display()
         );
     }
-    Ok(summary)
 }
 
 /// Picks a free loopback port (bind :0, read it, close).

@@ -42,25 +42,6 @@ pub mod watch;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// How the balancer takes a member out before its maintenance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum DrainMode {
-    /// No new connections; existing ones finish (NLB "Drainstop").
-    Drainstop,
-    /// Cut every connection now (NLB "Stop").
-    Stop,
-}
-
-impl DrainMode {
-    /// The value used in the pool file and the summary.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DrainMode::Drainstop => "drainstop",
-            DrainMode::Stop => "stop",
-        }
-    }
-}
-
 /// Options of `ebb demo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DemoArgs {
@@ -83,8 +64,8 @@ pub struct DemoArgs {
     #[arg(long, default_value = "3s", value_parser = ebb_config::parse_duration)]
     pub stream_time: Duration,
     /// How the balancer takes each member out: drainstop (no one is cut) or stop (cut now).
-    #[arg(long, value_enum, default_value_t = DrainMode::Drainstop)]
-    pub drain_mode: DrainMode,
+    #[arg(long, default_value = "drainstop", value_parser = ["drainstop", "stop"])]
+    pub drain_mode: String,
     /// Leave the balancer and members running afterwards, until Ctrl-C.
     #[arg(long)]
     pub keep: bool,

@@ -3,8 +3,6 @@
 
 use std::path::Path;
 
-use crate::DrainMode;
-
 /// Everything that varies from one demo to the next.
 #[derive(Debug, Clone)]
 pub struct PoolSpec {
@@ -15,7 +13,7 @@ pub struct PoolSpec {
     /// Members as (name, address).
     pub members: Vec<(String, String)>,
     /// drainstop or stop.
-    pub drain_mode: DrainMode,
+    pub drain_mode: String,
     /// The `ebb` binary the steps run.
     pub exe: String,
     /// The demo's working directory (absolute).
@@ -57,7 +55,7 @@ pub fn render(spec: &PoolSpec) -> String {
     }
     out.push_str(&format!(
         "[runbook.drain]\nmode = {}\ntimeout = \"30s\"\non_timeout = \"stop\"\nhold = true\n\n",
-        q(spec.drain_mode.as_str())
+        q(&spec.drain_mode)
     ));
     out.push_str(
         "[[runbook.step]]\nname = \"maintenance\"\nrun = \"{var.ebb} demo-ctl --dir {var.dir} maintenance-on {member}\"\nundo = \"{var.ebb} demo-ctl --dir {var.dir} maintenance-off {member}\"\n\n",
@@ -104,7 +102,7 @@ mod tests {
                 ("web1".into(), "127.0.0.1:1002".into()),
                 ("web2".into(), "127.0.0.1:1003".into()),
             ],
-            drain_mode: DrainMode::Stop,
+            drain_mode: "stop".into(),
             exe: "/opt/e b/ebb".into(),
             dir: "/tmp/x \"y\"".into(),
             new_version: "1.1".into(),

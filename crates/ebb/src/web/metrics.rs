@@ -1,7 +1,7 @@
 //! `/metrics`: the snapshot in Prometheus' text exposition format (version 0.0.4), named
 //! as Prometheus' conventions say (`ebb_` prefix, base units, `_total` for counters).
 
-use super::view::Snapshot;
+use super::view::{Snapshot, View};
 use std::collections::BTreeMap;
 
 /// Upper bounds (seconds) of the step duration histogram: from a quick command to an
@@ -26,9 +26,17 @@ pub fn render(s: &Snapshot) -> String {
         .or_else(|| v.pool.clone())
         .unwrap_or_default();
     let pool_label = format!("pool=\"{}\"", escape(&pool));
+    run_metrics(&mut out, &pool_label, v);
+    member_metrics(&mut out, &pool_label, v);
+    drain_and_undo_metrics(&mut out, &pool_label, v);
+    step_metrics(&mut out, &pool_label, s);
+    out
+}
 
+/// The latest run's state and start time.
+fn run_metrics(out: &mut String, pool_label: &str, v: &View) {
     family(
-        &mut out,
+        out,
         "ebb_run_state",
         "gauge",
         "State of the latest run of the pool: 1 for its state, 0 for the others.",
@@ -36,7 +44,7 @@ pub fn render(s: &Snapshot) -> String {
     let state = v.run.as_ref().map(|r| r.state.as_str());
     for st in RUN_STATES {
         line(
-            &mut out,
+            out,
             format!(
                 "ebb_run_state{{{pool_label},state=\"{st}\"}} {}",
                 u8::from(state == Some(st))
@@ -45,22 +53,25 @@ pub fn render(s: &Snapshot) -> String {
     }
     if let Some(r) = &v.run {
         family(
-            &mut out,
+            out,
             "ebb_run_start_time_seconds",
             "gauge",
             "When the latest run started, in seconds since the Unix epoch.",
         );
         line(
-            &mut out,
+            out,
             format!(
                 "ebb_run_start_time_seconds{{{pool_label}}} {}",
                 r.started_ms as f64 / 1000.0
             ),
         );
     }
+}
 
+/// Members by state, and in service as the balancer showed them.
+fn member_metrics(out: &mut String, pool_label: &str, v: &View) {
     family(
-        &mut out,
+        out,
         "ebb_members",
         "gauge",
         "Members of the run by state (draining: its drain is in flight).",
@@ -68,39 +79,42 @@ pub fn render(s: &Snapshot) -> String {
     for st in MEMBER_STATES {
         let n = v.members.iter().filter(|m| m.state == *st).count();
         line(
-            &mut out,
+            out,
             format!("ebb_members{{{pool_label},state=\"{st}\"}} {n}"),
         );
     }
 
     if let Some(last) = v.in_service.last() {
         family(
-            &mut out,
+            out,
             "ebb_members_in_service",
             "gauge",
             "Members in service as the balancer last showed them.",
         );
         line(
-            &mut out,
+            out,
             format!("ebb_members_in_service{{{pool_label}}} {}", last.in_service),
         );
     }
+}
 
+/// Drains in flight with their connections, and the undos each member owes.
+fn drain_and_undo_metrics(out: &mut String, pool_label: &str, v: &View) {
     family(
-        &mut out,
+        out,
         "ebb_drains_in_progress",
         "gauge",
         "Members whose drain is in flight.",
     );
     line(
-        &mut out,
+        out,
         format!(
             "ebb_drains_in_progress{{{pool_label}}} {}",
             v.draining().count()
         ),
     );
     family(
-        &mut out,
+        out,
         "ebb_drain_connections",
         "gauge",
         "Connections still open on a draining member, as last seen.",
@@ -108,7 +122,7 @@ pub fn render(s: &Snapshot) -> String {
     for m in v.draining() {
         if let Some(c) = m.connections {
             line(
-                &mut out,
+                out,
                 format!(
                     "ebb_drain_connections{{{pool_label},member=\"{}\"}} {c}",
                     escape(&m.name)
@@ -118,14 +132,14 @@ pub fn render(s: &Snapshot) -> String {
     }
 
     family(
-        &mut out,
+        out,
         "ebb_owed_undos",
         "gauge",
         "Undos a member still owes (run when it returns, or by ebb release).",
     );
     for m in &v.members {
         line(
-            &mut out,
+            out,
             format!(
                 "ebb_owed_undos{{{pool_label},member=\"{}\"}} {}",
                 escape(&m.name),
@@ -133,8 +147,10 @@ pub fn render(s: &Snapshot) -> String {
             ),
         );
     }
+}
 
-    // Per step name: histogram of durations and the failure counter.
+/// Per step name: the histogram of finished steps' durations and the failure counter.
+fn step_metrics(out: &mut String, pool_label: &str, s: &Snapshot) {
     let mut by_step: BTreeMap<&str, (Vec<u64>, f64, u64, u64)> = BTreeMap::new();
     for f in &s.finished {
         let e = by_step
@@ -150,7 +166,7 @@ pub fn render(s: &Snapshot) -> String {
         e.3 += u64::from(f.failed);
     }
     family(
-        &mut out,
+        out,
         "ebb_step_duration_seconds",
         "histogram",
         "How long finished steps of the run took, by step name.",
@@ -159,39 +175,35 @@ pub fn render(s: &Snapshot) -> String {
         let l = format!("{pool_label},step=\"{}\"", escape(step));
         for (le, n) in BUCKETS.iter().zip(buckets) {
             line(
-                &mut out,
+                out,
                 format!("ebb_step_duration_seconds_bucket{{{l},le=\"{le}\"}} {n}"),
             );
         }
         line(
-            &mut out,
+            out,
             format!("ebb_step_duration_seconds_bucket{{{l},le=\"+Inf\"}} {count}"),
         );
+        line(out, format!("ebb_step_duration_seconds_sum{{{l}}} {sum}"));
         line(
-            &mut out,
-            format!("ebb_step_duration_seconds_sum{{{l}}} {sum}"),
-        );
-        line(
-            &mut out,
+            out,
             format!("ebb_step_duration_seconds_count{{{l}}} {count}"),
         );
     }
     family(
-        &mut out,
+        out,
         "ebb_step_failures_total",
         "counter",
         "Steps of the run that failed, by step name.",
     );
     for (step, (_, _, _, failed)) in &by_step {
         line(
-            &mut out,
+            out,
             format!(
                 "ebb_step_failures_total{{{pool_label},step=\"{}\"}} {failed}",
                 escape(step)
             ),
         );
     }
-    out
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
