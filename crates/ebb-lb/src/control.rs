@@ -5,22 +5,19 @@
 //! (Server-Sent Events), `GET /metrics` (Prometheus text), `GET /healthz`. With a token
 //! configured, every path but `/healthz` needs `Authorization: Bearer TOKEN`.
 
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
-use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::auth::{bearer_token, token_matches};
+use crate::http_api::{self, Body};
 use crate::metrics;
 use crate::pool::{Cursor, Pool};
 use crate::proxy::ListenerStats;
@@ -34,8 +31,6 @@ const BODY_LIMIT: usize = 64 * 1024;
 /// How long `stop` waits for the member's connections to be gone before it answers.
 const STOP_SETTLE: Duration = Duration::from_secs(1);
 
-type Body = BoxBody<Bytes, Infallible>;
-
 /// What the control API serves from.
 pub(crate) struct Control {
     pub pool: Arc<Pool>,
@@ -47,49 +42,20 @@ pub(crate) struct Control {
 pub(crate) async fn serve(
     listener: TcpListener,
     ctl: Arc<Control>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, _)) => {
-                    tokio::spawn(connection(stream, ctl.clone(), shutdown.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "control API accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
-async fn connection(
-    stream: tokio::net::TcpStream,
-    ctl: Arc<Control>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let svc = hyper::service::service_fn(move |req| {
+    let handle = move |req| {
         let ctl = ctl.clone();
-        async move { Ok::<_, Infallible>(handle(&ctl, req).await) }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
-        .serve_connection(TokioIo::new(stream), svc);
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "control connection ended with an error");
-            }
-        }
-        _ = shutdown.changed() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
-        }
-    }
+        async move { handle(&ctl, req).await }
+    };
+    http_api::serve(
+        listener,
+        "control API",
+        Duration::from_secs(1),
+        shutdown,
+        handle,
+    )
+    .await;
 }
 
 async fn handle(ctl: &Control, req: Request<Incoming>) -> Response<Body> {
@@ -386,32 +352,12 @@ fn events(ctl: &Control) -> Response<Body> {
             }
         }
     });
-    let mut resp = Response::new(SseBody { rx: body_rx }.boxed());
-    let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    resp
+    http_api::event_stream(body_rx)
 }
 
 fn sse_event(st: &MemberStatus) -> Bytes {
     let json = serde_json::to_string(st).unwrap_or_default();
     Bytes::from(format!("event: member\ndata: {json}\n\n"))
-}
-
-struct SseBody {
-    rx: mpsc::Receiver<Bytes>,
-}
-
-impl hyper::body::Body for SseBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
-    }
 }
 
 fn json<T: serde::Serialize>(status: StatusCode, v: &T) -> Response<Body> {

@@ -29,6 +29,7 @@ mod control;
 #[doc(hidden)]
 pub mod fuzzing;
 mod health;
+pub mod http_api;
 mod metrics;
 pub mod persist;
 mod pool;

@@ -6,12 +6,13 @@ pub mod ssh;
 pub mod winrm;
 
 use ebb_config::ConfigErrors;
-use ebb_engine::interfaces::{OutputSink, Transport};
+use ebb_engine::interfaces::{DriverError, DriverResult, OutputSink, Transport};
 use ebb_engine::plan::{Member, Plan};
 use ebb_engine::registry::plan_error;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// Where a member's transport settings are read from: the pool file's folder (relative
 /// paths such as key files are taken from it) and the member's key in errors
@@ -27,6 +28,48 @@ pub(crate) fn member_settings_origin(plan: &Plan, member: &Member) -> (std::path
         .map(|i| format!("member[{i}]"))
         .unwrap_or_else(|| "member".into());
     (base, at)
+}
+
+/// Whether a command's process still runs on the member, asked through `t` with `script`
+/// (`command_line::remote_alive`), whose last line is `running` or `gone`. `process` names
+/// it in errors (`process 4711`). Shared by the remote transports (ssh, winrm).
+pub(crate) async fn ask_alive(
+    t: &dyn Transport,
+    member: &str,
+    process: &str,
+    script: &str,
+    timeout: Duration,
+) -> DriverResult<bool> {
+    let out = t.run(script, &Default::default(), timeout, None).await?;
+    match out.tail.lines().last().map(str::trim) {
+        Some("running") => Ok(true),
+        Some("gone") => Ok(false),
+        _ => Err(DriverError::new(format!(
+            "member \"{member}\": cannot tell whether {process} still runs ({}): {}",
+            out.ended(),
+            out.tail.trim()
+        ))),
+    }
+}
+
+/// The member's boot identity: what `command` prints, run through `t`. `over` says how it
+/// was asked in errors (`""`, `" over WinRM"`). Shared by the remote transports.
+pub(crate) async fn ask_boot_id(
+    t: &dyn Transport,
+    member: &str,
+    command: &str,
+    over: &str,
+    timeout: Duration,
+) -> DriverResult<String> {
+    let out = t.run(command, &Default::default(), timeout, None).await?;
+    match out.exit_code {
+        Some(0) if !out.tail.trim().is_empty() => Ok(out.tail.trim().to_string()),
+        _ => Err(DriverError::new(format!(
+            "member \"{member}\" did not give its boot identity{over}: `{command}` gave {}: {}",
+            out.ended(),
+            out.tail.trim()
+        ))),
+    }
 }
 
 /// Builds the transport of one member with the standard registry.

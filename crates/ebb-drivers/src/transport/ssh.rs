@@ -639,25 +639,14 @@ impl Transport for Ssh {
 
     async fn still_running(&self, process: &str) -> DriverResult<bool> {
         let p = RemoteProcess::parse(process)?;
-        let out = self
-            .run(
-                &remote_alive(self.shell, p.pid, &p.start, &p.boot),
-                &BTreeMap::new(),
-                self.settings.connect_timeout + Duration::from_secs(20),
-                None,
-            )
-            .await?;
-        match out.tail.lines().last().map(str::trim) {
-            Some("running") => Ok(true),
-            Some("gone") => Ok(false),
-            _ => Err(DriverError::new(format!(
-                "member \"{}\": cannot tell whether process {} still runs ({}): {}",
-                self.member,
-                p.pid,
-                out.ended(),
-                out.tail.trim()
-            ))),
-        }
+        super::ask_alive(
+            self,
+            &self.member,
+            &format!("process {}", p.pid),
+            &remote_alive(self.shell, p.pid, &p.start, &p.boot),
+            self.settings.connect_timeout + Duration::from_secs(20),
+        )
+        .await
     }
 
     async fn stop_process(&self, process: &str) -> DriverResult<()> {
@@ -687,24 +676,14 @@ impl Transport for Ssh {
     }
 
     async fn boot_id(&self) -> DriverResult<String> {
-        let out = self
-            .run(
-                &self.boot_id,
-                &BTreeMap::new(),
-                self.settings.connect_timeout + Duration::from_secs(10),
-                None,
-            )
-            .await?;
-        match out.exit_code {
-            Some(0) if !out.tail.trim().is_empty() => Ok(out.tail.trim().to_string()),
-            _ => Err(DriverError::new(format!(
-                "member \"{}\" did not give its boot identity: `{}` gave {}: {}",
-                self.member,
-                self.boot_id,
-                out.ended(),
-                out.tail.trim()
-            ))),
-        }
+        super::ask_boot_id(
+            self,
+            &self.member,
+            &self.boot_id,
+            "",
+            self.settings.connect_timeout + Duration::from_secs(10),
+        )
+        .await
     }
 }
 

@@ -735,24 +735,14 @@ impl Transport for Winrm {
 
     async fn still_running(&self, process: &str) -> DriverResult<bool> {
         let pid = parse_process(process)?;
-        let out = self
-            .run(
-                &remote_alive(RemoteShell::PowerShell, pid, "-", "-"),
-                &BTreeMap::new(),
-                self.settings.connect_timeout + Duration::from_secs(20),
-                None,
-            )
-            .await?;
-        match out.tail.lines().last().map(str::trim) {
-            Some("running") => Ok(true),
-            Some("gone") => Ok(false),
-            _ => Err(DriverError::new(format!(
-                "member \"{}\": cannot tell whether process {pid} still runs ({}): {}",
-                self.member,
-                out.ended(),
-                out.tail.trim()
-            ))),
-        }
+        super::ask_alive(
+            self,
+            &self.member,
+            &format!("process {pid}"),
+            &remote_alive(RemoteShell::PowerShell, pid, "-", "-"),
+            self.settings.connect_timeout + Duration::from_secs(20),
+        )
+        .await
     }
 
     async fn stop_process(&self, process: &str) -> DriverResult<()> {
@@ -784,24 +774,14 @@ impl Transport for Winrm {
     }
 
     async fn boot_id(&self) -> DriverResult<String> {
-        let out = self
-            .run(
-                &self.boot_id,
-                &BTreeMap::new(),
-                self.settings.connect_timeout + self.settings.operation_timeout,
-                None,
-            )
-            .await?;
-        match out.exit_code {
-            Some(0) if !out.tail.trim().is_empty() => Ok(out.tail.trim().to_string()),
-            _ => Err(DriverError::new(format!(
-                "member \"{}\" did not give its boot identity over WinRM: `{}` gave {}: {}",
-                self.member,
-                self.boot_id,
-                out.ended(),
-                out.tail.trim()
-            ))),
-        }
+        super::ask_boot_id(
+            self,
+            &self.member,
+            &self.boot_id,
+            " over WinRM",
+            self.settings.connect_timeout + self.settings.operation_timeout,
+        )
+        .await
     }
 }
 

@@ -5,19 +5,15 @@ use super::WebOptions;
 use bytes::Bytes;
 use ebb_engine::interfaces::Balancer;
 use ebb_engine::plan::Plan;
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
-use hyper::body::{Frame, Incoming};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, ALLOW, AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE,
     X_CONTENT_TYPE_OPTIONS,
 };
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -30,7 +26,7 @@ const STYLE: &str = include_str!("page.css");
 /// An idle event stream gets a comment this often, so proxies keep it open.
 const KEEPALIVE: Duration = Duration::from_secs(10);
 
-type Body = BoxBody<Bytes, Infallible>;
+use ebb_lb::http_api::Body;
 
 /// A running web view; stops when dropped.
 pub struct WebServer {
@@ -60,7 +56,19 @@ impl WebServer {
             token: opts.token.clone(),
             views: views.clone(),
         });
-        tokio::spawn(accept(listener, shared, shutdown_rx));
+        let handle = move |req| {
+            let answer = handle(&shared, req);
+            async move { answer }
+        };
+        // An event stream never ends by itself: a short grace on shutdown.
+        let grace = Duration::from_millis(200);
+        tokio::spawn(ebb_lb::http_api::serve(
+            listener,
+            "web view",
+            grace,
+            shutdown_rx,
+            handle,
+        ));
         Ok(WebServer {
             addr,
             views,
@@ -94,51 +102,6 @@ impl WebServer {
 impl Drop for WebServer {
     fn drop(&mut self) {
         self.shutdown.send_replace(true);
-    }
-}
-
-async fn accept(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, _)) => {
-                    tokio::spawn(connection(stream, shared.clone(), shutdown.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "web view: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
-async fn connection(
-    stream: tokio::net::TcpStream,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let svc = hyper::service::service_fn(move |req| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, req)) }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
-        .serve_connection(TokioIo::new(stream), svc);
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "web view connection ended with an error");
-            }
-        }
-        _ = shutdown.changed() => {
-            conn.as_mut().graceful_shutdown();
-            // An event stream never ends by itself: bound the wait.
-            let _ = tokio::time::timeout(Duration::from_millis(200), conn).await;
-        }
     }
 }
 
@@ -271,27 +234,7 @@ fn events(mut views: watch::Receiver<Arc<Published>>) -> Response<Body> {
             }
         }
     });
-    let mut resp = Response::new(SseBody { rx }.boxed());
-    let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    resp
-}
-
-struct SseBody {
-    rx: mpsc::Receiver<Bytes>,
-}
-
-impl hyper::body::Body for SseBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx.poll_recv(cx).map(|o| o.map(|b| Ok(Frame::data(b))))
-    }
+    ebb_lb::http_api::event_stream(rx)
 }
 
 fn page(body: &'static str, content_type: &'static str) -> Response<Body> {
