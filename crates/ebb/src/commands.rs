@@ -4,8 +4,10 @@ use crate::locate::{
     load_plan, open_journal, pool_name, print_problems, problems_of, state_dir, EXIT_USAGE,
 };
 use crate::render::Renderer;
+use crate::report::to_json;
+use crate::status::RunStatus;
 use crate::{Command, RunSel};
-use ebb_engine::journal::{default_lock_dir, HostLock, Journal, MemberState, RunRecord};
+use ebb_engine::journal::{default_lock_dir, HostLock, Journal};
 use ebb_engine::member::Drivers;
 use ebb_engine::ops::ops_for;
 use ebb_engine::plan::Plan;
@@ -419,165 +421,6 @@ async fn release(sel: &RunSel, member: &str, json: bool, kill_running: bool) -> 
     }
 }
 
-fn run_json(journal: &Journal, run: &RunRecord) -> serde_json::Value {
-    let members = journal.members(run.id).unwrap_or_default();
-    let holder = journal.lock_holder(&run.pool).ok().flatten();
-    json!({
-        "run": {
-            "id": run.id,
-            "pool": run.pool,
-            "pool_file": run.pool_file,
-            "state": run::effective_state(journal, run).as_str(),
-            "started_ms": run.started_ms,
-            "ended_ms": run.ended_ms,
-            "message": run.message,
-        },
-        "lock": holder.map(|h| json!({"pid": h.pid, "host": h.host, "heartbeat_ms": h.heartbeat_ms, "lease_left_s": h.lease_left_s})),
-        "lock_broken": journal.lock_broken().ok().flatten(),
-        // Returned to service not updated (on_timeout = "skip"): `ebb run --only-skipped`.
-        "skipped": members.iter().filter(|m| m.state == MemberState::Skipped).map(|m| m.name.clone()).collect::<Vec<_>>(),
-        "members": members.iter().map(|m| {
-            let owed = journal.owed(run.id, &m.name).unwrap_or_default();
-            json!({
-                "name": m.name,
-                "state": m.state.as_str(),
-                "step": m.step,
-                "reason": m.reason,
-                "owed_undos": owed.iter().rev().map(|o| o.name.clone()).collect::<Vec<_>>(),
-                "owed": owed.iter().rev().map(|o| json!({"name": o.name, "kind": o.kind, "undo": o.describe()})).collect::<Vec<_>>(),
-            })
-        }).collect::<Vec<_>>(),
-    })
-}
-
-pub(crate) fn print_run_human(v: &serde_json::Value) {
-    let run = &v["run"];
-    if let Some(b) = v["lock_broken"].as_str() {
-        ebb_out::outln!("{b}");
-    }
-    ebb_out::outln!(
-        "run {} of pool {}: {}{}",
-        run["id"],
-        run["pool"].as_str().unwrap_or(""),
-        run["state"].as_str().unwrap_or(""),
-        match run["message"].as_str() {
-            Some(m) if !m.is_empty() => format!(" ({m})"),
-            _ => String::new(),
-        }
-    );
-    if let Some(w) = v["window"].as_object() {
-        match (w["open"].as_bool(), w["next_start"].as_str()) {
-            (Some(true), _) => ebb_out::outln!(
-                "  maintenance window: open now for {}",
-                w["member"].as_str().unwrap_or("")
-            ),
-            (_, Some(t)) => ebb_out::outln!(
-                "  next maintenance window: {t} (for {})",
-                w["member"].as_str().unwrap_or("")
-            ),
-            _ => ebb_out::outln!(
-                "  maintenance window: {}",
-                w["reason"].as_str().unwrap_or("")
-            ),
-        }
-    }
-    if let Some(l) = v["lock"].as_object() {
-        ebb_out::outln!(
-            "  in progress: ebb pid {} on {}",
-            l["pid"],
-            l["host"].as_str().unwrap_or("")
-        );
-    }
-    let skipped: Vec<&str> = v["skipped"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.as_str())
-        .collect();
-    if !skipped.is_empty() {
-        ebb_out::outln!(
-            "  skipped, not updated: {} (`ebb run --only-skipped` does them)",
-            skipped.join(", ")
-        );
-    }
-    ebb_out::outln!(
-        "  {:<16} {:<8} {:<20} owed undos (in the order they will run)",
-        "MEMBER",
-        "STATE",
-        "STEP"
-    );
-    for m in v["members"].as_array().into_iter().flatten() {
-        let owed: Vec<&str> = m["owed"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|o| o["undo"].as_str())
-            .collect();
-        ebb_out::outln!(
-            "  {:<16} {:<8} {:<20} {}",
-            m["name"].as_str().unwrap_or(""),
-            m["state"].as_str().unwrap_or(""),
-            m["step"].as_str().unwrap_or(""),
-            if owed.is_empty() {
-                "-".to_string()
-            } else {
-                owed.join(", ")
-            }
-        );
-        if let Some(r) = m["reason"].as_str().filter(|r| !r.is_empty()) {
-            ebb_out::outln!("  {:<16} why: {r}", "");
-        }
-    }
-    for hint in next_steps(v) {
-        ebb_out::outln!("{hint}");
-    }
-}
-
-/// What the operator can do next with a run in this state, as commands to type.
-fn next_steps(v: &serde_json::Value) -> Vec<String> {
-    let run = &v["run"];
-    let pool = run["pool_file"].as_str().unwrap_or("POOL.toml");
-    let members: Vec<&serde_json::Value> = v["members"].as_array().into_iter().flatten().collect();
-    let out: Vec<&str> = members
-        .iter()
-        .filter(|m| {
-            matches!(m["state"].as_str(), Some("failed" | "out"))
-                || m["owed"].as_array().is_some_and(|o| !o.is_empty())
-        })
-        .filter_map(|m| m["name"].as_str())
-        .collect();
-    let release = |m: &str| {
-        format!(
-            "  ebb release {m} {pool}   verify {m} (fixed by hand), unwind what it owes, return it"
-        )
-    };
-    match run["state"].as_str() {
-        Some("halted") => {
-            let mut h = vec![
-                "next:".to_string(),
-                format!(
-                    "  ebb resume {pool}   fix the cause first; continues where the run stopped"
-                ),
-            ];
-            h.extend(out.iter().map(|m| release(m)));
-            h.push(format!(
-                "  ebb abort {pool}   stop the run; members stay where they are"
-            ));
-            h
-        }
-        Some("paused") if v["window"].is_object() => vec![format!(
-            "next:\n  ebb resume {pool}   goes on inside the window\n  ebb resume --wait {pool}   sleeps until the window, then goes on"
-        )],
-        Some("paused") => vec![format!("next:\n  ebb resume {pool}   starts the next wave")],
-        Some("aborted") if !out.is_empty() => {
-            let mut h = vec!["next (before a new `ebb run`):".to_string()];
-            h.extend(out.iter().map(|m| release(m)));
-            h
-        }
-        _ => Vec::new(),
-    }
-}
-
 fn status(sel: &RunSel, json_out: bool) -> i32 {
     let journal = match open_journal(sel, true) {
         Ok(j) => j,
@@ -586,7 +429,7 @@ fn status(sel: &RunSel, json_out: bool) -> i32 {
     let pool_name = pool_name(sel);
     match journal.latest_run(pool_name.as_deref()) {
         Ok(Some(run)) => {
-            let mut v = run_json(&journal, &run);
+            let mut v = RunStatus::read(&journal, &run);
             // The window the run waits for, judged now by the pool file (given, or the
             // one the run used).
             let file = sel
@@ -594,19 +437,17 @@ fn status(sel: &RunSel, json_out: bool) -> i32 {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(&run.pool_file));
             let plan = ebb_engine::config::load(&file, &ebb_drivers::registry()).ok();
-            if let Some(w) = plan.and_then(|p| crate::windows::next_window(&journal, &run, &p)) {
-                v["window"] = json!(w);
-            }
+            v.window = plan.and_then(|p| crate::windows::next_window(&journal, &run, &p));
             if json_out {
-                ebb_out::outln!("{v}");
+                ebb_out::outln!("{}", to_json(&v));
             } else {
-                print_run_human(&v);
+                ebb_out::out!("{}", v.render());
             }
             0
         }
         Ok(None) => {
             if json_out {
-                ebb_out::outln!("{}", json!({"run": null, "members": []}));
+                ebb_out::outln!("{}", to_json(&ebb_report::NoRun::default()));
             } else {
                 ebb_out::outln!("no run yet in {}", journal.path().display());
             }
@@ -627,11 +468,11 @@ async fn abort(sel: &RunSel, json_out: bool) -> i32 {
     let pool_name = pool_name(sel);
     match run::abort(&journal, pool_name.as_deref()).await {
         Ok(run) => {
-            let v = run_json(&journal, &run);
+            let v = RunStatus::read(&journal, &run);
             if json_out {
-                ebb_out::outln!("{v}");
+                ebb_out::outln!("{}", to_json(&v));
             } else {
-                print_run_human(&v);
+                ebb_out::out!("{}", v.render());
                 ebb_out::outln!("aborted. Members that are out stay out; resolve each with `ebb release MEMBER`.");
             }
             0

@@ -12,6 +12,7 @@ mod render;
 mod report;
 mod schema;
 mod shell;
+mod status;
 mod watch;
 mod web;
 mod windows;

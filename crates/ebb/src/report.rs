@@ -227,6 +227,6 @@ pub fn report(sel: &RunSel, run_id: Option<i64>, json_out: bool, html: Option<&P
 
 /// One line of JSON. The documents are plain structs of strings and numbers, which
 /// serde_json always serializes.
-fn to_json<T: serde::Serialize>(doc: &T) -> String {
+pub(crate) fn to_json<T: serde::Serialize>(doc: &T) -> String {
     serde_json::to_string(doc).unwrap_or_default()
 }

@@ -191,16 +191,18 @@ pub fn problems(plan: &Plan, expectation: &Expectation) -> Vec<String> {
 
 /// The window a paused or running run waits for, for `ebb status`.
 #[derive(Debug, Serialize)]
+///
+/// Fields in alphabetical order: the `ebb status --json` key order.
 pub struct NextWindow {
     /// The next member to start.
     pub member: String,
-    /// Whether it may start now.
-    pub open: bool,
     /// When it can start (in the first window's zone, as shown to people), if some window
     /// is long enough.
     pub next_start: Option<String>,
     /// The same, in Unix milliseconds.
     pub next_start_ms: Option<i64>,
+    /// Whether it may start now.
+    pub open: bool,
     /// Why it cannot start now.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub reason: String,
