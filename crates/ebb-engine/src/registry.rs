@@ -10,8 +10,8 @@
 //! and `build`.
 
 use crate::interfaces::{
-    AlertGate, Balancer, BuiltChecks, Check, Checker, DriverError, DriverResult, Maintenance, MaintenanceStep,
-    Transport,
+    AlertGate, Balancer, BuiltChecks, Check, Checker, DriverError, DriverResult, Maintenance,
+    MaintenanceStep, Transport,
 };
 use crate::member::Drivers;
 use crate::plan::{GateSpec, MaintenanceSpec, Member, Plan};

@@ -2,7 +2,7 @@
 //! time, kind, outcome and duration; a failed step's last output lines below it.
 
 use crate::RunReport;
-use ebb_engine::journal::Outcome;
+use ebb_engine::journal::{Outcome, RunState};
 use std::fmt::Write as _;
 
 /// The report as lines of text, each ending in a newline.
@@ -13,19 +13,22 @@ pub fn render(r: &RunReport) -> String {
     out
 }
 
-fn write_report(out: &mut String, r: &RunReport) -> std::fmt::Result {
-    let run = &r.run;
-    let message = if run.message.is_empty() {
+/// The first line of a run's report or status: `run 4 of pool web: halted (why)`.
+pub fn headline(id: i64, pool: &str, state: RunState, message: &str) -> String {
+    let message = if message.is_empty() {
         String::new()
     } else {
-        format!(" ({})", run.message)
+        format!(" ({message})")
     };
+    format!("run {id} of pool {pool}: {}{message}", state.as_str())
+}
+
+fn write_report(out: &mut String, r: &RunReport) -> std::fmt::Result {
+    let run = &r.run;
     writeln!(
         out,
-        "run {} of pool {}: {}{message}",
-        run.id,
-        run.pool,
-        run.state.as_str()
+        "{}",
+        headline(run.id, &run.pool, run.state, &run.message)
     )?;
     if let Some(b) = &r.lock_broken {
         writeln!(out, "{b}")?;
@@ -86,7 +89,7 @@ fn hms(ms: i64) -> String {
 mod tests {
     use super::*;
     use crate::{MemberReport, RunSummary, StepReport};
-    use ebb_engine::journal::{ActionKind, MemberState, RunState};
+    use ebb_engine::journal::{ActionKind, MemberState};
 
     #[test]
     fn a_failed_step_shows_its_output_and_what_is_owed() {

@@ -156,17 +156,10 @@ impl RunStatus {
         if let Some(b) = &self.lock_broken {
             writeln!(out, "{b}")?;
         }
-        let message = if run.message.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", run.message)
-        };
         writeln!(
             out,
-            "run {} of pool {}: {}{message}",
-            run.id,
-            run.pool,
-            run.state.as_str()
+            "{}",
+            ebb_report::text::headline(run.id, &run.pool, run.state, &run.message)
         )?;
         if let Some(w) = &self.window {
             match (w.open, &w.next_start) {
