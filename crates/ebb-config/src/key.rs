@@ -12,6 +12,8 @@ pub enum Kind {
     Bool,
     /// A whole number, 0 or more.
     Integer,
+    /// A number, whole or not (`2.5`).
+    Number,
     /// A duration string (`"1m30s"`, `"250ms"`, `"1d"`), more than zero.
     Duration,
     /// A duration string where `"0s"` is allowed.

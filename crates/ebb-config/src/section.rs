@@ -160,6 +160,19 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// A number (`2`, `2.5`, `-1`), finite.
+    pub fn number(&mut self, cx: &mut Context, k: &str) -> Option<f64> {
+        match self.get(k)? {
+            toml::Value::Integer(i) => Some(*i as f64),
+            toml::Value::Float(f) if f.is_finite() => Some(*f),
+            other => {
+                let m = format!("expected a number, found {}", display_value(other));
+                self.error(cx, k, m);
+                None
+            }
+        }
+    }
+
     /// A whole number within `range`.
     pub fn int_in(
         &mut self,

@@ -44,6 +44,7 @@ pub fn registry() -> Registry {
         .check(check::services::KIND)
         .check(check::logs::KIND)
         .check(check::version::KIND)
+        .check(check::prometheus::KIND)
         .maintenance(maintenance::alertmanager::AlertmanagerKind)
         .maintenance(maintenance::webhook::WebhookKind)
         .alert_gate(maintenance::alertmanager::AlertmanagerGate)

@@ -129,6 +129,7 @@ impl Gen<'_> {
             Kind::OneOf(options) => json!({"type": "string", "enum": options}),
             Kind::Bool => json!({"type": "boolean"}),
             Kind::Integer => json!({"type": "integer", "minimum": 0}),
+            Kind::Number => json!({"type": "number"}),
             Kind::Duration => json!({
                 "type": "string",
                 "pattern": DURATION,

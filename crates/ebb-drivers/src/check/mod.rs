@@ -3,13 +3,14 @@
 //! check it builds; they are registered in [`crate::registry`], one line each. `command`
 //! (exit 0 on the member), `http` (status, body contains or matches; `https://` with TLS),
 //! `tcp` (connect), `services` (systemd or Windows service states), `logs` (entries since
-//! the update began) and `version`. One attempt each; the engine does retries. The commands
+//! the update began), `version` and `prometheus` (a PromQL query against a bound). One attempt each; the engine does retries. The commands
 //! the member-side checks run, and the parsing of what they print, are kept apart so they
 //! can be tested on recorded outputs.
 
 pub mod command;
 pub mod http;
 pub mod logs;
+pub mod prometheus;
 pub mod services;
 pub mod tcp;
 pub mod version;
