@@ -255,6 +255,70 @@ async fn the_hold_is_bigip_state_and_the_prior_state_is_restored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_forced_offline_before_the_run_is_forced_offline_again() {
+    let s = setup("").await;
+    let cas2 = &s.plan.members[1];
+    // Forced Offline in the GUI: state user-down, session user-disabled.
+    s.big.set("10.0.0.12:443", |m| {
+        m.session = "user-disabled".into();
+        m.state = "user-down".into();
+    });
+    let path = "/mgmt/tm/ltm/pool/~Common~cas_https/members/~Common~10.0.0.12:443";
+    assert_eq!(
+        s.driver.initial_state(cas2).await.unwrap(),
+        Some(HostState::Stopped)
+    );
+    // A whole cycle: hold and drain send nothing (it is out already), start enables it,
+    // the restore puts back exactly the state found.
+    s.big.clear_log();
+    s.driver
+        .set_initial_state(cas2, HostState::Stopped)
+        .await
+        .unwrap();
+    s.driver.drainstop(cas2).await.unwrap();
+    s.driver.start(cas2).await.unwrap();
+    assert_eq!(
+        (
+            s.big.member("10.0.0.12:443").session,
+            s.big.member("10.0.0.12:443").state
+        ),
+        ("monitor-enabled".to_string(), "up".to_string())
+    );
+    s.driver
+        .set_initial_state(cas2, HostState::Stopped)
+        .await
+        .unwrap();
+    let m = s.big.member("10.0.0.12:443");
+    assert_eq!(
+        (m.session.as_str(), m.state.as_str()),
+        ("user-disabled", "user-down"),
+        "Forced Offline again, not merely Disabled"
+    );
+    let patches: Vec<String> = calls(&s.big.log())
+        .into_iter()
+        .filter(|c| c.starts_with("PATCH"))
+        .collect();
+    assert_eq!(
+        patches,
+        vec![
+            format!(r#"PATCH {path} {{"session":"user-enabled","state":"user-up"}}"#),
+            format!(r#"PATCH {path} {{"session":"user-disabled","state":"user-down"}}"#),
+        ]
+    );
+    // Restoring it again changes nothing.
+    s.big.clear_log();
+    s.driver
+        .set_initial_state(cas2, HostState::Stopped)
+        .await
+        .unwrap();
+    assert!(
+        s.big.log().iter().all(|l| l.method == "GET"),
+        "{:?}",
+        s.big.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_token_is_renewed_once() {
     let s = setup("").await;
     let cas2 = &s.plan.members[1];

@@ -19,6 +19,7 @@
 //! | drainstop, hold | `PATCH {"session": "user-disabled"}` (active and persistent connections go on) |
 //! | stop | `PATCH {"state": "user-down", "session": "user-disabled"}`, then `DELETE /mgmt/tm/sys/connection?options=ss-server-addr+A+ss-server-port+P` |
 //! | start | `PATCH {"state": "user-up", "session": "user-enabled"}` |
+//! | restore initial state stopped | the `session` and `state` found first: Forced Offline again, or Disabled |
 //!
 //! Never run against a real BIG-IP: see docs/f5.md.
 
@@ -34,8 +35,9 @@ use ebb_engine::interfaces::{
 use ebb_engine::plan::{Member, Plan};
 use ebb_engine::registry::BalancerDriver;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The keys of `[balancer]` for the f5 driver.
@@ -218,7 +220,13 @@ fn port_of(name: &str) -> Option<(&str, &str)> {
 pub struct F5 {
     settings: F5Settings,
     client: Client,
+    /// Per pool member name, the `(session, state)` the first look found, before ebb
+    /// changed anything: what `set_initial_state(Stopped)` puts back exactly.
+    found: Mutex<HashMap<String, (String, String)>>,
 }
+
+/// `state: user-down`: Forced Offline (the GUI's word), whatever the session says.
+const FORCED_OFFLINE: &str = "user-down";
 
 /// What BIG-IP says of one pool member.
 struct Observed {
@@ -235,6 +243,7 @@ impl F5 {
         F5Settings::from_plan(plan).map(|settings| F5 {
             client: Client::new(settings.connection.clone()),
             settings,
+            found: Mutex::new(HashMap::new()),
         })
     }
 
@@ -378,7 +387,7 @@ impl F5 {
     }
 
     fn to_state(o: &Observed) -> MemberLbState {
-        let out = o.session == "user-disabled" || o.state == "user-down";
+        let out = o.session == "user-disabled" || o.state == FORCED_OFFLINE;
         let conns = o
             .conns
             .map_or_else(String::new, |c| format!(", {c} connection(s)"));
@@ -420,6 +429,15 @@ impl F5 {
     }
 }
 
+/// A session as BIG-IP reported it, in the words a PATCH takes.
+fn user_session(reported: &str) -> &'static str {
+    if reported == "user-disabled" {
+        "user-disabled"
+    } else {
+        "user-enabled"
+    }
+}
+
 /// A name in an iControl REST path: everything but unreserved characters and `:` escaped.
 fn path_segment(s: &str) -> String {
     let mut out = String::new();
@@ -441,7 +459,7 @@ impl Balancer for F5 {
 
     async fn drainstop(&self, member: &Member) -> DriverResult<()> {
         let (name, o) = self.observe(member).await?;
-        if o.session == "user-disabled" || o.state == "user-down" {
+        if o.session == "user-disabled" || o.state == FORCED_OFFLINE {
             // Held (or forced offline) already: nothing new reaches it.
             return Ok(());
         }
@@ -454,7 +472,7 @@ impl Balancer for F5 {
         self.patch(
             member,
             &name,
-            json!({"state": "user-down", "session": "user-disabled"}),
+            json!({"state": FORCED_OFFLINE, "session": "user-disabled"}),
         )
         .await?;
         let port = port_of(&name).map(|(_, p)| p).unwrap_or("0");
@@ -489,9 +507,15 @@ impl Balancer for F5 {
     }
 
     async fn initial_state(&self, member: &Member) -> DriverResult<Option<HostState>> {
-        let (_, o) = self.observe(member).await?;
+        let (name, o) = self.observe(member).await?;
+        // The first look is the state found: kept, so that it is restored exactly.
+        self.found
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name)
+            .or_insert_with(|| (o.session.clone(), o.state.clone()));
         Ok(Some(
-            if o.session == "user-disabled" || o.state == "user-down" {
+            if o.session == "user-disabled" || o.state == FORCED_OFFLINE {
                 HostState::Stopped
             } else {
                 HostState::Started
@@ -503,11 +527,37 @@ impl Balancer for F5 {
         // The member's state is BIG-IP configuration: disabled stays disabled across the
         // member's reboots (and the BIG-IP's), until ebb enables it.
         match state {
-            HostState::Stopped => self.drainstop(member).await,
+            HostState::Stopped => {
+                let name = self.name(member)?;
+                let found = self
+                    .found
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(name)
+                    .filter(|(_, state)| state == FORCED_OFFLINE)
+                    .map(|(session, _)| session.clone());
+                let Some(session) = found else {
+                    return self.drainstop(member).await;
+                };
+                // Forced Offline before the run: exactly that again, not merely Disabled.
+                // (BIG-IP reports `monitor-enabled` for an enabled session; it takes
+                // `user-enabled`.)
+                let session = user_session(&session);
+                let (name, o) = self.observe(member).await?;
+                if o.state == FORCED_OFFLINE && user_session(&o.session) == session {
+                    return Ok(());
+                }
+                self.patch(
+                    member,
+                    &name,
+                    json!({"state": FORCED_OFFLINE, "session": session}),
+                )
+                .await
+            }
             _ => {
                 // After a start (the usual order) there is nothing left to change.
                 let (_, o) = self.observe(member).await?;
-                if o.session == "user-disabled" || o.state == "user-down" {
+                if o.session == "user-disabled" || o.state == FORCED_OFFLINE {
                     self.start(member).await
                 } else {
                     Ok(())
