@@ -197,6 +197,12 @@ impl SqliteJournal {
             message: e.to_string(),
         })
     }
+
+    /// Runs one statement that changes the journal (a failure is recorded, see `e`).
+    fn exec(&self, sql: &str, params: impl rusqlite::Params) -> JResult<()> {
+        self.db().execute(sql, params).map_err(|e| self.e(e))?;
+        Ok(())
+    }
 }
 
 impl Store for SqliteJournal {
@@ -251,24 +257,18 @@ impl Store for SqliteJournal {
 
     /// Renews this process's heartbeat on the lock.
     fn heartbeat(&self, pool: &str) -> JResult<()> {
-        self.db()
-            .execute(
-                "UPDATE lock SET heartbeat_ms = ?1 WHERE pool = ?2 AND pid = ?3",
-                params![now_ms(), pool, std::process::id()],
-            )
-            .map_err(|e| self.e(e))?;
-        Ok(())
+        self.exec(
+            "UPDATE lock SET heartbeat_ms = ?1 WHERE pool = ?2 AND pid = ?3",
+            params![now_ms(), pool, std::process::id()],
+        )
     }
 
     /// Releases the lock if this process holds it.
     fn unlock(&self, pool: &str) -> JResult<()> {
-        self.db()
-            .execute(
-                "DELETE FROM lock WHERE pool = ?1 AND pid = ?2",
-                params![pool, std::process::id()],
-            )
-            .map_err(|e| self.e(e))?;
-        Ok(())
+        self.exec(
+            "DELETE FROM lock WHERE pool = ?1 AND pid = ?2",
+            params![pool, std::process::id()],
+        )
     }
 
     /// Creates a run with its members (each with its planned operations).
@@ -332,35 +332,26 @@ impl Store for SqliteJournal {
     /// Sets the run's state (and its end time when it stops).
     fn set_run_state(&self, run: i64, state: RunState, message: &str) -> JResult<()> {
         let ended = (state != RunState::Running).then(now_ms);
-        self.db()
-            .execute(
-                "UPDATE runs SET state = ?1, message = ?2, ended_ms = ?3 WHERE id = ?4",
-                params![state.as_str(), message, ended, run],
-            )
-            .map_err(|e| self.e(e))?;
-        Ok(())
+        self.exec(
+            "UPDATE runs SET state = ?1, message = ?2, ended_ms = ?3 WHERE id = ?4",
+            params![state.as_str(), message, ended, run],
+        )
     }
 
     /// Rewrites the run's message, leaving its state and end time.
     fn set_run_message(&self, run: i64, message: &str) -> JResult<()> {
-        self.db()
-            .execute(
-                "UPDATE runs SET message = ?1 WHERE id = ?2",
-                params![message, run],
-            )
-            .map_err(|e| self.e(e))?;
-        Ok(())
+        self.exec(
+            "UPDATE runs SET message = ?1 WHERE id = ?2",
+            params![message, run],
+        )
     }
 
     /// Records the next wave to run.
     fn set_next_wave(&self, run: i64, wave: usize) -> JResult<()> {
-        self.db()
-            .execute(
-                "UPDATE runs SET next_wave = ?1 WHERE id = ?2",
-                params![wave as i64, run],
-            )
-            .map_err(|e| self.e(e))?;
-        Ok(())
+        self.exec(
+            "UPDATE runs SET next_wave = ?1 WHERE id = ?2",
+            params![wave as i64, run],
+        )
     }
 
     /// Every member of a run, in plan order.
@@ -398,35 +389,26 @@ impl Store for SqliteJournal {
         step: &str,
         reason: &str,
     ) -> JResult<()> {
-        self.db()
-            .execute(
-                "UPDATE members SET state = ?1, step = ?2, reason = ?3 WHERE run_id = ?4 AND name = ?5",
-                params![state.as_str(), step, reason, run, member],
-            )
-            .map_err(|e| self.e(e))?;
-        Ok(())
+        self.exec(
+            "UPDATE members SET state = ?1, step = ?2, reason = ?3 WHERE run_id = ?4 AND name = ?5",
+            params![state.as_str(), step, reason, run, member],
+        )
     }
 
     /// Replaces a member's planned operations (a resume with an unchanged plan keeps them).
     fn set_member_ops(&self, run: i64, member: &str, ops: &[String]) -> JResult<()> {
-        self.db()
-            .execute(
-                "UPDATE members SET ops = ?1 WHERE run_id = ?2 AND name = ?3",
-                params![ops.join("\n"), run, member],
-            )
-            .map_err(|e| self.e(e))?;
-        Ok(())
+        self.exec(
+            "UPDATE members SET ops = ?1 WHERE run_id = ?2 AND name = ?3",
+            params![ops.join("\n"), run, member],
+        )
     }
 
     /// Marks `reboot_pending`.
     fn set_reboot_pending(&self, run: i64, member: &str, pending: bool) -> JResult<()> {
-        self.db()
-            .execute(
-                "UPDATE members SET reboot_pending = ?1 WHERE run_id = ?2 AND name = ?3",
-                params![pending as i64, run, member],
-            )
-            .map_err(|e| self.e(e))?;
-        Ok(())
+        self.exec(
+            "UPDATE members SET reboot_pending = ?1 WHERE run_id = ?2 AND name = ?3",
+            params![pending as i64, run, member],
+        )
     }
 
     /// Writes the intent of an action before it acts; returns its id.
@@ -449,36 +431,27 @@ impl Store for SqliteJournal {
 
     /// Records the boot identity a reboot starts from.
     fn set_action_boot_before(&self, action: i64, boot: &str) -> JResult<()> {
-        self.db()
-            .execute(
-                "UPDATE actions SET boot_before = ?1 WHERE id = ?2",
-                params![boot, action],
-            )
-            .map_err(|e| self.e(e))?;
-        Ok(())
+        self.exec(
+            "UPDATE actions SET boot_before = ?1 WHERE id = ?2",
+            params![boot, action],
+        )
     }
 
     /// Sets an in-flight action's detail (e.g. a maintenance window's token).
     fn set_action_detail(&self, action: i64, detail: &str) -> JResult<()> {
-        self.db()
-            .execute(
-                "UPDATE actions SET detail = ?1 WHERE id = ?2",
-                params![detail, action],
-            )
-            .map_err(|e| self.e(e))?;
-        Ok(())
+        self.exec(
+            "UPDATE actions SET detail = ?1 WHERE id = ?2",
+            params![detail, action],
+        )
     }
 
     /// Records the process an in-flight action's command runs as (what the transport named
     /// it), so that a later ebb can find out whether it still runs.
     fn set_action_process(&self, action: i64, process: &str) -> JResult<()> {
-        self.db()
-            .execute(
-                "INSERT OR REPLACE INTO processes(action_id, process) VALUES (?1, ?2)",
-                params![action, process],
-            )
-            .map_err(|e| self.e(e))?;
-        Ok(())
+        self.exec(
+            "INSERT OR REPLACE INTO processes(action_id, process) VALUES (?1, ?2)",
+            params![action, process],
+        )
     }
 
     /// The process last recorded for an action's command, if any.
@@ -496,13 +469,10 @@ impl Store for SqliteJournal {
     /// Records when an interrupted action stopped, leaving its outcome unwritten (resume
     /// decides it); its duration then ends there, not when `ebb resume` runs.
     fn set_action_stopped(&self, action: i64, at_ms: i64) -> JResult<()> {
-        self.db()
-            .execute(
-                "UPDATE actions SET ended_ms = ?1 WHERE id = ?2 AND outcome IS NULL",
-                params![at_ms, action],
-            )
-            .map_err(|e| self.e(e))?;
-        Ok(())
+        self.exec(
+            "UPDATE actions SET ended_ms = ?1 WHERE id = ?2 AND outcome IS NULL",
+            params![at_ms, action],
+        )
     }
 
     /// The last heartbeat of whoever held the pool's lock, alive or not: when an ebb that
@@ -547,13 +517,10 @@ impl Store for SqliteJournal {
 
     /// Moves a member's cursor.
     fn set_cursor(&self, run: i64, member: &str, cursor: usize) -> JResult<()> {
-        self.db()
-            .execute(
-                "UPDATE members SET cursor = ?1 WHERE run_id = ?2 AND name = ?3",
-                params![cursor as i64, run, member],
-            )
-            .map_err(|e| self.e(e))?;
-        Ok(())
+        self.exec(
+            "UPDATE members SET cursor = ?1 WHERE run_id = ?2 AND name = ?3",
+            params![cursor as i64, run, member],
+        )
     }
 
     /// Every action of a run (or of one member), oldest first.
@@ -674,13 +641,10 @@ impl Store for SqliteJournal {
 
     /// Records the pool's in-service count.
     fn sample(&self, run: i64, in_service: usize, total: usize) -> JResult<()> {
-        self.db()
-            .execute(
-                "INSERT INTO samples(run_id, t_ms, in_service, total) VALUES (?1, ?2, ?3, ?4)",
-                params![run, now_ms(), in_service as i64, total as i64],
-            )
-            .map_err(|e| self.e(e))?;
-        Ok(())
+        self.exec(
+            "INSERT INTO samples(run_id, t_ms, in_service, total) VALUES (?1, ?2, ?3, ?4)",
+            params![run, now_ms(), in_service as i64, total as i64],
+        )
     }
 
     /// The in-service samples of a run: (t_ms, in_service, total).

@@ -398,6 +398,17 @@ impl EtcdJournal {
         self.put_json(key, &m)
     }
 
+    /// Changes action `action` (one that is gone is left alone).
+    fn update_action(&self, action: i64, f: impl FnOnce(&mut ActionRecord)) -> JResult<()> {
+        let run = self.action_run(action)?;
+        let key = self.action_key(run, action);
+        let Some(mut a) = self.get_json::<ActionRecord>(&key)? else {
+            return Ok(());
+        };
+        f(&mut a);
+        self.put_json(key, &a)
+    }
+
     fn update_run(&self, run: i64, f: impl FnOnce(&mut RunRecord)) -> JResult<()> {
         let key = self.run_key(run);
         let Some(mut r) = self.get_json::<RunRecord>(&key)? else {
@@ -810,23 +821,11 @@ impl Store for EtcdJournal {
     }
 
     fn set_action_detail(&self, action: i64, detail: &str) -> JResult<()> {
-        let run = self.action_run(action)?;
-        let key = self.action_key(run, action);
-        let Some(mut a) = self.get_json::<ActionRecord>(&key)? else {
-            return Ok(());
-        };
-        a.detail = detail.to_string();
-        self.put_json(key, &a)
+        self.update_action(action, |a| a.detail = detail.to_string())
     }
 
     fn set_action_boot_before(&self, action: i64, boot: &str) -> JResult<()> {
-        let run = self.action_run(action)?;
-        let key = self.action_key(run, action);
-        let Some(mut a) = self.get_json::<ActionRecord>(&key)? else {
-            return Ok(());
-        };
-        a.boot_before = Some(boot.to_string());
-        self.put_json(key, &a)
+        self.update_action(action, |a| a.boot_before = Some(boot.to_string()))
     }
 
     fn set_action_process(&self, action: i64, process: &str) -> JResult<()> {
