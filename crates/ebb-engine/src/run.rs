@@ -47,7 +47,43 @@ pub enum RunError {
     JournalStopped(crate::journal::JournalError),
 }
 
+/// What kind of failure a [`RunError`] is; it decides the exit code, so the command line
+/// never has to read the message to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Bad input, or a state that does not allow the command (a lock held by another
+    /// ebb, a run that cannot resume): exit 2, nothing was changed.
+    Usage,
+    /// The journal could not be read or written: exit 1.
+    Journal,
+    /// Stopped by a signal before the command began its work: exit 130 (the command line
+    /// makes it 128 + the signal it saw).
+    Interrupted,
+}
+
+impl ErrorKind {
+    /// The process exit code of a command refused with this kind of error.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::Usage => 2,
+            ErrorKind::Journal => 1,
+            ErrorKind::Interrupted => 130,
+        }
+    }
+}
+
 impl RunError {
+    /// Its kind (and so its exit code).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            RunError::Journal(_) | RunError::JournalStopped(_) => ErrorKind::Journal,
+            RunError::Interrupted(_) => ErrorKind::Interrupted,
+            RunError::Usage(_) | RunError::Locked { .. } | RunError::HostLocked(_) => {
+                ErrorKind::Usage
+            }
+        }
+    }
+
     /// A journal failure after the run started becomes [`RunError::JournalStopped`].
     fn stopped(self) -> Self {
         match self {

@@ -249,10 +249,9 @@ fn aborted() -> bool {
 /// input or usage (2).
 fn refused(e: RunError) -> i32 {
     ebb_out::errln!("ebb: {e}");
-    match e {
-        RunError::Journal(_) | RunError::JournalStopped(_) => 1,
-        RunError::Interrupted(_) => stopped_exit_code(),
-        _ => EXIT_USAGE,
+    match e.kind() {
+        run::ErrorKind::Interrupted => stopped_exit_code(),
+        kind => kind.exit_code(),
     }
 }
 
