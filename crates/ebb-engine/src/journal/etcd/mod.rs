@@ -11,6 +11,7 @@
 //! suspend), marks the journal *lost*: [`Store::fence`] then refuses every further
 //! balancer or member operation.
 
+mod cache;
 mod client;
 mod tls;
 
@@ -173,6 +174,8 @@ pub struct EtcdJournal {
     last_id: Mutex<i64>,
     action_runs: Mutex<HashMap<i64, i64>>,
     owed_keys: Mutex<HashMap<i64, String>>,
+    /// This pool's records while this process holds its lock (see `cache.rs`).
+    cache: Mutex<cache::Cache>,
     failure: super::FirstFailure,
 }
 
@@ -224,6 +227,7 @@ impl EtcdJournal {
             last_id: Mutex::new(0),
             action_runs: Mutex::new(HashMap::new()),
             owed_keys: Mutex::new(HashMap::new()),
+            cache: Mutex::new(cache::Cache::default()),
             failure: Default::default(),
         };
         j.get(&j.key("lock"))?;
@@ -258,14 +262,59 @@ impl EtcdJournal {
         *last
     }
 
+    /// The cache, while it may answer: this process holds the lock and has not lost it.
+    /// Only records are cached (`run/…`, `member/…`, …), never `lock`, `holder`, `broken`.
+    fn cache_for(&self, key: &str) -> Option<std::sync::MutexGuard<'_, cache::Cache>> {
+        let record = key
+            .strip_prefix(self.root.as_str())
+            .is_some_and(|rest| rest.contains('/'));
+        if !record
+            || self
+                .shared
+                .lost
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some()
+        {
+            return None;
+        }
+        let c = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        c.on().then_some(c)
+    }
+
+    /// The prefix read whole in place of one of its keys (or a narrower prefix): a run's
+    /// members and owed undos, so that one range read serves the whole run.
+    fn whole(&self, key: &str) -> Option<String> {
+        let rest = key.strip_prefix(self.root.as_str())?;
+        let (kind, after) = rest.split_once('/')?;
+        let (run, _) = after.split_once('/')?;
+        matches!(kind, "member" | "owed").then(|| self.key(&format!("{kind}/{run}/")))
+    }
+
     fn get(&self, key: &str) -> JResult<Option<(Vec<u8>, i64)>> {
+        if let Some(c) = self.cache_for(key) {
+            if let Some(hit) = c.get(key) {
+                return Ok(hit.map(|v| (v, 0)));
+            }
+            drop(c);
+            if let Some(whole) = self.whole(key) {
+                self.scan(&whole)?;
+                if let Some(hit) = self.cache_for(key).and_then(|c| c.get(key)) {
+                    return Ok(hit.map(|v| (v, 0)));
+                }
+            }
+        }
         let v = self.call("/v3/kv/range", json!({"key": b64(key.as_bytes())}))?;
-        Ok(v["kvs"].get(0).map(|kv| {
+        let found = v["kvs"].get(0).map(|kv| {
             (
                 unb64(kv["value"].as_str().unwrap_or("")).unwrap_or_default(),
                 num(&kv["lease"]),
             )
-        }))
+        });
+        if let (Some(mut c), Some((v, _))) = (self.cache_for(key), &found) {
+            c.set(key, Some(v));
+        }
+        Ok(found)
     }
 
     fn get_json<T: for<'de> Deserialize<'de>>(&self, key: &str) -> JResult<Option<T>> {
@@ -277,8 +326,29 @@ impl EtcdJournal {
         }
     }
 
-    /// Every (key, value) under `prefix`, in key order, a page at a time.
+    /// Every (key, value) under `prefix`, in key order: from the cache when it knows the
+    /// prefix whole, else from etcd a page at a time.
     fn scan(&self, prefix: &str) -> JResult<Vec<(String, Vec<u8>)>> {
+        if let Some(c) = self.cache_for(prefix) {
+            if let Some(hit) = c.scan(prefix) {
+                return Ok(hit);
+            }
+            drop(c);
+            if let Some(whole) = self.whole(prefix).filter(|w| w != prefix) {
+                self.scan(&whole)?;
+                if let Some(hit) = self.cache_for(prefix).and_then(|c| c.scan(prefix)) {
+                    return Ok(hit);
+                }
+            }
+        }
+        let found = self.scan_etcd(prefix)?;
+        if let Some(mut c) = self.cache_for(prefix) {
+            c.fill(prefix, &found);
+        }
+        Ok(found)
+    }
+
+    fn scan_etcd(&self, prefix: &str) -> JResult<Vec<(String, Vec<u8>)>> {
         let mut end = prefix.as_bytes().to_vec();
         if let Some(last) = end.last_mut() {
             *last += 1;
@@ -328,9 +398,28 @@ impl EtcdJournal {
             .map(|l| l.id)
     }
 
-    /// One fenced transaction of puts (`Some(value)`) and deletes (`None`).
+    /// One fenced transaction of puts (`Some(value)`) and deletes (`None`) (one per 100
+    /// operations), then the same in the cache; a failed one turns the cache off.
     fn write(&self, ops: Vec<(String, Option<Vec<u8>>)>) -> JResult<()> {
-        self.fence()?;
+        match self.write_etcd(&ops) {
+            Ok(()) => {
+                for (k, v) in &ops {
+                    if let Some(mut c) = self.cache_for(k) {
+                        c.set(k, v.as_deref());
+                    }
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.cache.lock().unwrap_or_else(|p| p.into_inner()).stop();
+                Err(e)
+            }
+        }
+    }
+
+    /// The fencing comparison of a write: the lock key is bound to our lease, or, when this
+    /// process holds no lock, nobody holds it. Also returns our lease.
+    fn lock_compare(&self) -> (Value, Option<i64>) {
         let lock = b64(self.key("lock").as_bytes());
         let held = self.held_lease();
         let compare = match held {
@@ -339,6 +428,12 @@ impl EtcdJournal {
             }
             None => json!([{"key": lock, "target": "VERSION", "result": "EQUAL", "version": "0"}]),
         };
+        (compare, held)
+    }
+
+    fn write_etcd(&self, ops: &[(String, Option<Vec<u8>>)]) -> JResult<()> {
+        self.fence()?;
+        let (compare, held) = self.lock_compare();
         for chunk in ops.chunks(100) {
             let success: Vec<Value> = chunk
                 .iter()
@@ -600,6 +695,7 @@ impl Store for EtcdJournal {
             .store(t0 + granted * 1000, Ordering::SeqCst);
         self.shared.keep(id);
         *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = Some(Lease { id, record });
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).start();
         self.keepalive_thread(id);
         Ok(Ok(()))
     }
@@ -623,6 +719,7 @@ impl Store for EtcdJournal {
 
     fn unlock(&self, _pool: &str) -> JResult<()> {
         self.shared.current.store(0, Ordering::SeqCst);
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).stop();
         let Some(lease) = self.lease.lock().unwrap_or_else(|p| p.into_inner()).take() else {
             return Ok(());
         };
@@ -645,6 +742,23 @@ impl Store for EtcdJournal {
         members: &[(String, Vec<String>)],
     ) -> JResult<i64> {
         let id = self.latest_run(None)?.map(|r| r.id + 1).unwrap_or(1);
+        // Members of a run whose creation was cut short (written 100 at a time, the run
+        // record last) would otherwise join this one.
+        self.fence()?;
+        let members_prefix = self.key(&format!("member/{id:012}/"));
+        let mut end = members_prefix.as_bytes().to_vec();
+        if let Some(l) = end.last_mut() {
+            *l += 1;
+        }
+        let (compare, _) = self.lock_compare();
+        let v = self.call(
+            "/v3/kv/txn",
+            json!({"compare": compare, "success": [{"request_delete_range": {
+                "key": b64(members_prefix.as_bytes()), "range_end": b64(&end)}}]}),
+        )?;
+        if v["succeeded"].as_bool() != Some(true) {
+            return Err(self.err("the pool's lock is not ours; no run was created"));
+        }
         let mut ops = Vec::with_capacity(members.len() + 2);
         for (pos, (name, ops_)) in members.iter().enumerate() {
             let m = MemberRecord {
@@ -674,6 +788,13 @@ impl Store for EtcdJournal {
         let v = serde_json::to_vec(&run).map_err(|e| self.err(e.to_string()))?;
         ops.push((self.run_key(id), Some(v)));
         self.write(ops)?;
+        // A new run: nothing of it exists but what was just written.
+        for kind in ["member", "action", "owed", "sample"] {
+            let prefix = self.key(&format!("{kind}/{id:012}/"));
+            if let Some(mut c) = self.cache_for(&prefix) {
+                c.known_whole(&prefix);
+            }
+        }
         Ok(id)
     }
 
