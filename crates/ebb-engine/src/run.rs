@@ -145,6 +145,15 @@ fn lock(journal: &Journal, pool: &str, steal: bool) -> Result<(), RunError> {
         .map_err(|e| RunError::Usage(e.to_string()))?;
     match asked {
         Ok(()) => Ok(()),
+        // An etcd lock whose lease is alive has a holder that is still renewing it, so still
+        // running and able to change the pool: there is nothing stale to steal.
+        Err(holder) if steal && holder.lease_left_s.is_some() => Err(RunError::Usage(format!(
+            "pool \"{pool}\" is locked by ebb pid {} on host {}, whose etcd lease is alive ({} s left): --steal-lock does not take an etcd lock, since an ebb that still renews its lease is running and could still change the pool. If that ebb is gone (a dead CI runner, a machine that lost its network), its lease lapses by itself within {} s and `ebb resume` then continues; `ebb lock status` shows the holder, and `ebb lock break` records the break for the audit trail once the lease has lapsed",
+            holder.pid,
+            holder.host,
+            holder.lease_left_s.unwrap_or(0),
+            holder.lease_left_s.unwrap_or(0),
+        ))),
         Err(holder) => {
             let from_other_host = holder.host != crate::journal::hostname();
             Err(RunError::Locked {

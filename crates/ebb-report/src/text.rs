@@ -79,8 +79,8 @@ fn write_report(out: &mut String, r: &RunReport) -> std::fmt::Result {
     Ok(())
 }
 
-/// Time of day (UTC) of a unix time in ms.
-fn hms(ms: i64) -> String {
+/// Time of day (UTC) of a unix time in ms, `HH:MM:SS`.
+pub fn hms(ms: i64) -> String {
     let s = ms / 1000;
     format!("{:02}:{:02}:{:02}", (s / 3600) % 24, (s / 60) % 60, s % 60)
 }

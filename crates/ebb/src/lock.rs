@@ -45,20 +45,31 @@ pub fn lock(cmd: LockCommand) -> i32 {
                     if json {
                         ebb_out::outln!(
                             "{}",
-                            json!({"backend": "etcd", "holder": st.holder, "lease_left_s": st.lease_left_s, "broken": st.broken})
+                            json!({"backend": "etcd", "holder": st.holder, "lease_left_s": st.lease_left_s, "renewed_ms": st.renewed_ms, "last_holder": st.last_holder, "broken": st.broken})
                         );
                     } else {
-                        match &st.holder {
-                            Some(h) => ebb_out::outln!(
-                                "locked by ebb pid {} on host {} (user {}, run {}), since unix ms {}, lease {} s left",
+                        let run =
+                            |r: Option<i64>| r.map(|r| r.to_string()).unwrap_or_else(|| "-".into());
+                        match (&st.holder, &st.last_holder) {
+                            (Some(h), _) => ebb_out::outln!(
+                                "locked by ebb pid {} on host {} (user {}, run {}) since {} UTC; its etcd lease was last renewed at {} UTC and has {} s left (it frees itself that long after the holder stops renewing it)",
                                 h.pid,
                                 h.host,
                                 h.user,
-                                h.run_id.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
-                                h.since_ms,
+                                run(h.run_id),
+                                ebb_report::text::hms(h.since_ms),
+                                ebb_report::text::hms(st.renewed_ms.unwrap_or(0)),
                                 st.lease_left_s.unwrap_or(0)
                             ),
-                            None => ebb_out::outln!("not locked"),
+                            (None, Some(h)) => ebb_out::outln!(
+                                "not locked; last held by ebb pid {} on host {} (user {}, run {}) from {} UTC, its lease since lapsed or released",
+                                h.pid,
+                                h.host,
+                                h.user,
+                                run(h.run_id),
+                                ebb_report::text::hms(h.since_ms),
+                            ),
+                            (None, None) => ebb_out::outln!("not locked"),
                         }
                         if let Some(b) = &st.broken {
                             ebb_out::outln!("{b}");

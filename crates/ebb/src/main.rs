@@ -118,7 +118,8 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Take the pool's lock from an ebb on another host that stopped heartbeating
-        /// 30 s ago or more.
+        /// 30 s ago or more (SQLite journal; an etcd lock frees itself when its lease
+        /// lapses, and a live lease is never taken).
         #[arg(long)]
         steal_lock: bool,
         /// Update only the members the latest run skipped (their drain did not end in
@@ -145,7 +146,8 @@ enum Command {
         /// Stream one JSON event per line.
         #[arg(long)]
         json: bool,
-        /// Take a stale lock held from another host.
+        /// Take a stale lock held from another host (SQLite journal; a live etcd lease is
+        /// never taken).
         #[arg(long)]
         steal_lock: bool,
         /// Outside a maintenance window, sleep until the next window a member fits in

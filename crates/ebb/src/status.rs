@@ -40,6 +40,9 @@ pub struct LockView {
     pub lease_left_s: Option<i64>,
     /// Process id.
     pub pid: u32,
+    /// Since when it holds the lock (unix ms; etcd only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<i64>,
 }
 
 /// The run's identity, state and times.
@@ -101,6 +104,7 @@ impl RunStatus {
                 host: h.host,
                 lease_left_s: h.lease_left_s,
                 pid: h.pid,
+                since_ms: h.since_ms,
             }),
             lock_broken: journal.lock_broken().ok().flatten(),
             skipped: members
@@ -169,7 +173,17 @@ impl RunStatus {
             }
         }
         if let Some(l) = &self.lock {
-            writeln!(out, "  in progress: ebb pid {} on {}", l.pid, l.host)?;
+            // etcd: what is known of a holder that may have died: since when it holds the
+            // lock, when it last renewed its lease, and how long until the lease lapses.
+            let lease = match (l.lease_left_s, l.since_ms) {
+                (Some(left), Some(since)) => format!(
+                    " (holder since {} UTC, lease last renewed at {} UTC, {left} s left)",
+                    ebb_report::text::hms(since),
+                    ebb_report::text::hms(l.heartbeat_ms),
+                ),
+                _ => String::new(),
+            };
+            writeln!(out, "  in progress: ebb pid {} on {}{lease}", l.pid, l.host)?;
         }
         if !self.skipped.is_empty() {
             writeln!(
@@ -262,6 +276,7 @@ mod tests {
                 host: "adm".into(),
                 lease_left_s: None,
                 pid: 42,
+                since_ms: None,
             }),
             lock_broken: None,
             members: vec![MemberStatus {

@@ -121,6 +121,24 @@ fn a_second_run_from_another_directory_is_refused_and_lock_break_waits_for_the_l
     assert_eq!(st["holder"]["pid"], first.id(), "{st}");
     assert!(st["lease_left_s"].as_i64().unwrap() > 0, "{st}");
 
+    // --steal-lock cannot take a live lease: refused, pointing to what frees it.
+    let o = ebb()
+        .args(["run", "--steal-lock"])
+        .arg(&copy)
+        .current_dir(copy.parent().unwrap())
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(&who) && err.contains("--steal-lock"), "{err}");
+    assert!(err.contains("ebb lock break"), "{err}");
+    // What is known of the holder: since when, its last renewal, the time left.
+    let o = in_dir(&["lock", "status"], &copy);
+    assert!(stdout(&o).contains("last renewed at"), "{}", stdout(&o));
+    let o = in_dir(&["status"], &copy);
+    assert!(stdout(&o).contains("s left)"), "{}", stdout(&o));
+    assert!(status(&copy)["lock"]["since_ms"].as_i64().unwrap() > 0);
+
     // Alive: break is refused, naming the holder.
     let o = in_dir(&["lock", "break"], &copy);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
@@ -132,6 +150,12 @@ fn a_second_run_from_another_directory_is_refused_and_lock_break_waits_for_the_l
     wait_for("the lease to lapse", 60, || {
         lock_status(&copy)["holder"].is_null()
     });
+    let o = in_dir(&["lock", "status"], &copy);
+    assert!(
+        stdout(&o).contains(&format!("last held by ebb pid {}", first.id())),
+        "{}",
+        stdout(&o)
+    );
     let o = in_dir(&["lock", "break"], &copy);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let st = lock_status(&copy);

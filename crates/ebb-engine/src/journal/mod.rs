@@ -58,6 +58,7 @@ fn lock_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LockHolder> {
         host: r.get(1)?,
         heartbeat_ms: r.get(2)?,
         lease_left_s: None,
+        since_ms: None,
     })
 }
 

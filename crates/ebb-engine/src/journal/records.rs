@@ -214,6 +214,9 @@ pub struct LockHolder {
     /// itself when it reaches 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_left_s: Option<i64>,
+    /// Since when it holds the lock (unix ms; the etcd backend only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<i64>,
 }
 
 /// How an action ended.

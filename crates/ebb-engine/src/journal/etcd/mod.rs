@@ -83,6 +83,11 @@ pub struct LockStatus {
     pub holder: Option<LockRecord>,
     /// Seconds left on the holder's lease.
     pub lease_left_s: Option<i64>,
+    /// When the live holder last renewed its lease (unix ms, to the second: etcd tells
+    /// the time left and the TTL granted).
+    pub renewed_ms: Option<i64>,
+    /// With no live holder: the last one (its lease lapsed, or it let the lock go).
+    pub last_holder: Option<LockRecord>,
     /// The last break.
     pub broken: Option<BreakRecord>,
 }
@@ -523,19 +528,44 @@ impl EtcdJournal {
     }
 
     fn lease_left(&self, lease: i64) -> JResult<i64> {
+        Ok(self.lease_time(lease)?.0)
+    }
+
+    /// Seconds left on `lease`, and when it was last renewed (unix ms): etcd renews a
+    /// lease to its granted TTL, so it was renewed `granted - left` seconds ago.
+    fn lease_time(&self, lease: i64) -> JResult<(i64, i64)> {
         let v = self.call("/v3/lease/timetolive", json!({"ID": lease.to_string()}))?;
-        Ok(num(&v["TTL"]))
+        let (left, granted) = (num(&v["TTL"]), num(&v["grantedTTL"]));
+        Ok((left, now_ms() - (granted - left).max(0) * 1000))
+    }
+
+    /// `rec`, the holder of `lease`, as the engine shows a holder.
+    fn as_holder(&self, rec: LockRecord, lease: i64) -> JResult<LockHolder> {
+        let (left, renewed) = self.lease_time(lease)?;
+        Ok(LockHolder {
+            pid: rec.pid,
+            host: rec.host,
+            heartbeat_ms: renewed,
+            lease_left_s: Some(left),
+            since_ms: Some(rec.since_ms),
+        })
     }
 
     /// The lock, its lease and the last break, for `ebb lock status`.
     pub fn lock_status(&self) -> JResult<LockStatus> {
-        let (holder, lease_left_s) = match self.holder_record()? {
-            Some((rec, lease)) => (Some(rec), Some(self.lease_left(lease)?)),
+        let (holder, lease) = match self.holder_record()? {
+            Some((rec, lease)) => (Some(rec), Some(self.lease_time(lease)?)),
             None => (None, None),
+        };
+        let last_holder = match holder {
+            Some(_) => None,
+            None => self.get_json(&self.key("holder"))?,
         };
         Ok(LockStatus {
             holder,
-            lease_left_s,
+            lease_left_s: lease.map(|l| l.0),
+            renewed_ms: lease.map(|l| l.1),
+            last_holder,
             broken: self.get_json(&self.key("broken"))?,
         })
     }
@@ -644,17 +674,11 @@ impl Store for EtcdJournal {
     }
 
     fn lock(&self, _pool: &str, _steal: bool) -> JResult<Result<(), LockHolder>> {
-        let as_holder = |rec: LockRecord, left: i64| LockHolder {
-            pid: rec.pid,
-            host: rec.host,
-            heartbeat_ms: now_ms(),
-            lease_left_s: Some(left),
-        };
         if self.held_lease().is_some() {
             return Ok(Ok(()));
         }
         if let Some((rec, lease)) = self.holder_record()? {
-            return Ok(Err(as_holder(rec, self.lease_left(lease)?)));
+            return Ok(Err(self.as_holder(rec, lease)?));
         }
         let t0 = boot_ms();
         let g = self.call("/v3/lease/grant", json!({"TTL": self.ttl}))?;
@@ -686,7 +710,7 @@ impl Store for EtcdJournal {
         if v["succeeded"].as_bool() != Some(true) {
             let _ = self.call("/v3/lease/revoke", json!({"ID": id.to_string()}));
             return match self.holder_record()? {
-                Some((rec, lease)) => Ok(Err(as_holder(rec, self.lease_left(lease)?))),
+                Some((rec, lease)) => Ok(Err(self.as_holder(rec, lease)?)),
                 None => Err(self.err("the lock changed hands while it was being taken; try again")),
             };
         }
@@ -701,15 +725,10 @@ impl Store for EtcdJournal {
     }
 
     fn lock_holder(&self, _pool: &str) -> JResult<Option<LockHolder>> {
-        Ok(match self.holder_record()? {
-            Some((rec, lease)) => Some(LockHolder {
-                pid: rec.pid,
-                host: rec.host,
-                heartbeat_ms: now_ms(),
-                lease_left_s: Some(self.lease_left(lease)?),
-            }),
-            None => None,
-        })
+        match self.holder_record()? {
+            Some((rec, lease)) => self.as_holder(rec, lease).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn heartbeat(&self, _pool: &str) -> JResult<()> {
