@@ -174,6 +174,7 @@ async fn tls_and_unreachable_failures_are_named() {
     let e = t.boot_id().await.expect_err("tls").to_string();
     eprintln!("{e}");
     assert!(e.contains("WinRM") && e.contains("TLS"), "{e}");
+    assert!(e.contains("insecure_tls = true"), "names the key: {e}");
     // Nothing listens: unreachable.
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -235,6 +236,50 @@ fn bad_settings_are_refused_with_their_key() {
             Err(e) => e.to_string(),
         };
         assert!(e.contains(want), "{extra}: {e}");
+    }
+}
+
+#[test]
+fn insecure_tls_is_the_key_and_its_former_name_is_still_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = |member: &str, defaults: &str| {
+        format!(
+            "[pool]\nname = \"w\"\n\n{}\n{defaults}\n[[member]]\nname = \"cas1\"\naddress = \"10.0.0.5\"\nshell = \"powershell\"\ntransport = \"winrm\"\n{member}",
+            file_balancer(dir.path(), &["cas1"])
+        )
+    };
+    let insecure = |member: &str, defaults: &str| {
+        let plan = load_plan(dir.path(), &text(member, defaults));
+        ebb_drivers::transport::winrm::Winrm::new(&plan, &plan.members[0])
+            .unwrap_or_else(|e| panic!("{member}: {e:?}"))
+            .settings()
+            .insecure_tls
+    };
+    assert!(!insecure("", ""));
+    assert!(insecure("insecure_tls = true\n", ""));
+    assert!(!insecure("insecure_tls = false\n", ""));
+    assert!(insecure("", "[defaults]\ninsecure_tls = true\n"));
+    assert!(
+        insecure("winrm_insecure_tls = true\n", ""),
+        "the former name"
+    );
+    let p = dir.path().join("pool.toml");
+    for (member, want) in [
+        (
+            "insecure_tls = true\nwinrm_insecure_tls = true\n",
+            "winrm_insecure_tls is the former name of insecure_tls: set insecure_tls only",
+        ),
+        ("insecure_tls = \"yes\"\n", "insecure_tls"),
+    ] {
+        std::fs::write(&p, text(member, "")).unwrap();
+        let e = match ebb_engine::config::load(&p, &ebb_drivers::registry()) {
+            Ok(_) => panic!("accepted: {member}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.contains(want) && e.contains("pool.toml:"),
+            "{member}: {e}"
+        );
     }
 }
 

@@ -68,9 +68,14 @@ pub const KEYS: &[Key] = &[
         "winrm: private key PEM file for winrm_auth = \"certificate\" (relative to the pool file)",
     ),
     Key::new(
-        "winrm_insecure_tls",
+        "insecure_tls",
         Kind::Bool,
         "winrm: accept any server certificate over https (default false; test setups only)",
+    ),
+    Key::new(
+        "winrm_insecure_tls",
+        Kind::Bool,
+        "winrm: the former name of insecure_tls, still accepted",
     ),
     Key::new(
         "winrm_connect_timeout",
@@ -204,7 +209,7 @@ pub struct WinrmSettings {
     pub password_env: String,
     /// `winrm_cert` / `winrm_key`.
     pub cert: Option<(PathBuf, PathBuf)>,
-    /// `winrm_insecure_tls`.
+    /// `insecure_tls` (or its former name `winrm_insecure_tls`).
     pub insecure_tls: bool,
     /// `winrm_connect_timeout` (default 10 s).
     pub connect_timeout: Duration,
@@ -264,7 +269,18 @@ impl WinrmSettings {
             .unwrap_or_else(|| DEFAULT_PASSWORD_ENV.to_string());
         let cert = s.str(cx, "winrm_cert").map(|p| base.join(p));
         let key = s.str(cx, "winrm_key").map(|p| base.join(p));
-        let insecure_tls = s.bool(cx, "winrm_insecure_tls", false);
+        // `insecure_tls` is the documented name; `winrm_insecure_tls`, its first name, is
+        // still accepted so that existing pool files keep working.
+        let insecure_tls = s.bool(cx, "insecure_tls", false);
+        let former = s.bool(cx, "winrm_insecure_tls", false);
+        if s.has("insecure_tls") && s.has("winrm_insecure_tls") {
+            s.error(
+                cx,
+                "winrm_insecure_tls",
+                "winrm_insecure_tls is the former name of insecure_tls: set insecure_tls only",
+            );
+        }
+        let insecure_tls = insecure_tls || former;
         let connect_timeout = s.duration(cx, "winrm_connect_timeout", Duration::from_secs(10));
         let operation_timeout = s.duration(cx, "winrm_operation_timeout", Duration::from_secs(20));
         let cert = match (auth, cert, key) {
@@ -474,7 +490,7 @@ fn explain(e: &WinrmError, s: &WinrmSettings) -> String {
         || lower.contains("alert")
     {
         return format!(
-            "TLS failed (the listener's certificate is not trusted, or it does not speak TLS; see docs/transports.md): {text}"
+            "TLS failed (the listener's certificate is not trusted, or it does not speak TLS: an internal CA cannot be given to ebb yet, so use the http:// listener with ntlm or kerberos, or insecure_tls = true on a trusted network; see docs/transports.md): {text}"
         );
     }
     if lower.contains("connect") || lower.contains("dns") || lower.contains("timed out") {
