@@ -1,9 +1,9 @@
-//! `[[notify]]`: messages about a run (started, paused, done, failed; a member failed or
-//! skipped), POSTed in the background with bounded retries. A message that cannot be sent
+//! `[[notify]]`: messages about a run (started, paused, done, failed; a member failed,
+//! skipped or rolled back; a capacity wait begun), POSTed in the background with bounded retries. A message that cannot be sent
 //! never fails or slows the run: its fate is logged (`notifications.jsonl` in the state
 //! dir, read by `ebb report`) and the run goes on.
 
-use ebb_engine::events::{Event, EventSink};
+use ebb_engine::events::{Event, EventSink, WaitKind};
 use ebb_engine::plan::{NotifyEvent, NotifyFormat, NotifySpec};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -159,6 +159,7 @@ fn classify(e: &Event) -> Option<(NotifyEvent, Option<&str>, String)> {
             let kind = match state.as_str() {
                 "failed" => NotifyEvent::MemberFailed,
                 "skipped" => NotifyEvent::MemberSkipped,
+                "rolled-back" => NotifyEvent::MemberRolledBack,
                 _ => return None,
             };
             Some((
@@ -167,6 +168,15 @@ fn classify(e: &Event) -> Option<(NotifyEvent, Option<&str>, String)> {
                 format!("{member} {state}: {reason}"),
             ))
         }
+        Event::Waiting {
+            member,
+            kind: WaitKind::Capacity,
+            reason,
+        } => Some((
+            NotifyEvent::CapacityWaitBegun,
+            member.as_deref(),
+            format!("capacity wait begun: {reason}"),
+        )),
         _ => None,
     }
 }

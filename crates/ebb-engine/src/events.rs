@@ -106,6 +106,8 @@ pub enum Event {
         /// Member it waits to work on, if any.
         #[serde(skip_serializing_if = "Option::is_none")]
         member: Option<String>,
+        /// What it waits for.
+        kind: WaitKind,
         /// Why.
         reason: String,
     },
@@ -132,6 +134,24 @@ pub enum Event {
         #[serde(skip_serializing_if = "String::is_empty")]
         message: String,
     },
+}
+
+/// What a [`Event::Waiting`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitKind {
+    /// The availability policy (`max_unavailable`, `min_in_service`) to let a member out.
+    Capacity,
+    /// `[pool.gate]`: firing alerts to stop.
+    Gate,
+    /// A drain: the balancer to answer, connections to end, a drain gate to open.
+    Drain,
+    /// A command an earlier ebb left running on the member.
+    Leftover,
+    /// A returned member's bake, before the next member starts.
+    Bake,
+    /// The next maintenance window (`--wait`).
+    Window,
 }
 
 fn is_zero(n: &usize) -> bool {

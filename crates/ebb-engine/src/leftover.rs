@@ -30,9 +30,12 @@ const POLL: Duration = Duration::from_secs(1);
 fn op_timeout(plan: &Plan, member: usize, op: usize) -> Duration {
     let longest_step = plan.runbook.steps.iter().map(|s| s.timeout).max();
     let fallback = longest_step.unwrap_or(Duration::from_secs(600));
-    match ops_for(plan, member).get(op) {
-        Some(Op::Step(i)) => plan.runbook.steps[*i].timeout,
-        Some(Op::Reboot(_)) => plan
+    let op = ops_for(plan, member).get(op).copied();
+    if let Some(step) = op.and_then(|o| o.step_spec(plan)) {
+        return step.timeout;
+    }
+    match op {
+        Some(Op::Reboot(_) | Op::RollbackReboot(_)) => plan
             .runbook
             .reboot
             .as_ref()
@@ -95,6 +98,7 @@ pub async fn settle(
         let stop = move |why: String| async move {
             let (step, desc) = (step_r, desc_r);
             sink(&Event::Waiting {
+                kind: crate::events::WaitKind::Leftover,
                 member: Some(name_r.clone()),
                 reason: why,
             });
@@ -119,6 +123,7 @@ pub async fn settle(
         let timeout = op_timeout(plan, i, a.op);
         let deadline_ms = a.started_ms + timeout.as_millis() as i64;
         sink(&Event::Waiting {
+ kind: crate::events::WaitKind::Leftover,
             member: member.clone(),
             reason: format!(
                 "{step}, started by an earlier ebb, is still running ({desc}); waiting for it to end before anything else touches \"{}\" (at most {} more, its timeout; `--kill-running` stops it instead)",

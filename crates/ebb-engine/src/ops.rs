@@ -5,7 +5,7 @@
 //! fixed command can be retried but a reshaped runbook cannot silently skip work.
 
 use crate::journal::ActionKind;
-use crate::plan::{Plan, RebootPolicy};
+use crate::plan::{Plan, RebootPolicy, StepSpec};
 
 /// One operation on a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +24,18 @@ pub enum Op {
     Return,
     /// The member shows in service and the pool checks pass.
     PoolCheck,
+    /// `[runbook.bake]`: the bake checks, round after round, while it takes traffic.
+    Bake,
+    /// After a failed bake: hold the member again (it is back in service).
+    PullBackHold,
+    /// After a failed bake: drain it again.
+    PullBack,
+    /// A rollback step (index into `plan.runbook.rollback`).
+    Rollback(usize),
+    /// The reboot after that rollback step, when one was asked for.
+    RollbackReboot(usize),
+    /// The verification checks again, after the rollback steps.
+    Reverify,
 }
 
 impl Op {
@@ -37,7 +49,34 @@ impl Op {
             Op::Verify => ActionKind::Verify,
             Op::Return => ActionKind::Return,
             Op::PoolCheck => ActionKind::Check,
+            Op::Bake => ActionKind::Bake,
+            Op::PullBackHold => ActionKind::Hold,
+            Op::PullBack => ActionKind::Drain,
+            Op::Rollback(_) => ActionKind::Rollback,
+            Op::RollbackReboot(_) => ActionKind::Reboot,
+            Op::Reverify => ActionKind::Verify,
         }
+    }
+
+    /// The step a `Step` or `Rollback` operation runs.
+    pub fn step_spec(self, plan: &Plan) -> Option<&StepSpec> {
+        match self {
+            Op::Step(i) => plan.runbook.steps.get(i),
+            Op::Rollback(i) => plan.runbook.rollback.get(i),
+            _ => None,
+        }
+    }
+
+    /// Whether this operation belongs to the rollback (after a failed verify or bake).
+    pub fn is_rollback(self) -> bool {
+        matches!(
+            self,
+            Op::PullBackHold
+                | Op::PullBack
+                | Op::Rollback(_)
+                | Op::RollbackReboot(_)
+                | Op::Reverify
+        )
     }
 
     /// The name shown to operators (a step's own name for steps).
@@ -50,6 +89,12 @@ impl Op {
             Op::Verify => "verify".into(),
             Op::Return => "return".into(),
             Op::PoolCheck => "pool-check".into(),
+            Op::Bake => "bake".into(),
+            Op::PullBackHold => "pull-back hold".into(),
+            Op::PullBack => "pull-back".into(),
+            Op::Rollback(i) => plan.runbook.rollback[i].name.clone(),
+            Op::RollbackReboot(_) => "reboot".into(),
+            Op::Reverify => "verify-after-rollback".into(),
         }
     }
 
@@ -58,6 +103,10 @@ impl Op {
         match self {
             Op::Step(i) => format!("step:{}", plan.runbook.steps[i].name),
             Op::Reboot(i) => format!("reboot:{}", plan.runbook.steps[i].name),
+            Op::Rollback(i) => format!("rollback:{}", plan.runbook.rollback[i].name),
+            Op::RollbackReboot(i) => format!("rollback-reboot:{}", plan.runbook.rollback[i].name),
+            Op::Reverify => "reverify".into(),
+            Op::PullBackHold => "pull-back-hold".into(),
             other => other.kind().to_string(),
         }
     }
@@ -100,7 +149,38 @@ pub fn ops_for(plan: &Plan, index: usize) -> Vec<Op> {
     ops.push(Op::Verify);
     ops.push(Op::Return);
     ops.push(Op::PoolCheck);
+    if plan.runbook.bake.is_some() {
+        ops.push(Op::Bake);
+        if plan.runbook.drain.hold {
+            ops.push(Op::PullBackHold);
+        }
+        ops.push(Op::PullBack);
+    }
+    for (i, step) in plan.runbook.rollback.iter().enumerate() {
+        ops.push(Op::Rollback(i));
+        if step.reboot != RebootPolicy::Never {
+            ops.push(Op::RollbackReboot(i));
+        }
+    }
+    if !plan.runbook.rollback.is_empty() {
+        ops.push(Op::Reverify);
+    }
     ops
+}
+
+/// Where the rollback of member `index` begins after its `failed` operation (`Verify` or
+/// `Bake`) failed, as an index into [`ops_for`]; `None` when that failure sets off no
+/// rollback (an ordinary failure). A failed bake always pulls the member back out; the
+/// rollback steps follow when `rollback_on` lists the failure.
+pub fn rollback_entry(plan: &Plan, ops: &[Op], failed: Op) -> Option<usize> {
+    let first_step = ops.iter().position(|o| matches!(o, Op::Rollback(_)));
+    match failed {
+        Op::Verify if plan.runbook.rollback_on.verify => first_step,
+        Op::Bake => ops
+            .iter()
+            .position(|o| matches!(o, Op::PullBackHold | Op::PullBack)),
+        _ => None,
+    }
 }
 
 /// The journal keys of a member's operations.

@@ -215,6 +215,37 @@ pub struct Runbook {
     /// `expected_member_time`: what a maintenance window judges a member by while the
     /// journal has no earlier member that ended done.
     pub expected_member_time: Option<Duration>,
+    /// `[runbook.bake]`: checks run again and again while a returned member takes
+    /// traffic; the next member waits for it.
+    pub bake: Option<BakeSpec>,
+    /// `[[runbook.rollback]]`: steps run when verify or the bake fails (see
+    /// `rollback_on`), then verify again; the member stays held either way.
+    pub rollback: Vec<StepSpec>,
+    /// `rollback_on`: which failures set off the rollback steps.
+    pub rollback_on: RollbackOn,
+}
+
+/// `[runbook.bake]`: after a member is back in service and the pool check passed, its
+/// checks run every `interval` for `duration` while it takes traffic. A failure pulls the
+/// member back out (drainstop, hold), runs the rollback steps and halts the run.
+#[derive(Debug, Clone)]
+pub struct BakeSpec {
+    /// How long the bake lasts.
+    pub duration: Duration,
+    /// Time between two rounds of the checks.
+    pub interval: Duration,
+    /// `[[runbook.bake.check]]`: every one must pass in every round.
+    pub checks: Vec<CheckSpec>,
+}
+
+/// `rollback_on`: which failures run the rollback steps (both by default when there are
+/// rollback steps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RollbackOn {
+    /// A failed verify runs them.
+    pub verify: bool,
+    /// A failed bake runs them (after the member is pulled back out).
+    pub bake: bool,
 }
 
 /// `on_failure`.
@@ -419,17 +450,23 @@ pub enum NotifyEvent {
     MemberFailed,
     /// A member was skipped (its drain did not end).
     MemberSkipped,
+    /// A member's verify or bake failed: it was pulled back, rolled back and held.
+    MemberRolledBack,
+    /// A member waits for the availability policy to let it out.
+    CapacityWaitBegun,
 }
 
 impl NotifyEvent {
     /// Every event, in the order the docs list them.
-    pub const ALL: [NotifyEvent; 6] = [
+    pub const ALL: [NotifyEvent; 8] = [
         NotifyEvent::RunStarted,
         NotifyEvent::RunPaused,
         NotifyEvent::RunDone,
         NotifyEvent::RunFailed,
         NotifyEvent::MemberFailed,
         NotifyEvent::MemberSkipped,
+        NotifyEvent::MemberRolledBack,
+        NotifyEvent::CapacityWaitBegun,
     ];
 
     /// Its name in the pool file and in a `json` message.
@@ -441,6 +478,8 @@ impl NotifyEvent {
             NotifyEvent::RunFailed => "run_failed",
             NotifyEvent::MemberFailed => "member_failed",
             NotifyEvent::MemberSkipped => "member_skipped",
+            NotifyEvent::MemberRolledBack => "member_rolled_back",
+            NotifyEvent::CapacityWaitBegun => "capacity_wait_begun",
         }
     }
 }

@@ -508,6 +508,12 @@ fn prepare_resume(
     // The plan must still describe the same operations, or cursors would point elsewhere.
     let mut problems = Vec::new();
     for rec in &records {
+        if rec.state == MemberState::RolledBack {
+            problems.push(format!(
+                "member \"{}\" was rolled back and is held, so a person decides ({}); `ebb release {}` returns it to service as it is now, then `ebb resume` goes on with the others; or `ebb abort`",
+                rec.name, rec.reason, rec.name
+            ));
+        }
         match plan.member_index(&rec.name) {
             None => problems.push(format!(
                 "member \"{}\" of run {} is no longer in {}",
@@ -551,7 +557,9 @@ fn prepare_resume(
             ));
             continue;
         }
-        let not_idempotent = matches!(op, Some(Op::Step(s)) if !plan.runbook.steps[s].idempotent);
+        let not_idempotent = op
+            .and_then(|o| o.step_spec(plan))
+            .is_some_and(|s| !s.idempotent);
         if not_idempotent && !assume && !rerun {
             let how = if a.outcome.is_some() {
                 "lost its connection to the member while running, so its outcome is unknown,"
@@ -579,10 +587,11 @@ fn prepare_resume(
         let step = plan
             .member_index(&a.member)
             .and_then(|i| ops_for(plan, i).get(a.op).copied());
-        if let (true, Some(Op::Step(s))) = (assume, step) {
-            if plan.runbook.steps[s].reboot != crate::plan::RebootPolicy::Never {
-                journal.set_reboot_pending(run.id, &a.member, true)?;
-            }
+        let reboots = step
+            .and_then(|o| o.step_spec(plan))
+            .is_some_and(|s| s.reboot != crate::plan::RebootPolicy::Never);
+        if assume && reboots {
+            journal.set_reboot_pending(run.id, &a.member, true)?;
         }
         journal.end_action(
             run.id,
@@ -831,6 +840,7 @@ async fn run_wave(
                     announced = Some(t);
                     (engine.sink)(&Event::Waiting {
                         member: Some(plan.members[i].name.clone()),
+                        kind: crate::events::WaitKind::Window,
                         reason: format!("{reason} (--wait)"),
                     });
                 }
@@ -899,6 +909,15 @@ fn member_ended(
             if let Err(e) = engine.journal.fence() {
                 end.halt = Some((1, e.to_string()));
             }
+        }
+        MemberEnd::RolledBack(reason) => {
+            // Whatever on_failure says: a person decides.
+            *failed_total += 1;
+            end.failures.push(format!(
+                "\"{}\" was rolled back: {reason}",
+                plan.members[i].name
+            ));
+            end.halt.get_or_insert((1, String::new()));
         }
         MemberEnd::Capacity(msg) => {
             end.halt.get_or_insert((1, msg));

@@ -499,7 +499,8 @@ fn plan_json(plan: &Plan) -> serde_json::Value {
                     "name": m.name,
                     "address": m.address,
                     "lb_name": m.lb_name,
-                    "ops": ops_for(plan, i).iter().map(|o| json!({"name": o.name(plan), "kind": o.kind()})).collect::<Vec<_>>(),
+                    "ops": ops_for(plan, i).iter().filter(|o| !o.is_rollback()).map(|o| json!({"name": o.name(plan), "kind": o.kind()})).collect::<Vec<_>>(),
+                    "rollback": ops_for(plan, i).iter().filter(|o| o.is_rollback()).map(|o| json!({"name": o.name(plan), "kind": o.kind()})).collect::<Vec<_>>(),
                 })
             }).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
@@ -552,16 +553,24 @@ fn plan_cmd(path: &Path, json_out: bool) -> i32 {
             }
         );
         for m in w["members"].as_array().into_iter().flatten() {
-            let ops: Vec<&str> = m["ops"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|o| o["name"].as_str())
-                .collect();
+            let names = |key: &str| -> Vec<&str> {
+                m[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|o| o["name"].as_str())
+                    .collect()
+            };
+            let rollback = names("rollback");
             ebb_out::outln!(
-                "  {:<16} {}",
+                "  {:<16} {}{}",
                 m["name"].as_str().unwrap_or(""),
-                ops.join(" → ")
+                names("ops").join(" → "),
+                if rollback.is_empty() {
+                    String::new()
+                } else {
+                    format!("; if verify or the bake fails: {}", rollback.join(" → "))
+                }
             );
         }
     }

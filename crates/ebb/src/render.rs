@@ -260,7 +260,7 @@ impl Live {
                     self.log(pool_line(*in_service, *total, *unreadable));
                 }
             }
-            Event::Waiting { member, reason } => self.log(format!(
+            Event::Waiting { member, reason, .. } => self.log(format!(
                 "waiting{}: {reason}",
                 member
                     .as_ref()

@@ -228,7 +228,10 @@ impl RunStatus {
             .members
             .iter()
             .filter(|m| {
-                matches!(m.state, MemberState::Failed | MemberState::Out) || !m.owed.is_empty()
+                matches!(
+                    m.state,
+                    MemberState::Failed | MemberState::Out | MemberState::RolledBack
+                ) || !m.owed.is_empty()
             })
             .map(|m| m.name.as_str())
             .collect();
@@ -239,11 +242,19 @@ impl RunStatus {
         };
         match self.run.state {
             RunState::Halted => {
+                let rolled_back = self
+                    .members
+                    .iter()
+                    .any(|m| m.state == MemberState::RolledBack);
                 let mut h = vec![
                     "next:".to_string(),
-                    format!(
-                        "  ebb resume {pool}   fix the cause first; continues where the run stopped"
-                    ),
+                    if rolled_back {
+                        format!("  ebb resume {pool}   after releasing the rolled-back member (a person decides): goes on with the others")
+                    } else {
+                        format!(
+                            "  ebb resume {pool}   fix the cause first; continues where the run stopped"
+                        )
+                    },
                 ];
                 h.extend(out.iter().map(|m| release(m)));
                 h.push(format!(

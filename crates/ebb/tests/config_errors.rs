@@ -77,6 +77,14 @@ fn cases() -> Vec<(&'static str, String, usize, &'static str)> {
         ("window: unknown zone", window(g, "\"daily\"", "22:00", "4h", "Europe/Berln"), 10, "pool.window[0].time_zone: \"Europe/Berln\" is not a time zone"),
         ("window: unknown key", window(g, "\"daily\"", "22:00", "4h", "UTC").replace("length =", "lenght = \"1h\"\nlength ="), 9, "did you mean \"length\""),
         ("expected_member_time in the wrong grammar", g.replace("[runbook.drain]", "[runbook]\nexpected_member_time = \"ten minutes\"\n\n[runbook.drain]"), 23, "runbook.expected_member_time"),
+        ("bake without checks", format!("{g}\n[runbook.bake]\nduration = \"5m\"\n"), 30, "at least one [[runbook.bake.check]]"),
+        ("bake without duration", format!("{g}\n[runbook.bake]\n[[runbook.bake.check]]\nname = \"x\"\ncommand = \"true\"\n"), 30, "needs duration"),
+        ("bake check with two kinds", format!("{g}\n[runbook.bake]\nduration = \"5m\"\n[[runbook.bake.check]]\nname = \"x\"\ncommand = \"true\"\ntcp = \"{{address}}\"\n"), 32, "exactly one of"),
+        ("rollback_on without rollback steps", format!("{g}\n[runbook]\nrollback_on = [\"verify\"]\n"), 31, "needs [[runbook.rollback]]"),
+        ("rollback step with an undo", format!("{g}\n[[runbook.rollback]]\nname = \"back\"\nrun = \"x\"\nundo = \"y\"\n"), 33, "unknown key"),
+        ("rollback step without run", format!("{g}\n[[runbook.rollback]]\nname = \"back\"\n"), 30, "missing key \"run\""),
+        ("unknown rollback_on failure", format!("{g}\n[[runbook.rollback]]\nname = \"b\"\nrun = \"x\"\n\n[runbook]\nrollback_on = [\"drain\"]\n"), 35, "unknown failure \"drain\""),
+        ("rollback_on bake without a bake", format!("{g}\n[[runbook.rollback]]\nname = \"b\"\nrun = \"x\"\n\n[runbook]\nrollback_on = [\"bake\"]\n"), 35, "no [runbook.bake]"),
         ("member is not a table array", g.replace("[[member]]\nname = \"web2\"", "[member2]\nname = \"web2\""), 18, "unknown key"),
     ]
 }

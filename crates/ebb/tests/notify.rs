@@ -90,3 +90,75 @@ fn a_receiver_that_is_down_fails_nothing_and_report_says_so() {
         );
     }
 }
+
+/// The JSON bodies the receiver got.
+fn received(got: &std::sync::Arc<std::sync::Mutex<Vec<String>>>) -> Vec<serde_json::Value> {
+    got.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|b| serde_json::from_str(b).ok())
+        .collect()
+}
+
+#[test]
+fn a_rolled_back_member_and_a_capacity_wait_are_notified() {
+    // a's verify fails; the rollback step runs, a is held and the run halts.
+    let f = Fixture::new(&["a", "b"]);
+    let (url, got) = receiver();
+    let rest = format!(
+        r#"
+[[runbook.step]]
+name = "install"
+run = "echo 1.1 > {{var.dir}}/lb/{{member}}.version"
+
+[[runbook.verify]]
+name = "version"
+command = "grep -q 1.0 {{var.dir}}/lb/{{member}}.version"
+
+[[runbook.rollback]]
+name = "downgrade"
+run = "echo 1.0 > {{var.dir}}/lb/{{member}}.version"
+
+[[notify]]
+url = "{url}"
+events = ["member_rolled_back", "member_failed", "capacity_wait_begun"]
+"#
+    );
+    let pool = f.pool("", &["a", "b"], &rest);
+    let o = ebb().arg("run").arg(&pool).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let json = received(&got);
+    let events: Vec<&str> = json.iter().filter_map(|v| v["event"].as_str()).collect();
+    assert_eq!(events, ["member_rolled_back"], "{json:?}");
+    assert_eq!(json[0]["member"], "a");
+    let msg = json[0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("a rolled-back") && msg.contains("verify after the rollback passed"),
+        "{msg}"
+    );
+
+    // Someone else's member is out: with max_unavailable = 1, a waits for capacity.
+    let f = Fixture::new(&["a", "b"]);
+    std::fs::write(f.path("lb/b.state"), "stopped\n").unwrap();
+    let (url, got) = receiver();
+    let rest =
+        format!("{RUNBOOK}\n[[notify]]\nurl = \"{url}\"\nevents = [\"capacity_wait_begun\"]\n");
+    let pool = f.pool(
+        "max_unavailable = 1\ncapacity_wait = \"1s\"",
+        &["a", "b"],
+        &rest,
+    );
+    let o = ebb().arg("run").arg(&pool).output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let json = received(&got);
+    assert_eq!(json.len(), 1, "{json:?}");
+    assert_eq!(json[0]["event"], "capacity_wait_begun");
+    assert_eq!(json[0]["member"], "a");
+    assert!(
+        json[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the availability policy does not allow taking \"a\" out"),
+        "{json:?}"
+    );
+}

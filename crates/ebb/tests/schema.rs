@@ -274,3 +274,52 @@ fn taplo_follows_the_schema_directive() {
         "{said}"
     );
 }
+
+#[test]
+fn bake_and_rollback_are_in_the_schema() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (schema_path, _) = schema(dir.path());
+    let local = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/local-command/pool.toml"),
+    )
+    .expect("example");
+    let good = local.replace(
+        "[runbook.drain]",
+        r#"[runbook.bake]
+duration = "10m"
+interval = "30s"
+
+[[runbook.bake.check]]
+name = "errors"
+http = { url = "http://{address}/health", expect_status = 200 }
+
+[[runbook.rollback]]
+name = "downgrade"
+run = "echo 1.0 > state/{member}.version"
+timeout = "5m"
+reboot = "never"
+
+[runbook.drain]"#,
+    );
+    let good = good.replace(
+        "[runbook]\n",
+        "[runbook]\nrollback_on = [\"verify\", \"bake\"]\n",
+    );
+    assert!(good.contains("rollback_on"));
+    let bad = good
+        .replace("interval = \"30s\"", "interval = \"30s\"\nrounds = 3")
+        .replace("reboot = \"never\"", "reboot = \"never\"\nundo = \"x\"");
+    let docs = [
+        as_json(dir.path(), "bake", &good),
+        as_json(dir.path(), "bake_bad", &bad),
+    ];
+    let result = validate(&schema_path, &docs);
+    let errors = |doc: &PathBuf| result[doc.to_str().expect("utf-8")].to_string();
+    assert_eq!(errors(&docs[0]), "[]");
+    let e = errors(&docs[1]);
+    assert!(e.contains("rounds") && e.contains("undo"), "{e}");
+    // ebb's own reader agrees.
+    let path = dir.path().join("pool.toml");
+    std::fs::write(&path, &good).expect("write");
+    ebb_engine::config::load(&path, &ebb_drivers::registry()).unwrap_or_else(|e| panic!("{e}"));
+}

@@ -268,6 +268,50 @@ pub const RUNBOOK: &[Key] = &[
         Kind::Tables,
         "checks that must pass before a member returns to service",
     ),
+    Key::new(
+        "bake",
+        Kind::Table,
+        "checks run again and again while a returned member takes traffic; the next member waits",
+    ),
+    Key::new(
+        "rollback",
+        Kind::Tables,
+        "steps run when verify or the bake fails, then verify again; the member stays held and the run halts",
+    ),
+    Key::new(
+        "rollback_on",
+        Kind::Strings,
+        "which failures run the rollback steps: \"verify\", \"bake\" (default both)",
+    ),
+];
+
+/// `[runbook.bake]`.
+pub const BAKE: &[Key] = &[
+    Key::required(
+        "duration",
+        Kind::Duration,
+        "how long the returned member is watched, e.g. \"10m\"",
+    ),
+    Key::new(
+        "interval",
+        Kind::Duration,
+        "time between two rounds of the checks (default \"30s\")",
+    ),
+    Key::required(
+        "check",
+        Kind::Tables,
+        "the checks (as [[runbook.verify]]) that must pass in every round",
+    ),
+];
+
+/// `[[runbook.rollback]]`: the shape of a step, without what only a forward step has.
+pub const ROLLBACK: &[Key] = &[
+    Key::required("name", Kind::String, "the rollback step's name, unique"),
+    Key::required("run", Kind::String, "the command run on the member"),
+    STEP_TIMEOUT,
+    STEP_IDEMPOTENT,
+    STEP_REBOOT,
+    STEP_REBOOT_CODES,
 ];
 
 /// `[runbook.drain]`.
@@ -299,6 +343,34 @@ pub const DRAIN: &[Key] = &[
     ),
 ];
 
+/// A key that `[[runbook.step]]` and `[[runbook.rollback]]` share.
+const STEP_TIMEOUT: Key = Key::new(
+    "timeout",
+    Kind::Duration,
+    "the command is killed after this (default \"30m\")",
+);
+
+/// A key that `[[runbook.step]]` and `[[runbook.rollback]]` share.
+const STEP_IDEMPOTENT: Key = Key::new(
+    "idempotent",
+    Kind::Bool,
+    "safe to run again after an interruption (default true)",
+);
+
+/// A key that `[[runbook.step]]` and `[[runbook.rollback]]` share.
+const STEP_REBOOT: Key = Key::new(
+    "reboot",
+    Kind::OneOf(&["never", "if-required", "always"]),
+    "whether a reboot follows (default \"never\")",
+);
+
+/// A key that `[[runbook.step]]` and `[[runbook.rollback]]` share.
+const STEP_REBOOT_CODES: Key = Key::new(
+    "reboot_required_exit_codes",
+    Kind::Any,
+    "exit codes meaning \"succeeded, reboot required\" (default [3010])",
+);
+
 /// `[[runbook.step]]` (and one key per registered maintenance kind, which owns its table).
 pub const STEP: &[Key] = &[
     Key::required(
@@ -322,16 +394,8 @@ pub const STEP: &[Key] = &[
         "which members run it (default \"every\")",
     ),
     Key::new("only_group", Kind::String, "only members of this group"),
-    Key::new(
-        "timeout",
-        Kind::Duration,
-        "the command is killed after this (default \"30m\")",
-    ),
-    Key::new(
-        "idempotent",
-        Kind::Bool,
-        "safe to run again after an interruption (default true)",
-    ),
+    STEP_TIMEOUT,
+    STEP_IDEMPOTENT,
     Key::new(
         "retries",
         Kind::Integer,
@@ -342,16 +406,8 @@ pub const STEP: &[Key] = &[
         Kind::DurationOrZero,
         "pause before each further attempt (default \"10s\")",
     ),
-    Key::new(
-        "reboot",
-        Kind::OneOf(&["never", "if-required", "always"]),
-        "whether a reboot follows (default \"never\")",
-    ),
-    Key::new(
-        "reboot_required_exit_codes",
-        Kind::Any,
-        "exit codes meaning \"succeeded, reboot required\" (default [3010])",
-    ),
+    STEP_REBOOT,
+    STEP_REBOOT_CODES,
 ];
 
 /// `[runbook.reboot]`.
@@ -396,7 +452,12 @@ pub const CHECK: &[Key] = &[
 
 /// The arrays of check tables, by path: each also takes the key of every registered check
 /// kind (exactly one of them).
-pub const CHECK_LISTS: &[&str] = &["pool.check[]", "runbook.drain.until[]", "runbook.verify[]"];
+pub const CHECK_LISTS: &[&str] = &[
+    "pool.check[]",
+    "runbook.drain.until[]",
+    "runbook.verify[]",
+    "runbook.bake.check[]",
+];
 
 /// `[[notify]]`.
 pub const NOTIFY: &[Key] = &[
@@ -409,7 +470,7 @@ pub const NOTIFY: &[Key] = &[
     Key::new(
         "events",
         Kind::Strings,
-        "which of run_started, run_paused, run_done, run_failed, member_failed, member_skipped (default all)",
+        "which of run_started, run_paused, run_done, run_failed, member_failed, member_skipped, member_rolled_back, capacity_wait_begun (default all)",
     ),
 ];
 
@@ -444,6 +505,9 @@ pub const SECTIONS: &[(&str, &[Key])] = &[
     ("runbook.reboot", REBOOT),
     ("runbook.drain.until[]", CHECK),
     ("runbook.verify[]", CHECK),
+    ("runbook.bake", BAKE),
+    ("runbook.bake.check[]", CHECK),
+    ("runbook.rollback[]", ROLLBACK),
     ("wave[]", WAVE),
     ("state", STATE),
 ];

@@ -1,5 +1,5 @@
-//! `[runbook]`: failure policy, `[runbook.drain]`, `[[runbook.step]]`, `[runbook.reboot]`
-//! and `[[runbook.verify]]`.
+//! `[runbook]`: failure policy, `[runbook.drain]`, `[[runbook.step]]`, `[runbook.reboot]`,
+//! `[[runbook.verify]]`, `[runbook.bake]` and `[[runbook.rollback]]`.
 
 use super::{keys, RESERVED_STEP_NAMES};
 use crate::plan::*;
@@ -42,6 +42,9 @@ pub(super) fn runbook(
         .enumerate()
         .filter_map(|(i, t)| super::checks::check(cx, t, &format!("runbook.verify[{i}]"), registry))
         .collect();
+    let bake = rb.sub(cx, "bake").and_then(|t| bake(cx, t, registry));
+    let rollback = rollback_steps(cx, &mut rb, members);
+    let rollback_on = rollback_on(cx, &mut rb, !rollback.is_empty(), bake.is_some());
     rb.finish(cx);
     let runbook = Runbook {
         on_failure,
@@ -54,8 +57,144 @@ pub(super) fn runbook(
         balancer_retry,
         stop_after,
         expected_member_time,
+        bake,
+        rollback,
+        rollback_on,
     };
     (runbook, paths)
+}
+
+/// `[runbook.bake]`.
+fn bake(cx: &mut Context, t: &toml::Table, registry: &Registry) -> Option<BakeSpec> {
+    let mut b = Section::new(t, "runbook.bake", keys::BAKE);
+    let duration = b.opt_duration(cx, "duration");
+    if duration.is_none() && !b.has("duration") {
+        cx.err(
+            "runbook.bake",
+            "a bake needs duration = \"10m\" (how long the returned member is watched)",
+        );
+    }
+    let interval = b.duration(cx, "interval", Duration::from_secs(30));
+    let checks: Vec<CheckSpec> = b
+        .tables(cx, "check")
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            super::checks::check(cx, t, &format!("runbook.bake.check[{i}]"), registry)
+        })
+        .collect();
+    if !b.has("check") {
+        cx.err(
+            "runbook.bake",
+            "a bake needs at least one [[runbook.bake.check]] (the same kinds as [[runbook.verify]])",
+        );
+    }
+    b.finish(cx);
+    Some(BakeSpec {
+        duration: duration?,
+        interval,
+        checks,
+    })
+}
+
+/// `[runbook] rollback_on`: both failures by default when there are rollback steps.
+fn rollback_on(cx: &mut Context, rb: &mut Section<'_>, steps: bool, bake: bool) -> RollbackOn {
+    let key = rb.key("rollback_on");
+    let Some(names) = rb.strings(cx, "rollback_on") else {
+        return RollbackOn {
+            verify: steps,
+            bake: steps,
+        };
+    };
+    if !steps {
+        cx.err(
+            &key,
+            "rollback_on needs [[runbook.rollback]] steps to run; add them or remove rollback_on",
+        );
+    }
+    let mut on = RollbackOn::default();
+    for n in names {
+        match n.as_str() {
+            "verify" => on.verify = true,
+            "bake" if !bake => cx.err(&key, "\"bake\" is listed but there is no [runbook.bake]"),
+            "bake" => on.bake = true,
+            other => cx.err(
+                &key,
+                format!("unknown failure \"{other}\"; expected some of \"verify\", \"bake\""),
+            ),
+        }
+    }
+    on
+}
+
+/// `[[runbook.rollback]]`: run when verify or the bake fails (see `rollback_on`).
+fn rollback_steps(cx: &mut Context, rb: &mut Section<'_>, members: &[Member]) -> Vec<StepSpec> {
+    let has_reboot = rb.has("reboot");
+    let mut steps: Vec<StepSpec> = Vec::new();
+    for (i, t) in rb.tables(cx, "rollback").into_iter().enumerate() {
+        let p = format!("runbook.rollback[{i}]");
+        let mut s = Section::new(t, &p, keys::ROLLBACK);
+        let name = s.req_str(
+            cx,
+            "name",
+            "the rollback step's name, e.g. name = \"reinstall\"",
+        );
+        let run = s.req_str(cx, "run", "the command that puts the member back as it was");
+        let timeout = s.duration(cx, "timeout", Duration::from_secs(1800));
+        let idempotent = s.bool(cx, "idempotent", true);
+        let reboot = reboot_policy(cx, &mut s);
+        let reboot_required_exit_codes = exit_codes(cx, &mut s);
+        s.finish(cx);
+        let (Some(name), Some(run)) = (name, run) else {
+            continue;
+        };
+        if steps.iter().any(|s| s.name == name) {
+            cx.err(
+                &format!("{p}.name"),
+                format!("rollback step \"{name}\" is defined twice; names must be unique"),
+            );
+        }
+        let step = StepSpec {
+            name,
+            run,
+            undo: None,
+            when: When::Every,
+            only_group: None,
+            timeout,
+            idempotent,
+            retries: 0,
+            retry_interval: Duration::ZERO,
+            reboot,
+            reboot_required_exit_codes,
+            maintenance: None,
+        };
+        if step.reboot != RebootPolicy::Never && !has_reboot {
+            cx.err(&format!("{p}.reboot"), "this rollback step may reboot but there is no [runbook.reboot] with the command that reboots");
+        }
+        reboot_codes(
+            cx,
+            &p,
+            &step,
+            t.contains_key("reboot_required_exit_codes"),
+            members,
+        );
+        steps.push(step);
+    }
+    steps
+}
+
+/// `reboot` of a step or a rollback step.
+fn reboot_policy(cx: &mut Context, s: &mut Section<'_>) -> RebootPolicy {
+    s.choice(
+        cx,
+        "reboot",
+        &[
+            ("never", RebootPolicy::Never),
+            ("if-required", RebootPolicy::IfRequired),
+            ("always", RebootPolicy::Always),
+        ],
+        RebootPolicy::Never,
+    )
 }
 
 /// `[runbook.drain]`.
@@ -205,16 +344,7 @@ fn step(
     let idempotent = s.bool(cx, "idempotent", true);
     let retries = u32::try_from(s.uint(cx, "retries", 0)).unwrap_or(u32::MAX);
     let retry_interval = s.duration(cx, "retry_interval", Duration::from_secs(10));
-    let reboot = s.choice(
-        cx,
-        "reboot",
-        &[
-            ("never", RebootPolicy::Never),
-            ("if-required", RebootPolicy::IfRequired),
-            ("always", RebootPolicy::Always),
-        ],
-        RebootPolicy::Never,
-    );
+    let reboot = reboot_policy(cx, &mut s);
     let reboot_required_exit_codes = exit_codes(cx, &mut s);
     s.finish(cx);
     Some(StepSpec {

@@ -54,6 +54,9 @@ pub enum MemberState {
     Done,
     /// Left out of this run.
     Skipped,
+    /// Its verify or bake failed: pulled back out, rolled back (when the runbook has
+    /// rollback steps), verified again, and held until a person decides (`ebb release`).
+    RolledBack,
 }
 
 impl MemberState {
@@ -65,6 +68,7 @@ impl MemberState {
             MemberState::Failed => "failed",
             MemberState::Done => "done",
             MemberState::Skipped => "skipped",
+            MemberState::RolledBack => "rolled-back",
         }
     }
     pub(super) fn parse(s: &str) -> Self {
@@ -73,6 +77,7 @@ impl MemberState {
             "failed" => MemberState::Failed,
             "done" => MemberState::Done,
             "skipped" => MemberState::Skipped,
+            "rolled-back" => MemberState::RolledBack,
             _ => MemberState::Pending,
         }
     }
@@ -312,6 +317,10 @@ named_enum! {
         Return = "return",
         /// The pool check after the return.
         Check = "check",
+        /// The bake checks while the returned member takes traffic.
+        Bake = "bake",
+        /// A rollback step (after a failed verify or bake).
+        Rollback = "rollback",
     }
 }
 
@@ -341,7 +350,7 @@ mod tests {
     #[test]
     fn every_name_reads_back_as_written() {
         for name in [
-            "hold", "drain", "step", "reboot", "verify", "return", "check",
+            "hold", "drain", "step", "reboot", "verify", "return", "check", "bake", "rollback",
         ] {
             let k = ActionKind::from(name);
             assert!(!matches!(k, ActionKind::Other(_)), "{name}");

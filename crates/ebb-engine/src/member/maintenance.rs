@@ -105,6 +105,7 @@ impl Engine {
             }
             if !announced {
                 self.emit(Event::Waiting {
+                    kind: crate::events::WaitKind::Gate,
                     member: Some(self.member(idx).name.clone()),
                     reason,
                 });

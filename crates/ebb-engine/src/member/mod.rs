@@ -9,7 +9,7 @@ use crate::interfaces::{
 use crate::journal::{ActionEnd, ActionKind, Journal, JournalError, MemberState, Outcome};
 use crate::ops::{ops_for, Op};
 use crate::placeholder::{render, Quote};
-use crate::plan::{CheckSpec, DrainMode, Member, OnTimeout, Plan, RebootPolicy};
+use crate::plan::{CheckSpec, DrainMode, Member, OnTimeout, Plan, RebootPolicy, StepSpec};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -48,6 +48,10 @@ pub enum MemberEnd {
     /// Its drain did not end in time (`on_timeout = "skip"`): it was returned to service
     /// untouched and marked skipped.
     Skipped(String),
+    /// Its verify or bake failed: it was pulled back out (after a bake), rolled back (when
+    /// the runbook has rollback steps) and verified again, and is held. The run halts
+    /// whatever `on_failure` says, so a person decides.
+    RolledBack(String),
     /// The journal could not be written: the member stopped at a safe point (between two
     /// operations, or with an operation's intent recorded and no outcome) and the run
     /// stops, to be continued by `ebb resume` once the journal is writable again.
@@ -112,6 +116,14 @@ enum OpEnd {
     },
 }
 
+/// Where the cursor goes after an operation: past it when it succeeds; when it fails,
+/// nowhere (`None`: it is tried again on resume) or to the start of the rollback.
+#[derive(Debug, Clone, Copy)]
+struct Advance {
+    ok: usize,
+    failed: Option<usize>,
+}
+
 /// A member's place in the start queue; leaves it when dropped.
 struct Turn<'a>(&'a StartQueue, usize);
 
@@ -137,6 +149,7 @@ fn failed(reason: impl Into<String>) -> OpEnd {
     }
 }
 
+mod bake;
 mod maintenance;
 mod policy;
 mod resumed;
@@ -240,40 +253,13 @@ impl Engine {
             member: name.clone(),
         });
         let ops = ops_for(&self.plan, idx);
-        for (k, op) in ops.iter().enumerate().skip(rec.cursor) {
-            if self.shutting_down() {
-                return MemberEnd::Interrupted;
-            }
-            if let Err(end) = self.journal_ok() {
-                return end;
-            }
-            match self.clone().attempts(idx, k, *op).await {
-                Ok(()) => {}
-                Err(MemberEnd::Failed(reason)) => {
-                    let step = op.name(&self.plan);
-                    if let Err(e) = self.journal.set_member_state(
-                        self.run_id,
-                        &name,
-                        MemberState::Failed,
-                        &step,
-                        &reason,
-                    ) {
-                        return MemberEnd::Journal(e);
-                    }
-                    let left = self.where_left(idx).await;
-                    self.emit(Event::MemberFinished {
-                        member: name.clone(),
-                        state: "failed".into(),
-                        reason: reason.clone(),
-                        left,
-                    });
-                    return MemberEnd::Failed(reason);
-                }
-                Err(MemberEnd::Skipped(reason)) => {
-                    return self.skip_member(idx, &ops, reason).await
-                }
-                Err(other) => return other,
-            }
+        let rolled_back = match self.clone().run_ops(idx, &ops, rec.cursor).await {
+            Ok(rolled_back) => rolled_back,
+            Err(MemberEnd::Skipped(reason)) => return self.skip_member(idx, &ops, reason).await,
+            Err(end) => return end,
+        };
+        if rolled_back {
+            return self.finish_rolled_back(idx).await;
         }
         if let Err(e) = self
             .journal
@@ -293,6 +279,79 @@ impl Engine {
             left: String::new(),
         });
         MemberEnd::Done
+    }
+
+    /// Runs `ops` from `from`: the member's operations up to its bake, and, when verify or
+    /// the bake fails and the runbook says so, the rollback after them. `Ok(true)`: the
+    /// rollback ran to its end (the member is held; the run halts). A failed operation
+    /// ends the member `Failed` here (state, event).
+    async fn run_ops(
+        self: Arc<Self>,
+        idx: usize,
+        ops: &[Op],
+        from: usize,
+    ) -> Result<bool, MemberEnd> {
+        let name = self.member(idx).name.clone();
+        let forward_end = ops
+            .iter()
+            .position(|o| o.is_rollback())
+            .unwrap_or(ops.len());
+        // A cursor inside the rollback: a resume of a rollback under way.
+        let mut rolling = (forward_end..ops.len()).contains(&from);
+        let mut k = from;
+        while k < ops.len() {
+            if self.shutting_down() {
+                return Err(MemberEnd::Interrupted);
+            }
+            self.journal_ok()?;
+            let op = ops[k];
+            let next = match op {
+                // The last forward operation, or a pull-back with no rollback steps to
+                // follow it, moves the cursor past the rollback.
+                _ if k + 1 == forward_end => ops.len(),
+                Op::PullBack if !self.plan.runbook.rollback_on.bake => ops.len(),
+                _ => k + 1,
+            };
+            let on_failure = match op {
+                Op::Verify | Op::Bake => crate::ops::rollback_entry(&self.plan, ops, op),
+                // Verified again or not, the member stays held: the rollback ends here.
+                Op::Reverify => Some(ops.len()),
+                _ => None,
+            };
+            let to = Advance {
+                ok: next,
+                failed: on_failure,
+            };
+            match self.clone().attempts(idx, k, op, to).await {
+                Ok(()) => k = next,
+                Err(MemberEnd::Failed(reason)) if on_failure.is_some() => {
+                    if !rolling {
+                        self.emit(Event::Notice {
+                            member: Some(name.clone()),
+                            message: format!("{reason}: rolling back"),
+                        });
+                    }
+                    rolling = true;
+                    k = on_failure.unwrap_or(ops.len());
+                }
+                Err(MemberEnd::Failed(reason)) => {
+                    let step = op.name(&self.plan);
+                    self.journal
+                        .set_member_state(self.run_id, &name, MemberState::Failed, &step, &reason)
+                        .map_err(MemberEnd::Journal)?;
+                    let left = self.where_left(idx).await;
+                    self.emit(Event::MemberFinished {
+                        member: name.clone(),
+                        state: "failed".into(),
+                        reason: reason.clone(),
+                        left,
+                    });
+                    return Err(MemberEnd::Failed(reason));
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(rolling)
     }
 
     /// Where a failed member was left, for the FAILED line: what the balancer says now (in
@@ -400,15 +459,21 @@ impl Engine {
     /// `retry_interval` apart. Every attempt is its own journaled action. An attempt whose
     /// outcome is unknown (the connection dropped) is tried again only when the step is
     /// idempotent, as resume would.
-    async fn attempts(self: Arc<Self>, idx: usize, k: usize, op: Op) -> Result<(), MemberEnd> {
-        let Op::Step(i) = op else {
-            return self.journaled(idx, k, op).await;
+    async fn attempts(
+        self: Arc<Self>,
+        idx: usize,
+        k: usize,
+        op: Op,
+        to: Advance,
+    ) -> Result<(), MemberEnd> {
+        let plan = self.plan.clone();
+        let Some(spec) = op.step_spec(&plan) else {
+            return self.journaled_to(idx, k, op, to).await;
         };
-        let spec = &self.plan.runbook.steps[i];
         let name = self.member(idx).name.clone();
         let mut attempt = 0;
         loop {
-            let reason = match self.clone().journaled(idx, k, op).await {
+            let reason = match self.clone().journaled_to(idx, k, op, to).await {
                 Err(MemberEnd::Failed(reason)) if attempt < spec.retries => reason,
                 other => return other,
             };
@@ -442,6 +507,22 @@ impl Engine {
 
     /// Runs one operation between its journaled intent and outcome.
     pub async fn journaled(self: Arc<Self>, idx: usize, k: usize, op: Op) -> Result<(), MemberEnd> {
+        let to = Advance {
+            ok: k + 1,
+            failed: None,
+        };
+        self.journaled_to(idx, k, op, to).await
+    }
+
+    /// Runs one operation between its journaled intent and outcome; the outcome moves the
+    /// cursor as `to` says, in the same journal write.
+    async fn journaled_to(
+        self: Arc<Self>,
+        idx: usize,
+        k: usize,
+        op: Op,
+        to: Advance,
+    ) -> Result<(), MemberEnd> {
         let name = self.member(idx).name.clone();
         let step = op.name(&self.plan);
         let kind = op.kind();
@@ -503,10 +584,14 @@ impl Engine {
                 Err(MemberEnd::Failed(format!("{step}: {reason}"))),
             ),
         };
-        if matches!(op, Op::Drain | Op::Return) {
+        if matches!(op, Op::Drain | Op::Return | Op::PullBack) {
             self.sample_pool().await;
         }
-        let advance_to = result.is_ok().then_some(k + 1);
+        let advance_to = match (&result, &outcome) {
+            (Ok(()), _) => Some(to.ok),
+            (Err(_), Outcome::Failed) => to.failed,
+            _ => None,
+        };
         self.journal
             .end_action(
                 self.run_id,
@@ -544,11 +629,22 @@ impl Engine {
             Op::Step(i) if self.plan.runbook.steps[i].maintenance.is_some() => {
                 self.begin_maintenance(idx, i, action).await
             }
-            Op::Step(i) => self.step(idx, i, action).await,
-            Op::Reboot(i) => self.reboot(idx, i, action).await,
-            Op::Verify => self.verify(idx).await,
+            Op::Step(i) => self.step(idx, &self.plan.runbook.steps[i], action).await,
+            Op::Reboot(i) => {
+                let step = &self.plan.runbook.steps[i].name;
+                self.reboot(idx, step, action).await
+            }
+            Op::Verify | Op::Reverify => self.verify(idx).await,
             Op::Return => self.unwind(idx, action).await,
             Op::PoolCheck => self.pool_check(idx).await,
+            Op::Bake => self.bake(idx).await,
+            Op::PullBackHold => self.hold(idx).await,
+            Op::PullBack => self.pull_back(idx).await,
+            Op::Rollback(i) => self.step(idx, &self.plan.runbook.rollback[i], action).await,
+            Op::RollbackReboot(i) => {
+                let step = &self.plan.runbook.rollback[i].name;
+                self.reboot(idx, step, action).await
+            }
         }
     }
 }

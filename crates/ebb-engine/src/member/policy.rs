@@ -232,6 +232,7 @@ impl Engine {
             }
             if !announced {
                 self.emit(Event::Waiting {
+                    kind: crate::events::WaitKind::Capacity,
                     member: Some(plan.members[idx].name.clone()),
                     reason: message,
                 });

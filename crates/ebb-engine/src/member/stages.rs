@@ -89,6 +89,7 @@ impl Engine {
                 };
                 if shown != Some(gate.name.as_str()) {
                     self.emit(Event::Waiting {
+                        kind: crate::events::WaitKind::Drain,
                         member: Some(m.name.clone()),
                         reason: format!("drain gate \"{}\" is still closed: {why}", gate.name),
                     });
@@ -114,6 +115,7 @@ impl Engine {
                         }
                         OnTimeout::Wait if !waiting_past_timeout => {
                             self.emit(Event::Waiting {
+ kind: crate::events::WaitKind::Drain,
                                 member: Some(m.name.clone()),
                                 reason: format!("{closed}; waiting (on_timeout = \"wait\")"),
                             });
@@ -178,6 +180,7 @@ impl Engine {
         let note_unanswered = |e: &dyn std::fmt::Display, unanswered: &mut bool| {
             if !*unanswered {
                 self.emit(Event::Waiting {
+                    kind: crate::events::WaitKind::Drain,
                     member: Some(m.name.clone()),
                     reason: format!(
                         "the balancer does not answer ({e}); waiting for it to confirm the drain"
@@ -251,6 +254,7 @@ impl Engine {
                     OnTimeout::Wait => {
                         if !warned {
                             self.emit(Event::Waiting {
+ kind: crate::events::WaitKind::Drain,
                                 member: Some(m.name.clone()),
                                 reason: format!("drain timeout reached with {conns} connection(s) open; waiting (on_timeout = \"wait\")"),
                             });
@@ -329,9 +333,8 @@ impl Engine {
             .map_err(|e| e.to_string())
     }
 
-    pub(super) async fn step(&self, idx: usize, i: usize, action: i64) -> OpEnd {
+    pub(super) async fn step(&self, idx: usize, spec: &StepSpec, action: i64) -> OpEnd {
         let m = self.member(idx);
-        let spec = &self.plan.runbook.steps[i];
         if spec.undo.is_some() {
             // Owed from the moment the step may have changed anything.
             if let Err(e) =
@@ -401,7 +404,7 @@ impl Engine {
         }
     }
 
-    pub(super) async fn reboot(&self, idx: usize, i: usize, action: i64) -> OpEnd {
+    pub(super) async fn reboot(&self, idx: usize, step: &str, action: i64) -> OpEnd {
         let m = self.member(idx);
         let pending = self
             .journal
@@ -410,10 +413,7 @@ impl Engine {
             .flatten()
             .is_some_and(|r| r.reboot_pending);
         if !pending {
-            return OpEnd::Skipped(format!(
-                "\"{}\" did not ask for a reboot",
-                self.plan.runbook.steps[i].name
-            ));
+            return OpEnd::Skipped(format!("\"{step}\" did not ask for a reboot"));
         }
         let Some(spec) = self.plan.runbook.reboot.clone() else {
             return failed("a reboot is required but there is no [runbook.reboot]");

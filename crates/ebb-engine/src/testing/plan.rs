@@ -127,6 +127,9 @@ impl PlanBuilder {
                     balancer_retry: Duration::ZERO,
                     stop_after: None,
                     expected_member_time: None,
+                    bake: None,
+                    rollback: vec![],
+                    rollback_on: RollbackOn::default(),
                 },
                 waves: vec![wave("all", &all, false)],
                 notify: vec![],
@@ -236,6 +239,27 @@ impl PlanBuilder {
     /// A verify check (see [`check`]).
     pub fn verify(mut self, name: &str) -> Self {
         self.plan.runbook.verify.push(check(name));
+        self
+    }
+
+    /// `[runbook.bake]` with `duration` and `interval` and the checks named (see [`check`]).
+    pub fn bake(mut self, duration: Duration, interval: Duration, checks: &[&str]) -> Self {
+        self.plan.runbook.bake = Some(BakeSpec {
+            duration,
+            interval,
+            checks: checks.iter().map(|c| check(c)).collect(),
+        });
+        self
+    }
+
+    /// A rollback step (see [`step`]): `rollback_on` becomes both verify and bake, as a
+    /// pool file without `rollback_on` says.
+    pub fn rollback(mut self, s: StepSpec) -> Self {
+        self.plan.runbook.rollback.push(s);
+        self.plan.runbook.rollback_on = RollbackOn {
+            verify: true,
+            bake: true,
+        };
         self
     }
 

@@ -2,6 +2,7 @@
 //! and abort, driven against the scripted fakes of `ebb_engine::testing` with a real
 //! journal. Every test asserts on what the fakes recorded and on the journal.
 
+mod bake;
 mod controls;
 mod drain;
 mod failure;
@@ -11,6 +12,7 @@ mod lost;
 mod reboot;
 mod release;
 mod resume;
+mod rollback;
 mod runs;
 mod scheduler;
 mod undo;
@@ -53,4 +55,22 @@ pub fn waits(h: &Harness) -> Vec<String> {
             _ => None,
         })
         .collect()
+}
+
+/// Runs `case(k)` for every `k` in `0..n` side by side (each has its own harness and
+/// journal, so their waits overlap), and fails with the first case that failed.
+pub async fn every<F, Fut>(n: usize, case: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for k in 0..n {
+        set.spawn(case(k));
+    }
+    while let Some(r) = set.join_next().await {
+        if let Err(e) = r {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
 }

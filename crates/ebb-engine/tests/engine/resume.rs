@@ -1,6 +1,7 @@
 //! Resume after an interruption at every operation of every member: as kill -9 (the run's
 //! future dropped where it stands) before or after the call took effect, and as Ctrl-C.
 
+use crate::every;
 use ebb_engine::journal::{Outcome, RunState};
 use ebb_engine::plan::StepSpec;
 use ebb_engine::run::{RunError, RunOptions};
@@ -43,24 +44,6 @@ fn counts(h: &Harness) -> BTreeMap<String, usize> {
         *c.entry(format!("{} {}", r.member, r.call)).or_insert(0) += 1;
     }
     c
-}
-
-/// Runs `case(k)` for every `k` in `0..n` side by side (each has its own harness and
-/// journal, so their waits overlap), and fails with the first case that failed.
-async fn every<F, Fut>(n: usize, case: F)
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let mut set = tokio::task::JoinSet::new();
-    for k in 0..n {
-        set.spawn(case(k));
-    }
-    while let Some(r) = set.join_next().await {
-        if let Err(e) = r {
-            std::panic::resume_unwind(e.into_panic());
-        }
-    }
 }
 
 /// The operations of an uninterrupted run, in order.

@@ -13,7 +13,15 @@ const BUCKETS: &[f64] = &[
 /// Run states, each exported as `ebb_run_state{state=...}` 1 or 0.
 const RUN_STATES: &[&str] = &["running", "paused", "halted", "done", "aborted"];
 /// Member states, each exported as `ebb_members{state=...}`.
-const MEMBER_STATES: &[&str] = &["pending", "draining", "out", "failed", "done", "skipped"];
+const MEMBER_STATES: &[&str] = &[
+    "pending",
+    "draining",
+    "out",
+    "failed",
+    "done",
+    "skipped",
+    "rolled-back",
+];
 
 /// Renders the metrics text.
 pub fn render(s: &Snapshot) -> String {
