@@ -56,6 +56,7 @@ pub enum MemberState {
     Skipped,
     /// Its verify or bake failed: pulled back out, rolled back (when the runbook has
     /// rollback steps), verified again, and held until a person decides (`ebb release`).
+    #[serde(rename = "rolled-back")]
     RolledBack,
 }
 
