@@ -25,29 +25,18 @@
 # (with them open, over the RSS before the first count).
 set -euo pipefail
 
-BACKEND=${BACKEND:-nginx}
 DURATION=${DURATION:-3s}
 ROUNDS=${ROUNDS:-5}
 CELLS=${CELLS:-"keepalive:32:1 keepalive:32:2 keepalive:256:1 keepalive:256:2 close:32:1 close:32:2 close:256:1 close:256:2"}
 IDLE=${IDLE-"1000 4000 10000"}
-NGINX_WORKERS=${NGINX_WORKERS:-2}
-# Each balancer gets its own loopback address (the backends listen on both), so the
-# TIME_WAIT sockets one-request-per-connection runs leave behind (tens of thousands; they
-# slow down port allocation in connect()) do not land on the other balancer's runs.
-EBB_IP=${EBB_IP:-127.0.0.2}
-HAP_IP=${HAP_IP:-127.0.0.3}
-EBB_PORT=${EBB_PORT:-18080}
-HAP_PORT=${HAP_PORT:-18090}
-CTL_PORT=${CTL_PORT:-18099}
-PORTS=${PORTS:-"18081 18082 18083"}
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
+# Backends, balancers and their settings (BACKEND, NGINX_WORKERS, addresses and ports).
+. bench/lb/lib.sh
+lb_prepare
 
-# 10,000 idle connections are 20,000 descriptors in the balancer: raise the limit as far
-# as allowed, and hold no more idle connections than it leaves room for.
-ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-FD_LIMIT=$(ulimit -n)
+# Hold no more idle connections than the descriptor limit leaves room for.
 MAX_IDLE=$(((FD_LIMIT - 300) / 2))
 idle=
 for n in $IDLE; do
@@ -59,142 +48,9 @@ for n in $IDLE; do
 done
 IDLE=$idle
 
-need() { # command, Debian package
-    if ! command -v "$1" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$1" ]; then
-        echo "installing $2 ..." >&2
-        local sudo=
-        [ "$(id -u)" = 0 ] || sudo=sudo
-        $sudo apt-get -o DPkg::Lock::Timeout=600 install -y "$2" >&2
-    fi
-}
-need wrk wrk
-need haproxy haproxy
-HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
-if [ "$BACKEND" = nginx ]; then
-    need nginx nginx
-    NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-elif [ "$BACKEND" != own ]; then
-    echo "BACKEND must be nginx or own, not $BACKEND" >&2
-    exit 2
-fi
-
-echo "building (release) ..." >&2
-cargo build --release -q -p ebb-lb --example lb_serve --example bench_backend --example idle_clients
-target_dir=$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-bin="${target_dir:-$root/target}/release/examples"
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-    exec 7>&- 2>/dev/null || true
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-# --- backends ------------------------------------------------------------------------
-if [ "$BACKEND" = nginx ]; then
-    mkdir -p "$work/nginx/logs"
-    {
-        echo "worker_processes $NGINX_WORKERS;"
-        echo "pid $work/nginx/nginx.pid;"
-        echo "error_log $work/nginx/logs/error.log warn;"
-        echo "events { worker_connections $((FD_LIMIT - 100)); }"
-        echo "http {"
-        echo "  access_log off;"
-        echo "  keepalive_requests 100000000;"
-        echo "  keepalive_timeout 600s;"
-        echo "  client_body_temp_path $work/nginx/tmp;"
-        echo "  server {"
-        for p in $PORTS; do echo "    listen $EBB_IP:$p; listen $HAP_IP:$p;"; done
-        echo "    default_type text/plain;"
-        echo "    location / { return 200 \"hello, world\\n\"; }"
-        echo "  }"
-        echo "}"
-    } >"$work/nginx/nginx.conf"
-    "$NGINX" -p "$work/nginx" -e "$work/nginx/logs/error.log" -c "$work/nginx/nginx.conf" \
-        -g 'daemon off;' 2>"$work/backend.log" &
-    pids+=($!)
-    backend_desc="nginx $("$NGINX" -v 2>&1 | sed 's,.*nginx/,,'), $NGINX_WORKERS workers, return 200"
-else
-    addrs=()
-    for p in $PORTS; do addrs+=("$EBB_IP:$p" "$HAP_IP:$p"); done
-    "$bin/bench_backend" "${addrs[@]}" 2>"$work/backend.log" &
-    pids+=($!)
-    backend_desc="ebb's bench_backend"
-fi
-
-# --- the balancers -------------------------------------------------------------------
-{
-    cat <<TOML
-[pool]
-name = "bench"
-
-[balancer]
-driver = "builtin"
-listen = "$EBB_IP:$EBB_PORT"
-control = "http://127.0.0.1:$CTL_PORT"
-state_file = "lb-state.json"
-balance = "round-robin"
-connect_timeout = "2s"
-idle_timeout = "10m"
-
-[balancer.health]
-kind = "tcp"
-interval = "1s"
-TOML
-    i=0
-    for p in $PORTS; do
-        i=$((i + 1))
-        printf '\n[[member]]\nname = "b%s"\naddress = "%s:%s"\n' "$i" "$EBB_IP" "$p"
-    done
-} >"$work/pool.toml"
-EBB_LOG=warn "$bin/lb_serve" "$work/pool.toml" >"$work/ebb.out" 2>"$work/ebb.log" &
-ebb_pid=$!
-pids+=($ebb_pid)
-
-{
-    cat <<CFG
-global
-    maxconn $(((FD_LIMIT - 100) / 2))
-    nbthread 2
-defaults
-    mode tcp
-    timeout connect 2s
-    timeout client 10m
-    timeout server 10m
-frontend fe
-    bind $HAP_IP:$HAP_PORT
-    default_backend be
-backend be
-    balance roundrobin
-CFG
-    i=0
-    for p in $PORTS; do
-        i=$((i + 1))
-        echo "    server b$i $HAP_IP:$p check inter 1s"
-    done
-} >"$work/haproxy.cfg"
-"$HAPROXY" -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
-hap_pid=$!
-pids+=($hap_pid)
-
-# Wait for everything to listen.
-wait_for=("$EBB_IP/$EBB_PORT" "$HAP_IP/$HAP_PORT")
-for p in $PORTS; do wait_for+=("$EBB_IP/$p" "$HAP_IP/$p"); done
-for addr in "${wait_for[@]}"; do
-    ok=
-    for _ in $(seq 100); do
-        if (exec 3<>"/dev/tcp/$addr") 2>/dev/null; then ok=1; break; fi
-        sleep 0.1
-    done
-    if [ -z "$ok" ]; then
-        echo "nothing listens on $addr; logs:" >&2
-        tail -n 20 "$work"/*.log "$work"/nginx/logs/*.log >&2 || true
-        exit 1
-    fi
-done
+lb_start_backends
+lb_start_ebb "$EBB_IP" "$EBB_PORT" "$CTL_PORT"
+lb_start_haproxy "$HAP_IP" "$HAP_PORT"
 
 header="$(nproc) cores, $(uname -m), load average $(cut -d' ' -f1-3 /proc/loadavg) at the start"
 
@@ -254,10 +110,8 @@ to_ms() { awk '{v=$1; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$
 results="$work/results"
 : >"$results"
 run() { # cell round name addr
-    local cell=$1 round=$2 name=$3 addr=$4 mode conns threads hdr=() out rps p99 errs
-    IFS=: read -r mode conns threads <<<"$cell"
-    [ "$mode" = close ] && hdr=(-H "Connection: close")
-    out=$(wrk -t"$threads" -c"$conns" -d"$DURATION" --latency "${hdr[@]}" "http://$addr/")
+    local cell=$1 round=$2 name=$3 addr=$4 out rps p99 errs
+    out=$(lb_wrk "$cell" "$addr")
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     p99=$(echo "$out" | awk '$1=="99%" {print $2}' | to_ms)
     # Socket errors (connect, read, write, timeout) and non-2xx answers.
@@ -284,15 +138,10 @@ for round in $(seq "$ROUNDS"); do
 done
 
 echo
-echo "ebb-lb vs HAProxy $("$HAPROXY" -v | awk 'NR==1 {print $3}') (mode tcp, nbthread 2), backend: $backend_desc"
+echo "ebb-lb vs HAProxy $(haproxy_version) (mode tcp, nbthread 2), backend: $backend_desc"
 echo "wrk -d$DURATION x$ROUNDS interleaved rounds; $header"
 echo
-awk '
-function median(list,   a, n, i, j, t) {
-  n = split(list, a, " ")
-  for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j+1] = a[j]; a[j+1] = t }
-  return (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
-}
+awk "$AWK_MEDIAN"'
 {
   cell = $1; key = cell " " $2
   if (!(cell in seen)) { seen[cell] = 1; order[++ncells] = cell }
