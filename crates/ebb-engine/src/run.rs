@@ -484,13 +484,41 @@ pub fn balancer_errors(plan: &Plan, errors: &[(usize, String)]) -> Vec<String> {
         .collect()
 }
 
-/// The state to show for a run: a `running` run whose process is gone is `halted`.
+/// The state to show for a run: a `running` run that no live ebb works on is `halted`
+/// (see [`shown`]).
 pub fn effective_state(journal: &Journal, run: &RunRecord) -> RunState {
-    if run.state == RunState::Running && journal.lock_holder(&run.pool).ok().flatten().is_none() {
-        RunState::Halted
-    } else {
-        run.state
+    shown(journal, run).0
+}
+
+/// What `status`, `report` and the web view show of a run: its state and its message.
+///
+/// The journal says `running` from a run's start until its ebb records how it stopped; an
+/// ebb that died (kill -9, a crash, a lost admin host) never records it. So a `running`
+/// run is running only while a live ebb holds the pool's lock *and* the run is the pool's
+/// latest: `run`, `resume` and `release` only ever work on the latest run, so the holder
+/// of the lock is never working on an earlier one. Any other `running` run is shown
+/// `halted`, its message saying it was interrupted.
+pub fn shown(journal: &Journal, run: &RunRecord) -> (RunState, String) {
+    if run.state != RunState::Running {
+        return (run.state, run.message.clone());
     }
+    let held = journal.lock_holder(&run.pool).ok().flatten().is_some();
+    let latest = match journal.latest_run(Some(&run.pool)) {
+        Ok(Some(l)) => l.id == run.id,
+        // Unreadable: judge by the lock alone, as before there was a later run.
+        _ => true,
+    };
+    if held && latest {
+        return (RunState::Running, run.message.clone());
+    }
+    let interrupted =
+        "interrupted: the ebb running it ended without finishing (killed, crashed or its host lost)";
+    let message = if run.message.is_empty() {
+        interrupted.to_string()
+    } else {
+        format!("{interrupted}; {}", run.message)
+    };
+    (RunState::Halted, message)
 }
 
 fn prepare_resume(

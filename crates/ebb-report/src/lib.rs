@@ -13,6 +13,9 @@
 //! keeps the key order (and so the bytes) of the earlier untyped output, whose maps were
 //! sorted.
 
+// Part of the `ebb` binary: no `println!` that panics on a closed pipe (see clippy.toml).
+#![deny(clippy::disallowed_macros)]
+
 pub mod html;
 pub mod text;
 

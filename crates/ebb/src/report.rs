@@ -18,6 +18,7 @@ pub fn build(
     latest: bool,
 ) -> JResult<RunReport> {
     let actions = journal.actions(run.id, None)?;
+    let (state, message) = ebb_engine::run::shown(journal, run);
     let mut members = Vec::new();
     for m in journal.members(run.id)? {
         let owed_undos = journal
@@ -81,10 +82,10 @@ pub fn build(
         run: RunSummary {
             ended_ms: run.ended_ms,
             id: run.id,
-            message: run.message.clone(),
+            message,
             pool: run.pool.clone(),
             started_ms: run.started_ms,
-            state: ebb_engine::run::effective_state(journal, run),
+            state,
         },
         traffic,
     })

@@ -98,6 +98,7 @@ impl RunStatus {
     pub fn read(journal: &Journal, run: &RunRecord) -> RunStatus {
         let members = journal.members(run.id).unwrap_or_default();
         let holder = journal.lock_holder(&run.pool).ok().flatten();
+        let (state, message) = ebb_engine::run::shown(journal, run);
         RunStatus {
             lock: holder.map(|h| LockView {
                 heartbeat_ms: h.heartbeat_ms,
@@ -137,11 +138,11 @@ impl RunStatus {
             run: RunView {
                 ended_ms: run.ended_ms,
                 id: run.id,
-                message: run.message.clone(),
+                message,
                 pool: run.pool.clone(),
                 pool_file: run.pool_file.clone(),
                 started_ms: run.started_ms,
-                state: ebb_engine::run::effective_state(journal, run),
+                state,
             },
             window: None,
         }

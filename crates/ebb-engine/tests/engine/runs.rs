@@ -46,3 +46,33 @@ async fn each_run_is_read_back_by_its_id_with_its_own_members_and_actions() {
         .is_none());
     assert!(h.journal.run(-1).expect("read").is_none());
 }
+
+/// A run recorded as `running` whose ebb died (kill -9 leaves it so) is shown halted and
+/// interrupted, also while a later run of the pool holds the lock: the holder works on
+/// the latest run, never on this one. Only the latest run, with a live holder, is running.
+#[tokio::test]
+async fn a_running_run_whose_ebb_died_is_interrupted_also_while_a_later_run_holds_the_lock() {
+    use ebb_engine::run::shown;
+    let h = Harness::new(PlanBuilder::new(1).step("install").build());
+    let first = h.run().await.run_id;
+    let second = h.run().await.run_id;
+    let pool = "fake-pool";
+    // The later run's ebb holds the lock (this process: alive); the first run's ebb died
+    // before it could record how it stopped.
+    assert!(h.journal.lock(pool, false).expect("lock").is_ok());
+    for id in [first, second] {
+        h.journal
+            .set_run_state(id, RunState::Running, "")
+            .expect("state");
+    }
+    let read = |id: i64| shown(&h.journal, &h.journal.run(id).expect("read").expect("run"));
+    let (state, message) = read(first);
+    assert_eq!(state, RunState::Halted, "{message}");
+    assert!(message.starts_with("interrupted"), "{message}");
+    assert_eq!(read(second), (RunState::Running, String::new()));
+    // Its holder gone, the latest run is interrupted too.
+    h.journal.unlock(pool).expect("unlock");
+    let (state, message) = read(second);
+    assert_eq!(state, RunState::Halted, "{message}");
+    assert!(message.starts_with("interrupted"), "{message}");
+}

@@ -146,7 +146,7 @@ pub fn snapshot(
     let records = journal.members(run.id)?;
     let actions = journal.actions(run.id, None)?;
     let holder = journal.lock_holder(&run.pool)?;
-    let state = ebb_engine::run::effective_state(journal, &run);
+    let (state, message) = ebb_engine::run::shown(journal, &run);
     let mut members = Vec::with_capacity(records.len());
     for rec in &records {
         let in_flight = actions
@@ -200,7 +200,7 @@ pub fn snapshot(
                 state: state.as_str().into(),
                 started_ms: run.started_ms,
                 ended_ms: run.ended_ms,
-                message: run.message.clone(),
+                message,
                 holder: holder.map(|h| format!("{}@{}", h.pid, h.host)),
             }),
             members,
