@@ -3,16 +3,17 @@
 use crate::locate::{
     load_plan, open_journal, pool_name, print_problems, problems_of, state_dir, EXIT_USAGE,
 };
+use crate::outputs::{
+    sorted_line, CheckReport, InvalidFile, MemberCheck, PlanDoc, PlannedOp, VersionsLine,
+};
 use crate::render::Renderer;
 use crate::report::to_json;
 use crate::status::RunStatus;
 use crate::{Command, RunSel};
 use ebb_engine::journal::{default_lock_dir, HostLock, Journal};
 use ebb_engine::member::Drivers;
-use ebb_engine::ops::ops_for;
 use ebb_engine::plan::Plan;
 use ebb_engine::run::{self, RunError, RunOptions, RunOutcome};
-use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
@@ -357,7 +358,10 @@ async fn run_cmd(sel: &RunSel, opts: RunOptions, json: bool, web: &crate::web::W
     if json && !versions.is_empty() {
         ebb_out::outln!(
             "{}",
-            json!({"event": "versions", "members": ebb_drivers::check::version::table_json(&versions)})
+            sorted_line(&VersionsLine {
+                event: "versions",
+                members: &versions
+            })
         );
     } else if !json {
         print_versions(&versions);
@@ -480,33 +484,6 @@ async fn abort(sel: &RunSel, json_out: bool) -> i32 {
     }
 }
 
-fn plan_json(plan: &Plan) -> serde_json::Value {
-    let total = plan.members.len();
-    json!({
-        "pool": plan.pool.name,
-        "driver": plan.balancer.driver,
-        "policy": {
-            "max_unavailable": plan.pool.max_unavailable.resolve(total),
-            "min_in_service": plan.pool.min_in_service,
-            "capacity_wait_s": plan.pool.capacity_wait.as_secs(),
-        },
-        "waves": plan.waves.iter().map(|w| json!({
-            "name": w.name,
-            "pause_after": w.pause_after,
-            "members": w.members.iter().map(|&i| {
-                let m = &plan.members[i];
-                json!({
-                    "name": m.name,
-                    "address": m.address,
-                    "lb_name": m.lb_name,
-                    "ops": ops_for(plan, i).iter().filter(|o| !o.is_rollback()).map(|o| json!({"name": o.name(plan), "kind": o.kind()})).collect::<Vec<_>>(),
-                    "rollback": ops_for(plan, i).iter().filter(|o| o.is_rollback()).map(|o| json!({"name": o.name(plan), "kind": o.kind()})).collect::<Vec<_>>(),
-                })
-            }).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    })
-}
-
 fn plan_cmd(path: &Path, json_out: bool) -> i32 {
     let Some(plan) = load_plan(path) else {
         return EXIT_USAGE;
@@ -515,7 +492,6 @@ fn plan_cmd(path: &Path, json_out: bool) -> i32 {
         let _ = load_drivers(&plan);
         return EXIT_USAGE;
     }
-    let mut v = plan_json(&plan);
     let sel = RunSel {
         pool: Some(path.to_path_buf()),
         state_dir: None,
@@ -527,9 +503,9 @@ fn plan_cmd(path: &Path, json_out: bool) -> i32 {
         &expectation,
         ebb_engine::window::jiff::Timestamp::now(),
     );
-    v["timing"] = json!(timing);
+    let doc = PlanDoc::new(&plan, timing);
     if json_out {
-        ebb_out::outln!("{v}");
+        ebb_out::outln!("{}", sorted_line(&doc));
         return 0;
     }
     let total = plan.members.len();
@@ -542,30 +518,24 @@ fn plan_cmd(path: &Path, json_out: bool) -> i32 {
         plan.pool.min_in_service,
         ebb_config::format_duration(plan.pool.capacity_wait)
     );
-    for w in v["waves"].as_array().into_iter().flatten() {
+    for w in &doc.waves {
         ebb_out::outln!(
             "{}{}",
-            ebb_engine::plan::wave_label(w["name"].as_str().unwrap_or("")).replace('"', ""),
-            if w["pause_after"].as_bool() == Some(true) {
+            ebb_engine::plan::wave_label(&w.name).replace('"', ""),
+            if w.pause_after {
                 " (pause for approval after it)"
             } else {
                 ""
             }
         );
-        for m in w["members"].as_array().into_iter().flatten() {
-            let names = |key: &str| -> Vec<&str> {
-                m[key]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|o| o["name"].as_str())
-                    .collect()
-            };
-            let rollback = names("rollback");
+        for m in &w.members {
+            let names =
+                |ops: &[PlannedOp]| -> Vec<String> { ops.iter().map(|o| o.name.clone()).collect() };
+            let rollback = names(&m.rollback);
             ebb_out::outln!(
                 "  {:<16} {}{}",
-                m["name"].as_str().unwrap_or(""),
-                names("ops").join(" → "),
+                m.name,
+                names(&m.ops).join(" → "),
                 if rollback.is_empty() {
                     String::new()
                 } else {
@@ -574,7 +544,7 @@ fn plan_cmd(path: &Path, json_out: bool) -> i32 {
             );
         }
     }
-    crate::windows::print_timing(&timing);
+    crate::windows::print_timing(&doc.timing);
     0
 }
 
@@ -607,10 +577,7 @@ async fn check(path: &Path, json_out: bool, no_members: bool) -> i32 {
         Err(problems) => {
             print_problems(&problems, path);
             if json_out {
-                ebb_out::outln!(
-                    "{}",
-                    json!({"ok": false, "valid": false, "file": path.display().to_string(), "problems": problems})
-                );
+                ebb_out::outln!("{}", sorted_line(&InvalidFile::new(path, &problems)));
             }
             return EXIT_USAGE;
         }
@@ -622,16 +589,19 @@ async fn check(path: &Path, json_out: bool, no_members: bool) -> i32 {
     let mut errors = Vec::new();
     for (i, (m, s)) in plan.members.iter().zip(&states).enumerate() {
         match s {
-            Ok(st) => rows.push(json!({
-                "name": m.name,
-                "state": st.state.as_str(),
-                "in_service": st.in_service(),
-                "active_connections": st.active_connections,
-                "detail": st.detail,
-            })),
+            Ok(st) => rows.push(MemberCheck::Read {
+                name: m.name.clone(),
+                state: st.state,
+                in_service: st.in_service(),
+                active_connections: st.active_connections,
+                detail: st.detail.clone(),
+            }),
             Err(e) => {
                 errors.push((i, e.to_string()));
-                rows.push(json!({"name": m.name, "error": e.to_string()}));
+                rows.push(MemberCheck::Unreachable {
+                    name: m.name.clone(),
+                    error: e.to_string(),
+                });
             }
         }
     }
@@ -670,48 +640,62 @@ async fn check(path: &Path, json_out: bool, no_members: bool) -> i32 {
     } else {
         ebb_drivers::check::version::table(&plan, &drivers.transports).await
     };
+    let report = CheckReport {
+        ok,
+        valid: true,
+        pool: plan.pool.name.clone(),
+        members: rows,
+        warnings,
+        problems,
+        versions,
+    };
     if json_out {
-        ebb_out::outln!(
-            "{}",
-            json!({"ok": ok, "valid": true, "pool": plan.pool.name, "members": rows, "warnings": warnings, "problems": problems, "versions": ebb_drivers::check::version::table_json(&versions)})
-        );
+        ebb_out::outln!("{}", sorted_line(&report));
     } else {
-        ebb_out::outln!(
-            "{}: valid ({} members, balancer {})",
-            path.display(),
-            plan.members.len(),
-            plan.balancer.driver
-        );
-        for r in &rows {
-            match r.get("error") {
-                // The error itself is among the problems below, said once.
-                Some(_) => ebb_out::outln!(
-                    "  {:<16} UNREACHABLE (see the problem below)",
-                    r["name"].as_str().unwrap_or("")
-                ),
-                None => ebb_out::outln!(
-                    "  {:<16} {:<9} {}",
-                    r["name"].as_str().unwrap_or(""),
-                    r["state"].as_str().unwrap_or(""),
-                    if r["in_service"].as_bool() == Some(true) {
-                        "in service"
-                    } else {
-                        "OUT of service"
-                    }
-                ),
-            }
-        }
-        print_versions(&versions);
-        for w in &warnings {
-            ebb_out::outln!("warning: {w}");
-        }
-        for p in &problems {
-            ebb_out::errln!("problem: {p}");
-        }
+        print_check(path, &plan, &report);
     }
     if ok {
         0
     } else {
         1
+    }
+}
+
+/// `ebb check` for people: the members, the versions, the warnings and the problems.
+fn print_check(path: &Path, plan: &Plan, report: &CheckReport) {
+    ebb_out::outln!(
+        "{}: valid ({} members, balancer {})",
+        path.display(),
+        plan.members.len(),
+        plan.balancer.driver
+    );
+    for r in &report.members {
+        match r {
+            // The error itself is among the problems below, said once.
+            MemberCheck::Unreachable { name, .. } => {
+                ebb_out::outln!("  {name:<16} UNREACHABLE (see the problem below)")
+            }
+            MemberCheck::Read {
+                name,
+                state,
+                in_service,
+                ..
+            } => ebb_out::outln!(
+                "  {name:<16} {:<9} {}",
+                state.as_str(),
+                if *in_service {
+                    "in service"
+                } else {
+                    "OUT of service"
+                }
+            ),
+        }
+    }
+    print_versions(&report.versions);
+    for w in &report.warnings {
+        ebb_out::outln!("warning: {w}");
+    }
+    for p in &report.problems {
+        ebb_out::errln!("problem: {p}");
     }
 }

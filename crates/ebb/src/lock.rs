@@ -1,8 +1,8 @@
 //! `ebb lock status|break`: the pool's lock, seen and broken from any machine.
 
 use crate::locate::{open_etcd, open_journal, pool_name, EXIT_USAGE};
+use crate::outputs::{sorted_line, EtcdLock, SqliteLock};
 use crate::LockCommand;
-use serde_json::json;
 
 pub fn lock(cmd: LockCommand) -> i32 {
     match cmd {
@@ -21,7 +21,13 @@ pub fn lock(cmd: LockCommand) -> i32 {
                 return match journal.lock_holder(&pool) {
                     Ok(h) => {
                         if json {
-                            ebb_out::outln!("{}", json!({"backend": "sqlite", "holder": h}));
+                            ebb_out::outln!(
+                                "{}",
+                                sorted_line(&SqliteLock {
+                                    backend: "sqlite",
+                                    holder: &h
+                                })
+                            );
                         } else {
                             match h {
                                 Some(h) => ebb_out::outln!(
@@ -45,7 +51,10 @@ pub fn lock(cmd: LockCommand) -> i32 {
                     if json {
                         ebb_out::outln!(
                             "{}",
-                            json!({"backend": "etcd", "holder": st.holder, "lease_left_s": st.lease_left_s, "renewed_ms": st.renewed_ms, "last_holder": st.last_holder, "broken": st.broken})
+                            sorted_line(&EtcdLock {
+                                backend: "etcd",
+                                status: &st
+                            })
                         );
                     } else {
                         let run =

@@ -8,6 +8,7 @@ mod commands;
 mod init;
 mod locate;
 mod lock;
+mod outputs;
 mod render;
 mod report;
 mod schema;

@@ -232,16 +232,28 @@ pub fn render_table(rows: &[VersionRow]) -> Vec<String> {
     out
 }
 
-/// The table as JSON: `[{member, check, version, expected, ok, error}]`.
-pub fn table_json(rows: &[VersionRow]) -> serde_json::Value {
-    serde_json::Value::Array(
-        rows.iter()
-            .map(|r| match &r.reading {
-                Ok(v) => serde_json::json!({"member": r.member, "check": r.check, "version": v.version, "expected": v.expected, "ok": v.ok}),
-                Err(e) => serde_json::json!({"member": r.member, "check": r.check, "ok": false, "error": e}),
-            })
-            .collect(),
-    )
+/// A row as `--json` shows it: `{check, expected, member, ok, version}`, or `{check,
+/// error, member, ok}` (`ok` false) when the version could not be read.
+impl serde::Serialize for VersionRow {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut o = s.serialize_struct("VersionRow", 5)?;
+        o.serialize_field("check", &self.check)?;
+        match &self.reading {
+            Ok(v) => {
+                o.serialize_field("expected", &v.expected)?;
+                o.serialize_field("member", &self.member)?;
+                o.serialize_field("ok", &v.ok)?;
+                o.serialize_field("version", &v.version)?;
+            }
+            Err(e) => {
+                o.serialize_field("error", e)?;
+                o.serialize_field("member", &self.member)?;
+                o.serialize_field("ok", &false)?;
+            }
+        }
+        o.end()
+    }
 }
 
 /// The members whose version is behind (or unknown), for a one-line summary.

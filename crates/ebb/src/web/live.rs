@@ -102,6 +102,18 @@ impl Feed {
     }
 }
 
+/// What the page's JSON holds when there is no view to show: `{"error": "..."}`.
+#[derive(serde::Serialize)]
+struct ViewError {
+    error: String,
+}
+
+impl ViewError {
+    fn json(error: String) -> String {
+        serde_json::to_string(&ViewError { error }).unwrap_or_default()
+    }
+}
+
 fn read(
     journal: &Journal,
     pool: Option<&str>,
@@ -110,9 +122,8 @@ fn read(
 ) -> Published {
     match snapshot(journal, pool, counts) {
         Ok(snapshot) => {
-            let json = serde_json::to_string(&snapshot.view).unwrap_or_else(|e| {
-                serde_json::json!({ "error": format!("cannot encode the view: {e}") }).to_string()
-            });
+            let json = serde_json::to_string(&snapshot.view)
+                .unwrap_or_else(|e| ViewError::json(format!("cannot encode the view: {e}")));
             Published {
                 snapshot,
                 json,
@@ -130,7 +141,7 @@ fn read(
                     view: super::view::View::empty(pool),
                     finished: Vec::new(),
                 },
-                json: serde_json::json!({ "error": e.to_string() }).to_string(),
+                json: ViewError::json(e.to_string()),
                 error: Some(e.to_string()),
             },
         },
