@@ -1,10 +1,11 @@
 //! TLS for `https://` checks and monitoring APIs: rustls with the ring provider (no
 //! OpenSSL, nothing to configure on the machine running ebb). Servers are verified against
 //! the Mozilla roots (webpki-roots) plus the user's `ca_file`; `insecure_tls` accepts any
-//! certificate, for a member that serves a self-signed one.
+//! certificate, for a member that serves a self-signed one. A client certificate is
+//! presented when one is configured (WinRM's `winrm_auth = "certificate"`).
 
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -24,6 +25,8 @@ pub struct TlsOptions {
     pub insecure: bool,
     /// Also trust the certificates in this PEM file.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Present this client certificate and key (PEM files) when the server asks for one.
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// Opens a TLS session to `authority` (`host:port`) over `stream`.
@@ -45,7 +48,7 @@ pub async fn connect(
         .connect(name, stream)
         .await
         .map_err(|e| {
-            let hint = if opts.insecure {
+            let hint = if opts.insecure || opts.ca_file.is_some() {
                 ""
             } else {
                 " (for a self-signed certificate set ca_file = \"its.pem\", or insecure_tls = true)"
@@ -62,11 +65,12 @@ fn client_config(opts: &TlsOptions) -> Result<ClientConfig, String> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?;
+    let client = client_identity(opts)?;
     if opts.insecure {
-        return Ok(builder
+        let b = builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
-            .with_no_client_auth());
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())));
+        return with_identity(b, client);
     }
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -91,15 +95,54 @@ fn client_config(opts: &TlsOptions) -> Result<ClientConfig, String> {
         }
     }
     if pinned.is_empty() {
-        return Ok(builder.with_root_certificates(roots).with_no_client_auth());
+        return with_identity(builder.with_root_certificates(roots), client);
     }
     let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
         .build()
         .map_err(|e| format!("TLS setup: {e}"))?;
-    Ok(builder
+    let b = builder
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedOrWebPki { webpki, pinned }))
-        .with_no_client_auth())
+        .with_custom_certificate_verifier(Arc::new(PinnedOrWebPki { webpki, pinned }));
+    with_identity(b, client)
+}
+
+type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// The client certificate chain and key of `opts.client_cert`, read now so that a missing
+/// or unusable file is named before anything is sent.
+fn client_identity(opts: &TlsOptions) -> Result<Option<Identity>, String> {
+    let Some((cert, key)) = &opts.client_cert else {
+        return Ok(None);
+    };
+    let chain = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("cannot read the client certificate {}: {e}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("client certificate {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "client certificate {} holds no PEM certificate",
+            cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        format!(
+            "cannot read the client key {} (a PEM private key): {e}",
+            key.display()
+        )
+    })?;
+    Ok(Some((chain, key)))
+}
+
+fn with_identity(
+    builder: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>,
+    identity: Option<Identity>,
+) -> Result<ClientConfig, String> {
+    match identity {
+        None => Ok(builder.with_no_client_auth()),
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("the client certificate and key do not go together: {e}")),
+    }
 }
 
 /// `ca_file`: a server whose certificate is one of the file's (a self-signed

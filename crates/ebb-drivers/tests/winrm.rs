@@ -5,11 +5,13 @@
 
 mod support_issue6;
 mod support_winrm;
+#[path = "support/tls.rs"]
+mod tls;
 use support_issue6::*;
 use support_winrm::{FakeWinrm, Reply};
 
 use ebb_drivers::transport::command_line::powershell_script;
-use ebb_engine::interfaces::{OutputSink, Transport};
+use ebb_engine::interfaces::{CommandOutcome, OutputSink, Transport};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,8 +20,23 @@ const PASSWORD: &str = "s3cret pass";
 
 /// A transport for one member reached at `url`, its password in the variable `pw_env`.
 fn transport(dir: &std::path::Path, url: &str, pw_env: &str, extra: &str) -> Arc<dyn Transport> {
+    member_transport(
+        dir,
+        &format!("winrm_url = \"{url}\"\nwinrm_auth = \"basic\"\nwinrm_user = 'CONTOSO\\ebb'\nwinrm_password_env = \"{pw_env}\"\n{extra}"),
+    )
+}
+
+/// Runs `command` with no environment and no output sink, within `secs` seconds.
+async fn run(t: &Arc<dyn Transport>, command: &str, secs: u64) -> CommandOutcome {
+    t.run(command, &BTreeMap::new(), Duration::from_secs(secs), None)
+        .await
+        .unwrap_or_else(|e| panic!("{command}: {e}"))
+}
+
+/// A transport for the winrm member `cas1` with these keys.
+fn member_transport(dir: &std::path::Path, keys: &str) -> Arc<dyn Transport> {
     let text = format!(
-        "[pool]\nname = \"winrm-test\"\n\n{}\n[[member]]\nname = \"cas1\"\naddress = \"127.0.0.1:443\"\nshell = \"powershell\"\ntransport = \"winrm\"\nwinrm_url = \"{url}\"\nwinrm_auth = \"basic\"\nwinrm_user = 'CONTOSO\\ebb'\nwinrm_password_env = \"{pw_env}\"\n{extra}",
+        "[pool]\nname = \"winrm-test\"\n\n{}\n[[member]]\nname = \"cas1\"\naddress = \"127.0.0.1:443\"\nshell = \"powershell\"\ntransport = \"winrm\"\n{keys}",
         file_balancer(dir, &["cas1"])
     );
     let plan = load_plan(dir, &text);
@@ -100,15 +117,7 @@ async fn a_timeout_sends_signal_terminate_and_deletes_the_shell() {
     );
     let dir = tempfile::tempdir().unwrap();
     let t = transport(dir.path(), &fake.url(), "EBB_TEST_WINRM_PW_2", "");
-    let out = t
-        .run(
-            "Start-Sleep 3600",
-            &BTreeMap::new(),
-            Duration::from_secs(1),
-            None,
-        )
-        .await
-        .expect("run");
+    let out = run(&t, "Start-Sleep 3600", 1).await;
     assert!(out.timed_out, "{out:?}");
     assert_eq!(out.exit_code, None);
     fake.seen(|s| {
@@ -224,6 +233,14 @@ fn bad_settings_are_refused_with_their_key() {
             "in clear",
         ),
         ("winrm_auth = \"certificate\"\n", "winrm_cert"),
+        (
+            "ca_file = \"ca.pem\"\ninsecure_tls = true\n",
+            "set either ca_file or insecure_tls",
+        ),
+        (
+            "ca_file = \"ca.pem\"\nwinrm_url = \"http://10.0.0.5/wsman\"\n",
+            "ca_file applies to an https:// winrm_url only",
+        ),
         #[cfg(not(feature = "kerberos"))]
         (
             "winrm_auth = \"kerberos\"\n",
@@ -425,4 +442,91 @@ async fn a_cancelled_run_still_sends_signal_terminate() {
             vec!["http://schemas.microsoft.com/wbem/wsman/1/windows/shell/signal/terminate"]
         );
     });
+}
+
+#[tokio::test]
+async fn a_private_ca_in_ca_file_is_trusted_over_https_and_refused_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tls::private_ca(dir.path());
+    let fake = FakeWinrm::start_tls(
+        "ebb",
+        PASSWORD,
+        tls::acceptor(&certs.server.0, &certs.server.1),
+        false,
+    )
+    .await;
+    std::env::set_var("EBB_TEST_WINRM_PW_9", PASSWORD);
+    fake.script("Get-ExchangeServer", Reply::out("CAS1\r\n", 0));
+    let ca = format!("ca_file = \"{}\"\n", certs.ca.display());
+    let t = transport(dir.path(), &fake.https_url(), "EBB_TEST_WINRM_PW_9", &ca);
+    let out = run(&t, "Get-ExchangeServer", 30).await;
+    assert_eq!(out.exit_code, Some(0), "{out:?}");
+    assert_eq!(out.tail, "CAS1");
+    fake.seen(|s| {
+        assert_eq!(s.refused, 0);
+        assert_eq!((s.shells_created, s.shells_deleted), (1, 1));
+        // The member sees its own name in Host, not the bridge's.
+        let own = fake.addr.to_string();
+        assert!(s.hosts.iter().all(|h| *h == own), "{:?}", s.hosts);
+    });
+    // No ca_file: the private CA is not trusted, and the message says what to set.
+    let t = transport(dir.path(), &fake.https_url(), "EBB_TEST_WINRM_PW_9", "");
+    let e = t.boot_id().await.expect_err("untrusted").to_string();
+    eprintln!("{e}");
+    assert!(
+        e.contains("member \"cas1\"") && e.contains("WinRM") && e.contains("TLS"),
+        "{e}"
+    );
+    assert!(e.contains("ca_file"), "names the key: {e}");
+    // A ca_file of another CA: refused too, naming the file.
+    let other = format!("ca_file = \"{}\"\n", certs.stranger_ca.display());
+    let t = transport(dir.path(), &fake.https_url(), "EBB_TEST_WINRM_PW_9", &other);
+    let e = t.boot_id().await.expect_err("another CA").to_string();
+    eprintln!("{e}");
+    assert!(e.contains("WinRM") && e.contains("TLS"), "{e}");
+    assert!(e.contains("stranger-ca.pem"), "names the file: {e}");
+    assert!(!e.contains(PASSWORD), "{e}");
+    // Nothing reached the fake's WS-Management layer without a trusted certificate.
+    assert_eq!(fake.seen(|s| s.shells_created), 1);
+}
+
+#[tokio::test]
+async fn a_client_certificate_logs_in_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tls::private_ca(dir.path());
+    let fake = FakeWinrm::start_tls(
+        "ebb",
+        PASSWORD,
+        tls::acceptor_requiring_client(&certs.server.0, &certs.server.1, &certs.ca),
+        true,
+    )
+    .await;
+    fake.script("Get-ExchangeServer", Reply::out("CAS1\r\n", 5));
+    let keys = |cert: &std::path::Path, key: &std::path::Path| {
+        format!(
+            "winrm_url = \"{}\"\nwinrm_auth = \"certificate\"\nwinrm_cert = \"{}\"\nwinrm_key = \"{}\"\nca_file = \"{}\"\n",
+            fake.https_url(),
+            cert.display(),
+            key.display(),
+            certs.ca.display()
+        )
+    };
+    let t = member_transport(dir.path(), &keys(&certs.client.0, &certs.client.1));
+    let out = run(&t, "Get-ExchangeServer", 30).await;
+    assert_eq!((out.exit_code, out.tail.as_str()), (Some(5), "CAS1"));
+    // Every request carried the https/mutual Authorization (the fake refuses others).
+    assert_eq!(fake.seen(|s| s.refused), 0);
+    // A certificate the member's CA did not sign: the TLS handshake refuses it.
+    let stranger = dir.path().join("stranger");
+    std::fs::create_dir(&stranger).unwrap();
+    let (stranger_cert, stranger_key) = tls::self_signed(&stranger);
+    let t = member_transport(dir.path(), &keys(&stranger_cert, &stranger_key));
+    let e = t.boot_id().await.expect_err("refused").to_string();
+    eprintln!("{e}");
+    assert!(
+        e.contains("member \"cas1\"") && e.contains("WinRM") && e.contains("TLS"),
+        "{e}"
+    );
+    assert!(e.contains("client certificate"), "{e}");
+    assert_eq!(fake.seen(|s| s.shells_created), 1);
 }

@@ -123,6 +123,7 @@ impl Check for HttpCheck {
         let tls = crate::tls::TlsOptions {
             insecure: self.insecure_tls,
             ca_file: self.ca_file.clone(),
+            client_cert: None,
         };
         let resp = crate::http::request_tls("GET", &url, None, &[], timeout, &tls).await?;
         let last_line = super::last_line;

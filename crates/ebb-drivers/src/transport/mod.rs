@@ -4,6 +4,7 @@ pub mod command_line;
 pub mod local;
 pub mod ssh;
 pub mod winrm;
+mod winrm_bridge;
 
 use ebb_config::ConfigErrors;
 use ebb_engine::interfaces::{DriverError, DriverResult, OutputSink, Transport};

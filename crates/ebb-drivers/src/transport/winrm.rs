@@ -15,7 +15,9 @@
 
 use super::command_line::{remote_alive, remote_kill, RemoteShell, EXIT_MARKER, PID_MARKER};
 use super::ssh::{host_of, WINDOWS_BOOT_ID};
+use super::winrm_bridge::{Bridge, Failure};
 use super::OutputTail;
+use crate::tls::TlsOptions;
 use async_trait::async_trait;
 use ebb_config::{ConfigErrors, Context, Key, Kind, Section};
 use ebb_engine::interfaces::{
@@ -29,7 +31,9 @@ use std::error::Error as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use winrm_rs::{AuthMethod, WinrmClient, WinrmConfig, WinrmCredentials, WinrmError};
+use winrm_rs::{
+    AuthMethod, EncryptionMode, WinrmClient, WinrmConfig, WinrmCredentials, WinrmError,
+};
 
 /// The environment variable the password is read from unless `winrm_password_env` names
 /// another.
@@ -71,6 +75,11 @@ pub const KEYS: &[Key] = &[
         "insecure_tls",
         Kind::Bool,
         "winrm: accept any server certificate over https (default false; test setups only)",
+    ),
+    Key::new(
+        "ca_file",
+        Kind::String,
+        "winrm: also trust the certificates in this PEM file over https (a private CA; relative to the pool file)",
     ),
     Key::new(
         "winrm_insecure_tls",
@@ -211,6 +220,8 @@ pub struct WinrmSettings {
     pub cert: Option<(PathBuf, PathBuf)>,
     /// `insecure_tls` (or its former name `winrm_insecure_tls`).
     pub insecure_tls: bool,
+    /// `ca_file`: a PEM file of CA certificates trusted besides the Mozilla roots.
+    pub ca_file: Option<PathBuf>,
     /// `winrm_connect_timeout` (default 10 s).
     pub connect_timeout: Duration,
     /// `winrm_operation_timeout` (default 20 s).
@@ -281,6 +292,21 @@ impl WinrmSettings {
             );
         }
         let insecure_tls = insecure_tls || former;
+        let ca_file = s.str(cx, "ca_file").map(|p| base.join(p));
+        if ca_file.is_some() && insecure_tls {
+            s.error(
+                cx,
+                "ca_file",
+                "set either ca_file or insecure_tls, not both",
+            );
+        }
+        if ca_file.is_some() && !endpoint.tls {
+            s.error(
+                cx,
+                "ca_file",
+                "ca_file applies to an https:// winrm_url only",
+            );
+        }
         let connect_timeout = s.duration(cx, "winrm_connect_timeout", Duration::from_secs(10));
         let operation_timeout = s.duration(cx, "winrm_operation_timeout", Duration::from_secs(20));
         let cert = match (auth, cert, key) {
@@ -316,6 +342,7 @@ impl WinrmSettings {
             password_env,
             cert,
             insecure_tls,
+            ca_file,
             connect_timeout,
             operation_timeout,
         }
@@ -361,6 +388,9 @@ pub struct Winrm {
     settings: WinrmSettings,
     boot_id: String,
     client: Result<Arc<WinrmClient>, String>,
+    /// Over https with `ca_file` or a client certificate: ebb's own TLS, between winrm-rs
+    /// and the member (see [`super::winrm_bridge`]).
+    bridge: Option<Bridge>,
 }
 
 impl Winrm {
@@ -382,12 +412,18 @@ impl Winrm {
             Some(b) => render(b, member, Quote::from(member.shell), &BTreeMap::new()),
             None => WINDOWS_BOOT_ID.to_string(),
         };
-        let client = client(&settings);
+        let bridge = bridge(&settings);
+        let client = match &bridge {
+            Some(Err(e)) => Err(e.clone()),
+            Some(Ok(b)) => client(&settings, Some(b.proxy_url())),
+            None => client(&settings, None),
+        };
         Ok(Winrm {
             member: member.name.clone(),
             settings,
             boot_id,
             client,
+            bridge: bridge.and_then(Result::ok),
         })
     }
 
@@ -397,28 +433,61 @@ impl Winrm {
     }
 
     fn client(&self) -> DriverResult<&Arc<WinrmClient>> {
-        self.client.as_ref().map_err(|e| {
-            DriverError::new(format!(
-                "member \"{}\": cannot reach it over WinRM at {}: {e}",
-                self.member,
-                self.settings.endpoint.url()
-            ))
-        })
+        let started = match &self.bridge {
+            Some(b) => b.start(),
+            None => Ok(()),
+        };
+        started
+            .and(self.client.as_ref().map_err(String::clone))
+            .map_err(|e| {
+                DriverError::new(format!(
+                    "member \"{}\": cannot reach it over WinRM at {}: {e}",
+                    self.member,
+                    self.settings.endpoint.url()
+                ))
+            })
     }
 
     /// Explains a WinRM failure for humans: auth failed, TLS, unreachable.
     fn failure(&self, doing: &str, e: &WinrmError) -> DriverError {
+        // Through the bridge, winrm-rs sees only that its proxy answered 502: the bridge
+        // knows what went wrong with the member.
+        let why = match self.bridge.as_ref().and_then(Bridge::take_failure) {
+            Some(Failure::Tls(t)) => tls_failed(&t, &self.settings),
+            Some(Failure::Unreachable(t)) => format!("unreachable: {t}"),
+            None => explain(e, &self.settings),
+        };
         DriverError::new(format!(
-            "member \"{}\": WinRM {doing} at {} failed: {}",
+            "member \"{}\": WinRM {doing} at {} failed: {why}",
             self.member,
             self.settings.endpoint.url(),
-            explain(e, &self.settings)
         ))
     }
 }
 
-/// Builds the client of a member (an error text when its credentials are missing).
-fn client(s: &WinrmSettings) -> Result<Arc<WinrmClient>, String> {
+/// The TLS bridge a member needs: over https with `ca_file` or a client certificate, which
+/// winrm-rs 1.1.2 cannot use itself.
+fn bridge(s: &WinrmSettings) -> Option<Result<Bridge, String>> {
+    if !s.endpoint.tls || (s.ca_file.is_none() && s.auth != Auth::Certificate) {
+        return None;
+    }
+    let tls = TlsOptions {
+        insecure: s.insecure_tls,
+        ca_file: s.ca_file.clone(),
+        client_cert: s.cert.clone(),
+    };
+    let authority = format!("{}:{}", s.endpoint.host, s.endpoint.port);
+    Some(Bridge::bind(
+        &authority,
+        tls,
+        s.connect_timeout,
+        s.auth == Auth::Certificate,
+    ))
+}
+
+/// Builds the client of a member (an error text when its credentials are missing). With a
+/// bridge (`proxy`), winrm-rs speaks plain HTTP to it and the bridge does the TLS.
+fn client(s: &WinrmSettings, proxy: Option<&str>) -> Result<Arc<WinrmClient>, String> {
     // reqwest needs a process-wide rustls provider: ebb's is ring (no C toolchain beyond
     // ring's own). Installing it twice is harmless.
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
@@ -447,8 +516,16 @@ fn client(s: &WinrmSettings) -> Result<Arc<WinrmClient>, String> {
     };
     let config = WinrmConfig {
         port: s.endpoint.port,
-        use_tls: s.endpoint.tls,
-        accept_invalid_certs: s.insecure_tls,
+        use_tls: s.endpoint.tls && proxy.is_none(),
+        accept_invalid_certs: s.insecure_tls && proxy.is_none(),
+        proxy: proxy.map(str::to_string),
+        // Through the bridge the messages are inside ebb's TLS: NTLM does not seal them, as
+        // over any https listener.
+        encryption: if proxy.is_some() {
+            EncryptionMode::Never
+        } else {
+            EncryptionMode::Auto
+        },
         connect_timeout_secs: s.connect_timeout.as_secs().max(1),
         operation_timeout_secs: s.operation_timeout.as_secs().max(1),
         auth_method: match s.auth {
@@ -472,8 +549,14 @@ fn client(s: &WinrmSettings) -> Result<Arc<WinrmClient>, String> {
 fn explain(e: &WinrmError, s: &WinrmSettings) -> String {
     let text = error_chain(e);
     let lower = text.to_ascii_lowercase();
-    // winrm-rs reports every refused HTTP status as AuthFailed: only 401 is a login.
-    let refused = lower.contains("401") || lower.contains("unauthorized");
+    // winrm-rs reports every refused HTTP status as AuthFailed: only a 401 answer is a
+    // refused login ("HTTP 401 Unauthorized from WinRM", NTLM's "authentication rejected").
+    // Not any "401": the URL's port may hold it, and NTLM says "expected 401 ..., got 404".
+    let refused = matches!(e, WinrmError::AuthFailed(_))
+        && (lower.contains("http 401")
+            || lower.contains("401 unauthorized")
+            || lower.contains("authentication rejected")
+            || lower.contains("session expired"));
     if refused || (matches!(e, WinrmError::Ntlm(_)) && !lower.contains("http error")) {
         let who = s.user.as_deref().unwrap_or("(no winrm_user)");
         return format!(
@@ -489,14 +572,30 @@ fn explain(e: &WinrmError, s: &WinrmSettings) -> String {
         || lower.contains("corrupt message")
         || lower.contains("alert")
     {
-        return format!(
-            "TLS failed (the listener's certificate is not trusted, or it does not speak TLS: an internal CA cannot be given to ebb yet, so use the http:// listener with ntlm or kerberos, or insecure_tls = true on a trusted network; see docs/transports.md): {text}"
-        );
+        return tls_failed(&text, s);
     }
     if lower.contains("connect") || lower.contains("dns") || lower.contains("timed out") {
         return format!("unreachable: {text}");
     }
     text
+}
+
+/// A TLS failure in words, with what to set.
+fn tls_failed(text: &str, s: &WinrmSettings) -> String {
+    let what = if s.auth == Auth::Certificate {
+        "the listener's certificate is not trusted, the member refused ebb's client certificate (winrm_cert), or it does not speak TLS"
+    } else {
+        "the listener's certificate is not trusted, or it does not speak TLS"
+    };
+    let fix = match &s.ca_file {
+        Some(f) => format!(
+            "check that {} holds the CA that signed the listener's certificate and that the certificate names {}",
+            f.display(),
+            s.endpoint.host
+        ),
+        None => "for an internal CA set ca_file = \"its.pem\"; or use the http:// listener with ntlm or kerberos, or insecure_tls = true on a trusted network".to_string(),
+    };
+    format!("TLS failed ({what}; {fix}; see docs/transports.md): {text}")
 }
 
 /// An error with its sources (reqwest hides the useful part in them).
@@ -828,6 +927,34 @@ mod tests {
         assert!(Endpoint::parse("ftp://h/wsman").is_err());
         assert!(Endpoint::parse("https://h:99999/wsman").is_err());
         assert!(Endpoint::parse("https://u:p@h/wsman").is_err());
+    }
+
+    #[test]
+    fn only_a_401_answer_is_a_refused_login() {
+        let s = WinrmSettings {
+            endpoint: Endpoint::parse("https://127.0.0.1:34012/wsman").unwrap(),
+            auth: Auth::Ntlm,
+            user: Some("ebb".into()),
+            password_env: DEFAULT_PASSWORD_ENV.into(),
+            cert: None,
+            insecure_tls: false,
+            ca_file: None,
+            connect_timeout: Duration::from_secs(1),
+            operation_timeout: Duration::from_secs(1),
+        };
+        let says = |m: &str| explain(&WinrmError::AuthFailed(m.into()), &s);
+        for refused in [
+            "HTTP 401 Unauthorized from WinRM: ",
+            "NTLM authentication rejected (bad credentials or CBT mismatch)",
+        ] {
+            assert!(says(refused).starts_with("login refused"), "{refused}");
+        }
+        for other in [
+            "expected 401 for NTLM negotiate, got 404 Not Found",
+            "HTTP 503 Service Unavailable from WinRM: https://127.0.0.1:34012/wsman",
+        ] {
+            assert!(!says(other).starts_with("login refused"), "{other}");
+        }
     }
 
     #[test]

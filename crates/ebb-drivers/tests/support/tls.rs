@@ -51,3 +51,89 @@ pub fn acceptor(cert: &Path, key: &Path) -> tokio_rustls::TlsAcceptor {
             .unwrap();
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
+
+/// A private CA and what it signed (made with `openssl`): a server certificate for
+/// 127.0.0.1, a client certificate, and a CA that signed neither.
+#[allow(dead_code)]
+pub struct PrivateCa {
+    pub ca: PathBuf,
+    pub server: (PathBuf, PathBuf),
+    pub client: (PathBuf, PathBuf),
+    pub stranger_ca: PathBuf,
+}
+
+/// Makes a [`PrivateCa`] in `dir` (P-256 keys: quick to make).
+#[allow(dead_code)]
+pub fn private_ca(dir: &Path) -> PrivateCa {
+    let openssl = |args: String| {
+        let out = std::process::Command::new("openssl")
+            .args(args.split(' '))
+            .current_dir(dir)
+            .output()
+            .expect("openssl (Debian package openssl) makes the test's certificates");
+        assert!(
+            out.status.success(),
+            "openssl {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let key = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+    for name in ["ca", "stranger-ca"] {
+        openssl(format!(
+            "req -x509 {key} -keyout {name}.key -out {name}.pem -days 2 -subj /CN={name}"
+        ));
+    }
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).expect("write ext");
+        openssl(format!(
+            "req {key} -keyout {name}.key -out {name}.csr -subj /CN=ebb-{name}"
+        ));
+        openssl(format!(
+            "x509 -req -in {name}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out {name}.pem -extfile {name}.ext"
+        ));
+    }
+    PrivateCa {
+        ca: dir.join("ca.pem"),
+        server: (dir.join("server.pem"), dir.join("server.key")),
+        client: (dir.join("client.pem"), dir.join("client.key")),
+        stranger_ca: dir.join("stranger-ca.pem"),
+    }
+}
+
+/// A TLS acceptor serving `cert` with `key` that requires a client certificate signed by
+/// `client_ca` (as an HTTPS listener with certificate logins does).
+#[allow(dead_code)]
+pub fn acceptor_requiring_client(
+    cert: &Path,
+    key: &Path,
+    client_ca: &Path,
+) -> tokio_rustls::TlsAcceptor {
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls::{self, server::WebPkiClientVerifier, RootCertStore, ServerConfig};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
+    let mut roots = RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(client_ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .unwrap();
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}

@@ -1,4 +1,5 @@
-//! A fake WinRM (WS-Management) endpoint on loopback: plain HTTP with Basic auth, answering
+//! A fake WinRM (WS-Management) endpoint on loopback: HTTP (or HTTPS, optionally requiring
+//! a client certificate) with Basic auth (or a certificate login), answering
 //! Create / Command / Receive / Signal / Delete with the bodies in
 //! `tests/fixtures/winrm/` (MS-WSMV shapes). It does not run PowerShell: it decodes the
 //! `-EncodedCommand` ebb sent, records it, and answers with the scripted reply whose key
@@ -18,7 +19,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/winrm/");
+// By way of ebb-drivers: the `ebb` crate's tests include this file too.
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../ebb-drivers/tests/fixtures/winrm/"
+);
+
+/// The `Authorization` of a certificate login (MS-WSMV's `https/mutual` profile).
+pub const MUTUAL: &str = "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/mutual";
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(format!("{FIXTURES}{name}")).expect("winrm fixture")
@@ -57,6 +65,8 @@ pub struct Seen {
     pub shells_deleted: usize,
     /// Requests refused with 401.
     pub refused: usize,
+    /// The `Host` of each request.
+    pub hosts: Vec<String>,
 }
 
 /// Answers a command (the one ebb wrapped, taken back out of the wrapper) by itself.
@@ -70,6 +80,8 @@ struct State {
     responder: Option<Responder>,
     user: String,
     password: String,
+    /// Logins by client certificate (the TLS acceptor checked it) instead of Basic.
+    cert_login: bool,
     replies: Vec<(String, Reply)>,
     running: HashMap<String, (Reply, bool)>,
     seen: Seen,
@@ -92,12 +104,33 @@ impl Drop for FakeWinrm {
 impl FakeWinrm {
     /// Starts it with the account `user` / `password`.
     pub async fn start(user: &str, password: &str) -> FakeWinrm {
+        Self::serve(user, password, None, false).await
+    }
+
+    /// Starts it over TLS with `acceptor`. `cert_login`: requests log in by the client
+    /// certificate the acceptor required (the `https/mutual` Authorization), not Basic.
+    pub async fn start_tls(
+        user: &str,
+        password: &str,
+        acceptor: tokio_rustls::TlsAcceptor,
+        cert_login: bool,
+    ) -> FakeWinrm {
+        Self::serve(user, password, Some(acceptor), cert_login).await
+    }
+
+    async fn serve(
+        user: &str,
+        password: &str,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        cert_login: bool,
+    ) -> FakeWinrm {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(State {
             responder: None,
             user: user.into(),
             password: password.into(),
+            cert_login,
             replies: Vec::new(),
             running: HashMap::new(),
             seen: Seen::default(),
@@ -107,11 +140,24 @@ impl FakeWinrm {
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let st = st.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| answer(st.clone(), req));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    match tls {
+                        None => {
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .await;
+                        }
+                        Some(a) => {
+                            let Ok(stream) = a.accept(stream).await else {
+                                return;
+                            };
+                            let _ = http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .await;
+                        }
+                    }
                 });
             }
         });
@@ -121,6 +167,11 @@ impl FakeWinrm {
     /// `http://127.0.0.1:PORT/wsman`.
     pub fn url(&self) -> String {
         format!("http://{}/wsman", self.addr)
+    }
+
+    /// `https://127.0.0.1:PORT/wsman`.
+    pub fn https_url(&self) -> String {
+        format!("https://{}/wsman", self.addr)
     }
 
     /// Answers scripts containing `key` with `reply` (later ones win).
@@ -230,14 +281,25 @@ async fn answer(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let host = req
+        .headers()
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let body = req.into_body().collect().await?.to_bytes();
     let body = String::from_utf8_lossy(&body).to_string();
     let expected = {
-        let s = state.lock().unwrap();
-        format!(
-            "Basic {}",
-            b64(format!("{}:{}", s.user, s.password).as_bytes())
-        )
+        let mut s = state.lock().unwrap();
+        s.seen.hosts.push(host);
+        if s.cert_login {
+            MUTUAL.to_string()
+        } else {
+            format!(
+                "Basic {}",
+                b64(format!("{}:{}", s.user, s.password).as_bytes())
+            )
+        }
     };
     if auth.as_deref() != Some(expected.as_str()) {
         state.lock().unwrap().seen.refused += 1;

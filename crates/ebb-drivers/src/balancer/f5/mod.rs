@@ -189,7 +189,11 @@ impl F5Settings {
                 url: url?.trim_end_matches('/').to_string(),
                 username: username?,
                 password_env,
-                tls: TlsOptions { insecure, ca_file },
+                tls: TlsOptions {
+                    insecure,
+                    ca_file,
+                    client_cert: None,
+                },
                 timeout,
             },
             partition,
