@@ -109,10 +109,13 @@ fn an_interrupted_non_idempotent_step_makes_resume_ask_the_operator() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    for _ in 0..200 {
-        if f.path("lb/a.install.log").exists() {
-            break;
-        }
+    // Killed inside a's install, however long a loaded machine takes to get there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !f.path("lb/a.install.log").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never reached a's install"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();

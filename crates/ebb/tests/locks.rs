@@ -12,7 +12,7 @@ fn a_copy_of_the_pool_file_with_another_state_dir_is_refused_while_the_pool_runs
     // The install step waits (bounded) for a go-ahead, so the first run is surely inside it.
     let rb = RUNBOOK.replace(
         "sleep 0.2;",
-        "i=0; while [ ! -f {var.dir}/go ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done;",
+        "i=0; while [ ! -f {var.dir}/go ] && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done;",
     );
     let pool = f.pool("", &members, &rb);
     let copy = f.path("copy.toml");
@@ -25,7 +25,7 @@ fn a_copy_of_the_pool_file_with_another_state_dir_is_refused_while_the_pool_runs
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !f.path("lb/a.install.log").exists() {
         assert!(
             Instant::now() < deadline,
