@@ -1,14 +1,15 @@
 //! The winrm transport against a fake WS-Management endpoint (no Windows can run here; see
 //! tests/support_winrm and tests/fixtures/winrm): the exact PowerShell ebb sends, a
 //! command's output and exit code, a timeout that sends Signal terminate, a reboot seen as
-//! a new LastBootUpTime, and failures (auth, TLS, unreachable) in words.
+//! a new LastBootUpTime, failures (auth, TLS, unreachable) in words, and over HTTPS a
+//! private CA (`ca_file`), a client certificate login and an NTLM login.
 
 mod support_issue6;
 mod support_winrm;
 #[path = "support/tls.rs"]
 mod tls;
 use support_issue6::*;
-use support_winrm::{FakeWinrm, Reply};
+use support_winrm::{FakeWinrm, Login, Reply};
 
 use ebb_drivers::transport::command_line::powershell_script;
 use ebb_engine::interfaces::{CommandOutcome, OutputSink, Transport};
@@ -444,19 +445,26 @@ async fn a_cancelled_run_still_sends_signal_terminate() {
     });
 }
 
-#[tokio::test]
-async fn a_private_ca_in_ca_file_is_trusted_over_https_and_refused_without_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let certs = tls::private_ca(dir.path());
+/// A private CA made in `dir`, and a fake served over HTTPS with the server certificate it
+/// signed, answering `Get-ExchangeServer` with "CAS1".
+async fn https_fake(dir: &std::path::Path, login: Login) -> (tls::PrivateCa, FakeWinrm) {
+    let certs = tls::private_ca(dir);
     let fake = FakeWinrm::start_tls(
         "ebb",
         PASSWORD,
         tls::acceptor(&certs.server.0, &certs.server.1),
-        false,
+        login,
     )
     .await;
-    std::env::set_var("EBB_TEST_WINRM_PW_9", PASSWORD);
     fake.script("Get-ExchangeServer", Reply::out("CAS1\r\n", 0));
+    (certs, fake)
+}
+
+#[tokio::test]
+async fn a_private_ca_in_ca_file_is_trusted_over_https_and_refused_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (certs, fake) = https_fake(dir.path(), Login::Basic).await;
+    std::env::set_var("EBB_TEST_WINRM_PW_9", PASSWORD);
     let ca = format!("ca_file = \"{}\"\n", certs.ca.display());
     let t = transport(dir.path(), &fake.https_url(), "EBB_TEST_WINRM_PW_9", &ca);
     let out = run(&t, "Get-ExchangeServer", 30).await;
@@ -498,7 +506,7 @@ async fn a_client_certificate_logs_in_over_https() {
         "ebb",
         PASSWORD,
         tls::acceptor_requiring_client(&certs.server.0, &certs.server.1, &certs.ca),
-        true,
+        Login::Certificate,
     )
     .await;
     fake.script("Get-ExchangeServer", Reply::out("CAS1\r\n", 5));
@@ -529,4 +537,45 @@ async fn a_client_certificate_logs_in_over_https() {
     );
     assert!(e.contains("client certificate"), "{e}");
     assert_eq!(fake.seen(|s| s.shells_created), 1);
+}
+
+#[tokio::test]
+async fn an_ntlm_login_over_https_proves_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let (certs, fake) = https_fake(dir.path(), Login::Ntlm).await;
+    std::env::set_var("EBB_TEST_WINRM_PW_10", PASSWORD);
+    std::env::set_var("EBB_TEST_WINRM_PW_11", "wrong");
+    // Through ebb's TLS (ca_file: the bridge, one TLS connection per client connection),
+    // and through winrm-rs's own (insecure_tls, with its channel binding token).
+    let ca = format!("ca_file = \"{}\"", certs.ca.display());
+    for tls_keys in [ca.as_str(), "insecure_tls = true"] {
+        let keys = |pw_env: &str| {
+            format!(
+                "winrm_url = \"{}\"\nwinrm_auth = \"ntlm\"\nwinrm_user = 'CONTOSO\\ebb'\nwinrm_password_env = \"{pw_env}\"\n{tls_keys}\n",
+                fake.https_url()
+            )
+        };
+        let before = fake.seen(|s| s.ntlm_logins);
+        let t = member_transport(dir.path(), &keys("EBB_TEST_WINRM_PW_10"));
+        let out = run(&t, "Get-ExchangeServer", 30).await;
+        assert_eq!(
+            (out.exit_code, out.tail.as_str()),
+            (Some(0), "CAS1"),
+            "{tls_keys}"
+        );
+        // Create, Command, Receive and Delete: each one logged in with NTLM.
+        assert!(
+            fake.seen(|s| s.ntlm_logins) >= before + 4,
+            "{tls_keys}: {} logins",
+            fake.seen(|s| s.ntlm_logins) - before
+        );
+        let t = member_transport(dir.path(), &keys("EBB_TEST_WINRM_PW_11"));
+        let e = t.boot_id().await.expect_err("wrong password").to_string();
+        eprintln!("{e}");
+        assert!(
+            e.contains("WinRM") && e.contains("auth failed") && e.contains("ntlm"),
+            "{tls_keys}: {e}"
+        );
+        assert!(!e.contains("wrong"), "never printed: {e}");
+    }
 }

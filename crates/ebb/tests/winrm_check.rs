@@ -10,7 +10,7 @@ mod support_winrm;
 #[path = "../../ebb-drivers/tests/support/tls.rs"]
 mod tls;
 use support::*;
-use support_winrm::{FakeWinrm, Reply};
+use support_winrm::{FakeWinrm, Login, Reply};
 
 const PASSWORD: &str = "s3cret pass";
 
@@ -64,7 +64,7 @@ async fn check_names_each_winrm_member_it_cannot_reach_with_the_reason() {
         "ebb",
         PASSWORD,
         tls::acceptor(&certs.server.0, &certs.server.1),
-        false,
+        Login::Basic,
     )
     .await;
     boot_time(&https);

@@ -1,11 +1,13 @@
 //! A fake WinRM (WS-Management) endpoint on loopback: HTTP (or HTTPS, optionally requiring
-//! a client certificate) with Basic auth (or a certificate login), answering
+//! a client certificate) with Basic, NTLM (over HTTPS) or certificate logins, answering
 //! Create / Command / Receive / Signal / Delete with the bodies in
 //! `tests/fixtures/winrm/` (MS-WSMV shapes). It does not run PowerShell: it decodes the
 //! `-EncodedCommand` ebb sent, records it, and answers with the scripted reply whose key
 //! the script contains, printing the wrapper's pid and exit markers on stderr as
 //! PowerShell would.
 #![allow(dead_code)]
+
+pub mod ntlm;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -52,6 +54,18 @@ impl Reply {
     }
 }
 
+/// How requests log in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Login {
+    /// HTTP Basic with the fake's account.
+    Basic,
+    /// The client certificate the TLS acceptor required, and MS-WSMV's `https/mutual`
+    /// Authorization.
+    Certificate,
+    /// NTLMv2 with the fake's account (see [`ntlm`]); over HTTPS only (no sealing).
+    Ntlm,
+}
+
 /// What the fake saw.
 #[derive(Default)]
 pub struct Seen {
@@ -67,6 +81,8 @@ pub struct Seen {
     pub refused: usize,
     /// The `Host` of each request.
     pub hosts: Vec<String>,
+    /// NTLM logins whose response proved the password.
+    pub ntlm_logins: usize,
 }
 
 /// Answers a command (the one ebb wrapped, taken back out of the wrapper) by itself.
@@ -80,8 +96,7 @@ struct State {
     responder: Option<Responder>,
     user: String,
     password: String,
-    /// Logins by client certificate (the TLS acceptor checked it) instead of Basic.
-    cert_login: bool,
+    login: Login,
     replies: Vec<(String, Reply)>,
     running: HashMap<String, (Reply, bool)>,
     seen: Seen,
@@ -104,25 +119,24 @@ impl Drop for FakeWinrm {
 impl FakeWinrm {
     /// Starts it with the account `user` / `password`.
     pub async fn start(user: &str, password: &str) -> FakeWinrm {
-        Self::serve(user, password, None, false).await
+        Self::serve(user, password, None, Login::Basic).await
     }
 
-    /// Starts it over TLS with `acceptor`. `cert_login`: requests log in by the client
-    /// certificate the acceptor required (the `https/mutual` Authorization), not Basic.
+    /// Starts it over TLS with `acceptor`, requests logging in by `login`.
     pub async fn start_tls(
         user: &str,
         password: &str,
         acceptor: tokio_rustls::TlsAcceptor,
-        cert_login: bool,
+        login: Login,
     ) -> FakeWinrm {
-        Self::serve(user, password, Some(acceptor), cert_login).await
+        Self::serve(user, password, Some(acceptor), login).await
     }
 
     async fn serve(
         user: &str,
         password: &str,
         tls: Option<tokio_rustls::TlsAcceptor>,
-        cert_login: bool,
+        login: Login,
     ) -> FakeWinrm {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -130,7 +144,7 @@ impl FakeWinrm {
             responder: None,
             user: user.into(),
             password: password.into(),
-            cert_login,
+            login,
             replies: Vec::new(),
             running: HashMap::new(),
             seen: Seen::default(),
@@ -142,7 +156,9 @@ impl FakeWinrm {
                 let st = st.clone();
                 let tls = tls.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| answer(st.clone(), req));
+                    // An NTLM challenge belongs to its connection.
+                    let challenge = Arc::new(Mutex::new(None));
+                    let svc = service_fn(move |req| answer(st.clone(), challenge.clone(), req));
                     match tls {
                         None => {
                             let _ = http1::Builder::new()
@@ -274,6 +290,7 @@ fn reply_xml(name: &str, request: &str, fill: &[(&str, &str)]) -> String {
 
 async fn answer(
     state: Arc<Mutex<State>>,
+    challenge: Arc<Mutex<Option<[u8; 8]>>>,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, hyper::Error> {
     let auth = req
@@ -289,19 +306,32 @@ async fn answer(
         .to_string();
     let body = req.into_body().collect().await?.to_bytes();
     let body = String::from_utf8_lossy(&body).to_string();
-    let expected = {
+    let logged_in = {
         let mut s = state.lock().unwrap();
         s.seen.hosts.push(host);
-        if s.cert_login {
-            MUTUAL.to_string()
-        } else {
-            format!(
-                "Basic {}",
-                b64(format!("{}:{}", s.user, s.password).as_bytes())
-            )
+        match s.login {
+            Login::Certificate => auth.as_deref() == Some(MUTUAL),
+            Login::Basic => {
+                let basic = b64(format!("{}:{}", s.user, s.password).as_bytes());
+                auth.as_deref() == Some(format!("Basic {basic}").as_str())
+            }
+            Login::Ntlm => match ntlm::step(auth.as_deref(), &challenge, &s.user, &s.password) {
+                ntlm::Step::LoggedIn => {
+                    s.seen.ntlm_logins += 1;
+                    true
+                }
+                ntlm::Step::Refused => false,
+                ntlm::Step::Challenge(c) => {
+                    return Ok(Response::builder()
+                        .status(401)
+                        .header("WWW-Authenticate", c)
+                        .body(Full::new(Bytes::new()))
+                        .unwrap())
+                }
+            },
         }
     };
-    if auth.as_deref() != Some(expected.as_str()) {
+    if !logged_in {
         state.lock().unwrap().seen.refused += 1;
         return Ok(Response::builder()
             .status(401)
