@@ -54,7 +54,7 @@ async fn a_command_runs_with_its_output_and_exit_code() {
             stdout: "Running\r\nline two\r\n".into(),
             stderr: "a warning\n".into(),
             exit: 3,
-            hang: false,
+            ..Reply::default()
         },
     );
     let dir = tempfile::tempdir().unwrap();
@@ -402,6 +402,26 @@ async fn a_rollout_over_winrm_reboots_the_member_and_waits_for_its_new_boot() {
     assert!(log.contains("installing on cas1"), "output streamed: {log}");
     assert_eq!(*boot.lock().unwrap(), 2);
     fake.seen(|s| assert_eq!(s.shells_created, s.shells_deleted));
+}
+
+#[tokio::test]
+async fn a_member_that_goes_away_mid_command_leaves_the_outcome_unknown() {
+    let fake = FakeWinrm::start("ebb", PASSWORD).await;
+    std::env::set_var("EBB_TEST_WINRM_PW_12", PASSWORD);
+    fake.script(
+        "Install-Rollup",
+        Reply {
+            vanish: true,
+            ..Reply::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let t = transport(dir.path(), &fake.url(), "EBB_TEST_WINRM_PW_12", "");
+    let out = run(&t, "Install-Rollup", 60).await;
+    // Not a failure and not a success: the engine holds the member (outcome unknown).
+    assert!(out.connection_lost, "{out:?}");
+    assert_eq!((out.exit_code, out.timed_out), (None, false), "{out:?}");
+    assert_eq!(fake.seen(|s| s.shells_created), 1);
 }
 
 #[tokio::test]

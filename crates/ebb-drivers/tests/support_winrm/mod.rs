@@ -42,6 +42,9 @@ pub struct Reply {
     pub exit: i32,
     /// Never finishes: every Receive answers "Running" with no output.
     pub hang: bool,
+    /// The member goes away mid-command (a reboot, a cut link): the first Receive's
+    /// connection is closed without an answer, and so is every later one.
+    pub vanish: bool,
 }
 
 impl Reply {
@@ -292,7 +295,7 @@ async fn answer(
     state: Arc<Mutex<State>>,
     challenge: Arc<Mutex<Option<[u8; 8]>>>,
     req: Request<hyper::body::Incoming>,
-) -> Result<Response<Full<Bytes>>, hyper::Error> {
+) -> Result<Response<Full<Bytes>>, Box<dyn std::error::Error + Send + Sync>> {
     let auth = req
         .headers()
         .get("authorization")
@@ -413,6 +416,8 @@ async fn answer(
             .unwrap_or_default();
         let got = state.lock().unwrap().running.get(&id).cloned();
         match got {
+            // An error from the service makes hyper drop the connection unanswered.
+            Some((r, _)) if r.vanish => return Err("the member went away".into()),
             Some((r, _)) if r.hang => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 reply_xml(
