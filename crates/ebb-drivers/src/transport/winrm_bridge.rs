@@ -221,12 +221,17 @@ async fn serve(conn: TcpStream, inner: Arc<Inner>) {
         }
     };
     // Whichever side ends first ends the pair: winrm-rs gone, or the member closed.
-    tokio::select! {
-        _ = requests => {}
-        _ = &mut back => {}
+    let member_closed = tokio::select! {
+        _ = requests => false,
+        _ = &mut back => true,
+    };
+    let _ = uw.shutdown().await;
+    if !member_closed {
+        // The member's last answer, or the TLS alert that explains a refusal, may still be
+        // on its way back: give it a bounded moment before closing.
+        let _ = tokio::time::timeout(inner.connect_timeout, &mut back).await;
     }
     back.abort();
-    let _ = uw.shutdown().await;
 }
 
 /// A request head (its lines, without the blank line), None at a clean end of stream.
