@@ -360,12 +360,19 @@ impl Engine {
     pub async fn where_left(&self, idx: usize) -> String {
         let m = self.member(idx);
         let bal = &self.drivers.balancer;
-        let place = match bal.state(m).await {
+        // The balancer may be the reason the member failed (its host cut off): ask both
+        // at once, each bounded, so a balancer that does not answer delays the halt by
+        // seconds, not by two full retry periods.
+        let (state, initial) = tokio::join!(
+            read_within(WHERE_LEFT_READ, bal.state(m)),
+            read_within(WHERE_LEFT_READ, bal.initial_state(m))
+        );
+        let place = match state {
             Ok(s) if s.in_service() => "it is still in service".to_string(),
             Ok(s) => format!("it stays out of service ({})", s.state.as_str()),
             Err(e) => format!("the balancer cannot say where it is ({e})"),
         };
-        let held = match bal.initial_state(m).await {
+        let held = match initial {
             Ok(Some(HostState::Stopped)) => ", held (initial state stopped)",
             Ok(Some(_)) => ", not held",
             _ => "",
@@ -584,7 +591,10 @@ impl Engine {
                 Err(MemberEnd::Failed(format!("{step}: {reason}"))),
             ),
         };
-        if matches!(op, Op::Drain | Op::Return | Op::PullBack) {
+        // A sample right after a member left or came back, so a short change is not
+        // missed. Not after a failure: the balancer may be what failed (its host cut
+        // off), and the halt must not wait for it again; the periodic sampler reads it.
+        if result.is_ok() && matches!(op, Op::Drain | Op::Return | Op::PullBack) {
             self.sample_pool().await;
         }
         let advance_to = match (&result, &outcome) {
@@ -647,4 +657,22 @@ impl Engine {
             }
         }
     }
+}
+
+/// How long the FAILED line waits for the balancer to say where the member was left.
+const WHERE_LEFT_READ: Duration = Duration::from_secs(5);
+
+/// A balancer read that gives up after `bound`, as the balancer not answering. Only for
+/// reads: they change nothing, so abandoning one mid-way is safe (a change, such as a
+/// drainstop or an nginx edit and reload, is never cut short).
+pub(crate) async fn read_within<T>(
+    bound: Duration,
+    read: impl std::future::Future<Output = crate::interfaces::DriverResult<T>>,
+) -> crate::interfaces::DriverResult<T> {
+    tokio::time::timeout(bound, read).await.unwrap_or_else(|_| {
+        Err(crate::interfaces::DriverError::new(format!(
+            "no answer within {}",
+            ebb_config::format_duration(bound)
+        )))
+    })
 }

@@ -199,7 +199,14 @@ impl Engine {
         let mut last: Option<u64> = None;
         let mut warned = false;
         loop {
-            let st = match bal.state(m).await {
+            // Each read is bounded by the drain time left (at least DRAIN_READ): past the
+            // drain timeout ebb stops waiting for a balancer that does not answer, rather
+            // than for another whole retry period of it.
+            let bound = spec
+                .timeout
+                .saturating_sub(started.elapsed())
+                .max(DRAIN_READ);
+            let st = match read_within(bound, bal.state(m)).await {
                 Ok(s) => s,
                 Err(e) if started.elapsed() >= spec.timeout => return failed(unconfirmed(&e)),
                 Err(e) => {
@@ -651,3 +658,7 @@ impl Engine {
         ok(format!("in service; pool {in_service}/{total} in service"))
     }
 }
+
+/// The least time one balancer read may take while a drain waits for it (the drivers'
+/// own request timeouts are about this long).
+const DRAIN_READ: Duration = Duration::from_secs(5);
