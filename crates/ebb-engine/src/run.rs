@@ -176,12 +176,21 @@ impl LockGuard {
         lock(journal, pool, steal)?;
         let (j, p) = (journal.clone(), pool.to_string());
         let heartbeat = tokio::spawn(async move {
+            let mut said = false;
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 // A failed heartbeat is kept by the journal (`Journal::failure`): the run
-                // stops at its next safe point.
-                if j.heartbeat(&p).is_err() {
-                    tracing::warn!("the journal could not record the lock's heartbeat");
+                // stops at its next safe point. Said once per spell of failures, not every
+                // 5 s while a long step runs on.
+                match j.heartbeat(&p) {
+                    Ok(()) => said = false,
+                    Err(e) if !said => {
+                        said = true;
+                        ebb_out::errln!(
+                            "ebb: warning: the lock's heartbeat could not be recorded ({e}); the run stops at its next safe point"
+                        );
+                    }
+                    Err(_) => {}
                 }
             }
         });

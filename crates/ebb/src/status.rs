@@ -85,7 +85,7 @@ pub struct MemberStatus {
 #[derive(Debug, Serialize)]
 pub struct OwedView {
     /// `undo`, `drain`, `hold`, `maintenance`.
-    pub kind: String,
+    pub kind: ebb_engine::journal::OwedKind,
     /// Its name.
     pub name: String,
     /// What paying it does, in the operator's words.

@@ -43,27 +43,40 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A pool of `members` whose one step, `update`, runs `step` (`{filler}` in it: a file on
+/// the journal's tmpfs), with the journal on that tmpfs. Returns the pool file and the
+/// state dir as arguments, and the filler.
+fn pool_filling(
+    f: &Fixture,
+    members: &[&str],
+    state: &Tmpfs,
+    step: &str,
+) -> (String, String, PathBuf) {
+    let filler: PathBuf = state.path().join("filler");
+    let rest = format!(
+        "[runbook.drain]\ntimeout = \"10s\"\n\n[[runbook.step]]\nname = \"update\"\ntimeout = \"1m\"\nrun = \"{}\"\n",
+        step.replace("{filler}", &filler.display().to_string())
+    );
+    let pool = f.pool("max_unavailable = 1", members, &rest);
+    (
+        pool.display().to_string(),
+        state.path().display().to_string(),
+        filler,
+    )
+}
+
 #[test]
 fn a_journal_that_cannot_be_written_stops_the_run_and_resume_finishes_it() {
     let f = Fixture::new(&["a", "b", "c"]);
     let state = Tmpfs::mount("2m");
-    let filler: PathBuf = state.path().join("filler");
     // Member "a"'s update fills the journal's file system once (the marker lives outside
     // it), so the journal write that records the update's outcome fails.
-    let rest = format!(
-        r#"
-[runbook.drain]
-timeout = "10s"
-
-[[runbook.step]]
-name = "update"
-run = "touch {{var.dir}}/updated-{{member}}; if [ {{member}} = a ] && [ ! -e {{var.dir}}/filled ]; then touch {{var.dir}}/filled; dd if=/dev/zero of={filler} bs=64k 2>/dev/null; true; fi"
-"#,
-        filler = filler.display()
+    let (pool_arg, state_arg, filler) = pool_filling(
+        &f,
+        &["a", "b", "c"],
+        &state,
+        "touch {var.dir}/updated-{member}; if [ {member} = a ] && [ ! -e {var.dir}/filled ]; then touch {var.dir}/filled; dd if=/dev/zero of={filler} bs=64k 2>/dev/null; true; fi",
     );
-    let pool = f.pool("max_unavailable = 1", &["a", "b", "c"], &rest);
-    let state_arg = state.path().display().to_string();
-    let pool_arg = pool.display().to_string();
 
     let o = run(&["run", &pool_arg, "--state-dir", &state_arg], f.dir.path());
     let err = stderr(&o);
@@ -94,4 +107,28 @@ run = "touch {{var.dir}}/updated-{{member}}; if [ {{member}} = a ] && [ ! -e {{v
         assert!(f.path(&format!("updated-{m}")).exists(), "{m}: {err}");
         assert_eq!(f.lb_state(m), "started", "{m} is back in service");
     }
+}
+
+#[test]
+fn a_heartbeat_the_journal_cannot_record_is_said_on_stderr() {
+    let f = Fixture::new(&["a"]);
+    let state = Tmpfs::mount("2m");
+    // The step fills the journal's file system and stays full for longer than the 5 s
+    // between heartbeats, then frees it: only the heartbeat meets the full disk.
+    let (pool_arg, state_arg, _) = pool_filling(
+        &f,
+        &["a"],
+        &state,
+        "dd if=/dev/zero of={filler} bs=64k 2>/dev/null; sleep 7; rm -f {filler}",
+    );
+    let o = run(&["run", &pool_arg, "--state-dir", &state_arg], f.dir.path());
+    let err = stderr(&o);
+    let journal = state.path().join("journal.db").display().to_string();
+    let said: Vec<&str> = err.lines().filter(|l| l.contains("heartbeat")).collect();
+    assert_eq!(said.len(), 1, "said once:\n{err}");
+    for want in ["warning", &journal[..], "next safe point"] {
+        assert!(said[0].contains(want), "{want:?} missing in:\n{err}");
+    }
+    // The failure is kept: the run stopped at its next safe point.
+    assert_eq!(o.status.code(), Some(1), "{err}");
 }

@@ -568,9 +568,10 @@ impl Store for SqliteJournal {
         run: i64,
         member: &str,
         name: &str,
-        kind: &str,
+        kind: &OwedKind,
         payload: &str,
     ) -> JResult<()> {
+        let kind = kind.as_str();
         let db = self.db();
         // Pushing twice (a step re-run after an interruption) must not owe the undo twice.
         let exists: Option<i64> = db
@@ -602,7 +603,7 @@ impl Store for SqliteJournal {
                 Ok(Owed {
                     id: r.get(0)?,
                     name: r.get(1)?,
-                    kind: r.get(2)?,
+                    kind: OwedKind::from(r.get::<_, String>(2)?),
                     payload: r.get(3)?,
                 })
             })
@@ -742,10 +743,13 @@ mod tests {
         let run = j
             .create_run("p", "p.toml", &[("m".into(), vec!["hold".into()])])
             .unwrap();
-        j.push_owed(run, "m", "hold", "hold", "started").unwrap();
-        j.push_owed(run, "m", "drain", "drain", "").unwrap();
+        j.push_owed(run, "m", "hold", &OwedKind::Hold, "started")
+            .unwrap();
+        j.push_owed(run, "m", "drain", &OwedKind::Drain, "")
+            .unwrap();
         // A re-run after an interruption keeps the first record (the true prior state).
-        j.push_owed(run, "m", "hold", "hold", "stopped").unwrap();
+        j.push_owed(run, "m", "hold", &OwedKind::Hold, "stopped")
+            .unwrap();
         let owed = j.owed(run, "m").unwrap();
         assert_eq!(
             owed.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
@@ -754,6 +758,47 @@ mod tests {
         assert_eq!(owed[0].payload, "started");
         j.pay_owed(owed[1].id).unwrap();
         assert_eq!(j.owed(run, "m").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn owed_kinds_read_back_from_their_stored_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = SqliteJournal::open(dir.path()).unwrap();
+        let run = j
+            .create_run("p", "p.toml", &[("m".into(), vec!["hold".into()])])
+            .unwrap();
+        j.push_owed(run, "m", "maint", &OwedKind::Undo, "maint")
+            .unwrap();
+        // As an older (or newer) ebb wrote them: plain names, one this ebb does not know.
+        j.db()
+            .execute(
+                "INSERT INTO owed(run_id, member, name, kind, payload) VALUES (?1, 'm', 'w', 'maintenance', 'w'), (?1, 'm', 'x', 'snapshot', '')",
+                [run],
+            )
+            .unwrap();
+        let stored: Vec<String> = j
+            .db()
+            .prepare("SELECT kind FROM owed ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(stored, ["undo", "maintenance", "snapshot"]);
+        let kinds: Vec<OwedKind> = j
+            .owed(run, "m")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                OwedKind::Undo,
+                OwedKind::Maintenance,
+                OwedKind::Other("snapshot".into())
+            ]
+        );
     }
 
     #[test]

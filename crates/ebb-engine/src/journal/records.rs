@@ -133,8 +133,8 @@ pub struct Owed {
     pub id: i64,
     /// Name shown to the operator.
     pub name: String,
-    /// `undo` (a command), `drain` (start in the balancer), `hold` (restore initial state).
-    pub kind: String,
+    /// What paying it does.
+    pub kind: OwedKind,
     /// Kind-specific data (the undo command's step name, the initial state to restore).
     pub payload: String,
 }
@@ -143,15 +143,15 @@ impl Owed {
     /// What paying it does, in the operator's words: `start in the balancer` for a
     /// drain, `restore initial state started` for a hold, `undo of "maint"` for a step.
     pub fn describe(&self) -> String {
-        match self.kind.as_str() {
-            "drain" => "start in the balancer".to_string(),
-            "hold" if !self.payload.is_empty() => {
+        match self.kind {
+            OwedKind::Drain => "start in the balancer".to_string(),
+            OwedKind::Hold if !self.payload.is_empty() => {
                 format!("restore initial state {}", self.payload)
             }
-            "hold" => "restore the initial state".to_string(),
-            "undo" => format!("undo of \"{}\"", self.name),
-            "maintenance" => format!("end maintenance \"{}\"", self.name),
-            _ => self.name.clone(),
+            OwedKind::Hold => "restore the initial state".to_string(),
+            OwedKind::Undo => format!("undo of \"{}\"", self.name),
+            OwedKind::Maintenance => format!("end maintenance \"{}\"", self.name),
+            OwedKind::Other(_) => self.name.clone(),
         }
     }
 }
@@ -344,6 +344,20 @@ named_enum! {
     }
 }
 
+named_enum! {
+    /// What an owed undo does when it is paid; stored in the journal as its name.
+    OwedKind {
+        /// Run the step's `undo` command (the payload names the step).
+        Undo = "undo",
+        /// End a maintenance window (the payload names the step).
+        Maintenance = "maintenance",
+        /// Start the member in the balancer again.
+        Drain = "drain",
+        /// Restore the initial state recorded in the payload.
+        Hold = "hold",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,6 +382,23 @@ mod tests {
             let o = Outcome::from(name);
             assert!(!matches!(o, Outcome::Other(_)), "{name}");
             assert_eq!(o.as_str(), name);
+        }
+    }
+
+    #[test]
+    fn an_owed_undo_keeps_its_json_shape() {
+        // The etcd journal stores owed undos as this JSON, as older ebbs wrote it.
+        for (name, kind) in [
+            ("undo", OwedKind::Undo),
+            ("maintenance", OwedKind::Maintenance),
+            ("drain", OwedKind::Drain),
+            ("hold", OwedKind::Hold),
+            ("snapshot", OwedKind::Other("snapshot".into())),
+        ] {
+            let json = format!(r#"{{"id":3,"name":"maint","kind":"{name}","payload":"started"}}"#);
+            let o: Owed = serde_json::from_str(&json).unwrap();
+            assert_eq!(o.kind, kind, "{json}");
+            assert_eq!(serde_json::to_string(&o).unwrap(), json);
         }
     }
 

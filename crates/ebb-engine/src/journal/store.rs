@@ -4,7 +4,7 @@
 
 use super::{
     ActionEnd, ActionKind, ActionRecord, JResult, JournalError, LockHolder, MemberRecord,
-    MemberState, Owed, RunRecord, RunState, SqliteJournal,
+    MemberState, Owed, OwedKind, RunRecord, RunState, SqliteJournal,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -120,7 +120,7 @@ pub trait Store: Send + Sync {
         run: i64,
         member: &str,
         name: &str,
-        kind: &str,
+        kind: &OwedKind,
         payload: &str,
     ) -> JResult<()>;
     /// A member's owed undos, oldest first (unwind from the end).

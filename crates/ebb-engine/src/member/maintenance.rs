@@ -21,10 +21,13 @@ impl Engine {
         let Some(mt) = &spec.maintenance else {
             return failed("not a maintenance step");
         };
-        if let Err(e) =
-            self.journal
-                .push_owed(self.run_id, &m.name, &spec.name, "maintenance", &spec.name)
-        {
+        if let Err(e) = self.journal.push_owed(
+            self.run_id,
+            &m.name,
+            &spec.name,
+            &OwedKind::Maintenance,
+            &spec.name,
+        ) {
             return failed(e.to_string());
         }
         let key = self.maintenance_key(&m.name, &spec.name);

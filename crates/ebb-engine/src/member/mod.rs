@@ -6,7 +6,9 @@ use crate::interfaces::{
     Balancer, CheckContext, Checker, CommandOutcome, HostState, Maintenance, MemberLbState,
     OutputSink, StartedSink, Transport,
 };
-use crate::journal::{ActionEnd, ActionKind, Journal, JournalError, MemberState, Outcome};
+use crate::journal::{
+    ActionEnd, ActionKind, Journal, JournalError, MemberState, Outcome, OwedKind,
+};
 use crate::ops::{ops_for, Op};
 use crate::placeholder::{render, Quote};
 use crate::plan::{CheckSpec, DrainMode, Member, OnTimeout, Plan, RebootPolicy, StepSpec};

@@ -17,7 +17,7 @@ impl Engine {
             .owed(self.run_id, &m.name)
             .map_err(|e| failed(e.to_string()))?
             .iter()
-            .any(|o| o.kind == "hold");
+            .any(|o| o.kind == OwedKind::Hold);
         if ours {
             return Ok(None);
         }
@@ -48,10 +48,13 @@ impl Engine {
             Err(end) => return end,
         };
         // Owed before it is changed; a re-run keeps the first recorded prior state.
-        if let Err(e) = self
-            .journal
-            .push_owed(self.run_id, &m.name, "hold", "hold", prior.as_str())
-        {
+        if let Err(e) = self.journal.push_owed(
+            self.run_id,
+            &m.name,
+            "hold",
+            &OwedKind::Hold,
+            prior.as_str(),
+        ) {
             return failed(e.to_string());
         }
         match bal.set_initial_state(m, HostState::Stopped).await {
@@ -151,7 +154,7 @@ impl Engine {
         }
         if let Err(e) = self
             .journal
-            .push_owed(self.run_id, &m.name, "drain", "drain", "")
+            .push_owed(self.run_id, &m.name, "drain", &OwedKind::Drain, "")
         {
             return failed(e.to_string());
         }
@@ -344,10 +347,13 @@ impl Engine {
         let m = self.member(idx);
         if spec.undo.is_some() {
             // Owed from the moment the step may have changed anything.
-            if let Err(e) =
-                self.journal
-                    .push_owed(self.run_id, &m.name, &spec.name, "undo", &spec.name)
-            {
+            if let Err(e) = self.journal.push_owed(
+                self.run_id,
+                &m.name,
+                &spec.name,
+                &OwedKind::Undo,
+                &spec.name,
+            ) {
                 return failed(e.to_string());
             }
         }
@@ -574,8 +580,8 @@ impl Engine {
             if let Err(e) = self.journal.fence() {
                 return failed(e.to_string());
             }
-            let result: Result<(), String> = match o.kind.as_str() {
-                "undo" => match self.plan.runbook.steps.iter().find(|s| s.name == o.payload).and_then(|s| s.undo.clone().map(|u| (u, s.timeout))) {
+            let result: Result<(), String> = match &o.kind {
+                OwedKind::Undo => match self.plan.runbook.steps.iter().find(|s| s.name == o.payload).and_then(|s| s.undo.clone().map(|u| (u, s.timeout))) {
                     Some((undo, timeout)) => match self.command(idx, &format!("undo {}", o.name), &undo, timeout, action).await {
                         Ok(out) if out.exit_code == Some(0) => Ok(()),
                         Ok(out) if out.timed_out => Err(format!("undo of \"{}\" timed out; it is still owed", o.name)),
@@ -584,13 +590,13 @@ impl Engine {
                     },
                     None => Err(format!("the undo of step \"{}\" is owed but the pool file no longer has that step with an undo; restore it", o.payload)),
                 },
-                "maintenance" => self.end_maintenance(idx, &o.payload).await,
-                "drain" => self.drivers.balancer.start(m).await.map_err(|e| format!("start in the balancer: {e}")),
-                "hold" => {
+                OwedKind::Maintenance => self.end_maintenance(idx, &o.payload).await,
+                OwedKind::Drain => self.drivers.balancer.start(m).await.map_err(|e| format!("start in the balancer: {e}")),
+                OwedKind::Hold => {
                     let st = HostState::parse(&o.payload).unwrap_or(HostState::Started);
                     self.drivers.balancer.set_initial_state(m, st).await.map_err(|e| format!("restore initial state {}: {e}", st.as_str()))
                 }
-                other => Err(format!("unknown owed undo kind \"{other}\" in the journal")),
+                OwedKind::Other(other) => Err(format!("unknown owed undo kind \"{other}\" in the journal")),
             };
             match result {
                 Ok(()) => {

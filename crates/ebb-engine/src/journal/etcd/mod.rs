@@ -17,7 +17,7 @@ mod tls;
 
 use super::{
     hostname, operator, user, ActionEnd, ActionKind, ActionRecord, JResult, JournalError,
-    LockHolder, MemberRecord, MemberState, Owed, RunRecord, RunState, Store,
+    LockHolder, MemberRecord, MemberState, Owed, OwedKind, RunRecord, RunState, Store,
 };
 use crate::events::now_ms;
 use crate::plan::StateSpec;
@@ -1043,13 +1043,13 @@ impl Store for EtcdJournal {
         run: i64,
         member: &str,
         name: &str,
-        kind: &str,
+        kind: &OwedKind,
         payload: &str,
     ) -> JResult<()> {
         if self
             .owed(run, member)?
             .iter()
-            .any(|o| o.name == name && o.kind == kind)
+            .any(|o| o.name == name && o.kind == *kind)
         {
             return Ok(());
         }
@@ -1058,7 +1058,7 @@ impl Store for EtcdJournal {
         let o = Owed {
             id,
             name: name.to_string(),
-            kind: kind.to_string(),
+            kind: kind.clone(),
             payload: payload.to_string(),
         };
         self.put_json(key.clone(), &o)?;
