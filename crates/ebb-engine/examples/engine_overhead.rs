@@ -263,6 +263,43 @@ async fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(10_000);
+    // EBB_BENCH_ETCD=http://HOST:PORT: the journal and lock in that etcd (bench/engine/run-etcd.sh).
+    let etcd = std::env::var("EBB_BENCH_ETCD").ok();
+    let m = measure(n, etcd.as_deref()).await;
+    if let Some(ep) = &etcd {
+        println!("journal and lock in etcd {ep}");
+    }
+    println!("| members | transitions | run time | per transition | CPU per transition | config parse | peak RSS | journal size |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {n} | {} | {:.2} s | {:.3} ms | {:.3} ms | {:.2} s | {:.1} MiB | {:.1} MiB |",
+        m.transitions,
+        m.run.as_secs_f64(),
+        m.run.as_secs_f64() * 1000.0 / m.transitions.max(1) as f64,
+        m.cpu * 1000.0 / m.transitions.max(1) as f64,
+        m.parse.as_secs_f64(),
+        peak_rss_mib(),
+        m.journal_mib
+    );
+}
+
+/// What one run of the benchmark measured.
+struct Measured {
+    /// Step transitions (`StepFinished` events).
+    transitions: usize,
+    /// Wall time of the run.
+    run: Duration,
+    /// CPU seconds the process used during the run.
+    cpu: f64,
+    /// Reading the pool file.
+    parse: Duration,
+    /// The SQLite journal's size at the end (0 with etcd).
+    journal_mib: f64,
+}
+
+/// Runs a pool of `n` members through the engine, its journal in SQLite or in the etcd at
+/// `etcd`; panics if the run does not end done.
+async fn measure(n: usize, etcd: Option<&str>) -> Measured {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut text = String::from(
         "[pool]\nname = \"bench\"\nmax_unavailable = 1\n\n[balancer]\ndriver = \"nop\"\n\n\
@@ -287,13 +324,11 @@ async fn main() {
     let plan = Arc::new(ebb_engine::config::load(&path, &registry).expect("valid plan"));
     let parse = t0.elapsed();
     let drivers = registry.build(&plan).expect("drivers");
-    // EBB_BENCH_ETCD=http://HOST:PORT: the journal and lock in that etcd (bench/engine/run-etcd.sh).
-    let etcd = std::env::var("EBB_BENCH_ETCD").ok();
-    let journal = Arc::new(match &etcd {
+    let journal = Arc::new(match etcd {
         Some(ep) => {
             let spec = ebb_engine::plan::StateSpec {
                 backend: ebb_engine::plan::StateBackend::Etcd,
-                endpoints: vec![ep.clone()],
+                endpoints: vec![ep.to_string()],
                 prefix: format!("/bench-{}", std::process::id()),
                 ..Default::default()
             };
@@ -319,22 +354,27 @@ async fn main() {
     let elapsed = t1.elapsed();
     let cpu = cpu_seconds() - cpu0;
     assert_eq!(out.exit_code, 0, "{}", out.message);
-    let tr = transitions.load(Ordering::Relaxed);
-    let db_mib = std::fs::metadata(dir.path().join("state/journal.db"))
-        .map(|m| m.len() as f64 / 1048576.0)
-        .unwrap_or(0.0);
-    if etcd.is_some() {
-        println!("journal and lock in etcd {}", etcd.as_deref().unwrap_or(""));
+    Measured {
+        transitions: transitions.load(Ordering::Relaxed),
+        run: elapsed,
+        cpu,
+        parse,
+        journal_mib: std::fs::metadata(dir.path().join("state/journal.db"))
+            .map(|m| m.len() as f64 / 1048576.0)
+            .unwrap_or(0.0),
     }
-    println!("| members | transitions | run time | per transition | CPU per transition | config parse | peak RSS | journal size |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
-    println!(
-        "| {n} | {tr} | {:.2} s | {:.3} ms | {:.3} ms | {:.2} s | {:.1} MiB | {:.1} MiB |",
-        elapsed.as_secs_f64(),
-        elapsed.as_secs_f64() * 1000.0 / tr.max(1) as f64,
-        cpu * 1000.0 / tr.max(1) as f64,
-        parse.as_secs_f64(),
-        peak_rss_mib(),
-        db_mib
-    );
+}
+
+/// The benchmark's own code path with a small pool, run by `cargo test` (Cargo.toml sets
+/// `test = true` for this example): the example panicked for weeks without anyone noticing
+/// (its verify check's kind was not registered) because nothing ran it.
+#[cfg(test)]
+mod tests {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fifty_members_go_through_every_operation() {
+        let m = super::measure(50, None).await;
+        // hold, drain, pause, update, verify, return, pool-check: 7 per member.
+        assert_eq!(m.transitions, 7 * 50);
+        assert!(m.journal_mib > 0.0, "the run wrote no SQLite journal");
+    }
 }

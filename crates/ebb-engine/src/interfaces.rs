@@ -261,8 +261,48 @@ pub struct CheckContext {
     /// The balancer in front of the pool, for checks that read its counters.
     pub balancer: Option<Arc<dyn Balancer>>,
     /// The members not yet updated in this run (pending), for checks that compare the
-    /// member with them.
-    pub not_updated: Vec<Member>,
+    /// member with them; read from the journal only when a check first asks.
+    pub not_updated: NotUpdated,
+}
+
+/// The members not yet updated in this run, as a slice (`&ctx.not_updated[..]`, `.iter()`),
+/// found the first time a check reads them and kept for the rest of that check.
+///
+/// Finding them takes a pass over every member's journal record and the plan: done for
+/// every check before a check asked, that made each verify O(pool size) and a run O(N²)
+/// (docs/benchmarks.md, "Engine overhead"). Most check kinds never ask.
+#[derive(Clone, Default)]
+pub struct NotUpdated {
+    find: Option<Arc<dyn Fn() -> Vec<Member> + Send + Sync>>,
+    found: std::sync::OnceLock<Vec<Member>>,
+}
+
+impl NotUpdated {
+    /// Members that `find` returns when a check first reads them.
+    pub fn lazy(find: impl Fn() -> Vec<Member> + Send + Sync + 'static) -> NotUpdated {
+        NotUpdated {
+            find: Some(Arc::new(find)),
+            found: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+/// Known members (for tests and tools).
+impl From<Vec<Member>> for NotUpdated {
+    fn from(members: Vec<Member>) -> NotUpdated {
+        NotUpdated {
+            find: None,
+            found: std::sync::OnceLock::from(members),
+        }
+    }
+}
+
+impl std::ops::Deref for NotUpdated {
+    type Target = [Member];
+    fn deref(&self) -> &[Member] {
+        self.found
+            .get_or_init(|| self.find.as_ref().map_or_else(Vec::new, |find| find()))
+    }
 }
 
 impl std::fmt::Debug for CheckContext {
@@ -271,7 +311,10 @@ impl std::fmt::Debug for CheckContext {
             .field("update_began", &self.update_began)
             .field("returned", &self.returned)
             .field("balancer", &self.balancer.is_some())
-            .field("not_updated", &self.not_updated.len())
+            .field(
+                "not_updated",
+                &self.not_updated.found.get().map(|m| m.len()),
+            )
             .finish()
     }
 }

@@ -145,22 +145,24 @@ impl Engine {
             .and_then(|a| a.ended_ms)
             .map(at);
         // Members not yet touched in this run: what an updated member is compared with.
-        let pending: HashSet<String> = self
-            .journal
-            .members(self.run_id)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|m| m.state == MemberState::Pending)
-            .map(|m| m.name)
-            .collect();
-        let not_updated = self
-            .plan
-            .members
-            .iter()
-            .enumerate()
-            .filter(|(i, m)| *i != idx && pending.contains(&m.name))
-            .map(|(_, m)| m.clone())
-            .collect();
+        // Read only if a check asks: a pass over the whole pool at every check made each
+        // transition cost grow with the pool.
+        let (journal, plan, run_id) = (self.journal.clone(), self.plan.clone(), self.run_id);
+        let not_updated = crate::interfaces::NotUpdated::lazy(move || {
+            let pending: HashSet<String> = journal
+                .members(run_id)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|m| m.state == MemberState::Pending)
+                .map(|m| m.name)
+                .collect();
+            plan.members
+                .iter()
+                .enumerate()
+                .filter(|(i, m)| *i != idx && pending.contains(&m.name))
+                .map(|(_, m)| m.clone())
+                .collect()
+        });
         CheckContext {
             update_began,
             returned,

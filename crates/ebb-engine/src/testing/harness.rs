@@ -1,5 +1,6 @@
 //! Runs a plan against the fakes with a real journal in a temporary directory.
 
+use super::reads::{CountingStore, JournalReads};
 use super::{FakeBalancer, FakeChecker, FakeMaintenance, FakeTransport, Interrupt, Recorder};
 use crate::events::{Event, EventSink};
 use crate::journal::{ActionRecord, Journal, MemberRecord, MemberState, RunRecord};
@@ -35,6 +36,8 @@ pub struct Harness {
     pub maintenance: Arc<FakeMaintenance>,
     /// The journal, in a temporary directory that lives as long as the harness.
     pub journal: Arc<Journal>,
+    /// What has been read from the journal so far (by the runs and by the harness).
+    pub reads: Arc<JournalReads>,
     events: Arc<Mutex<Vec<Event>>>,
     shutdown: Arc<watch::Sender<bool>>,
     /// Bound on any one call of the engine; a run that outlasts it fails the test.
@@ -47,9 +50,10 @@ pub struct Harness {
 /// The journal of one harness: SQLite in `dir`, or, with `EBB_TEST_ETCD=http://HOST:PORT`
 /// (scripts/test.sh sets it for a second pass of the engine tests), the etcd backend under
 /// a prefix of its own.
-fn journal_for(plan: &Plan, dir: &std::path::Path) -> Journal {
+/// Its reads are counted in `reads`.
+fn journal_for(plan: &Plan, dir: &std::path::Path, reads: Arc<JournalReads>) -> Journal {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    match std::env::var("EBB_TEST_ETCD") {
+    let inner: Box<dyn crate::journal::Store> = match std::env::var("EBB_TEST_ETCD") {
         Ok(ep) if !ep.is_empty() => {
             let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let spec = crate::plan::StateSpec {
@@ -58,13 +62,14 @@ fn journal_for(plan: &Plan, dir: &std::path::Path) -> Journal {
                 prefix: format!("/harness-{}-{n}", std::process::id()),
                 ..Default::default()
             };
-            Journal::with_store(Box::new(
+            Box::new(
                 crate::journal::etcd::EtcdJournal::open(&spec, &plan.pool.name)
                     .unwrap_or_else(|e| panic!("{e}")),
-            ))
+            )
         }
-        _ => Journal::open(dir).unwrap_or_else(|e| panic!("{e}")),
-    }
+        _ => Box::new(crate::journal::SqliteJournal::open(dir).unwrap_or_else(|e| panic!("{e}"))),
+    };
+    Journal::with_store(Box::new(CountingStore { inner, reads }))
 }
 
 impl Harness {
@@ -81,7 +86,8 @@ impl Harness {
             tempfile::tempdir()
         };
         let dir = dir.unwrap_or_else(|e| panic!("temporary dir: {e}"));
-        let journal = journal_for(&plan, dir.path());
+        let reads = Arc::new(JournalReads::default());
+        let journal = journal_for(&plan, dir.path(), reads.clone());
         let shutdown = Arc::new(watch::channel(false).0);
         let log = Recorder::new(shutdown.clone());
         Harness {
@@ -96,6 +102,7 @@ impl Harness {
             plan: Arc::new(plan),
             log,
             journal: Arc::new(journal),
+            reads,
             events: Arc::default(),
             shutdown,
             bound: Duration::from_secs(20),

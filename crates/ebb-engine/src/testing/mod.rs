@@ -28,6 +28,7 @@ mod checks;
 mod clock;
 mod harness;
 mod plan;
+mod reads;
 mod transport;
 
 pub use balancer::{BalOp, FakeBalancer};
@@ -35,6 +36,7 @@ pub use checks::{CheckReply, FakeChecker, FakeMaintenance, ScriptedCheck};
 pub use clock::TestClock;
 pub use harness::{Ended, Harness};
 pub use plan::{check, maintenance_step, step, wave, PlanBuilder, REBOOT_COMMAND};
+pub use reads::JournalReads;
 pub use transport::{FakeTransport, Reply};
 
 use std::sync::{Arc, Mutex, MutexGuard};

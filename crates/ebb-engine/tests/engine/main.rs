@@ -4,6 +4,7 @@
 
 mod bake;
 mod controls;
+mod cost;
 mod drain;
 mod failure;
 mod gates;
