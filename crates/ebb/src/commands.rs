@@ -20,18 +20,23 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 pub fn main(cmd: Command) -> i32 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(2);
+    let rt = match runtime(builder) {
         Ok(rt) => rt,
-        Err(e) => {
-            ebb_out::errln!("ebb: cannot start the async runtime: {e}");
-            return 1;
-        }
+        Err(c) => return c,
     };
     rt.block_on(dispatch(cmd))
+}
+
+/// The async runtime `builder` makes, or exit 1 saying why it cannot start.
+pub(crate) fn runtime(
+    mut builder: tokio::runtime::Builder,
+) -> Result<tokio::runtime::Runtime, i32> {
+    builder.enable_all().build().map_err(|e| {
+        ebb_out::errln!("ebb: cannot start the async runtime: {e}");
+        1
+    })
 }
 
 async fn dispatch(cmd: Command) -> i32 {
@@ -293,17 +298,19 @@ fn report_outcome(r: Result<RunOutcome, RunError>, renderer: &Renderer) -> i32 {
     }
 }
 
-/// The plan, its drivers and a renderer for a command that works on a run.
+/// The journal (which must exist unless a run starts), the plan, its drivers and a
+/// renderer, for a command that works on a run.
 fn prepare(
     sel: &RunSel,
-    journal: &Journal,
+    must_exist: bool,
     json: bool,
-) -> Result<(Arc<Plan>, Drivers, Renderer), i32> {
-    let plan = Arc::new(plan_for(sel, journal)?);
+) -> Result<(Arc<Journal>, Arc<Plan>, Drivers, Renderer), i32> {
+    let journal = Arc::new(open_journal(sel, must_exist)?);
+    let plan = Arc::new(plan_for(sel, &journal)?);
     let drivers = load_drivers(&plan).ok_or(EXIT_USAGE)?;
     let renderer = Renderer::new(json, &plan);
     renderer.start_ticker();
-    Ok((plan, drivers, renderer))
+    Ok((journal, plan, drivers, renderer))
 }
 
 async fn run_cmd(sel: &RunSel, opts: RunOptions, json: bool, web: &crate::web::WebArgs) -> i32 {
@@ -323,11 +330,7 @@ async fn run_cmd(sel: &RunSel, opts: RunOptions, json: bool, web: &crate::web::W
             return EXIT_USAGE;
         }
     }
-    let journal = match open_journal(sel, opts.resume) {
-        Ok(j) => Arc::new(j),
-        Err(c) => return c,
-    };
-    let (plan, drivers, renderer) = match prepare(sel, &journal, json) {
+    let (journal, plan, drivers, renderer) = match prepare(sel, opts.resume, json) {
         Ok(x) => x,
         Err(c) => return c,
     };
@@ -385,11 +388,7 @@ fn print_versions(rows: &[ebb_drivers::check::version::VersionRow]) {
 }
 
 async fn release(sel: &RunSel, member: &str, json: bool, kill_running: bool) -> i32 {
-    let journal = match open_journal(sel, true) {
-        Ok(j) => Arc::new(j),
-        Err(c) => return c,
-    };
-    let (plan, drivers, renderer) = match prepare(sel, &journal, json) {
+    let (journal, plan, drivers, renderer) = match prepare(sel, true, json) {
         Ok(x) => x,
         Err(c) => return c,
     };

@@ -74,15 +74,9 @@ pub fn main(args: InitArgs) -> i32 {
         );
         return EXIT_USAGE;
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::commands::runtime(tokio::runtime::Builder::new_current_thread()) {
         Ok(rt) => rt,
-        Err(e) => {
-            ebb_out::errln!("ebb: cannot start the async runtime: {e}");
-            return 1;
-        }
+        Err(c) => return c,
     };
     let found = match rt.block_on(discover(&source, &args)) {
         Ok(f) => f,

@@ -177,6 +177,15 @@ impl Engine {
         (self.sink)(&e);
     }
 
+    /// Member `idx` is no longer out on this run's account: its slot goes to the next one.
+    fn free_slot(&self, idx: usize) {
+        self.out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&idx);
+        self.starts.slot_freed();
+    }
+
     pub(super) fn member(&self, idx: usize) -> &Member {
         &self.plan.members[idx]
     }
@@ -218,11 +227,7 @@ impl Engine {
             }
             if let Some(end) = self.past_stop_after(idx) {
                 // Gave its slot back without touching the member.
-                self.out
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&idx);
-                self.starts.slot_freed();
+                self.free_slot(idx);
                 return end;
             }
             drop(turn);
@@ -269,11 +274,7 @@ impl Engine {
         {
             return MemberEnd::Journal(e);
         }
-        self.out
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&idx);
-        self.starts.slot_freed();
+        self.free_slot(idx);
         self.emit(Event::MemberFinished {
             member: name,
             state: "done".into(),
@@ -450,11 +451,7 @@ impl Engine {
         ) {
             return MemberEnd::Failed(e.to_string());
         }
-        self.out
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&idx);
-        self.starts.slot_freed();
+        self.free_slot(idx);
         self.emit(Event::MemberFinished {
             member: name,
             state: "skipped".into(),
