@@ -1,5 +1,7 @@
 //! This host and its processes, for the pool's lock.
 
+use std::time::{Duration, Instant};
+
 /// This machine's host name.
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];
@@ -129,6 +131,10 @@ pub fn default_lock_dir() -> std::path::PathBuf {
     std::env::temp_dir().join(format!("ebb-locks-{uid}"))
 }
 
+/// How long a host-wide lock whose holder is gone may stay held by the commands that holder
+/// was starting when it died, before it is reported as held.
+const DEAD_HOLDER_WAIT: Duration = Duration::from_secs(10);
+
 impl HostLock {
     /// Takes the lock of `pool` in `dir` (created if missing) without waiting, recording
     /// this pid and `state_dir` in it for the message another ebb shows.
@@ -168,18 +174,33 @@ impl HostLock {
             .mode(0o600)
             .open(&path)
             .map_err(|e| unusable(e.to_string()))?;
-        // SAFETY: flock on a file descriptor we own; LOCK_NB never blocks.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
+        let mut dead_holder_until = None;
+        loop {
+            // SAFETY: flock on a file descriptor we own; LOCK_NB never blocks.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                break;
+            }
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
                 return Err(unusable(format!("flock: {err}")));
             }
             let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
+            let _ = file.rewind().and_then(|()| file.read_to_string(&mut text));
             let mut lines = text.lines();
             let pid = lines.next().unwrap_or("").trim();
             let state_dir = lines.next().unwrap_or("").trim();
+            // The holder is gone (kill -9) yet its lock is held: the kernel frees a flock
+            // when the last descriptor of the open file closes, and a command the holder
+            // was starting when it died (forked, its program not yet running) still has
+            // one for a moment. `ebb resume` right after a kill -9 waits for that moment
+            // instead of being refused by a dead ebb.
+            let gone = pid.parse::<u32>().is_ok_and(|p| !pid_alive(p));
+            let until = *dead_holder_until.get_or_insert_with(|| Instant::now() + DEAD_HOLDER_WAIT);
+            if gone && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
             return Err(HostLockError::Held {
                 pool: pool.to_string(),
                 pid: if pid.is_empty() { "?" } else { pid }.to_string(),
@@ -198,6 +219,54 @@ impl HostLock {
 
 #[cfg(test)]
 mod tests {
+    use super::{HostLock, HostLockError};
+    use std::path::Path;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    /// An ebb killed (kill -9) while it was starting a command leaves its lock held for a
+    /// moment by that command: the next ebb waits for it instead of being refused. A lock
+    /// whose holder lives is refused at once, naming it.
+    #[test]
+    fn a_lock_whose_holder_died_is_waited_for_and_a_live_holder_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lock = dir.path().join("web.lock");
+        let mut gone = Command::new("true").spawn().expect("true");
+        gone.wait().expect("wait");
+        std::fs::write(&lock, format!("{}\n/elsewhere/.ebb\n", gone.id())).expect("write");
+        // What the dead holder was starting keeps the lock for a second.
+        let ready = dir.path().join("ready");
+        let mut command = Command::new("flock")
+            .arg("-n")
+            .arg(&lock)
+            .arg("-c")
+            .arg(format!("touch '{}'; sleep 1", ready.display()))
+            .spawn()
+            .expect("flock (util-linux)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready.exists() {
+            assert!(Instant::now() < deadline, "flock never took the lock");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let taken = HostLock::take(dir.path(), "web", Path::new("/here/.ebb"));
+        assert!(taken.is_ok(), "{:?}", taken.err());
+        assert!(command.wait().expect("wait").success());
+
+        // Held by a live ebb (this process): refused at once, naming it.
+        let t = Instant::now();
+        match HostLock::take(dir.path(), "web", Path::new("/other/.ebb")) {
+            Err(HostLockError::Held { pid, state_dir, .. }) => {
+                assert_eq!(pid, std::process::id().to_string());
+                assert_eq!(state_dir, "/here/.ebb");
+            }
+            other => panic!("{:?}", other.map(|_| "taken")),
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "a live holder was waited for"
+        );
+    }
+
     #[test]
     fn the_account_name_is_the_one_id_knows() {
         let id = std::process::Command::new("id")
