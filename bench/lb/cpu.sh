@@ -24,6 +24,10 @@
 #   idle         the machine's idle time during the run (% of all cores): above 0 on a
 #                quiet machine, wake-up latency rather than CPU limits req/s
 #   cs           context switches per request, the whole machine
+#   syscalls, futex, epoll_wait, switches, wakings
+#                per request, the balancer's threads, counted by `perf stat` (tracepoints
+#                raw_syscalls:sys_enter, sched:sched_switch, sched:sched_waking: the
+#                wake-ups it causes); EVENTS= (empty) leaves them out
 # Rows are the median over ROUNDS (balancers interleaved, order reversed every round).
 #
 # EBB_VARIANTS: space-separated ebb instances, each `name` or `name:NAME=VALUE,...`:
@@ -38,6 +42,7 @@ ROUNDS=${ROUNDS:-2}
 CELLS=${CELLS:-"keepalive:32:1 keepalive:256:2 close:32:1 close:256:2"}
 EBB_VARIANTS=${EBB_VARIANTS:-ebb}
 PERF=${PERF:-}
+EVENTS=${EVENTS-1}
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -113,8 +118,25 @@ measure() { # cell round index
     local nb mb
     nb=$(snap_backend)
     mb=$(snap_machine)
+    # Event counts of the balancer's threads (counts do not depend on how loaded the
+    # machine is as much as times do).
+    local perf_pid=
+    if [ -n "$EVENTS" ]; then
+        perf stat -x, -o "$work/events" -p "$pid" \
+            -e raw_syscalls:sys_enter \
+            -e raw_syscalls:sys_enter --filter 'id == 202' \
+            -e raw_syscalls:sys_enter --filter 'id == 232 || id == 281' \
+            -e sched:sched_switch -e sched:sched_waking 2>/dev/null &
+        perf_pid=$!
+    fi
     local TIMEFORMAT='%U %S' wt
     wt=$({ time lb_wrk "$cell" "${addr_of[$i]}" >"$work/wrk.out"; } 2>&1)
+    local ev="0 0 0 0 0"
+    if [ -n "$perf_pid" ]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || true
+        ev=$(awk -F, '$1 ~ /^[0-9]+$/ {printf "%s ", $1}' "$work/events")
+    fi
     out=$(cat "$work/wrk.out")
     snap_threads "$pid" >"$work/after"
     local na ma
@@ -124,7 +146,7 @@ measure() { # cell round index
     secs=$(echo "$out" | awk '/requests in/ {sub(/s,$/, "", $4); print $4}')
     # thread deltas -> one result line
     awk -v cell="$cell" -v round="$round" -v name="$name" -v reqs="$reqs" -v secs="$secs" \
-        -v hz="$hz" -v nb="$nb" -v na="$na" -v mb="$mb" -v ma="$ma" -v wt="$wt" '
+        -v hz="$hz" -v nb="$nb" -v na="$na" -v mb="$mb" -v ma="$ma" -v wt="$wt" -v ev="$ev" '
         FNR == NR { b[$1] = $0; next }
         {
           split(($1 in b) ? b[$1] : $1 " 0 0 0 0 0", o, " ")
@@ -140,12 +162,13 @@ measure() { # cell round index
           idle = 100 * (m1[1] - m0[1]) / (m1[2] - m0[2])
           mbusy = 1e6 * ((m1[2] - m0[2]) - (m1[1] - m0[1])) / hz / reqs
           split(wt, w, " ")
-          printf "%s %s %s %.0f %.2f %.2f %.2f %.3f %.3f %s %.2f %.0f %.2f %.2f %.2f\n", cell, round, name, reqs / secs,
+          split(ev, e, " ")
+          printf "%s %s %s %.0f %.2f %.2f %.2f %.3f %.3f %s %.2f %.0f %.2f %.2f %.2f %.2f %.3f %.3f %.3f %.3f\n", cell, round, name, reqs / secs,
             1e6 * ut / hz / reqs, 1e6 * st / hz / reqs, rt / 1e3 / reqs, v / reqs, iv / reqs,
             (th == "" ? "-" : th), 1e6 * (na - nb) / hz / reqs, idle, 1e6 * (w[1] + w[2]) / reqs, mbusy,
-            (m1[3] - m0[3]) / reqs
+            (m1[3] - m0[3]) / reqs, e[1] / reqs, e[2] / reqs, e[3] / reqs, e[4] / reqs, e[5] / reqs
         }' "$work/before" "$work/after" >>"$results"
-    tail -n 1 "$results" | awk '{ printf "  %-16s round %s %-10s %8s req/s  user %6s sys %6s cpu %6s us/req  vcs %s ivcs %s  threads %s  nginx %s  wrk %s  machine %s us/req, idle %s%%, %s cs/req\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14, $12, $15 }' >&2
+    tail -n 1 "$results" | awk '{ printf "  %-16s round %s %-10s %8s req/s  user %6s sys %6s cpu %6s us/req  vcs %s ivcs %s  threads %s  nginx %s  wrk %s  machine %s us/req, idle %s%%, %s cs/req  syscalls %s futex %s epoll_wait %s switches %s wakings %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14, $12, $15, $16, $17, $18, $19, $20 }' >&2
 }
 
 # Warm up every balancer.
@@ -170,18 +193,19 @@ awk "$AWK_MEDIAN"'
 {
   key = $1 " " $3
   if (!(key in seen)) { seen[key] = 1; order[++nk] = key }
-  for (f = 4; f <= 15; f++) if (f != 10) col[key, f] = col[key, f] " " $f
+  for (f = 4; f <= 20; f++) if (f != 10) col[key, f] = col[key, f] " " $f
   th[key] = th[key] (th[key] == "" ? "" : " ") $10
 }
 END {
-  print "| cell | balancer | req/s | user µs/req | sys µs/req | **CPU µs/req** | vcs/req | ivcs/req | threads busy % (per round) | nginx µs/req | wrk µs/req | machine µs/req | machine idle % | machine cs/req |"
-  print "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+  print "| cell | balancer | req/s | user µs/req | sys µs/req | **CPU µs/req** | vcs/req | ivcs/req | threads busy % (per round) | nginx µs/req | wrk µs/req | machine µs/req | machine idle % | machine cs/req | syscalls/req | futex/req | epoll_wait/req | switches/req | wakings/req |"
+  print "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for (k = 1; k <= nk; k++) {
     key = order[k]; split(key, kk, " ")
-    printf "| %s | %s | %.0f | %.2f | %.2f | **%.2f** | %.3f | %.3f | %s | %.2f | %.2f | %.2f | %.0f | %.2f |\n", kk[1], kk[2],
+    printf "| %s | %s | %.0f | %.2f | %.2f | **%.2f** | %.3f | %.3f | %s | %.2f | %.2f | %.2f | %.0f | %.2f | %.2f | %.3f | %.3f | %.3f | %.3f |\n", kk[1], kk[2],
       median(col[key, 4]), median(col[key, 5]), median(col[key, 6]), median(col[key, 7]),
       median(col[key, 8]), median(col[key, 9]), th[key], median(col[key, 11]), median(col[key, 13]),
-      median(col[key, 14]), median(col[key, 12]), median(col[key, 15])
+      median(col[key, 14]), median(col[key, 12]), median(col[key, 15]), median(col[key, 16]),
+      median(col[key, 17]), median(col[key, 18]), median(col[key, 19]), median(col[key, 20])
   }
 }' "$results"
 

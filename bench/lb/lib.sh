@@ -107,7 +107,7 @@ lb_start_backends() {
 
 # Starts ebb's balancer (lb_serve, or $EBB_BIN) listening on IP:PORT, control on CTL, with
 # the three backends on IP as members; extra arguments are environment settings for it
-# (NAME=VALUE). Sets ebb_pid.
+# (NAME=VALUE; EBB_BIN=PATH among them runs that binary). Sets ebb_pid.
 lb_start_ebb() { # ip port ctl [NAME=VALUE...]
     local ip=$1 port=$2 ctl=$3 i=0 p
     shift 3
@@ -134,7 +134,11 @@ TOML
             printf '\n[[member]]\nname = "b%s"\naddress = "%s:%s"\n' "$i" "$ip" "$p"
         done
     } >"$work/pool-$ctl.toml"
-    (cd "$work" && exec env EBB_LOG=warn "$@" "${EBB_BIN:-$bin/lb_serve}" "$work/pool-$ctl.toml" \
+    local exe=${EBB_BIN:-$bin/lb_serve} e
+    for e in "$@"; do
+        case $e in EBB_BIN=*) exe=${e#EBB_BIN=} ;; esac
+    done
+    (cd "$work" && exec env EBB_LOG=warn "$@" "$exe" "$work/pool-$ctl.toml" \
         >"$work/ebb-$ctl.out" 2>"$work/ebb-$ctl.log") &
     ebb_pid=$!
     pids+=("$ebb_pid")
