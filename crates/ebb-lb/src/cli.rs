@@ -197,12 +197,11 @@ fn serve_command(pool: PathBuf) -> i32 {
             return 2;
         }
     };
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            ebb_out::errln!("ebb lb serve: cannot start the async runtime: {e}");
-            return 1;
-        }
+    // Single-threaded: this thread serves one share of the connections (with the control
+    // API and the health checks), and the server starts a thread of its own for each
+    // other core (see `Server::run`).
+    let Some(rt) = runtime("ebb lb serve") else {
+        return 1;
     };
     rt.block_on(async move {
         let server = match crate::Server::bind(config).await {
@@ -232,6 +231,20 @@ fn serve_command(pool: PathBuf) -> i32 {
             }
         }
     })
+}
+
+/// A single-threaded runtime for a command; says why on stderr if there is none.
+fn runtime(command: &str) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            ebb_out::errln!("{command}: cannot start the async runtime: {e}");
+            None
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.
@@ -276,15 +289,8 @@ where
             return 2;
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            ebb_out::errln!("ebb lb: cannot start the async runtime: {e}");
-            return 1;
-        }
+    let Some(rt) = runtime("ebb lb") else {
+        return 1;
     };
     match rt.block_on(op(client)) {
         Ok(v) => {

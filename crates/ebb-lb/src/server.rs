@@ -43,7 +43,7 @@ impl Server {
         let mut listeners = Vec::new();
         let mut listen_addrs = Vec::new();
         for addr in &config.listen {
-            let l = TcpListener::bind(addr).await.with_context(|| {
+            let l = bind_listener(*addr).await.with_context(|| {
                 format!(
                     "{src}: balancer.listen: cannot listen on {addr}; is another process using it?"
                 )
@@ -97,7 +97,9 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then closes every connection and saves the
-    /// member states.
+    /// member states. The caller's runtime serves the control API, the health checks and
+    /// one share of the connections; one more thread per further core serves the rest
+    /// (see `data_threads_wanted`).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let settings = ProxySettings {
@@ -106,6 +108,16 @@ impl Server {
         };
         let mut tasks = Vec::new();
         let mut stats = Vec::new();
+        let all: Vec<Arc<ListenerStats>> =
+            self.listeners.iter().map(|(_, st)| st.clone()).collect();
+        let mut data_threads = Vec::new();
+        for n in 1..data_threads_wanted() {
+            match spawn_data_thread(n, &all, &self.pool, settings, &stop_rx) {
+                Ok(t) => data_threads.push(t),
+                // Fewer threads serve the listeners; they are still served.
+                Err(e) => tracing::warn!(error = %e, "cannot start a data-plane thread"),
+            }
+        }
         for (listener, st) in self.listeners {
             stats.push(st.clone());
             tasks.push(tokio::spawn(proxy::accept_loop(
@@ -150,12 +162,104 @@ impl Server {
         for t in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
         }
+        // Each ends once its accept loop saw the stop (its connections were cut above).
+        for t in data_threads {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::task::spawn_blocking(move || t.join()),
+            )
+            .await;
+        }
         let p = self.pool.clone();
         tokio::task::spawn_blocking(move || p.save())
             .await?
             .map_err(anyhow::Error::msg)?;
         Ok(())
     }
+}
+
+/// How many threads serve the listeners: one per core. Each accepts on a listening
+/// socket of its own (`SO_REUSEPORT`: the kernel spreads new connections over them) and
+/// keeps every connection it accepted on its single-threaded runtime: no work stealing,
+/// no wake-ups across threads on a connection's path. Measured in docs/benchmarks.md
+/// (issue 17, attempt 12): about 6% less CPU per keep-alive request than tokio's
+/// work-stealing runtime.
+fn data_threads_wanted() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Binds a listening socket that threads of this process can share the port with
+/// (`SO_REUSEPORT`). A plain bind first: it fails if anything listens there already, even
+/// a socket that has `SO_REUSEPORT` too (another balancer still running), which ours would
+/// otherwise silently share the port with.
+async fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let probe = std::net::TcpListener::bind(addr)?;
+    let addr = probe.local_addr()?;
+    drop(probe);
+    reuseport_socket(addr)?.listen(LISTEN_BACKLOG)
+}
+
+/// The backlog tokio's `TcpListener::bind` uses.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A socket bound to `addr` with `SO_REUSEPORT`, not yet listening.
+fn reuseport_socket(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let sock = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.set_reuseport(true)?;
+    sock.bind(addr)?;
+    Ok(sock)
+}
+
+/// Starts a thread with its own single-threaded runtime and its own listening socket on
+/// each listener's address, which accepts and serves the connections the kernel gives it
+/// until `stop`.
+fn spawn_data_thread(
+    n: usize,
+    listeners: &[Arc<ListenerStats>],
+    pool: &Arc<Pool>,
+    settings: ProxySettings,
+    stop: &watch::Receiver<bool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    // Bound here, so that a failure is reported before the thread starts; they listen (and
+    // register with the runtime) on the thread.
+    let socks = listeners
+        .iter()
+        .map(|st| Ok((reuseport_socket(st.addr)?, st.clone())))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (pool, stop) = (pool.clone(), stop.clone());
+    std::thread::Builder::new()
+        .name(format!("ebb-lb-data-{n}"))
+        .spawn(move || {
+            rt.block_on(async move {
+                let mut loops = Vec::new();
+                for (sock, st) in socks {
+                    match sock.listen(LISTEN_BACKLOG) {
+                        Ok(l) => loops.push(tokio::spawn(proxy::accept_loop(
+                            l,
+                            st,
+                            pool.clone(),
+                            settings,
+                            stop.clone(),
+                        ))),
+                        Err(e) => {
+                            tracing::warn!(listener = %st.addr, error = %e, "a data-plane thread cannot listen")
+                        }
+                    }
+                }
+                for l in loops {
+                    // An accept loop ends at the stop (or panicked: nothing to add then).
+                    let _ = l.await;
+                }
+            })
+        })
 }
 
 /// Runs the balancer until `shutdown` completes.

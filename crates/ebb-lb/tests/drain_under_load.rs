@@ -147,8 +147,32 @@ async fn drainstop_under_wrk_load_cuts_no_connection() {
 
     // Keep-alive: wrk's 32 connections stay open; those on `a` must go on through the drain.
     let wrk = Wrk::start(lb.listen, &[]);
-    lb.wait_member("a", "busy", |s| s.active_connections > 0 && s.bytes_out > 0)
-        .await;
+    // All 32 set up first: a member's total counts a connection once its connect
+    // completed, so one still connecting when the drain began (admitted before it) would
+    // look like a new connection below. The balancer's threads accept wrk's burst in
+    // parallel with this; the counts are settled when all 32 are open and two reads
+    // 50 ms apart agree.
+    let deadline = Instant::now() + WAIT;
+    let mut last = None;
+    loop {
+        let (a, b) = (lb.member("a").await, lb.member("b").await);
+        let now = (
+            a.active_connections,
+            a.total_connections,
+            b.active_connections,
+            b.total_connections,
+        );
+        if a.active_connections + b.active_connections == 32 && a.bytes_out > 0 && last == Some(now)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "wrk's 32 connections were not all set up: {a:?} {b:?}"
+        );
+        last = Some(now);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let st = lb.client.drainstop("a").await.unwrap();
     assert_eq!(st.state, HostState::Draining, "{st:?}");
     assert!(st.active_connections > 0, "{st:?}");

@@ -1,0 +1,69 @@
+//! The listening port with one thread per core: every thread has its own socket on the
+//! port (`SO_REUSEPORT`), yet a second balancer on the same address is refused (it checks
+//! with a plain bind first), and the connections the kernel spreads over the threads all
+//! carry traffic.
+mod support;
+
+use ebb_lb::{LbConfig, Server};
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_balancer_on_the_same_address_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Backend::start("a").await;
+    let pool = write_pool(dir.path(), &[("a", a.addr)], "", SLOW_HEALTH);
+    let lb = Lb::start(&pool).await;
+
+    // The same port, state file elsewhere: only the listener can clash.
+    let dir2 = tempfile::tempdir().unwrap();
+    let pool2 = write_pool(dir2.path(), &[("a", a.addr)], "", SLOW_HEALTH);
+    let text = std::fs::read_to_string(&pool2).unwrap().replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"{}\"", lb.listen),
+    );
+    std::fs::write(&pool2, text).unwrap();
+    let config = LbConfig::from_pool_file(&pool2).unwrap();
+    let err = match Server::bind(config).await {
+        Ok(_) => panic!(
+            "a second balancer could bind {}, which the first one serves",
+            lb.listen
+        ),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("balancer.listen") && err.contains(&lb.listen.to_string()),
+        "the error names the key and the address: {err}"
+    );
+
+    // The first balancer still serves.
+    let mut c = Conn::open(lb.listen).await;
+    assert_eq!(c.member, "a");
+    c.echo(b"still here\n").await;
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_on_every_thread_carry_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let pool = write_pool(dir.path(), &[("a", a.addr), ("b", b.addr)], "", SLOW_HEALTH);
+    let lb = Lb::start(&pool).await;
+    lb.wait_all_up().await;
+
+    // From as many client ports as this: the kernel spreads them over the threads' sockets
+    // by address and port, so every thread gets some.
+    let mut conns = Vec::new();
+    for _ in 0..64 {
+        conns.push(Conn::open(lb.listen).await);
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        c.echo(format!("request {i}\n").as_bytes()).await;
+    }
+    let on_a = conns.iter().filter(|c| c.member == "a").count();
+    assert_eq!(
+        on_a, 32,
+        "round robin over two members, whichever thread accepted"
+    );
+    drop(conns);
+    lb.shutdown().await;
+}
