@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use serde_json::Value;
+use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
@@ -57,102 +57,177 @@ pub struct RolloutView {
     pub failures: Vec<String>,
 }
 
+/// One line of `ebb run --json`, with only what the demo reads. An event it does not
+/// know is `Other`, and fields it does not know are passed over: the stream may grow.
+#[derive(Debug, Deserialize)]
+pub struct EventLine {
+    /// Unix ms when the engine said it.
+    #[serde(default)]
+    pub ts_ms: Option<u64>,
+    /// The event.
+    #[serde(flatten)]
+    pub event: RunEvent,
+}
+
+/// The events of [`EventLine`] (the engine's `Event`, as far as the demo follows it).
+#[derive(Debug, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum RunEvent {
+    /// The run began.
+    RunStarted {
+        /// Its id in the journal.
+        run_id: i64,
+        /// Every member, in order.
+        #[serde(default)]
+        members: Vec<String>,
+    },
+    /// A member went out.
+    MemberStarted {
+        /// Its name.
+        member: String,
+    },
+    /// A member's step began.
+    StepStarted {
+        /// The member.
+        member: String,
+        /// The step.
+        step: String,
+        /// Its kind.
+        kind: String,
+    },
+    /// A member's step ended.
+    StepFinished {
+        /// The member.
+        member: String,
+        /// The step.
+        step: String,
+        /// `ok`, `failed`, ...
+        outcome: String,
+        /// Its command's exit code.
+        #[serde(default)]
+        exit_code: Option<i64>,
+        /// How long it took.
+        #[serde(default)]
+        duration_ms: u64,
+    },
+    /// Connections still open on a draining member.
+    DrainProgress {
+        /// The member.
+        member: String,
+        /// How many.
+        active_connections: u64,
+    },
+    /// A member's turn ended.
+    MemberFinished {
+        /// The member.
+        member: String,
+        /// `done`, `failed`, ...
+        state: String,
+    },
+    /// The pool as the balancer sees it.
+    Pool {
+        /// Members in service.
+        in_service: u64,
+        /// All members.
+        total: u64,
+    },
+    /// The run waits.
+    Waiting {
+        /// For what, for humans.
+        reason: String,
+    },
+    /// The run ended.
+    RunFinished {
+        /// `done`, `halted`, ...
+        state: String,
+    },
+    /// An event the demo does not follow.
+    #[serde(other)]
+    Other,
+}
+
 impl RolloutView {
-    /// Applies one event; returns a one-line description for plain output.
-    pub fn apply(&mut self, event: &Value) -> Option<String> {
-        let kind = event.get("event")?.as_str()?;
-        let ts = event
-            .get("ts_ms")
-            .and_then(Value::as_u64)
-            .unwrap_or_else(crate::traffic::unix_ms);
-        let text = |key: &str| {
-            event
-                .get(key)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
-        let member = text("member");
-        let line = match kind {
-            "run_started" => {
-                self.run_id = Some(text("run_id"));
+    /// Applies one event line; returns a one-line description for plain output.
+    pub fn apply(&mut self, line: &EventLine) -> Option<String> {
+        let ts = line.ts_ms.unwrap_or_else(crate::traffic::unix_ms);
+        let line = match &line.event {
+            RunEvent::RunStarted { run_id, members } => {
+                self.run_id = Some(run_id.to_string());
                 self.started_ms = Some(ts);
-                if let Some(names) = event.get("members").and_then(Value::as_array) {
-                    for name in names.iter().filter_map(Value::as_str) {
-                        self.members
-                            .entry(name.to_string())
-                            .or_insert_with(|| MemberProgress {
-                                state: "pending".into(),
-                                ..Default::default()
-                            });
-                    }
+                for name in members {
+                    self.members
+                        .entry(name.clone())
+                        .or_insert_with(|| MemberProgress {
+                            state: "pending".into(),
+                            ..Default::default()
+                        });
                 }
-                format!("run {} started", text("run_id"))
+                format!("run {run_id} started")
             }
-            "member_started" => {
+            RunEvent::MemberStarted { member } => {
                 let m = self.members.entry(member.clone()).or_default();
                 m.state = "running".into();
                 m.since_ms = ts;
                 format!("{member}: out of rotation, maintenance begins")
             }
-            "step_started" => {
+            RunEvent::StepStarted { member, step, kind } => {
                 self.waiting = None;
                 let m = self.members.entry(member.clone()).or_default();
-                m.step = text("step");
-                m.kind = text("kind");
+                m.step = step.clone();
+                m.kind = kind.clone();
                 m.since_ms = ts;
                 m.state = "running".into();
                 m.draining_connections = None;
-                format!("{member}: {} ({})", text("step"), text("kind"))
+                format!("{member}: {step} ({kind})")
             }
-            "step_finished" => {
-                let outcome = text("outcome");
-                let ms = event
-                    .get("duration_ms")
-                    .and_then(Value::as_u64)
-                    .unwrap_or(0);
+            RunEvent::StepFinished {
+                member,
+                step,
+                outcome,
+                exit_code,
+                duration_ms,
+            } => {
                 if outcome == "failed" {
-                    let code = event.get("exit_code").and_then(Value::as_i64);
-                    let code = code.map(|c| format!(" (exit {c})")).unwrap_or_default();
-                    self.failures
-                        .push(format!("{member}: {}{code}", text("step")));
+                    let code = exit_code
+                        .map(|c| format!(" (exit {c})"))
+                        .unwrap_or_default();
+                    self.failures.push(format!("{member}: {step}{code}"));
                 }
                 format!(
-                    "{member}: {} {outcome} in {:.1}s",
-                    text("step"),
-                    ms as f64 / 1000.0
+                    "{member}: {step} {outcome} in {:.1}s",
+                    *duration_ms as f64 / 1000.0
                 )
             }
-            "drain_progress" => {
-                let active = event.get("active_connections").and_then(Value::as_u64);
+            RunEvent::DrainProgress {
+                member,
+                active_connections,
+            } => {
                 self.members
                     .entry(member.clone())
                     .or_default()
-                    .draining_connections = active;
+                    .draining_connections = Some(*active_connections);
                 return None;
             }
-            "member_finished" => {
+            RunEvent::MemberFinished { member, state } => {
                 let m = self.members.entry(member.clone()).or_default();
-                m.state = text("state");
+                m.state = state.clone();
                 m.since_ms = ts;
-                format!("{member}: {}", text("state"))
+                format!("{member}: {state}")
             }
-            "pool" => {
-                let n = event.get("in_service").and_then(Value::as_u64).unwrap_or(0);
-                let total = event.get("total").and_then(Value::as_u64).unwrap_or(0);
-                self.in_service = Some((n, total));
+            RunEvent::Pool { in_service, total } => {
+                self.in_service = Some((*in_service, *total));
                 return None;
             }
-            "waiting" => {
-                self.waiting = Some(text("reason"));
-                format!("waiting: {}", text("reason"))
+            RunEvent::Waiting { reason } => {
+                self.waiting = Some(reason.clone());
+                format!("waiting: {reason}")
             }
-            "run_finished" => {
-                self.final_state = Some(text("state"));
+            RunEvent::RunFinished { state } => {
+                self.final_state = Some(state.clone());
                 self.finished_ms = Some(ts);
-                format!("run finished: {}", text("state"))
+                format!("run finished: {state}")
             }
-            _ => return None,
+            RunEvent::Other => return None,
         };
         if self.recent.len() >= KEPT_LINES {
             self.recent.pop_front();
@@ -204,7 +279,9 @@ pub async fn run(
     let follow = async {
         let mut reader = BufReader::new(stdout).lines();
         while let Ok(Some(line)) = reader.next_line().await {
-            let Ok(event) = serde_json::from_str::<Value>(&line) else {
+            // A line that is not an event (or an event missing what the demo reads) is
+            // passed over.
+            let Ok(event) = serde_json::from_str::<EventLine>(&line) else {
                 continue;
             };
             let described = view.lock().unwrap_or_else(|p| p.into_inner()).apply(&event);
@@ -243,11 +320,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn line(v: serde_json::Value) -> EventLine {
+        serde_json::from_value(v).expect("an event line")
+    }
+
     #[test]
     fn follows_a_member_through_its_steps() {
         let mut view = RolloutView::default();
         let events = [
-            json!({"ts_ms": 1, "event": "run_started", "run_id": "r1", "pool": "demo", "members": ["web1", "web2"]}),
+            json!({"ts_ms": 1, "event": "run_started", "run_id": 7, "resumed": false, "pool": "demo", "members": ["web1", "web2"]}),
             json!({"ts_ms": 2, "event": "member_started", "member": "web1"}),
             json!({"ts_ms": 3, "event": "step_started", "member": "web1", "step": "drain", "kind": "drain"}),
             json!({"ts_ms": 4, "event": "drain_progress", "member": "web1", "active_connections": 2}),
@@ -256,9 +337,9 @@ mod tests {
             json!({"ts_ms": 7, "event": "something_new", "whatever": true}),
             json!({"ts_ms": 8, "event": "run_finished", "state": "halted", "exit_code": 1}),
         ];
-        for e in &events {
-            view.apply(e);
-        }
+        let said: Vec<Option<String>> = events.into_iter().map(|e| view.apply(&line(e))).collect();
+        assert_eq!(said[0].as_deref(), Some("run 7 started"));
+        assert_eq!(said[6], None, "an unknown event is passed over");
         assert_eq!(view.members["web1"].kind, "drain");
         assert_eq!(view.members["web1"].draining_connections, Some(2));
         assert_eq!(view.members["web2"].state, "pending");
@@ -268,6 +349,7 @@ mod tests {
             vec!["web1: install 1.1 (exit 1)".to_string()]
         );
         assert_eq!(view.final_state.as_deref(), Some("halted"));
-        assert!(view.apply(&json!({"no_event": 1})).is_none());
+        assert_eq!(view.run_id.as_deref(), Some("7"));
+        assert!(serde_json::from_value::<EventLine>(json!({"no_event": 1})).is_err());
     }
 }
