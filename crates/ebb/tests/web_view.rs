@@ -637,6 +637,33 @@ fn off_loopback_a_token_is_required() {
         !page.contains("http://") && !page.contains("https://"),
         "the page loads nothing from elsewhere"
     );
+
+    // In a browser: opened as /?token=TOKEN the page passes the token on to its event
+    // stream (an EventSource cannot send headers) and goes live; without it, it cannot.
+    let mut browser = Browser::start();
+    browser.open(&format!("http://{addr}/?token=s3cret"));
+    browser.wait_for(
+        "the page live with the token",
+        "(document.getElementById('conn') || {dataset: {}}).dataset.live",
+        |v| v == &json!("true"),
+    );
+    assert_eq!(
+        browser.eval("document.getElementById('metrics').getAttribute('href')"),
+        json!("metrics?token=s3cret")
+    );
+    assert!(
+        browser.errors.is_empty(),
+        "errors with the token: {:?}",
+        browser.errors
+    );
+    // Without it: the event stream is refused (401) and the page says it is not live.
+    browser.open(&format!("http://{addr}/"));
+    browser.wait_for(
+        "the page refused without the token",
+        "(document.getElementById('conn') || {}).textContent || ''",
+        |v| v.as_str().is_some_and(|t| t.starts_with("disconnected")),
+    );
+    drop(browser.child);
 }
 
 #[test]
