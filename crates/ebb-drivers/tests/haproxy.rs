@@ -412,11 +412,11 @@ async fn errors_name_the_socket_and_the_server() {
     let e = d.pool_state(&s.plan.members).await;
     assert!(e
         .iter()
-        .all(|r| r.as_ref().is_err_and(|e| e.0.contains("nope.sock"))));
+        .all(|r| r.as_ref().is_err_and(|e| e.message.contains("nope.sock"))));
     assert!(e[2]
         .as_ref()
         .unwrap_err()
-        .0
+        .message
         .starts_with("member \"web3\" (HAProxy server app/web3 via "));
 
     // A stale socket file with no HAProxy behind it.

@@ -314,6 +314,32 @@ async fn a_rebooting_member_is_read_through_another_and_the_whole_pool_in_one_re
     );
 }
 
+/// `ebb check` says a member's failed connection once: in the balancer's problem when
+/// that quotes it (`DriverError::unreached`), not again on its own.
+#[tokio::test]
+async fn an_error_says_whose_failed_connection_it_quotes() {
+    let (_d, plan, c, nlb) = setup(POOL);
+    // cas1 cannot be reached; on cas2 and cas3 the cmdlet fails.
+    c.lock().unwrap().nodes[0].down = true;
+    c.lock().unwrap().failing.insert(
+        "Get-NlbClusterNode".into(),
+        "Get-NlbClusterNode : The cluster service is not running.".into(),
+    );
+    let unreached: Vec<Vec<String>> = nlb
+        .pool_state(&plan.members)
+        .await
+        .into_iter()
+        .map(|r| r.expect_err("the cluster cannot be read").unreached)
+        .collect();
+    assert_eq!(unreached, [vec!["cas1".to_string()], vec![], vec![]]);
+    let e = nlb.start(&plan.members[0]).await.unwrap_err();
+    assert_eq!(e.unreached, ["cas1"], "{e}");
+    // cas2's own failure is its cmdlet's: cas1 is named as tried, its error not quoted.
+    let e = nlb.start(&plan.members[1]).await.unwrap_err();
+    assert!(e.unreached.is_empty(), "{e}");
+    assert!(!e.to_string().contains("Connection refused"), "{e}");
+}
+
 #[tokio::test]
 async fn errors_name_the_member_the_node_the_command_and_what_it_printed() {
     let (_d, plan, c, nlb) = setup(POOL);

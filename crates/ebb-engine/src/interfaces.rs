@@ -62,13 +62,29 @@ impl MemberLbState {
 /// A failure talking to the balancer, the transport or a check; the message says what
 /// failed, where, and what to do next.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct DriverError(pub String);
+#[error("{message}")]
+pub struct DriverError {
+    /// What failed, where, and what to do next.
+    pub message: String,
+    /// The members whose own connection failed and whose failure this message quotes (a
+    /// balancer driven through the members' transports, as NLB): `ebb check` says such a
+    /// connection problem once, in this error, not again on its own.
+    pub unreached: Vec<String>,
+}
 
 impl DriverError {
     /// Builds an error from anything printable.
     pub fn new(msg: impl Into<String>) -> Self {
-        DriverError(msg.into())
+        DriverError {
+            message: msg.into(),
+            unreached: Vec::new(),
+        }
+    }
+
+    /// The same error, quoting the failed connection of `member`.
+    pub fn unreached(mut self, member: &str) -> Self {
+        self.unreached.push(member.to_string());
+        self
     }
 }
 

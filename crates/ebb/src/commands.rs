@@ -586,6 +586,9 @@ async fn check(path: &Path, json_out: bool, no_members: bool) -> i32 {
     let mut problems = drivers.balancer.preflight_problems(&plan.members).await;
     let mut rows = Vec::new();
     let mut errors = Vec::new();
+    // Members whose failed connection a balancer problem already quotes (a balancer
+    // driven through the members' own transports).
+    let mut said_unreached = std::collections::HashSet::new();
     for (i, (m, s)) in plan.members.iter().zip(&states).enumerate() {
         match s {
             Ok(st) => rows.push(MemberCheck::Read {
@@ -596,6 +599,7 @@ async fn check(path: &Path, json_out: bool, no_members: bool) -> i32 {
                 detail: st.detail.clone(),
             }),
             Err(e) => {
+                said_unreached.extend(e.unreached.iter().cloned());
                 errors.push((i, e.to_string()));
                 rows.push(MemberCheck::Unreachable {
                     name: m.name.clone(),
@@ -624,7 +628,7 @@ async fn check(path: &Path, json_out: bool, no_members: bool) -> i32 {
     };
     for (name, e) in reached {
         // Already said: the balancer could not be read through this very connection.
-        if problems.iter().any(|p| p.contains(&e)) {
+        if said_unreached.contains(&name) {
             continue;
         }
         if e.contains(&format!("member \"{name}\"")) {

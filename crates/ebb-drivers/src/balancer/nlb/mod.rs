@@ -136,6 +136,14 @@ impl NlbSettings {
     }
 }
 
+/// Why a command on a member gave no output.
+struct Failed {
+    /// What happened, naming the member (`on "cas1": ...`).
+    text: String,
+    /// The member's own connection failed (not the command on it).
+    unreached: bool,
+}
+
 /// Drives Windows NLB through the cmdlets, on each member through its transport.
 pub struct Nlb {
     settings: NlbSettings,
@@ -172,7 +180,7 @@ impl Nlb {
     }
 
     /// Runs `cmd` on member `idx`; its whole output on success.
-    async fn run(&self, idx: usize, cmd: &str) -> Result<String, String> {
+    async fn run(&self, idx: usize, cmd: &str) -> Result<String, Failed> {
         let (name, transport) = &self.members[idx];
         let lines: Arc<Mutex<Vec<String>>> = Arc::default();
         let sink: OutputSink = {
@@ -186,7 +194,10 @@ impl Nlb {
         let out = transport
             .run(cmd, &BTreeMap::new(), self.settings.timeout, Some(sink))
             .await
-            .map_err(|e| format!("on \"{name}\": {e}"))?;
+            .map_err(|e| Failed {
+                text: format!("on \"{name}\": {e}"),
+                unreached: true,
+            })?;
         let text = lines.lock().map(|v| v.join("\n")).unwrap_or_default();
         // Transports that do not stream (or streamed nothing) still give the tail.
         let text = if text.trim().is_empty() {
@@ -194,13 +205,19 @@ impl Nlb {
         } else {
             text
         };
+        let failed = |text: String| {
+            Err(Failed {
+                text,
+                unreached: false,
+            })
+        };
         match out.exit_code {
             Some(0) => Ok(text),
-            _ if out.timed_out => Err(format!(
+            _ if out.timed_out => failed(format!(
                 "on \"{name}\": `{cmd}` did not finish within {} (balancer.timeout)",
                 format_duration(self.settings.timeout)
             )),
-            code => Err(format!(
+            code => failed(format!(
                 "on \"{name}\": `{cmd}` failed (exit code {}): {}",
                 code.map(|c| c.to_string()).unwrap_or_else(|| "none".into()),
                 last_lines(&text, 6)
@@ -211,7 +228,7 @@ impl Nlb {
     /// The cluster's nodes, read on member `first` or, when it does not answer (it may be
     /// rebooting), on the other members in turn. The error holds why each member could
     /// not read them (see [`unreadable`]).
-    async fn nodes(&self, first: usize) -> Result<Vec<NodeRow>, Vec<(usize, String)>> {
+    async fn nodes(&self, first: usize) -> Result<Vec<NodeRow>, Vec<(usize, Failed)>> {
         let cmd = self.settings.commands.nodes();
         let mut errors = Vec::new();
         let order = std::iter::once(first).chain((0..self.members.len()).filter(|&i| i != first));
@@ -219,7 +236,13 @@ impl Nlb {
             match self.run(i, &cmd).await {
                 Ok(text) => match parse::parse_nodes(&text) {
                     Ok(rows) => return Ok(rows),
-                    Err(e) => errors.push((i, format!("on \"{}\": {e}", self.members[i].0))),
+                    Err(e) => errors.push((
+                        i,
+                        Failed {
+                            text: format!("on \"{}\": {e}", self.members[i].0),
+                            unreached: false,
+                        },
+                    )),
                 },
                 Err(e) => errors.push((i, e)),
             }
@@ -236,7 +259,7 @@ impl Nlb {
         self.nodes(0).await.map_err(|errors| {
             errors
                 .into_iter()
-                .map(|(_, e)| e)
+                .map(|(_, e)| e.text)
                 .collect::<Vec<_>>()
                 .join("; ")
         })
@@ -244,11 +267,11 @@ impl Nlb {
 
     /// Why the cluster could not be read, as seen from member `idx`: its own error, and
     /// which other members were tried.
-    fn unreadable(&self, errors: &[(usize, String)], idx: usize) -> String {
+    fn unreadable(&self, errors: &[(usize, Failed)], idx: usize) -> String {
         let own = errors
             .iter()
             .find(|(i, _)| *i == idx)
-            .map(|(_, e)| e.as_str())
+            .map(|(_, e)| e.text.as_str())
             .unwrap_or("not tried");
         let others: Vec<String> = errors
             .iter()
@@ -284,12 +307,39 @@ impl Nlb {
         ))
     }
 
+    /// [`Self::error`] of a command that failed on the member; it quotes the member's
+    /// failed connection, if that is why.
+    fn failed(member: &Member, e: Failed) -> DriverError {
+        let error = Self::error(member, &e.text);
+        if e.unreached {
+            error.unreached(&member.name)
+        } else {
+            error
+        }
+    }
+
+    /// [`Self::error`] of a cluster that could not be read (see [`Self::unreadable`]); it
+    /// quotes the member's own failed connection, if that is why.
+    fn unreadable_error(
+        &self,
+        member: &Member,
+        errors: &[(usize, Failed)],
+        idx: usize,
+    ) -> DriverError {
+        let error = Self::error(member, self.unreadable(errors, idx));
+        if errors.iter().any(|(i, e)| *i == idx && e.unreached) {
+            error.unreached(&member.name)
+        } else {
+            error
+        }
+    }
+
     async fn node(&self, member: &Member) -> DriverResult<NodeRow> {
         let idx = self.index(member)?;
         let rows = self
             .nodes(idx)
             .await
-            .map_err(|e| Self::error(member, self.unreadable(&e, idx)))?;
+            .map_err(|e| self.unreadable_error(member, &e, idx))?;
         Self::find(&rows, member)
             .cloned()
             .map_err(|e| Self::error(member, e))
@@ -300,7 +350,7 @@ impl Nlb {
         self.run(idx, &cmd)
             .await
             .map(|_| ())
-            .map_err(|e| Self::error(member, e))
+            .map_err(|e| Self::failed(member, e))
     }
 
     /// Waits until no node is converging any more (two readings in a row, so that a
@@ -368,7 +418,7 @@ impl Balancer for Nlb {
             Err(e) => members
                 .iter()
                 .enumerate()
-                .map(|(i, m)| Err(Self::error(m, self.unreadable(&e, i))))
+                .map(|(i, m)| Err(self.unreadable_error(m, &e, i)))
                 .collect(),
         }
     }
@@ -428,7 +478,7 @@ impl Balancer for Nlb {
         let text = self
             .run(idx, &self.settings.commands.driver_info())
             .await
-            .map_err(|e| Self::error(member, e))?;
+            .map_err(|e| Self::failed(member, e))?;
         let word = parse::list_value(&text, "InitialHostState").ok_or_else(|| {
             Self::error(
                 member,
