@@ -181,6 +181,27 @@ fn classify(e: &Event) -> Option<(NotifyEvent, Option<&str>, String)> {
     }
 }
 
+/// The body of a `format = "json"` notification.
+#[derive(Debug, serde::Serialize)]
+struct JsonBody<'a> {
+    /// What happened (`run_started`, `member_failed`, ...).
+    event: &'static str,
+    /// The member it is about, if any.
+    member: Option<&'a str>,
+    /// For humans.
+    message: &'a str,
+    /// The pool's name.
+    pool: &'a str,
+    /// The run.
+    run_id: i64,
+}
+
+/// The body of a Slack or Teams notification: one line of text.
+#[derive(Debug, serde::Serialize)]
+struct TextBody {
+    text: String,
+}
+
 /// The message body in the receiver's format.
 fn body(
     format: NotifyFormat,
@@ -190,19 +211,19 @@ fn body(
     member: Option<&str>,
     text: &str,
 ) -> String {
-    let line = format!("ebb, pool {pool}: {text}");
-    let v = match format {
-        NotifyFormat::Json => serde_json::json!({
-            "event": kind.as_str(),
-            "pool": pool,
-            "run_id": run_id,
-            "member": member,
-            "message": text,
+    let encoded = match format {
+        NotifyFormat::Json => serde_json::to_string(&JsonBody {
+            event: kind.as_str(),
+            member,
+            message: text,
+            pool,
+            run_id,
         }),
-        NotifyFormat::Slack => serde_json::json!({ "text": line }),
-        NotifyFormat::Teams => serde_json::json!({ "text": line }),
+        NotifyFormat::Slack | NotifyFormat::Teams => serde_json::to_string(&TextBody {
+            text: format!("ebb, pool {pool}: {text}"),
+        }),
     };
-    v.to_string()
+    encoded.unwrap_or_default()
 }
 
 /// POSTs `body` to `url`, up to [`ATTEMPTS`] times.
@@ -263,4 +284,41 @@ pub fn logged(state_dir: &std::path::Path, run_id: i64) -> Vec<Sent> {
         .filter_map(|l| serde_json::from_str::<Sent>(l).ok())
         .filter(|s| s.run_id == run_id)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_keep_their_shape() {
+        assert_eq!(
+            body(
+                NotifyFormat::Json,
+                NotifyEvent::RunStarted,
+                "web",
+                7,
+                Some("web1"),
+                "began \"x\""
+            ),
+            r#"{"event":"run_started","member":"web1","message":"began \"x\"","pool":"web","run_id":7}"#
+        );
+        assert_eq!(
+            body(
+                NotifyFormat::Json,
+                NotifyEvent::RunDone,
+                "web",
+                7,
+                None,
+                "done"
+            ),
+            r#"{"event":"run_done","member":null,"message":"done","pool":"web","run_id":7}"#
+        );
+        for format in [NotifyFormat::Slack, NotifyFormat::Teams] {
+            assert_eq!(
+                body(format, NotifyEvent::RunDone, "web", 7, None, "done"),
+                r#"{"text":"ebb, pool web: done"}"#
+            );
+        }
+    }
 }
