@@ -4,13 +4,17 @@
 //! demo can see which member (and which version) served them:
 //! `GET /` → `web1 1.0\n`, `GET /version` → `1.0`, `GET /health` → 200, and `GET /stream`
 //! → a slow response that streams a line every 200 ms for `--stream-time`, then `end\n`
-//! (a stream that ends without `end` was cut).
+//! (a stream that ends without `end` was cut). `GET /metrics` gives, in Prometheus' text
+//! format, how `GET /` was answered (`demo_http_responses_total{code="200"|"500"}`);
+//! with `--fail-every N` every Nth `GET /` is answered 500 (a bad release, for the tests
+//! of bake checks).
 //!
 //! Each start writes a fresh random boot id to `DIR/boot/NAME`; the pool's `boot_id`
 //! command reads it, so ebb can tell a reboot happened. The file is removed when the member
 //! stops, so `boot_id` fails while the member is down.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +43,9 @@ pub struct MemberArgs {
     /// How long `GET /stream` lasts.
     #[arg(long, default_value = "3s", value_parser = ebb_config::parse_duration)]
     pub stream_time: Duration,
+    /// Answer every Nth `GET /` with a 500 (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub fail_every: u64,
 }
 
 /// Runs a member until SIGTERM/SIGINT; returns the exit code.
@@ -85,6 +92,32 @@ struct Identity {
     name: String,
     version: String,
     stream_time: Duration,
+    fail_every: u64,
+    /// Answers to `GET /`: all of them, and those that were 500s.
+    answered: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Identity {
+    /// The status of the next `GET /`, counted.
+    fn next_status(&self) -> u16 {
+        let n = self.answered.fetch_add(1, Relaxed) + 1;
+        if self.fail_every > 0 && n % self.fail_every == 0 {
+            self.failed.fetch_add(1, Relaxed);
+            500
+        } else {
+            200
+        }
+    }
+
+    /// `GET /metrics`: the answers to `GET /` by status, in Prometheus' text format.
+    fn metrics(&self) -> String {
+        let failed = self.failed.load(Relaxed);
+        let ok = self.answered.load(Relaxed).saturating_sub(failed);
+        format!(
+            "# HELP demo_http_responses_total Answers to GET / by status code.\n# TYPE demo_http_responses_total counter\ndemo_http_responses_total{{code=\"200\"}} {ok}\ndemo_http_responses_total{{code=\"500\"}} {failed}\n"
+        )
+    }
 }
 
 async fn serve(args: MemberArgs) -> anyhow::Result<()> {
@@ -93,6 +126,9 @@ async fn serve(args: MemberArgs) -> anyhow::Result<()> {
         name: args.name.clone(),
         version: args.version.clone(),
         stream_time: args.stream_time,
+        fail_every: args.fail_every,
+        answered: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
     });
 
     // Only once the member is listening does it exist for ebb: write the boot id now.
@@ -166,8 +202,15 @@ async fn handle(mut stream: TcpStream, me: &Identity) {
     let write = async {
         match (method.as_str(), path) {
             ("GET", "/") => {
-                respond(&mut stream, 200, &format!("{} {}\n", me.name, me.version)).await
+                let status = me.next_status();
+                respond(
+                    &mut stream,
+                    status,
+                    &format!("{} {}\n", me.name, me.version),
+                )
+                .await
             }
+            ("GET", "/metrics") => respond(&mut stream, 200, &me.metrics()).await,
             ("GET", "/version") => respond(&mut stream, 200, &me.version).await,
             ("GET", "/health") => respond(&mut stream, 200, "ok\n").await,
             ("GET", "/stream") => stream_slowly(&mut stream, me).await,
@@ -184,6 +227,7 @@ async fn respond(stream: &mut TcpStream, status: u16, body: &str) -> std::io::Re
     let reason = match status {
         200 => "OK",
         404 => "Not Found",
+        500 => "Internal Server Error",
         _ => "Method Not Allowed",
     };
     let response = format!(
@@ -224,6 +268,7 @@ mod tests {
             version: "1.1".into(),
             dir: dir.path().to_path_buf(),
             stream_time: Duration::from_millis(400),
+            fail_every: 0,
         };
         let server = tokio::spawn(serve(args));
         let boot = boot_file(dir.path(), "web7");
@@ -253,6 +298,27 @@ mod tests {
             "{stream}"
         );
         server.abort();
+    }
+
+    #[test]
+    fn fails_every_nth_answer_and_counts_them_in_its_metrics() {
+        let me = Identity {
+            name: "web1".into(),
+            version: "1.1".into(),
+            stream_time: Duration::from_secs(1),
+            fail_every: 20,
+            answered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        };
+        let statuses: Vec<u16> = (0..40).map(|_| me.next_status()).collect();
+        assert_eq!(statuses.iter().filter(|s| **s == 500).count(), 2);
+        assert_eq!((statuses[19], statuses[39], statuses[0]), (500, 500, 200));
+        let text = me.metrics();
+        assert!(
+            text.contains("demo_http_responses_total{code=\"200\"} 38\n")
+                && text.contains("demo_http_responses_total{code=\"500\"} 2\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub fn registry() -> Registry {
         .check(check::logs::KIND)
         .check(check::version::KIND)
         .check(check::prometheus::KIND)
+        .check(check::balancer::KIND)
         .maintenance(maintenance::alertmanager::AlertmanagerKind)
         .maintenance(maintenance::webhook::WebhookKind)
         .alert_gate(maintenance::alertmanager::AlertmanagerGate)

@@ -1,7 +1,8 @@
 //! The builtin driver against ebb's own balancer, running in this process on free ports
 //! with real TCP backends: `pool_changes` reports exactly the members that changed since
 //! the engine's previous read (by the driver or by an operator), every member after a
-//! balancer restart, and `None` (read the whole pool) when the balancer cannot be asked.
+//! balancer restart, and `None` (read the whole pool) when the balancer cannot be asked;
+//! the `balancer` check judges the balancer's per-member error counters.
 
 mod support;
 
@@ -159,6 +160,89 @@ async fn pool_changes_are_exactly_the_members_changed_since_the_last_read() {
     assert_eq!(
         changes(&driver, &plan).await,
         Some(vec![(2, HostState::Started)])
+    );
+    lb.shutdown().await;
+}
+
+/// The `balancer` check against ebb's own balancer through the builtin driver: its first
+/// attempt takes the counters; after web2 refused its share of clients it fails with web2's
+/// figures beside the clean members not yet updated, and a driver that counts passes
+/// `ebb check`'s question (no preflight problem).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_balancer_check_judges_the_builtin_balancers_per_member_counters() {
+    use ebb_engine::interfaces::{BuiltChecks, CheckContext, Checker};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().unwrap();
+    let mut backends = Vec::new();
+    for name in ["web1", "web2", "web3"] {
+        backends.push(Backend::start(name).await);
+    }
+    let (listen, control) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let mut toml = format!(
+        "[pool]\nname = \"t\"\n\n[balancer]\ndriver = \"builtin\"\nlisten = \"{listen}\"\ncontrol = \"http://{control}\"\n\n[balancer.health]\ninterval = \"1h\"\n\n"
+    );
+    for b in &backends {
+        toml += &format!(
+            "[[member]]\nname = \"{}\"\naddress = \"{}\"\n\n",
+            b.name, b.addr
+        );
+    }
+    toml += "[[runbook.verify]]\nname = \"errors\"\nbalancer = { max_error_ratio = 2.0 }\n";
+    let plan = plan(dir.path(), &toml);
+    let lb = Lb::start(&dir.path().join("pool.toml")).await;
+    let driver: Arc<dyn Balancer> =
+        Arc::new(Builtin::from_plan(&plan).unwrap_or_else(|e| panic!("{e:?}")));
+    all_up(&ControlClient::new(&format!("http://{control}"), None).unwrap()).await;
+    let check = &plan.runbook.verify[0];
+    assert_eq!(
+        check
+            .check
+            .preflight(driver.as_ref(), "builtin", &plan.members)
+            .await,
+        None
+    );
+    let t = ebb_drivers::transport::build(&plan, &plan.members[1]).unwrap();
+    let ctx = CheckContext {
+        balancer: Some(driver.clone()),
+        not_updated: vec![plan.members[0].clone(), plan.members[2].clone()],
+        ..Default::default()
+    };
+    let first = BuiltChecks
+        .check_in(check, &plan.members[1], t.as_ref(), &ctx)
+        .await
+        .expect("the first attempt takes the counters");
+    assert!(first.contains("took the balancer's counters"), "{first}");
+
+    // web2 now refuses: each client it is picked for is counted against it and served by
+    // another member.
+    backends[1].stop();
+    for i in 0..9 {
+        let name = hello(&listen)
+            .await
+            .unwrap_or_else(|e| panic!("client {i}: {e}"));
+        assert_ne!(name, "web2");
+    }
+    let counted = driver.member_errors(&plan.members[1]).await.unwrap();
+    let counted = counted.expect("the builtin driver counts");
+    assert!(
+        counted.errors > 0 && counted.errors == counted.requests,
+        "{counted:?}"
+    );
+    let err = BuiltChecks
+        .check_in(check, &plan.members[1], t.as_ref(), &ctx)
+        .await
+        .expect_err("web2 failed every connection since the first reading");
+    assert!(
+        err.contains(&format!(
+            "\"web2\": {} error{} in {} request",
+            counted.errors,
+            if counted.errors == 1 { "" } else { "s" },
+            counted.requests
+        )) && err.contains("the members not yet updated: 0 errors in 9 requests"),
+        "{err}"
     );
     lb.shutdown().await;
 }

@@ -4,8 +4,8 @@
 //! Reads (state, connections, boot ids) stay allowed: they change nothing.
 
 use crate::interfaces::{
-    Balancer, CommandOutcome, DriverError, DriverResult, HostState, MemberLbState, OutputSink,
-    StartedSink, Transport,
+    Balancer, CommandOutcome, Counters, DriverError, DriverResult, HostState, MemberLbState,
+    OutputSink, StartedSink, Transport,
 };
 use crate::journal::Journal;
 use crate::member::Drivers;
@@ -82,6 +82,9 @@ impl Balancer for FencedBalancer {
     }
     async fn preflight_problems(&self, members: &[Member]) -> Vec<String> {
         self.inner.preflight_problems(members).await
+    }
+    async fn member_errors(&self, member: &Member) -> DriverResult<Option<Counters>> {
+        self.inner.member_errors(member).await
     }
     async fn pool_changes(
         &self,

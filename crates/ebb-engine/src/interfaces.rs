@@ -146,6 +146,24 @@ pub trait Balancer: Send + Sync {
         let _ = members;
         Vec::new()
     }
+    /// The balancer's own counters of requests sent to `member` and of those that failed
+    /// (connect errors, resets, 5xx answers), counted since the balancer started: the
+    /// `balancer` check judges their growth between two readings. `Ok(None)`: this driver
+    /// cannot count per member (the default); `ebb check` then says so for that check.
+    async fn member_errors(&self, member: &Member) -> DriverResult<Option<Counters>> {
+        let _ = member;
+        Ok(None)
+    }
+}
+
+/// Requests a balancer sent to one member and how many of them failed, as the balancer
+/// counted them since it started (both only grow, until the balancer restarts).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    /// Requests (or connections, for a balancer that does not see requests).
+    pub requests: u64,
+    /// Those that failed: could not connect, were reset, or were answered with a 5xx.
+    pub errors: u64,
 }
 
 /// How a command went.

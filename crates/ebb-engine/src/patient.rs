@@ -7,7 +7,7 @@
 //! change nothing, and drainstop, stop, start and set-initial-state each set a state, so
 //! doing one twice ends where doing it once does.
 
-use crate::interfaces::{Balancer, DriverResult, HostState, MemberLbState};
+use crate::interfaces::{Balancer, Counters, DriverResult, HostState, MemberLbState};
 use crate::plan::Member;
 use async_trait::async_trait;
 use std::future::Future;
@@ -91,6 +91,9 @@ impl Balancer for Patient {
     }
     async fn preflight_problems(&self, members: &[Member]) -> Vec<String> {
         self.inner.preflight_problems(members).await
+    }
+    async fn member_errors(&self, member: &Member) -> DriverResult<Option<Counters>> {
+        self.retry(|| self.inner.member_errors(member)).await
     }
 }
 

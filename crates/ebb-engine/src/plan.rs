@@ -495,13 +495,14 @@ pub fn index_by_lb_name(members: &[Member]) -> std::collections::HashMap<String,
 }
 
 impl Plan {
-    /// Every check of the plan: pool checks, drain gates, verification.
+    /// Every check of the plan: pool checks, drain gates, verification, the bake.
     pub fn checks(&self) -> impl Iterator<Item = &CheckSpec> {
         self.pool
             .checks
             .iter()
             .chain(&self.runbook.drain.until)
             .chain(&self.runbook.verify)
+            .chain(self.runbook.bake.iter().flat_map(|b| &b.checks))
     }
 
     /// Index of a member by name.

@@ -39,6 +39,21 @@ pub(crate) fn render(pool: &Pool, listeners: &[Arc<ListenerStats>]) -> String {
             .collect(),
     );
     family(
+        "ebb_lb_member_connect_failures_total",
+        "counter",
+        "Connections to the member that could not be opened (refused, timed out).",
+        members
+            .iter()
+            .map(|s| (m(&s.name), s.connect_failures))
+            .collect(),
+    );
+    family(
+        "ebb_lb_member_resets_total",
+        "counter",
+        "Connections to the member that ended with an error on its side (reset, broken).",
+        members.iter().map(|s| (m(&s.name), s.resets)).collect(),
+    );
+    family(
         "ebb_lb_member_bytes_in_total",
         "counter",
         "Bytes from clients to the member.",

@@ -92,6 +92,12 @@ pub(crate) struct Member {
     pub total: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Connections to the member that could not be opened (refused, timed out); bumped
+    /// only on a failure, so the per-request path pays nothing for it.
+    pub connect_failures: AtomicU64,
+    /// Connections that ended with an error on the member's side (a reset, a broken
+    /// write to it); bumped only on such an error.
+    pub resets: AtomicU64,
     /// Bumped by `stop` (and shutdown): every connection of this member selects on it.
     cut: watch::Sender<u64>,
     /// How many times `cut` was bumped: a connection compares it with the count at its
@@ -156,6 +162,8 @@ impl Pool {
                 total: AtomicU64::new(0),
                 bytes_in: AtomicU64::new(0),
                 bytes_out: AtomicU64::new(0),
+                connect_failures: AtomicU64::new(0),
+                resets: AtomicU64::new(0),
                 cut: watch::channel(0).0,
                 cuts: AtomicU64::new(0),
             });
@@ -518,6 +526,8 @@ impl Member {
             total_connections: self.total.load(Relaxed),
             bytes_in: self.bytes_in.load(Relaxed),
             bytes_out: self.bytes_out.load(Relaxed),
+            connect_failures: self.connect_failures.load(Relaxed),
+            resets: self.resets.load(Relaxed),
         }
     }
 }

@@ -108,9 +108,11 @@ async fn serve_client(
                 return true;
             }
             Ok(Err(e)) => {
+                member.connect_failures.fetch_add(1, Relaxed);
                 tracing::warn!(member = %member.name, address = %member.addr, error = %e, "member refused a connection; trying another member");
             }
             Err(_) => {
+                member.connect_failures.fetch_add(1, Relaxed);
                 tracing::warn!(member = %member.name, address = %member.addr, timeout = ?settings.connect_timeout, "connecting to member timed out; trying another member");
             }
         }
@@ -130,7 +132,7 @@ const DIR_WAKERS_AFTER: u32 = 32;
 /// How a connection ended.
 enum End {
     Done,
-    Error(std::io::Error),
+    Error(PumpError),
     Cut,
     Idle,
 }
@@ -151,8 +153,8 @@ async fn copy_both_ways(
     let (br, bw) = backend.split();
     // Client to member, member to client.
     let mut dirs = [
-        Direction::new(cr, bw, &member.bytes_in),
-        Direction::new(br, cw, &member.bytes_out),
+        Direction::new(cr, bw, &member.bytes_in, false),
+        Direction::new(br, cw, &member.bytes_out, true),
     ];
     let tick = (idle_timeout / IDLE_TICKS).max(Duration::from_millis(1));
     let mut idle = std::pin::pin!(tokio::time::sleep(tick));
@@ -226,7 +228,12 @@ async fn copy_both_ways(
     match end.await {
         End::Done => {}
         End::Error(e) => {
-            tracing::debug!(member = %member.name, error = %e, "connection ended with an error");
+            // Counted for the `balancer` check: an error at the member's end of the
+            // connection is the member's; one at the client's end is not.
+            if e.members_side {
+                member.resets.fetch_add(1, Relaxed);
+            }
+            tracing::debug!(member = %member.name, error = %e.error, members_side = e.members_side, "connection ended with an error");
         }
         End::Cut => {
             tracing::debug!(member = %member.name, "connection closed: member stopped");
@@ -285,10 +292,12 @@ struct Direction<'a> {
     counter: &'a AtomicU64,
     /// End of input seen and passed on.
     done: bool,
+    /// Whether it reads from the member (member to client) rather than writes to it.
+    reads_member: bool,
 }
 
 impl<'a> Direction<'a> {
-    fn new(r: ReadHalf<'a>, w: WriteHalf<'a>, counter: &'a AtomicU64) -> Self {
+    fn new(r: ReadHalf<'a>, w: WriteHalf<'a>, counter: &'a AtomicU64, reads_member: bool) -> Self {
         // No buffer of its own: an idle connection holds no buffer memory.
         Direction {
             r,
@@ -296,8 +305,16 @@ impl<'a> Direction<'a> {
             pending: Vec::new(),
             counter,
             done: false,
+            reads_member,
         }
     }
+}
+
+/// A direction's copy failed: the error, and whether it happened at the member's end of
+/// the connection (reading from it or writing to it) rather than the client's.
+struct PumpError {
+    error: std::io::Error,
+    members_side: bool,
 }
 
 /// What both directions of a connection share.
@@ -325,20 +342,30 @@ fn poll_pump(
     cx: &mut Context<'_>,
     dir: &mut Direction<'_>,
     shared: &Shared,
-) -> Poll<std::io::Result<()>> {
+) -> Poll<Result<(), PumpError>> {
     let Direction {
         r,
         w,
         pending,
         counter,
+        reads_member,
         ..
     } = dir;
+    // Only on an error: which end it happened at.
+    let at_reader = |error| PumpError {
+        error,
+        members_side: *reads_member,
+    };
+    let at_writer = |error| PumpError {
+        error,
+        members_side: !*reads_member,
+    };
     loop {
         if !pending.is_empty() {
             while !pending.is_empty() {
-                let n = ready!(Pin::new(&mut *w).poll_write(cx, pending))?;
+                let n = ready!(Pin::new(&mut *w).poll_write(cx, pending)).map_err(at_writer)?;
                 if n == 0 {
-                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                    return Poll::Ready(Err(at_writer(std::io::ErrorKind::WriteZero.into())));
                 }
                 pending.drain(..n);
             }
@@ -347,17 +374,17 @@ fn poll_pump(
         let n = ready!(BUF.with_borrow_mut(|buf| {
             let n = {
                 let mut rb = ReadBuf::new(buf);
-                ready!(Pin::new(&mut *r).poll_read(cx, &mut rb))?;
+                ready!(Pin::new(&mut *r).poll_read(cx, &mut rb)).map_err(at_reader)?;
                 rb.filled().len()
             };
             let mut off = 0;
             while off < n {
                 match Pin::new(&mut *w).poll_write(cx, &buf[off..n]) {
                     Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                        return Poll::Ready(Err(at_writer(std::io::ErrorKind::WriteZero.into())))
                     }
                     Poll::Ready(Ok(m)) => off += m,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(at_writer(e))),
                     Poll::Pending => {
                         pending.extend_from_slice(&buf[off..n]);
                         break;
@@ -368,7 +395,7 @@ fn poll_pump(
         }))?;
         if n == 0 {
             if shared.ended.fetch_add(1, Relaxed) == 0 {
-                ready!(Pin::new(&mut *w).poll_shutdown(cx))?;
+                ready!(Pin::new(&mut *w).poll_shutdown(cx)).map_err(at_writer)?;
             }
             return Poll::Ready(Ok(()));
         }

@@ -62,6 +62,15 @@ pub struct MemberStatus {
     pub bytes_in: u64,
     /// Bytes from this member to clients.
     pub bytes_out: u64,
+    /// Connections to this member that could not be opened (refused, timed out) since
+    /// the balancer started; each client was offered to another member. 0 from a
+    /// balancer older than this field.
+    #[serde(default)]
+    pub connect_failures: u64,
+    /// Connections to this member that ended with an error on its side (reset, broken)
+    /// since the balancer started. 0 from a balancer older than this field.
+    #[serde(default)]
+    pub resets: u64,
 }
 
 /// The answer to `GET /members`: `{"members":[...],"cursor":"..."}`.

@@ -3,6 +3,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 
 use ebb_lb::HostState;
 use support::*;
@@ -29,6 +30,85 @@ async fn a_refusing_member_does_not_fail_the_client() {
         "{metrics}"
     );
     assert!(metrics.contains("} 0\n"), "{metrics}");
+    lb.shutdown().await;
+}
+
+/// Accepts connections, greets with `r\n`, and on the first bytes from the client resets
+/// the connection (RST: zero linger) instead of answering.
+async fn resetting_backend() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                if s.write_all(b"r\n").await.is_err() {
+                    return;
+                }
+                let mut buf = [0u8; 64];
+                let _ = s.read(&mut buf).await;
+                s.set_zero_linger().unwrap();
+                drop(s);
+            });
+        }
+    });
+    addr
+}
+
+/// The per-member error counters the `balancer` bake check reads: connections a member
+/// refused and connections it reset are counted against it (in `GET /members/NAME` and
+/// `/metrics`), none against the healthy member, and the clients of the refusing member
+/// are still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failures_and_resets_are_counted_per_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let r = resetting_backend().await;
+    let pool = write_pool(
+        dir.path(),
+        &[("a", a.addr), ("b", b.addr), ("r", r)],
+        "",
+        SLOW_HEALTH,
+    );
+    let lb = Lb::start(&pool).await;
+    lb.wait_all_up().await;
+    a.kill().await;
+    let mut reset = 0;
+    for _ in 0..12 {
+        let mut c = Conn::open(lb.listen).await;
+        if c.member == "r" {
+            // Ours to send; the member resets instead of answering.
+            c.stream.write_all(b"x").await.unwrap();
+            c.closed_within(WAIT).await;
+            reset += 1;
+        } else {
+            assert_eq!(c.member, "b");
+            c.echo(b"ok").await;
+        }
+    }
+    assert!(reset > 0, "no client reached the resetting member");
+    let refused = lb.member("a").await.connect_failures;
+    assert!(refused > 0, "{:?}", lb.member("a").await);
+    let st = lb
+        .wait_member("r", "counted its resets", |s| s.resets == reset)
+        .await;
+    assert_eq!(st.connect_failures, 0, "{st:?}");
+    let healthy = lb.member("b").await;
+    assert_eq!(
+        (healthy.connect_failures, healthy.resets),
+        (0, 0),
+        "{healthy:?}"
+    );
+    assert_eq!(lb.member("a").await.resets, 0);
+    let m = metrics(&lb).await;
+    for want in [
+        format!("ebb_lb_member_connect_failures_total{{member=\"a\"}} {refused}\n"),
+        format!("ebb_lb_member_resets_total{{member=\"r\"}} {reset}\n"),
+        "ebb_lb_member_resets_total{member=\"b\"} 0\n".to_string(),
+    ] {
+        assert!(m.contains(&want), "{want} in {m}");
+    }
     lb.shutdown().await;
 }
 

@@ -4,90 +4,23 @@
 //! with the failing figures in `status` and `report`, and the second member is never
 //! touched.
 
+#[path = "support/members.rs"]
+mod members;
 mod support;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use members::{free_address, get, Services};
 use std::time::Duration;
 use support::*;
 
-/// `restart.sh DIR MEMBER ADDRESS VERSION`: stops the member's service (if it runs) and
-/// starts it again with VERSION; returns once it listens.
-fn restart_script(ebb: &str) -> String {
-    format!(
-        r#"#!/bin/sh
-d=$1; m=$2; addr=$3; v=$4
-if [ -f "$d/$m.pid" ]; then
-  p=$(cat "$d/$m.pid"); kill "$p" 2>/dev/null
-  i=0; while kill -0 "$p" 2>/dev/null && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
-fi
-mkdir -p "$d/boot"
-rm -f "$d/boot/$m"
-"{ebb}" demo-member --name "$m" --listen "$addr" --version "$v" --dir "$d" >/dev/null 2>&1 &
-echo $! > "$d/$m.pid"
-echo "$v" >> "$d/$m.versions"
-i=0; while [ $i -lt 200 ]; do [ -s "$d/boot/$m" ] && exit 0; sleep 0.05; i=$((i+1)); done
-echo "$m did not start" >&2; exit 1
-"#
-    )
-}
-
-/// Stops the member services the test (or ebb's steps) started.
-struct Services(std::path::PathBuf, Vec<&'static str>);
-
-impl Drop for Services {
-    fn drop(&mut self) {
-        for m in &self.1 {
-            if let Ok(pid) = std::fs::read_to_string(self.0.join(format!("{m}.pid"))) {
-                let _ = std::process::Command::new("kill").arg(pid.trim()).status();
-            }
-        }
-    }
-}
-
-fn free_address() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("address").to_string()
-}
-
-/// `GET /version` of the service at `addr`.
 fn version(addr: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    write!(
-        s,
-        "GET /version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    out.split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or("")
-        .trim()
-        .to_string()
+    get(addr, "/version").1
 }
 
 #[test]
 fn a_bake_check_the_update_fails_pulls_the_member_back_rolls_it_back_and_halts() {
     let f = Fixture::new(&["a", "b"]);
     let dir = f.dir.path().display().to_string();
-    let script = f.path("restart.sh");
-    std::fs::write(&script, restart_script(env!("CARGO_BIN_EXE_ebb"))).expect("write");
-    std::process::Command::new("chmod")
-        .arg("+x")
-        .arg(&script)
-        .status()
-        .expect("chmod");
-    let _services = Services(f.dir.path().to_path_buf(), vec!["a", "b"]);
     let addrs = [free_address(), free_address()];
-    for (m, addr) in ["a", "b"].iter().zip(&addrs) {
-        let o = std::process::Command::new(&script)
-            .args([&dir, *m, addr, "1.0"])
-            .output()
-            .expect("start member");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        assert_eq!(version(addr), "1.0");
-    }
+    let services = Services::start(f.dir.path(), &[("a", &addrs[0]), ("b", &addrs[1])]);
     let text = format!(
         r#"[pool]
 name = "t"
@@ -153,10 +86,7 @@ run = "{{var.dir}}/restart.sh {{var.dir}} {{member}} {{address}} 1.0"
 
     // Rolled back: serving 1.0 again, restarted twice (update, rollback), held out.
     assert_eq!(version(&addrs[0]), "1.0");
-    assert_eq!(
-        f.read("a.versions").split_whitespace().collect::<Vec<_>>(),
-        ["1.0", "1.1", "1.0"]
-    );
+    assert_eq!(services.versions("a"), ["1.0", "1.1", "1.0"]);
     assert_eq!(f.lb_initial("a"), "stopped");
     assert!(
         matches!(f.lb_state("a").as_str(), "draining" | "stopped"),
@@ -164,7 +94,7 @@ run = "{{var.dir}}/restart.sh {{var.dir}} {{member}} {{address}} 1.0"
         f.lb_state("a")
     );
     // The second member was never touched.
-    assert_eq!(f.read("b.versions").trim(), "1.0");
+    assert_eq!(services.versions("b"), ["1.0"]);
     assert!(
         f.transitions().iter().all(|(_, m, _)| m != "b"),
         "{:?}",

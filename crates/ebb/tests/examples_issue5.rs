@@ -35,7 +35,7 @@ fn haproxy_apt_example_plans_and_checks_against_a_real_haproxy() {
     for m in ["web1", "web2", "web3"] {
         assert_eq!(
             ops(&out, m),
-            "hold → drain → apt update → apt upgrade → reboot if required → reboot → verify → return → pool-check"
+            "hold → drain → apt update → apt upgrade → reboot if required → reboot → verify → return → pool-check → bake; if verify or the bake fails: pull-back hold → pull-back"
         );
     }
 

@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 use ebb_config::{ConfigErrors, Context, Key};
 use ebb_engine::interfaces::{
-    Balancer, DriverError, DriverResult, HostState, MemberLbState, Transport,
+    Balancer, Counters, DriverError, DriverResult, HostState, MemberLbState, Transport,
 };
 use ebb_engine::plan::{Member, Plan};
 use ebb_engine::registry::BalancerDriver;
@@ -181,6 +181,17 @@ fn err(e: impl std::fmt::Display) -> DriverError {
 
 #[async_trait]
 impl Balancer for Builtin {
+    /// Connections offered to the member (opened, or failed to open) and those that
+    /// failed (could not be opened, or ended with an error on its side): a TCP balancer
+    /// sees connections, not requests.
+    async fn member_errors(&self, member: &Member) -> DriverResult<Option<Counters>> {
+        let s = self.client.member(&member.lb_name).await.map_err(err)?;
+        Ok(Some(Counters {
+            requests: s.total_connections + s.connect_failures,
+            errors: s.connect_failures + s.resets,
+        }))
+    }
+
     async fn state(&self, member: &Member) -> DriverResult<MemberLbState> {
         self.client
             .member(&member.lb_name)

@@ -3,10 +3,13 @@
 //! check it builds; they are registered in [`crate::registry`], one line each. `command`
 //! (exit 0 on the member), `http` (status, body contains or matches; `https://` with TLS),
 //! `tcp` (connect), `services` (systemd or Windows service states), `logs` (entries since
-//! the update began), `version` and `prometheus` (a PromQL query against a bound). One attempt each; the engine does retries. The commands
+//! the update began), `version`, `prometheus` (a PromQL query against a bound) and
+//! `balancer` (the member's error rate in the balancer's own counters against the members
+//! not yet updated). One attempt each; the engine does retries. The commands
 //! the member-side checks run, and the parsing of what they print, are kept apart so they
 //! can be tested on recorded outputs.
 
+pub mod balancer;
 pub mod command;
 pub mod http;
 pub mod logs;

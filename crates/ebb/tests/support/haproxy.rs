@@ -19,8 +19,20 @@ impl Drop for Haproxy {
 }
 
 /// Starts HAProxy in `dir` with its `stats socket` at `level` (`admin`, `operator`,
-/// `user`); waits (bounded) until the socket answers.
+/// `user`) and servers web1..web3 at ports 1..3 (nothing listens there); waits (bounded)
+/// until the socket answers.
 pub fn start_haproxy(dir: &Path, level: &str) -> Haproxy {
+    let servers = [
+        ("web1", "127.0.0.1:1"),
+        ("web2", "127.0.0.1:2"),
+        ("web3", "127.0.0.1:3"),
+    ];
+    start_haproxy_with(dir, level, &servers).0
+}
+
+/// As [`start_haproxy`], with backend `web`'s servers given as (name, address), in HTTP
+/// mode, round robin, without health checks; also returns the frontend's address.
+pub fn start_haproxy_with(dir: &Path, level: &str, servers: &[(&str, &str)]) -> (Haproxy, String) {
     let bin = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
         .into_iter()
         .find(|p| Path::new(p).exists())
@@ -32,9 +44,13 @@ pub fn start_haproxy(dir: &Path, level: &str) -> Haproxy {
         .port();
     let sock = dir.join("admin.sock");
     let cfg = format!(
-        "global\n  stats socket {} mode 660 level {level}\n  server-state-file {}\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n  load-server-state-from-file global\nfrontend fe\n  bind 127.0.0.1:{port}\n  default_backend web\nbackend web\n  server web1 127.0.0.1:1\n  server web2 127.0.0.1:2\n  server web3 127.0.0.1:3\n",
+        "global\n  stats socket {} mode 660 level {level}\n  server-state-file {}\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n  load-server-state-from-file global\nfrontend fe\n  bind 127.0.0.1:{port}\n  default_backend web\nbackend web\n  balance roundrobin\n{}",
         sock.display(),
-        dir.join("server-state").display()
+        dir.join("server-state").display(),
+        servers
+            .iter()
+            .map(|(name, addr)| format!("  server {name} {addr}\n"))
+            .collect::<String>()
     );
     std::fs::write(dir.join("haproxy.cfg"), cfg).unwrap();
     let child = Command::new(bin)
@@ -52,5 +68,5 @@ pub fn start_haproxy(dir: &Path, level: &str) -> Haproxy {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    Haproxy(child)
+    (Haproxy(child), format!("127.0.0.1:{port}"))
 }

@@ -17,6 +17,7 @@
 //! | stop | `set server B/S state maint`, then `shutdown sessions server B/S` |
 //! | start | `set server B/S state ready`, then wait until `show stat` says `UP` |
 //! | state | `show stat` (`status`, `scur`, `qcur`) and `show servers state` (admin flags) |
+//! | errors (the `balancer` check) | `show stat`: `econ` + `eresp` + `hrsp_5xx` of `max(req_tot, lbtot)` requests |
 //! | initial state stopped (hold) | `set server B/S state maint`, and `show servers state` written to `state_file` |
 //! | initial state found | `stopped` when the server is in maintenance, else `started` |
 //!
@@ -29,7 +30,7 @@ use async_trait::async_trait;
 use client::{RuntimeApi, SocketAddr};
 use ebb_config::{format_duration, ConfigErrors, Context, Key, Kind};
 use ebb_engine::interfaces::{
-    Balancer, DriverError, DriverResult, HostState, MemberLbState, Transport,
+    Balancer, Counters, DriverError, DriverResult, HostState, MemberLbState, Transport,
 };
 use ebb_engine::plan::{Member, Plan};
 use ebb_engine::registry::BalancerDriver;
@@ -551,6 +552,11 @@ impl Balancer for Haproxy {
         }
         let _ = members;
         warnings
+    }
+
+    async fn member_errors(&self, member: &Member) -> DriverResult<Option<Counters>> {
+        let t = self.target(member);
+        self.read(&t).await.map(|(_, _, row)| Some(row.counters))
     }
 
     async fn preflight_problems(&self, _members: &[Member]) -> Vec<String> {

@@ -1,8 +1,9 @@
-//! Reading HAProxy's answers: `show stat` (CSV: status, sessions, queue, last check) and
+//! Reading HAProxy's answers: `show stat` (CSV: status, sessions, queue, last check, the
+//! error counters the `balancer` check reads) and
 //! `show servers state` (the admin flags: forced maintenance, forced drain), and mapping
 //! what they say of one server to ebb's started | draining | stopped.
 
-use ebb_engine::interfaces::{HostState, MemberLbState};
+use ebb_engine::interfaces::{Counters, HostState, MemberLbState};
 use std::collections::HashMap;
 
 /// `srv_admin_state` bits (HAProxy's `enum srv_admin`).
@@ -45,6 +46,19 @@ pub struct StatRow {
     pub check_status: String,
     /// `last_chk`: the last check's detail (`Connection refused`, `HTTP status 503`, ...).
     pub last_chk: String,
+    /// Requests sent to the server and those that failed (see [`counters`]).
+    pub counters: Counters,
+}
+
+/// A server's counters: requests are `req_tot` (HTTP requests it processed) or `lbtot`
+/// (times the balancing chose it: TCP mode), whichever is higher; errors are `econ`
+/// (connect failures) + `eresp` (failed or aborted responses) + `hrsp_5xx` (5xx answers,
+/// HTTP mode). A column HAProxy leaves empty (`hrsp_5xx` in TCP mode) counts as 0.
+fn counters(get: &dyn Fn(&str) -> u64) -> Counters {
+    Counters {
+        requests: get("req_tot").max(get("lbtot")),
+        errors: get("econ") + get("eresp") + get("hrsp_5xx"),
+    }
 }
 
 /// Parses `show stat` output; the rows of servers only (not FRONTEND/BACKEND lines).
@@ -78,7 +92,9 @@ pub fn parse_stat(text: &str) -> Result<Vec<StatRow>, String> {
         if get(sv) == "FRONTEND" || get(sv) == "BACKEND" {
             continue;
         }
+        let number = |name: &str| cols.get(name).map_or(0, |i| get(*i).parse().unwrap_or(0));
         rows.push(StatRow {
+            counters: counters(&number),
             backend: get(px).to_string(),
             server: get(sv).to_string(),
             status: get(st).to_string(),
@@ -258,6 +274,29 @@ mod tests {
         assert!(parse_stat("No such proxy.\n\n")
             .unwrap_err()
             .contains("No such proxy."));
+    }
+
+    #[test]
+    fn reads_error_counters_empty_columns_as_zero() {
+        // HTTP mode (s1: requests counted) and TCP mode (s2: empty req_tot and hrsp_5xx).
+        let t = "# pxname,svname,scur,qcur,status,econ,eresp,lbtot,req_tot,hrsp_5xx\n\
+            be,s1,0,0,UP,1,2,90,100,7\n\
+            be,s2,0,0,UP,3,0,40,,\n";
+        let rows = parse_stat(t).unwrap();
+        assert_eq!(
+            rows[0].counters,
+            Counters {
+                requests: 100,
+                errors: 10
+            }
+        );
+        assert_eq!(
+            rows[1].counters,
+            Counters {
+                requests: 40,
+                errors: 3
+            }
+        );
     }
 
     #[test]
