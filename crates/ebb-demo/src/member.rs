@@ -102,7 +102,7 @@ impl Identity {
     /// The status of the next `GET /`, counted.
     fn next_status(&self) -> u16 {
         let n = self.answered.fetch_add(1, Relaxed) + 1;
-        if self.fail_every > 0 && n % self.fail_every == 0 {
+        if self.fail_every > 0 && n.is_multiple_of(self.fail_every) {
             self.failed.fetch_add(1, Relaxed);
             500
         } else {
