@@ -20,7 +20,7 @@ mod haproxy;
 mod members;
 mod support;
 
-use members::{free_address, get, Services};
+use members::{free_address, get, runbook, Services};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -204,32 +204,13 @@ impl Setup {
                 "\n[[member]]\nname = \"{m}\"\naddress = \"{a}\"\n"
             ));
         }
-        text.push_str(&format!(
-            r#"
-[runbook.drain]
-timeout = "20s"
-
-[[runbook.step]]
-name = "install"
-run = "{{var.dir}}/restart.sh {{var.dir}} {{member}} {{address}} 1.1 {fail_every}"
-
-[[runbook.verify]]
-name = "health"
-http = {{ url = "http://{{address}}/health" }}
-retries = 40
-interval = "100ms"
-
-[runbook.bake]
-duration = "6s"
-interval = "1s"
-
-[[runbook.rollback]]
-name = "reinstall-1.0"
-run = "{{var.dir}}/restart.sh {{var.dir}} {{member}} {{address}} 1.0"
-"#
-        ));
         let url = self.prometheus.as_ref().map_or("", |p| p.url.as_str());
-        text.push_str(&checks.replace("PROM", url));
+        text.push_str(&runbook(
+            &fail_every.to_string(),
+            "6s",
+            "1s",
+            &checks.replace("PROM", url),
+        ));
         let p = self.dir.path().join("pool.toml");
         std::fs::write(&p, text).expect("write pool");
         p
@@ -275,6 +256,13 @@ name = "errors"
 balancer = { max_error_ratio = 2.0 }
 "#;
 
+/// Each of `wants` is in `text` (`what` names it in the failure).
+fn assert_has_all(text: &str, wants: &[&str], what: &str) {
+    for want in wants {
+        assert!(text.contains(want), "{want:?} in the {what}:\n{text}");
+    }
+}
+
 /// What a failed bake leaves: web1 pulled back, rolled back to 1.0 and held; web2 and web3
 /// never touched; status and report with the bake check's figures (`figures`).
 fn assert_pulled_back_and_rolled_back(s: &Setup, pool: &Path, figures: &[&str]) {
@@ -296,60 +284,45 @@ fn assert_pulled_back_and_rolled_back(s: &Setup, pool: &Path, figures: &[&str]) 
     let web1 = member(&st, "web1");
     assert_eq!(web1["state"], "rolled-back", "{st}");
     let reason = web1["reason"].as_str().unwrap_or_default();
-    for want in figures
-        .iter()
-        .chain(&["rolled back (reinstall-1.0); verify after the rollback passed"])
-    {
-        assert!(reason.contains(want), "{want:?} in the status: {reason}");
-    }
+    assert_has_all(reason, figures, "status");
+    assert_has_all(
+        reason,
+        &["rolled back (reinstall-1.0); verify after the rollback passed"],
+        "status",
+    );
     assert_eq!(member(&st, "web2")["state"], "pending", "{st}");
     assert_eq!(member(&st, "web3")["state"], "pending", "{st}");
     let text = ebb().arg("status").arg(pool).output().expect("status");
-    for want in figures {
-        assert!(
-            stdout(&text).contains(want),
-            "{want:?} in:\n{}",
-            stdout(&text)
-        );
-    }
+    assert_has_all(&stdout(&text), figures, "status text");
 
-    let report = ebb()
-        .args(["report", "--json"])
-        .arg(pool)
-        .output()
-        .expect("report");
-    let doc: serde_json::Value = serde_json::from_slice(&report.stdout).expect("report JSON");
+    let doc = report(pool);
     let members = doc["members"].as_array().expect("members");
-    let steps = members
-        .iter()
-        .find(|m| m["name"] == "web1")
-        .and_then(|m| m["steps"].as_array())
-        .expect("web1's steps");
-    let bake = steps
-        .iter()
+    let steps = |name: &str| {
+        members
+            .iter()
+            .find(|m| m["name"] == name)
+            .and_then(|m| m["steps"].as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let bake = steps("web1")
+        .into_iter()
         .find(|s| s["kind"] == "bake")
         .expect("a bake step");
     assert_eq!(bake["outcome"], "failed", "{bake}");
-    let detail = bake["detail"].as_str().unwrap_or_default();
-    for want in figures {
-        assert!(detail.contains(want), "{want:?} in the report: {detail}");
-    }
+    assert_has_all(
+        bake["detail"].as_str().unwrap_or_default(),
+        figures,
+        "report",
+    );
     for other in ["web2", "web3"] {
-        let touched = members
-            .iter()
-            .find(|m| m["name"] == other)
-            .and_then(|m| m["steps"].as_array())
-            .is_some_and(|s| !s.is_empty());
-        assert!(!touched, "{other} has steps in the report: {doc}");
-    }
-    let text = ebb().arg("report").arg(pool).output().expect("report");
-    for want in figures {
         assert!(
-            stdout(&text).contains(want),
-            "{want:?} in:\n{}",
-            stdout(&text)
+            steps(other).is_empty(),
+            "{other} has steps in the report: {doc}"
         );
     }
+    let text = ebb().arg("report").arg(pool).output().expect("report");
+    assert_has_all(&stdout(&text), figures, "report text");
 }
 
 #[test]
@@ -408,12 +381,7 @@ fn a_healthy_update_passes_both_bake_checks() {
         s.traffic.ok.load(Relaxed) > 100,
         "too little traffic to judge"
     );
-    let report = ebb()
-        .args(["report", "--json"])
-        .arg(&pool)
-        .output()
-        .expect("report");
-    let doc: serde_json::Value = serde_json::from_slice(&report.stdout).expect("report JSON");
+    let doc = report(&pool);
     for m in doc["members"].as_array().expect("members") {
         let bake = m["steps"]
             .as_array()

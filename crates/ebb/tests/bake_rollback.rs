@@ -7,7 +7,7 @@
 #[path = "support/members.rs"]
 mod members;
 mod support;
-use members::{free_address, get, Services};
+use members::{free_address, get, runbook, Services};
 use std::time::Duration;
 use support::*;
 
@@ -37,32 +37,18 @@ address = "{a}"
 name = "b"
 address = "{b}"
 
-[runbook.drain]
-timeout = "10s"
-
-[[runbook.step]]
-name = "install"
-run = "{{var.dir}}/restart.sh {{var.dir}} {{member}} {{address}} 1.1"
-
-[[runbook.verify]]
-name = "health"
-http = {{ url = "http://{{address}}/health" }}
-retries = 20
-interval = "100ms"
-
-[runbook.bake]
-duration = "5s"
-interval = "200ms"
-
+{runbook}"#,
+        balancer = f.balancer(),
+        runbook = runbook(
+            "",
+            "5s",
+            "200ms",
+            r#"
 [[runbook.bake.check]]
 name = "known-good"
-http = {{ url = "http://{{address}}/version", expect_body_regex = "^1\\.0" }}
-
-[[runbook.rollback]]
-name = "reinstall-1.0"
-run = "{{var.dir}}/restart.sh {{var.dir}} {{member}} {{address}} 1.0"
-"#,
-        balancer = f.balancer(),
+http = { url = "http://{address}/version", expect_body_regex = "^1\\.0" }
+"#
+        ),
         a = addrs[0],
         b = addrs[1],
     );
@@ -115,12 +101,7 @@ run = "{{var.dir}}/restart.sh {{var.dir}} {{member}} {{address}} 1.0"
     }
     assert_eq!(member(&st, "b")["state"], "pending");
 
-    let report = ebb()
-        .args(["report", "--json"])
-        .arg(&pool)
-        .output()
-        .expect("report");
-    let doc: serde_json::Value = serde_json::from_slice(&report.stdout).expect("report JSON");
+    let doc = report(&pool);
     let steps = doc["members"][0]["steps"]
         .as_array()
         .expect("steps")

@@ -31,6 +31,38 @@ echo "$m did not start" >&2; exit 1
     )
 }
 
+/// The runbook of a test whose members are these services: install 1.1 (restarting the
+/// service, with `install_extra` appended to `restart.sh`'s arguments, e.g. how often to
+/// fail), verify `/health`, a bake of `duration` every `interval` with `bake_checks` (TOML
+/// tables), and a rollback step that reinstalls 1.0. Placeholders use the pool's
+/// `{var.dir}`.
+pub fn runbook(install_extra: &str, duration: &str, interval: &str, bake_checks: &str) -> String {
+    format!(
+        r#"
+[runbook.drain]
+timeout = "20s"
+
+[[runbook.step]]
+name = "install"
+run = "{{var.dir}}/restart.sh {{var.dir}} {{member}} {{address}} 1.1 {install_extra}"
+
+[[runbook.verify]]
+name = "health"
+http = {{ url = "http://{{address}}/health" }}
+retries = 40
+interval = "100ms"
+
+[runbook.bake]
+duration = "{duration}"
+interval = "{interval}"
+{bake_checks}
+[[runbook.rollback]]
+name = "reinstall-1.0"
+run = "{{var.dir}}/restart.sh {{var.dir}} {{member}} {{address}} 1.0"
+"#
+    )
+}
+
 /// The member services of one test; stopped (those the test or ebb's steps started) on
 /// drop.
 pub struct Services {

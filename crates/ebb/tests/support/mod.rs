@@ -188,6 +188,17 @@ pub fn status(pool: &Path) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("status is not JSON ({e}): {}", stdout(&o)))
 }
 
+/// `ebb report --json` of the fixture's pool.
+pub fn report(pool: &Path) -> serde_json::Value {
+    let o = ebb()
+        .args(["report", "--json"])
+        .arg(pool)
+        .output()
+        .expect("report");
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("report is not JSON ({e}): {}", stdout(&o)))
+}
+
 /// Member `name` from a status document.
 pub fn member<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     status["members"]
