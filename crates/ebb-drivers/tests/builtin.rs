@@ -207,7 +207,7 @@ async fn the_balancer_check_judges_the_builtin_balancers_per_member_counters() {
     let t = ebb_drivers::transport::build(&plan, &plan.members[1]).unwrap();
     let ctx = CheckContext {
         balancer: Some(driver.clone()),
-        not_updated: vec![plan.members[0].clone(), plan.members[2].clone()],
+        not_updated: vec![plan.members[0].clone(), plan.members[2].clone()].into(),
         ..Default::default()
     };
     let first = BuiltChecks
