@@ -150,13 +150,15 @@ impl Drop for Traffic {
 
 /// Everything one scenario runs: members, HAProxy in front of them, traffic through it,
 /// and (when asked) Prometheus scraping them.
+/// Fields drop in order: the traffic first, the temp dir last (the services find their
+/// pid files in it).
 struct Setup {
-    dir: tempfile::TempDir,
-    services: Services,
-    addrs: Vec<String>,
-    _haproxy: haproxy::Haproxy,
     traffic: Traffic,
     prometheus: Option<Prometheus>,
+    _haproxy: haproxy::Haproxy,
+    services: Services,
+    addrs: Vec<String>,
+    dir: tempfile::TempDir,
 }
 
 impl Setup {
