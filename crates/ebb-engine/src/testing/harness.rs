@@ -337,6 +337,17 @@ impl Harness {
     }
 }
 
+/// Asserts how a run ended (its state and exit code), showing its message if not.
+#[track_caller]
+pub fn assert_ended(out: &RunOutcome, state: crate::journal::RunState, exit_code: i32) {
+    assert_eq!(
+        (out.state, out.exit_code),
+        (state, exit_code),
+        "{}",
+        out.message
+    );
+}
+
 impl Harness {
     /// Asserts the end every finished run must reach: the run done, every member done with
     /// nothing owed and no action left without an outcome, and the balancer showing every

@@ -34,7 +34,7 @@ mod transport;
 pub use balancer::{BalOp, FakeBalancer};
 pub use checks::{CheckReply, FakeChecker, FakeMaintenance, ScriptedCheck};
 pub use clock::TestClock;
-pub use harness::{Ended, Harness};
+pub use harness::{assert_ended, Ended, Harness};
 pub use plan::{check, maintenance_step, step, wave, PlanBuilder, REBOOT_COMMAND};
 pub use reads::JournalReads;
 pub use transport::{FakeTransport, Reply};

@@ -5,7 +5,7 @@ use ebb_engine::events::{Event, WaitKind};
 use ebb_engine::interfaces::HostState;
 use ebb_engine::journal::{ActionKind, MemberState, Outcome, RunState};
 use ebb_engine::plan::OnFailure;
-use ebb_engine::testing::{step, CheckReply, Harness, PlanBuilder};
+use ebb_engine::testing::{assert_ended, step, CheckReply, Harness, PlanBuilder};
 use std::time::Duration;
 
 fn baking(members: usize) -> PlanBuilder {
@@ -85,12 +85,7 @@ async fn a_failed_bake_pulls_back_rolls_back_holds_and_halts_with_no_later_membe
     h.checker
         .script("errors", "m1", [CheckReply::Pass, CheckReply::Fail]);
     let out = h.run().await;
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Halted, 1),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Halted, 1);
     assert_eq!(
         h.log.calls("m1"),
         [

@@ -5,7 +5,7 @@ use ebb_engine::interfaces::HostState;
 use ebb_engine::journal::{MemberState, Outcome, RunState};
 use ebb_engine::plan::{DrainMode, OnTimeout, StepSpec};
 use ebb_engine::run::RunOptions;
-use ebb_engine::testing::{step, Ended, Harness, PlanBuilder, Reply};
+use ebb_engine::testing::{assert_ended, step, Ended, Harness, PlanBuilder, Reply};
 use std::time::Duration;
 
 fn retrying(name: &str, retries: u32) -> StepSpec {
@@ -26,12 +26,7 @@ async fn a_failed_step_is_tried_again_up_to_its_retries_and_each_attempt_is_jour
     h.transport("m1")
         .script("install", [Reply::Exit(4), Reply::Hang, Reply::Exit(0)]);
     let out = h.run().await;
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Done, 0),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Done, 0);
     h.assert_all_done();
     let attempts: Vec<(String, Option<i32>)> = h
         .actions("m1")
@@ -65,12 +60,7 @@ async fn a_step_that_keeps_failing_fails_the_member_after_its_last_attempt() {
     );
     h.transport("m1").script("install", [Reply::Exit(3)]);
     let out = h.run().await;
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Halted, 1),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Halted, 1);
     assert_eq!(h.log.count("m1", "run install"), 2);
     assert!(h.log.calls("m2").is_empty());
     assert_eq!(h.member("m1").state, MemberState::Failed);
@@ -103,12 +93,7 @@ async fn stop_after_pauses_before_the_next_member_and_resume_goes_on() {
     h.transport("m1")
         .script("install", [Reply::Slow(Duration::from_millis(800))]);
     let out = h.run().await;
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Paused, 0),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Paused, 0);
     assert!(out.message.contains("stop_after 500ms"), "{}", out.message);
     assert_eq!(h.member("m1").state, MemberState::Done);
     assert!(h.log.calls("m2").is_empty(), "{}", h.log.dump());
@@ -120,12 +105,7 @@ async fn stop_after_pauses_before_the_next_member_and_resume_goes_on() {
     longer.runbook.stop_after = Some(Duration::from_secs(60));
     h.replan(longer);
     let out = h.resume().await;
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Done, 0),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Done, 0);
     h.assert_all_done();
     assert_eq!(h.log.count("m1", "run install"), 1);
 }
@@ -146,12 +126,7 @@ async fn on_timeout_skip_returns_the_member_untouched_and_goes_on() {
     let h = Harness::new(skipping(3).build());
     h.balancer.drain_counts("m2", &[5]);
     let out = h.run().await;
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Done, 0),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Done, 0);
     assert!(
         out.message.contains("1 member(s) skipped") && out.message.contains("m2"),
         "{}",
@@ -203,12 +178,7 @@ async fn only_skipped_runs_just_the_members_the_last_run_skipped() {
         Ended::Finished(Err(e)) => panic!("refused: {e}"),
         Ended::Killed => panic!("killed"),
     };
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Done, 0),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Done, 0);
     assert!(out.run_id > first.run_id);
     assert_eq!(h.member("m2").state, MemberState::Done);
     assert_eq!(h.log.calls("m1").len(), before, "m1 was touched again");

@@ -3,7 +3,7 @@
 use ebb_engine::interfaces::HostState;
 use ebb_engine::journal::{MemberState, RunState};
 use ebb_engine::plan::{MaxUnavailable, OnFailure};
-use ebb_engine::testing::{Harness, PlanBuilder, Reply};
+use ebb_engine::testing::{assert_ended, Harness, PlanBuilder, Reply};
 use std::time::Duration;
 
 #[tokio::test]
@@ -52,12 +52,7 @@ async fn continue_goes_on_with_the_others_within_max_failed_and_the_policy() {
     let h = Harness::new(plan);
     h.transport("m2").script("install", [Reply::Exit(1)]);
     let out = h.run().await;
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Halted, 1),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Halted, 1);
     assert!(
         out.message.contains("1 member(s) failed"),
         "{}",
@@ -144,12 +139,7 @@ async fn a_failed_step_is_retried_by_resume_and_the_run_finishes() {
     let out = h.run().await;
     assert_eq!(out.exit_code, 1);
     let out = h.resume().await;
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Done, 0),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Done, 0);
     assert_eq!(h.log.count("m2", "run install"), 2);
     assert_eq!(
         h.log.count("m2", "run fsc"),

@@ -5,7 +5,7 @@ use crate::{plain_calls, waits};
 use ebb_engine::interfaces::HostState;
 use ebb_engine::journal::{MemberState, RunState};
 use ebb_engine::plan::{DrainMode, OnTimeout};
-use ebb_engine::testing::{CheckReply, Harness, PlanBuilder};
+use ebb_engine::testing::{assert_ended, CheckReply, Harness, PlanBuilder};
 use std::time::Duration;
 
 fn gated(timeout: Duration, on_timeout: OnTimeout) -> PlanBuilder {
@@ -23,12 +23,7 @@ async fn a_drained_member_is_held_until_each_gate_passes_then_goes_on() {
     h.checker.script("queue", "m1", [Fail, Fail, Fail, Pass]);
     h.checker.script("jobs", "m1", [Fail, Pass]);
     let out = h.run().await;
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Done, 0),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Done, 0);
     h.assert_all_done();
     // The gates were asked after the drain, until they passed, before the step ran.
     let calls = h.log.calls("m1");
@@ -74,12 +69,7 @@ async fn a_gate_that_never_opens_hits_on_timeout_abort() {
     let h = Harness::new(gated(Duration::from_millis(100), OnTimeout::Abort).build());
     h.checker.script("queue", "m1", [CheckReply::Fail]);
     let out = h.run().await;
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Halted, 1),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Halted, 1);
     let m1 = h.member("m1");
     assert_eq!((m1.state, m1.step.as_str()), (MemberState::Failed, "drain"));
     assert!(
@@ -97,12 +87,7 @@ async fn a_gate_that_never_opens_with_skip_returns_the_member_and_goes_on() {
     let h = Harness::new(gated(Duration::from_millis(100), OnTimeout::Skip).build());
     h.checker.script("jobs", "m1", [CheckReply::Fail]);
     let out = h.run().await;
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Done, 0),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Done, 0);
     assert_eq!(h.states(), [MemberState::Skipped, MemberState::Done]);
     assert_eq!(h.log.count("m1", "run install"), 0);
     assert_eq!(

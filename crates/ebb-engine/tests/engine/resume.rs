@@ -6,7 +6,7 @@ use ebb_engine::journal::{Outcome, RunState};
 use ebb_engine::plan::StepSpec;
 use ebb_engine::run::{RunError, RunOptions};
 use ebb_engine::testing::{
-    maintenance_step, step, Ended, Harness, Interrupt, KillPoint, PlanBuilder, Reply,
+    assert_ended, maintenance_step, step, Ended, Harness, Interrupt, KillPoint, PlanBuilder, Reply,
 };
 use std::collections::BTreeMap;
 
@@ -519,12 +519,7 @@ async fn ctrl_c_while_a_long_step_runs_stops_the_run_at_once() {
         h.interrupt();
     };
     let (out, ()) = tokio::join!(h.run(), operator);
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Halted, 130),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Halted, 130);
     let install = h.actions("m1").into_iter().find(|a| a.name == "install");
     assert_eq!(
         install.map(|a| a.outcome),

@@ -9,7 +9,7 @@ use ebb_engine::journal::{MemberState, RunState};
 use ebb_engine::plan::{RebootPolicy, RollbackOn, StepSpec};
 use ebb_engine::run::RunOptions;
 use ebb_engine::testing::{
-    step, CheckReply, Ended, Harness, Interrupt, KillPoint, PlanBuilder, Reply,
+    assert_ended, step, CheckReply, Ended, Harness, Interrupt, KillPoint, PlanBuilder, Reply,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -28,12 +28,7 @@ async fn a_failed_verify_rolls_back_verifies_again_and_holds() {
     h.checker
         .script("owa", "m1", [CheckReply::Fail, CheckReply::Pass]);
     let out = h.run().await;
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Halted, 1),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Halted, 1);
     assert_eq!(
         h.log.calls("m1"),
         [

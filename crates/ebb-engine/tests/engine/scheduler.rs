@@ -5,7 +5,7 @@ use crate::{plain_calls, waits};
 use ebb_engine::interfaces::HostState;
 use ebb_engine::journal::{MemberState, RunState};
 use ebb_engine::plan::MaxUnavailable;
-use ebb_engine::testing::{wave, Harness, PlanBuilder, Reply};
+use ebb_engine::testing::{assert_ended, wave, Harness, PlanBuilder, Reply};
 use std::time::Duration;
 
 #[tokio::test]
@@ -39,12 +39,7 @@ async fn waves_go_in_order_and_pause_after_stops_until_resume() {
         .build();
     let h = Harness::new(plan);
     let out = h.run().await;
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Paused, 0),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Paused, 0);
     assert!(out.message.contains("\"rest\""), "{}", out.message);
     assert_eq!(h.log.order_of("drainstop"), ["m3"]);
     assert_eq!(
@@ -57,12 +52,7 @@ async fn waves_go_in_order_and_pause_after_stops_until_resume() {
         ]
     );
     let out = h.resume().await;
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Done, 0),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Done, 0);
     assert_eq!(h.log.order_of("drainstop"), ["m3", "m1", "m2", "m4"]);
     assert_eq!(
         h.log.count("m3", "drainstop"),
@@ -275,12 +265,7 @@ async fn pause_after_the_last_wave_ends_the_run_done() {
         .build();
     let h = Harness::new(plan);
     let out = h.run().await;
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Done, 0),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Done, 0);
     h.assert_all_done();
 }
 
@@ -345,12 +330,7 @@ async fn ctrl_c_during_the_pool_check_before_the_run_is_an_interruption() {
         ebb_engine::testing::Interrupt::Shutdown,
     );
     let out = h.run().await;
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Halted, 130),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Halted, 130);
     assert!(!out.message.contains("failed"), "{}", out.message);
     assert_eq!(h.resume().await.exit_code, 0);
     h.assert_all_done();

@@ -6,7 +6,7 @@ use crate::waits;
 use ebb_engine::events::Event;
 use ebb_engine::journal::{MemberState, RunState};
 use ebb_engine::run::{RunError, RunOptions};
-use ebb_engine::testing::{Harness, PlanBuilder};
+use ebb_engine::testing::{assert_ended, Harness, PlanBuilder};
 use ebb_engine::window::Window;
 use jiff::civil::Time;
 use jiff::tz::TimeZone;
@@ -63,12 +63,7 @@ async fn a_window_closing_soon_pauses_at_the_first_member_that_no_longer_fits() 
     // fit, m3 at 21:20 would end at 21:30, after the window closes.
     let h = harness(25 * MINUTE, 10 * MINUTE, 10 * MINUTE);
     let out = h.run().await;
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Paused, 0),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Paused, 0);
     assert_eq!(
         h.states(),
         [MemberState::Done, MemberState::Done, MemberState::Pending]
@@ -127,12 +122,7 @@ async fn resume_wait_sleeps_until_the_next_window_and_goes_on() {
         h.clock.set(at("2026-12-06T21:00:00Z"));
     };
     let (out, ()) = tokio::join!(resume, next_window);
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Done, 0),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Done, 0);
     h.assert_all_done();
     assert!(
         waits(&h)[0].contains("opens Sun 2026-12-06 21:00 UTC"),
@@ -146,12 +136,7 @@ async fn a_member_whose_time_does_not_fit_any_window_is_not_started() {
     // A 5-minute window and 10-minute members: no member ever fits.
     let h = harness(5 * MINUTE, 10 * MINUTE, 10 * MINUTE);
     let out = h.run().await;
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Paused, 0),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Paused, 0);
     assert!(
         out.message
             .contains("no window within the coming week is long enough for 10m"),
@@ -182,12 +167,7 @@ async fn ctrl_c_while_waiting_for_a_window_leaves_the_run_paused_owing_nothing()
         ebb_engine::testing::Ended::Finished(Ok(o)) => o,
         other => panic!("{other:?}"),
     };
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Paused, 130),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Paused, 130);
     assert_eq!(h.run_record().state, RunState::Paused);
     for m in ["m1", "m2", "m3"] {
         assert!(h.log.calls(m).is_empty(), "{}", h.log.dump());
@@ -209,12 +189,7 @@ async fn earlier_members_in_the_journal_set_the_expected_time() {
     h.replan(windowed.clone());
     h.clock.set(at("2026-12-05T21:00:00Z"));
     let out = h.run().await;
-    assert_eq!(
-        (out.state, out.exit_code),
-        (RunState::Done, 0),
-        "{}",
-        out.message
-    );
+    assert_ended(&out, RunState::Done, 0);
     h.assert_all_done();
 
     // Without history and without expected_member_time, the run is refused: the window
