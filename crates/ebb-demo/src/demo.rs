@@ -280,13 +280,17 @@ async fn demo(args: &DemoArgs, procs: Arc<Processes>) -> anyhow::Result<Summary>
 
 /// Writes the pool file (members and balancer on free loopback ports) and says what runs.
 fn write_pool_file(args: &DemoArgs, layout: &Layout, exe: &Path) -> anyhow::Result<PoolSpec> {
+    let mut addresses = free_addresses(usize::from(args.members) + 2)?.into_iter();
+    let mut next = || addresses.next().context("cannot find a free port");
+    let listen = next()?;
+    let control = next()?;
     let mut members = Vec::new();
     for i in 1..=args.members {
-        members.push((format!("web{i}"), free_address()?));
+        members.push((format!("web{i}"), next()?));
     }
     let spec = PoolSpec {
-        listen: free_address()?,
-        control: free_address()?,
+        listen,
+        control,
         members,
         drain_mode: args.drain_mode.clone(),
         exe: exe.display().to_string(),
@@ -333,11 +337,20 @@ fn print_summary(
     }
 }
 
-/// Picks a free loopback port (bind :0, read it, close).
-fn free_address() -> anyhow::Result<String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port")?;
-    let addr = listener.local_addr().context("cannot find a free port")?;
-    Ok(addr.to_string())
+/// Picks `n` free loopback ports (bind :0, read it, close). All `n` are held open until
+/// each is read, so they differ: one closed at once could be handed out again at the next
+/// bind, and the balancer's control API would then find its port taken by its own listener.
+fn free_addresses(n: usize) -> anyhow::Result<Vec<String>> {
+    let listeners = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").context("cannot find a free port"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| {
+            let addr = l.local_addr().context("cannot find a free port")?;
+            Ok(addr.to_string())
+        })
+        .collect()
 }
 
 async fn start_balancer(

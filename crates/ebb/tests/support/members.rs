@@ -119,10 +119,20 @@ impl Drop for Services {
     }
 }
 
-/// A loopback address nothing listens on now.
+/// A loopback address nothing listens on now, never one handed out before in this test
+/// process (a port closed at once can come back at the next bind, and two members would
+/// then share it).
 pub fn free_address() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("address").to_string()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("address");
+        if !given.contains(&addr.port()) {
+            given.push(addr.port());
+            return addr.to_string();
+        }
+    }
 }
 
 /// `GET path` of the HTTP server at `addr`: (status, body trimmed); status 0 when it
