@@ -317,6 +317,13 @@ fn print_one(m: MemberStatus) {
 }
 
 fn print_table(members: &[MemberStatus]) {
+    for line in table_lines(members) {
+        ebb_out::outln!("{line}");
+    }
+}
+
+/// `ebb lb status` as text: a header and a row per member, columns padded to line up.
+fn table_lines(members: &[MemberStatus]) -> Vec<String> {
     let header = [
         "MEMBER",
         "ADDRESS",
@@ -326,10 +333,12 @@ fn print_table(members: &[MemberStatus]) {
         "HEALTH",
         "ACTIVE",
         "TOTAL",
+        "CONNECT ERRORS",
+        "RESETS",
         "BYTES IN",
         "BYTES OUT",
     ];
-    let rows: Vec<[String; 10]> = members
+    let rows: Vec<[String; 12]> = members
         .iter()
         .map(|m| {
             [
@@ -341,6 +350,8 @@ fn print_table(members: &[MemberStatus]) {
                 m.health.to_string(),
                 m.active_connections.to_string(),
                 m.total_connections.to_string(),
+                m.connect_failures.to_string(),
+                m.resets.to_string(),
                 m.bytes_in.to_string(),
                 m.bytes_out.to_string(),
             ]
@@ -358,10 +369,65 @@ fn print_table(members: &[MemberStatus]) {
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        ebb_out::outln!("{}", parts.join("  ").trim_end());
+        parts.join("  ").trim_end().to_string()
     };
-    line(header.to_vec());
-    for r in &rows {
-        line(r.iter().map(String::as_str).collect());
+    std::iter::once(line(header.to_vec()))
+        .chain(
+            rows.iter()
+                .map(|r| line(r.iter().map(String::as_str).collect())),
+        )
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{Health, HostState};
+
+    #[test]
+    fn the_status_table_shows_each_members_error_counters() {
+        let member = |name: &str, connect_failures, resets| MemberStatus {
+            name: name.into(),
+            address: "10.0.0.1:80".into(),
+            weight: 1,
+            state: HostState::Started,
+            initial_state: InitialState::Started,
+            health: Health::Up,
+            active_connections: 2,
+            total_connections: 40,
+            bytes_in: 1200,
+            bytes_out: 56000,
+            connect_failures,
+            resets,
+        };
+        let lines = table_lines(&[member("web1", 3, 0), member("web2", 0, 17)]);
+        let cols = |l: &str| {
+            l.split("  ")
+                .filter(|c| !c.is_empty())
+                .map(str::trim)
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        let header = cols(&lines[0]);
+        let at = |name: &str| {
+            header
+                .iter()
+                .position(|h| h == name)
+                .unwrap_or_else(|| panic!("no {name} column in {header:?}"))
+        };
+        let (errors, resets) = (at("CONNECT ERRORS"), at("RESETS"));
+        assert_eq!(cols(&lines[1])[errors], "3", "{lines:?}");
+        assert_eq!(cols(&lines[1])[resets], "0", "{lines:?}");
+        assert_eq!(cols(&lines[2])[errors], "0", "{lines:?}");
+        assert_eq!(cols(&lines[2])[resets], "17", "{lines:?}");
+        // Every row lines up under the header.
+        let start = lines[0].find("RESETS").unwrap();
+        assert!(
+            lines
+                .iter()
+                .skip(1)
+                .all(|l| l[start..].starts_with(|c: char| c.is_ascii_digit())),
+            "{lines:?}"
+        );
     }
 }
