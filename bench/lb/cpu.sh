@@ -47,22 +47,12 @@ EVENTS=${EVENTS-1}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 
-# One loopback address per balancer: HAProxy on .3, the ebb instances from .4 (.2 is
-# run.sh's ebb, so both scripts can run at the same time without sharing TIME_WAITs).
-names=(haproxy)
-ips=(127.0.0.3)
-n=4
-for v in $EBB_VARIANTS; do
-    names+=("${v%%:*}")
-    ips+=("127.0.0.$n")
-    n=$((n + 1))
-done
-BACKEND_IPS="${ips[*]}"
 EBB_PORT=${EBB_PORT:-18180}
 HAP_PORT=${HAP_PORT:-18190}
 CTL_PORT=${CTL_PORT:-18199}
 PORTS=${PORTS:-"18181 18182 18183"}
 . bench/lb/lib.sh
+lb_variant_addresses "$EBB_VARIANTS"
 lb_prepare
 lb_start_backends
 

@@ -197,6 +197,22 @@ lb_wrk() { # cell addr
     wrk -t"$threads" -c"$conns" -d"$DURATION" --latency "${hdr[@]}" "http://$2/"
 }
 
+# One loopback address per balancer for the scripts that run several ebb instances:
+# HAProxy on 127.0.0.3, the instances from 127.0.0.4 (.2 is run.sh's ebb, so the scripts can
+# run at the same time without sharing TIME_WAITs). VARIANTS: space-separated `name` or
+# `name:NAME=VALUE,...`. Sets names and ips (HAProxy first) and BACKEND_IPS.
+lb_variant_addresses() { # variants
+    local v n=4
+    names=(haproxy)
+    ips=(127.0.0.3)
+    for v in $1; do
+        names+=("${v%%:*}")
+        ips+=("127.0.0.$n")
+        n=$((n + 1))
+    done
+    BACKEND_IPS="${ips[*]}"
+}
+
 haproxy_version() { "$HAPROXY" -v | awk 'NR==1 {print $3}'; }
 
 # An awk function for the scripts' tables: the median of a space-separated list.

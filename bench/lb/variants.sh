@@ -22,16 +22,8 @@ WRK_OUT=${WRK_OUT:-}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 
-names=(haproxy)
-ips=(127.0.0.3)
-n=4
-for v in $VARIANTS; do
-    names+=("${v%%:*}")
-    ips+=("127.0.0.$n")
-    n=$((n + 1))
-done
-BACKEND_IPS="${ips[*]}"
 . bench/lb/lib.sh
+lb_variant_addresses "$VARIANTS"
 lb_prepare
 lb_start_backends
 lb_start_haproxy 127.0.0.3 "$HAP_PORT"
