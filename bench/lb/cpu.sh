@@ -15,6 +15,8 @@
 #   user, sys    CPU time of the balancer's threads per request (µs; /proc/PID/task/*/stat,
 #                in clock ticks, so ±10 ms over the run)
 #   cpu          all of it per request (µs; /proc/PID/task/*/schedstat, in ns)
+#   wait         time its threads were ready to run but waited for a core, per request
+#                (µs; schedstat's run delay): the kernel's share of a request's latency
 #   vcs, ivcs    voluntary (it waited) and involuntary (preempted) context switches per
 #                request, all threads
 #   threads      CPU use of each thread that used over 1% of the run, busiest first (%)
@@ -35,6 +37,10 @@
 # instance and HAProxy get their own loopback address.
 # PERF=1: for the first cell, `perf record -e cpu-clock -g` on each balancer during one
 # more run, then the share of samples in the kernel and the top symbols.
+# SCHED=1: for the first cell, `perf sched record` (the whole machine) during one more run
+# per balancer, then `perf sched latency` for the balancer's, wrk's and nginx's threads:
+# their run time, how often they were switched in, and how long they waited for a core
+# each time (average and longest); wrk's waits are part of the latency it reports.
 set -euo pipefail
 
 DURATION=${DURATION:-5s}
@@ -42,6 +48,7 @@ ROUNDS=${ROUNDS:-2}
 CELLS=${CELLS:-"keepalive:32:1 keepalive:256:2 close:32:1 close:256:2"}
 EBB_VARIANTS=${EBB_VARIANTS:-ebb}
 PERF=${PERF:-}
+SCHED=${SCHED:-}
 EVENTS=${EVENTS-1}
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -70,19 +77,19 @@ for v in $EBB_VARIANTS; do
     i=$((i + 1))
 done
 
-# One line per thread: tid utime stime run_ns vcs ivcs (ticks, ticks, ns, counts).
+# One line per thread: tid utime stime run_ns vcs ivcs wait_ns (ticks, ticks, ns, counts, ns).
 snap_threads() { # pid
     local t
     for t in /proc/"$1"/task/*; do
         {
             read -r _ s <"$t/stat" && s=${s##*) } && set -- $s
             local ut=${12} st=${13}
-            local run
-            read -r run _ <"$t/schedstat"
+            local run wait
+            read -r run wait _ <"$t/schedstat"
             local v iv
             v=$(awk '/^voluntary_ctxt_switches/ {print $2}' "$t/status")
             iv=$(awk '/^nonvoluntary_ctxt_switches/ {print $2}' "$t/status")
-            echo "${t##*/} $ut $st $run $v $iv"
+            echo "${t##*/} $ut $st $run $v $iv $wait"
         } 2>/dev/null || true
     done
 }
@@ -139,8 +146,8 @@ measure() { # cell round index
         -v hz="$hz" -v nb="$nb" -v na="$na" -v mb="$mb" -v ma="$ma" -v wt="$wt" -v ev="$ev" '
         FNR == NR { b[$1] = $0; next }
         {
-          split(($1 in b) ? b[$1] : $1 " 0 0 0 0 0", o, " ")
-          ut += $2 - o[2]; st += $3 - o[3]; run = $4 - o[4]; rt += run; v += $5 - o[5]; iv += $6 - o[6]
+          split(($1 in b) ? b[$1] : $1 " 0 0 0 0 0 0", o, " ")
+          ut += $2 - o[2]; st += $3 - o[3]; run = $4 - o[4]; rt += run; v += $5 - o[5]; iv += $6 - o[6]; wq += $7 - o[7]
           pct = 100 * run / 1e9 / secs
           if (pct >= 1) busy[++nt] = pct
         }
@@ -153,12 +160,12 @@ measure() { # cell round index
           mbusy = 1e6 * ((m1[2] - m0[2]) - (m1[1] - m0[1])) / hz / reqs
           split(wt, w, " ")
           split(ev, e, " ")
-          printf "%s %s %s %.0f %.2f %.2f %.2f %.3f %.3f %s %.2f %.0f %.2f %.2f %.2f %.2f %.3f %.3f %.3f %.3f\n", cell, round, name, reqs / secs,
+          printf "%s %s %s %.0f %.2f %.2f %.2f %.3f %.3f %s %.2f %.0f %.2f %.2f %.2f %.2f %.3f %.3f %.3f %.3f %.2f\n", cell, round, name, reqs / secs,
             1e6 * ut / hz / reqs, 1e6 * st / hz / reqs, rt / 1e3 / reqs, v / reqs, iv / reqs,
             (th == "" ? "-" : th), 1e6 * (na - nb) / hz / reqs, idle, 1e6 * (w[1] + w[2]) / reqs, mbusy,
-            (m1[3] - m0[3]) / reqs, e[1] / reqs, e[2] / reqs, e[3] / reqs, e[4] / reqs, e[5] / reqs
+            (m1[3] - m0[3]) / reqs, e[1] / reqs, e[2] / reqs, e[3] / reqs, e[4] / reqs, e[5] / reqs, wq / 1e3 / reqs
         }' "$work/before" "$work/after" >>"$results"
-    tail -n 1 "$results" | awk '{ printf "  %-16s round %s %-10s %8s req/s  user %6s sys %6s cpu %6s us/req  vcs %s ivcs %s  threads %s  nginx %s  wrk %s  machine %s us/req, idle %s%%, %s cs/req  syscalls %s futex %s epoll_wait %s switches %s wakings %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14, $12, $15, $16, $17, $18, $19, $20 }' >&2
+    tail -n 1 "$results" | awk '{ printf "  %-16s round %s %-10s %8s req/s  user %6s sys %6s cpu %6s wait %6s us/req  vcs %s ivcs %s  threads %s  nginx %s  wrk %s  machine %s us/req, idle %s%%, %s cs/req  syscalls %s futex %s epoll_wait %s switches %s wakings %s\n", $1, $2, $3, $4, $5, $6, $7, $21, $8, $9, $10, $11, $13, $14, $12, $15, $16, $17, $18, $19, $20 }' >&2
 }
 
 # Warm up every balancer.
@@ -183,16 +190,16 @@ awk "$AWK_MEDIAN"'
 {
   key = $1 " " $3
   if (!(key in seen)) { seen[key] = 1; order[++nk] = key }
-  for (f = 4; f <= 20; f++) if (f != 10) col[key, f] = col[key, f] " " $f
+  for (f = 4; f <= 21; f++) if (f != 10) col[key, f] = col[key, f] " " $f
   th[key] = th[key] (th[key] == "" ? "" : " ") $10
 }
 END {
-  print "| cell | balancer | req/s | user µs/req | sys µs/req | **CPU µs/req** | vcs/req | ivcs/req | threads busy % (per round) | nginx µs/req | wrk µs/req | machine µs/req | machine idle % | machine cs/req | syscalls/req | futex/req | epoll_wait/req | switches/req | wakings/req |"
-  print "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  print "| cell | balancer | req/s | user µs/req | sys µs/req | **CPU µs/req** | wait µs/req | vcs/req | ivcs/req | threads busy % (per round) | nginx µs/req | wrk µs/req | machine µs/req | machine idle % | machine cs/req | syscalls/req | futex/req | epoll_wait/req | switches/req | wakings/req |"
+  print "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for (k = 1; k <= nk; k++) {
     key = order[k]; split(key, kk, " ")
-    printf "| %s | %s | %.0f | %.2f | %.2f | **%.2f** | %.3f | %.3f | %s | %.2f | %.2f | %.2f | %.0f | %.2f | %.2f | %.3f | %.3f | %.3f | %.3f |\n", kk[1], kk[2],
-      median(col[key, 4]), median(col[key, 5]), median(col[key, 6]), median(col[key, 7]),
+    printf "| %s | %s | %.0f | %.2f | %.2f | **%.2f** | %.2f | %.3f | %.3f | %s | %.2f | %.2f | %.2f | %.0f | %.2f | %.2f | %.3f | %.3f | %.3f | %.3f |\n", kk[1], kk[2],
+      median(col[key, 4]), median(col[key, 5]), median(col[key, 6]), median(col[key, 7]), median(col[key, 21]),
       median(col[key, 8]), median(col[key, 9]), th[key], median(col[key, 11]), median(col[key, 13]),
       median(col[key, 14]), median(col[key, 12]), median(col[key, 15]), median(col[key, 16]),
       median(col[key, 17]), median(col[key, 18]), median(col[key, 19]), median(col[key, 20])
@@ -216,5 +223,29 @@ if [ -n "$PERF" ]; then
         perf report -i "$data" --stdio --no-children --sort dso -g none 2>/dev/null | grep -E '^ +[0-9]' | head -n 6 || true
         perf report -i "$data" --stdio --no-children --sort dso,sym -g none --percent-limit 1.5 2>/dev/null |
             grep -E '^ +[0-9]' | head -n 25 || true
+    done
+fi
+
+if [ -n "$SCHED" ]; then
+    need perf linux-perf
+    cell=${CELLS%% *}
+    secs=${DURATION%s}
+    echo
+    echo "perf sched latency, $cell, ${secs}s per balancer (times in ms; 'switches' = times switched in):"
+    for i in $(seq 0 $((count - 1))); do
+        data="$work/sched-${names[$i]}.data"
+        perf sched record -q -o "$data" -- sleep "$secs" >/dev/null 2>&1 &
+        ppid=$!
+        lb_wrk "$cell" "${addr_of[$i]}" >/dev/null
+        wait "$ppid" || true
+        echo
+        echo "${names[$i]} (pid ${pid_of[$i]}):"
+        # Only the threads of this balancer, wrk and the backends (others ran too).
+        tids=$(ls /proc/"${pid_of[$i]}"/task | tr '\n' ' ')
+        perf sched latency -i "$data" -p 2>/dev/null |
+            awk -v tids="$tids" -F'|' 'BEGIN { n = split(tids, t, " "); for (k = 1; k <= n; k++) mine[t[k]] = 1 }
+                { name = $1; gsub(/ /, "", name); tid = name; sub(/.*:/, "", tid) }
+                (tid in mine) || name ~ /^(wrk|nginx|bench_backend):/ {
+                gsub(/ +/, " "); printf "  %-28s run %s  switches %s  wait %s\n", $1, $2, $3, $4 " " $5 }' || true
     done
 fi
