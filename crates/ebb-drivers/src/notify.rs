@@ -72,11 +72,13 @@ impl Notifier {
         let me = self.clone();
         Arc::new(move |e: &Event| {
             inner(e);
-            me.on(e);
+            me.on(e, &inner);
         })
     }
 
-    fn on(&self, e: &Event) {
+    /// Sends the notifications `e` asks for; a message that could not be sent (or logged)
+    /// is told to the operator as a warning through `inner`, the run's own output.
+    fn on(&self, e: &Event, inner: &EventSink) {
         if let Event::RunStarted { run_id, .. } = e {
             *self.run_id.lock().unwrap_or_else(|p| p.into_inner()) = *run_id;
         }
@@ -90,13 +92,29 @@ impl Notifier {
         for spec in self.specs.iter().filter(|s| s.events.contains(&kind)) {
             let body = body(spec.format, kind, &self.pool, run_id, member, &text);
             let (url, log, write) = (spec.url.clone(), self.log.clone(), self.write.clone());
+            let warn = inner.clone();
             let task = rt.spawn(async move {
                 let sent = send(&url, &body, kind, run_id).await;
                 if !sent.ok {
-                    tracing::warn!(url = %url, error = %sent.error, "notification not sent");
+                    warn(&Event::Warning {
+                        message: format!(
+                            "notification {} to {url} not sent ({} attempts): {}",
+                            kind.as_str(),
+                            sent.attempts,
+                            sent.error
+                        ),
+                    });
                 }
                 if let Some(path) = log {
-                    append(&path, &sent, &write);
+                    if let Err(e) = append(&path, &sent, &write) {
+                        warn(&Event::Warning {
+                            message: format!(
+                                "cannot log notification {} in {}: {e}",
+                                kind.as_str(),
+                                path.display()
+                            ),
+                        });
+                    }
                 }
             });
             self.tasks
@@ -256,24 +274,16 @@ async fn send(url: &str, body: &str, kind: NotifyEvent, run_id: i64) -> Sent {
     }
 }
 
-fn append(path: &std::path::Path, sent: &Sent, write: &Mutex<()>) {
+/// Appends `sent` to the log at `path`.
+fn append(path: &std::path::Path, sent: &Sent, write: &Mutex<()>) -> std::io::Result<()> {
     use std::io::Write;
     let _g = write.lock().unwrap_or_else(|p| p.into_inner());
-    let line = match serde_json::to_string(sent) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "notification log line");
-            return;
-        }
-    };
-    let written = std::fs::OpenOptions::new()
+    let line = serde_json::to_string(sent)?;
+    std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .and_then(|mut f| writeln!(f, "{line}"));
-    if let Err(e) = written {
-        tracing::warn!(path = %path.display(), error = %e, "cannot log a notification");
-    }
+        .and_then(|mut f| writeln!(f, "{line}"))
 }
 
 /// The notifications logged in `state_dir` for run `run_id`.

@@ -421,6 +421,8 @@ async fn a_member_that_goes_away_mid_command_leaves_the_outcome_unknown() {
     // Not a failure and not a success: the engine holds the member (outcome unknown).
     assert!(out.connection_lost, "{out:?}");
     assert_eq!((out.exit_code, out.timed_out), (None, false), "{out:?}");
+    // The operator sees why with the step's output.
+    assert!(out.tail.contains("ebb: WinRM Receive failed:"), "{out:?}");
     assert_eq!(fake.seen(|s| s.shells_created), 1);
 }
 

@@ -73,6 +73,12 @@ fn a_receiver_that_is_down_fails_nothing_and_report_says_so() {
     let o = wait_bounded(child, std::time::Duration::from_secs(60));
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(f.read("lb/a.version").trim(), "1.1");
+    // The operator is told during the run, not only in the report afterwards; the last
+    // one too, though it fails after the run finished.
+    for event in ["run_started", "run_done"] {
+        let told = format!("warning: notification {event} to {dead} not sent (3 attempts):");
+        assert!(stderr(&o).contains(&told), "{told}\n{}", stderr(&o));
+    }
     let report = ebb()
         .args(["report", "--json"])
         .arg(&pool)

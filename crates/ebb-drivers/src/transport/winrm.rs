@@ -769,12 +769,17 @@ impl Winrm {
             }
             Ok(Err(e)) => {
                 // The member went away mid-command (a reboot, the network): the outcome of
-                // the command is unknown.
-                tracing::warn!(member = %self.member, "WinRM Receive failed: {}", error_chain(&e));
+                // the command is unknown. Why goes at the end of its output, where ssh's own
+                // message about a dropped connection goes too.
+                let mut text = tail.text();
+                if !text.is_empty() && !text.ends_with('\n') {
+                    text.push('\n');
+                }
+                text.push_str(&format!("ebb: WinRM Receive failed: {}", error_chain(&e)));
                 CommandOutcome {
                     exit_code: None,
                     timed_out: false,
-                    tail: tail.text(),
+                    tail: text,
                     connection_lost: true,
                     signal: None,
                 }

@@ -154,6 +154,8 @@ async fn refresh(
     tx: watch::Sender<Arc<Published>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // The last read error told (once per distinct error, not at every refresh).
+    let mut told: Option<String> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(REFRESH) => {}
@@ -170,8 +172,15 @@ async fn refresh(
             tokio::task::spawn_blocking(move || read(&j, pool.as_deref(), &counts, Some(&last)))
                 .await;
         let Ok(next) = next else { continue };
-        if let Some(e) = &next.error {
-            tracing::warn!(error = %e, "web view: cannot read the journal");
+        // The page keeps showing the last view it had; the operator hears why it stopped
+        // changing.
+        if next.error != told {
+            if let Some(e) = &next.error {
+                ebb_out::errln!(
+                    "ebb web: cannot read the journal (the page shows the last view read): {e}"
+                );
+            }
+            told = next.error.clone();
         }
         tx.send_if_modified(|cur| {
             if cur.json == next.json {
