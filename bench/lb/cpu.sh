@@ -206,18 +206,24 @@ END {
   }
 }' "$results"
 
+# Runs wrk through balancer I in the first cell while COMMAND (a recorder, given `--
+# sleep SECONDS` to bound it) runs in the background, then waits for it.
+during_run() { # i command...
+    local i=$1 rec
+    shift
+    "$@" -- sleep "${DURATION%s}" >/dev/null 2>&1 &
+    rec=$!
+    lb_wrk "${CELLS%% *}" "${addr_of[$i]}" >/dev/null
+    wait "$rec" || true
+}
+[ -z "$PERF$SCHED" ] || need perf linux-perf
+
 if [ -n "$PERF" ]; then
-    need perf linux-perf
-    cell=${CELLS%% *}
-    secs=${DURATION%s}
     echo
-    echo "perf record -e cpu-clock -g, $cell, ${secs}s per balancer:"
+    echo "perf record -e cpu-clock -g, ${CELLS%% *}, $DURATION per balancer:"
     for i in $(seq 0 $((count - 1))); do
         data="$work/perf-${names[$i]}.data"
-        perf record -q -e cpu-clock -g -p "${pid_of[$i]}" -o "$data" -- sleep "$secs" 2>/dev/null &
-        ppid=$!
-        lb_wrk "$cell" "${addr_of[$i]}" >/dev/null
-        wait "$ppid" || true
+        during_run "$i" perf record -q -e cpu-clock -g -p "${pid_of[$i]}" -o "$data"
         echo
         echo "${names[$i]}: samples per binary (the kernel is [kernel.kallsyms]), then the top symbols (self)"
         perf report -i "$data" --stdio --no-children --sort dso -g none 2>/dev/null | grep -E '^ +[0-9]' | head -n 6 || true
@@ -227,17 +233,11 @@ if [ -n "$PERF" ]; then
 fi
 
 if [ -n "$SCHED" ]; then
-    need perf linux-perf
-    cell=${CELLS%% *}
-    secs=${DURATION%s}
     echo
-    echo "perf sched latency, $cell, ${secs}s per balancer (times in ms; 'switches' = times switched in):"
+    echo "perf sched latency, ${CELLS%% *}, $DURATION per balancer (times in ms; 'switches' = times switched in):"
     for i in $(seq 0 $((count - 1))); do
         data="$work/sched-${names[$i]}.data"
-        perf sched record -q -o "$data" -- sleep "$secs" >/dev/null 2>&1 &
-        ppid=$!
-        lb_wrk "$cell" "${addr_of[$i]}" >/dev/null
-        wait "$ppid" || true
+        during_run "$i" perf sched record -q -o "$data"
         echo
         echo "${names[$i]} (pid ${pid_of[$i]}):"
         # Only the threads of this balancer, wrk and the backends (others ran too).
