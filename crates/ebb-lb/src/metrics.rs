@@ -9,7 +9,7 @@ use crate::proxy::ListenerStats;
 use crate::status::{Health, HostState, InitialState};
 
 /// Renders every metric.
-pub(crate) fn render(pool: &Pool, listeners: &[Arc<ListenerStats>]) -> String {
+pub(crate) fn render(pool: &Pool, listeners: &[Arc<ListenerStats>], threads: &[usize]) -> String {
     let members = pool.statuses();
     let mut out = String::new();
     let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
@@ -133,6 +133,16 @@ pub(crate) fn render(pool: &Pool, listeners: &[Arc<ListenerStats>]) -> String {
         listeners
             .iter()
             .map(|s| (l(s), s.refused.load(Relaxed)))
+            .collect(),
+    );
+    family(
+        "ebb_lb_thread_active_connections",
+        "gauge",
+        "Client connections each of the balancer's threads serves (one thread per core; 0 also serves the control API).",
+        threads
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (format!("thread=\"{i}\""), n as u64))
             .collect(),
     );
     out

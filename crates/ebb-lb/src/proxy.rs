@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{
-    AtomicBool, AtomicU64, AtomicU8,
+    AtomicBool, AtomicU64, AtomicU8, AtomicUsize,
     Ordering::{Acquire, Relaxed, Release},
 };
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use std::task::{ready, Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -42,34 +42,167 @@ pub(crate) struct ProxySettings {
 /// Size of the read buffer (one per thread).
 const BUF_SIZE: usize = 16 * 1024;
 
-/// Accepts clients on one listener until shutdown.
+/// The threads that serve connections and how many each serves. They all accept from the
+/// same listening socket, so that new connections wait in one first-come-first-served
+/// queue (the kernel's) however many threads there are; a thread accepts only while it
+/// serves no more than `ACCEPT_MARGIN` connections above the thread with fewest, so that
+/// long-lived connections still end up even.
+pub(crate) struct Threads {
+    active: Vec<Slot>,
+}
+
+/// One thread's count of connections (on a cache line of its own), and how another
+/// thread that leaves waiting connections to it wakes it.
+#[repr(align(64))]
+struct Slot(AtomicUsize, tokio::sync::Notify);
+
+/// How many connections above the least-loaded thread a thread may serve and still
+/// accept.
+const ACCEPT_MARGIN: usize = 4;
+
+/// Connections a thread accepts in a row before it lets its connections run.
+const ACCEPT_BATCH: usize = 16;
+
+impl Threads {
+    pub(crate) fn new(threads: usize) -> Arc<Threads> {
+        Arc::new(Threads {
+            active: (0..threads.max(1))
+                .map(|_| Slot(AtomicUsize::new(0), tokio::sync::Notify::new()))
+                .collect(),
+        })
+    }
+
+    /// Connections each thread serves, in thread order (0 is the balancer's main thread).
+    pub(crate) fn active(&self) -> Vec<usize> {
+        self.active.iter().map(|s| s.0.load(Relaxed)).collect()
+    }
+
+    /// Whether thread `me` may accept a connection now; if not, the thread with fewest
+    /// connections is woken to take it. (A thread stops waiting for the listening socket
+    /// when it leaves a connection to another: without that wake-up, a connection left by
+    /// every thread would wait for the next one to arrive.)
+    fn may_accept(&self, me: usize) -> bool {
+        let count = |i: usize| self.active[i].0.load(Relaxed);
+        let fewest = (0..self.active.len())
+            .min_by_key(|&i| count(i))
+            .unwrap_or(me);
+        if count(me) <= count(fewest) + ACCEPT_MARGIN {
+            return true;
+        }
+        self.active[fewest].1.notify_one();
+        false
+    }
+}
+
+/// Counts a connection against its thread until dropped.
+struct Counted {
+    threads: Arc<Threads>,
+    me: usize,
+}
+
+impl Counted {
+    fn new(threads: &Arc<Threads>, me: usize) -> Counted {
+        threads.active[me].0.fetch_add(1, Relaxed);
+        Counted {
+            threads: threads.clone(),
+            me,
+        }
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.threads.active[self.me].0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Accepts clients on one listener (non-blocking; every thread has a handle on the same
+/// socket) as thread `me` of `threads`, until shutdown.
 pub(crate) async fn accept_loop(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     stats: Arc<ListenerStats>,
     pool: Arc<Pool>,
     settings: ProxySettings,
+    threads: Arc<Threads>,
+    me: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // SAFETY: a std `TcpListener` owns its descriptor, which stays open and the same until
+    // the `AsyncFd` (which owns the listener) is dropped.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE)
+    };
+    let listener = match registered {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(listener = %stats.addr, error = %e, "a data-plane thread cannot listen");
+            return;
+        }
+    };
     loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok((client, peer)) => {
+        // Woken by a new connection, or by another thread that left one to this one.
+        let mut ready = tokio::select! {
+            r = listener.readable() => match r {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    tracing::warn!(listener = %stats.addr, error = %e, "cannot wait for connections");
+                    return;
+                }
+            },
+            _ = threads.active[me].1.notified() => None,
+            _ = shutdown.changed() => return,
+        };
+        let mut accepted = 0;
+        while accepted < ACCEPT_BATCH {
+            if !threads.may_accept(me) {
+                // Another thread serves fewer, and takes it. Wait for the next.
+                if let Some(r) = ready.as_mut() {
+                    r.clear_ready();
+                }
+                break;
+            }
+            let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+            match socket2::SockRef::from(listener.get_ref()).accept4(flags) {
+                Ok((sock, peer)) => {
+                    accepted += 1;
                     stats.accepted.fetch_add(1, Relaxed);
-                    let pool = pool.clone();
-                    let stats = stats.clone();
+                    let Some(peer) = peer.as_socket() else {
+                        continue;
+                    };
+                    let counted = Counted::new(&threads, me);
+                    let client = match TcpStream::from_std(std::net::TcpStream::from(sock)) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::warn!(client = %peer, error = %e, "cannot take a connection");
+                            continue;
+                        }
+                    };
+                    let (pool, stats) = (pool.clone(), stats.clone());
                     tokio::spawn(async move {
+                        let _counted = counted;
                         if !serve_client(client, peer, &pool, settings).await {
                             stats.refused.fetch_add(1, Relaxed);
                         }
                     });
                 }
+                // None waiting (any more): wait for the next.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if let Some(r) = ready.as_mut() {
+                        r.clear_ready();
+                    }
+                    break;
+                }
                 Err(e) => {
                     // Out of file descriptors and the like: back off rather than spin.
                     tracing::warn!(listener = %stats.addr, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    break;
                 }
-            },
-            _ = shutdown.changed() => return,
+            }
+        }
+        if accepted == ACCEPT_BATCH {
+            // More may wait: let this thread's connections have a turn first.
+            tokio::task::yield_now().await;
         }
     }
 }
@@ -403,5 +536,51 @@ fn poll_pump(
         // Both directions run in the connection's one task: no read-modify-write needed.
         let t = shared.traffic.load(Relaxed);
         shared.traffic.store(t.wrapping_add(1), Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serving(threads: &Arc<Threads>, counts: &[usize]) -> Vec<Counted> {
+        let mut held = Vec::new();
+        for (i, &n) in counts.iter().enumerate() {
+            held.extend((0..n).map(|_| Counted::new(threads, i)));
+        }
+        held
+    }
+
+    #[tokio::test]
+    async fn a_thread_accepts_until_it_serves_more_than_the_margin_above_the_fewest() {
+        let threads = Threads::new(2);
+        let held = serving(&threads, &[ACCEPT_MARGIN, 0]);
+        assert_eq!(threads.active(), vec![ACCEPT_MARGIN, 0]);
+        assert!(threads.may_accept(0), "at the margin it still accepts");
+        assert!(threads.may_accept(1));
+        let one_more = Counted::new(&threads, 0);
+        assert!(!threads.may_accept(0), "above the margin it leaves it");
+        assert!(
+            threads.may_accept(1),
+            "the thread with fewest always accepts"
+        );
+        drop((held, one_more));
+        assert_eq!(threads.active(), vec![0, 0], "counted until dropped");
+    }
+
+    #[tokio::test]
+    async fn a_thread_that_leaves_a_connection_wakes_the_one_with_fewest() {
+        let threads = Threads::new(3);
+        let _held = serving(&threads, &[ACCEPT_MARGIN + 1, 2, 0]);
+        assert!(!threads.may_accept(0));
+        // Thread 2 was not waiting yet: the wake-up is kept for it (it would otherwise miss
+        // the connection if it had stopped waiting for the socket before).
+        let woken = tokio::time::timeout(Duration::from_secs(1), threads.active[2].1.notified());
+        assert!(woken.await.is_ok(), "thread 2 (fewest) was not woken");
+        let other = tokio::time::timeout(Duration::from_millis(50), threads.active[1].1.notified());
+        assert!(
+            other.await.is_err(),
+            "thread 1 was woken though thread 2 serves fewer"
+        );
     }
 }

@@ -22,7 +22,7 @@ use crate::proxy::{self, ListenerStats, ProxySettings};
 pub struct Server {
     config: LbConfig,
     pool: Arc<Pool>,
-    listeners: Vec<(TcpListener, Arc<ListenerStats>)>,
+    listeners: Vec<(std::net::TcpListener, Arc<ListenerStats>)>,
     control: TcpListener,
     listen_addrs: Vec<SocketAddr>,
     control_addr: SocketAddr,
@@ -108,13 +108,21 @@ impl Server {
         };
         let mut tasks = Vec::new();
         let mut stats = Vec::new();
-        let all: Vec<Arc<ListenerStats>> =
-            self.listeners.iter().map(|(_, st)| st.clone()).collect();
+        let wanted = data_threads_wanted();
+        let threads = proxy::Threads::new(wanted);
         let mut data_threads = Vec::new();
-        for n in 1..data_threads_wanted() {
-            match spawn_data_thread(n, &all, &self.pool, settings, &stop_rx) {
+        for n in 1..wanted {
+            let thread = DataThread {
+                index: n,
+                pool: self.pool.clone(),
+                settings,
+                threads: threads.clone(),
+                stop: stop_rx.clone(),
+            };
+            match thread.start(&self.listeners) {
                 Ok(t) => data_threads.push(t),
-                // Fewer threads serve the listeners; they are still served.
+                // Fewer threads serve the listeners; they are still served. Its slot stays
+                // empty, and the others go on accepting while it is the least loaded.
                 Err(e) => tracing::warn!(error = %e, "cannot start a data-plane thread"),
             }
         }
@@ -125,12 +133,15 @@ impl Server {
                 st,
                 self.pool.clone(),
                 settings,
+                threads.clone(),
+                0,
                 stop_rx.clone(),
             )));
         }
         let ctl = Arc::new(Control {
             pool: self.pool.clone(),
             listeners: stats,
+            threads: threads.clone(),
             token: self.config.token.clone(),
         });
         tasks.push(tokio::spawn(control::serve(
@@ -178,88 +189,85 @@ impl Server {
     }
 }
 
-/// How many threads serve the listeners: one per core. Each accepts on a listening
-/// socket of its own (`SO_REUSEPORT`: the kernel spreads new connections over them) and
-/// keeps every connection it accepted on its single-threaded runtime: no work stealing,
-/// no wake-ups across threads on a connection's path. Measured in docs/benchmarks.md
-/// (issue 17, attempt 12): about 6% less CPU per keep-alive request than tokio's
-/// work-stealing runtime.
+/// How many threads serve the listeners: one per core. Each runs a single-threaded
+/// runtime and keeps every connection it accepted: no work stealing, no wake-ups across
+/// threads on a connection's path (docs/benchmarks.md, issue 17, attempt 12: about 6% less
+/// CPU per keep-alive request than tokio's work-stealing runtime). They all accept from
+/// the same listening socket (attempt 26).
 fn data_threads_wanted() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Binds a listening socket that threads of this process can share the port with
-/// (`SO_REUSEPORT`). A plain bind first: it fails if anything listens there already, even
-/// a socket that has `SO_REUSEPORT` too (another balancer still running), which ours would
-/// otherwise silently share the port with.
-async fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let probe = std::net::TcpListener::bind(addr)?;
-    let addr = probe.local_addr()?;
-    drop(probe);
-    reuseport_socket(addr)?.listen(LISTEN_BACKLOG)
-}
-
 /// The backlog tokio's `TcpListener::bind` uses.
-const LISTEN_BACKLOG: u32 = 1024;
+const LISTEN_BACKLOG: i32 = 1024;
 
-/// A socket bound to `addr` with `SO_REUSEPORT`, not yet listening.
-fn reuseport_socket(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
-    let sock = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    sock.set_reuseaddr(true)?;
-    sock.set_reuseport(true)?;
-    sock.bind(addr)?;
-    Ok(sock)
+/// Binds a non-blocking listening socket on `addr` (with `SO_REUSEADDR`, as tokio's
+/// `TcpListener::bind`: a port whose last connections are in TIME_WAIT can be bound, one
+/// something listens on cannot).
+async fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.nonblocking().cloexec(),
+        None,
+    )?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(LISTEN_BACKLOG)?;
+    Ok(sock.into())
 }
 
-/// Starts a thread with its own single-threaded runtime and its own listening socket on
-/// each listener's address, which accepts and serves the connections the kernel gives it
-/// until `stop`.
-fn spawn_data_thread(
-    n: usize,
-    listeners: &[Arc<ListenerStats>],
-    pool: &Arc<Pool>,
+/// What a data thread serves with.
+struct DataThread {
+    /// Its place in `threads`.
+    index: usize,
+    pool: Arc<Pool>,
     settings: ProxySettings,
-    stop: &watch::Receiver<bool>,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    // Bound here, so that a failure is reported before the thread starts; they listen (and
-    // register with the runtime) on the thread.
-    let socks = listeners
-        .iter()
-        .map(|st| Ok((reuseport_socket(st.addr)?, st.clone())))
-        .collect::<std::io::Result<Vec<_>>>()?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (pool, stop) = (pool.clone(), stop.clone());
-    std::thread::Builder::new()
-        .name(format!("ebb-lb-data-{n}"))
-        .spawn(move || {
-            rt.block_on(async move {
-                let mut loops = Vec::new();
-                for (sock, st) in socks {
-                    match sock.listen(LISTEN_BACKLOG) {
-                        Ok(l) => loops.push(tokio::spawn(proxy::accept_loop(
-                            l,
-                            st,
-                            pool.clone(),
-                            settings,
-                            stop.clone(),
-                        ))),
-                        Err(e) => {
-                            tracing::warn!(listener = %st.addr, error = %e, "a data-plane thread cannot listen")
-                        }
+    threads: Arc<proxy::Threads>,
+    stop: watch::Receiver<bool>,
+}
+
+impl DataThread {
+    /// Starts the thread with its own single-threaded runtime, accepting from each of
+    /// `listeners` (a handle of its own on the same socket) and serving the connections it
+    /// accepted, until `stop`.
+    fn start(
+        self,
+        listeners: &[(std::net::TcpListener, Arc<ListenerStats>)],
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        // Made here, so that a failure is reported before the thread starts.
+        let socks = listeners
+            .iter()
+            .map(|(l, st)| Ok((l.try_clone()?, st.clone())))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("ebb-lb-data-{}", self.index))
+            .spawn(move || {
+                rt.block_on(async move {
+                    let loops: Vec<_> = socks
+                        .into_iter()
+                        .map(|(l, st)| {
+                            tokio::spawn(proxy::accept_loop(
+                                l,
+                                st,
+                                self.pool.clone(),
+                                self.settings,
+                                self.threads.clone(),
+                                self.index,
+                                self.stop.clone(),
+                            ))
+                        })
+                        .collect();
+                    for l in loops {
+                        // An accept loop ends at the stop (or panicked: nothing to add then).
+                        let _ = l.await;
                     }
-                }
-                for l in loops {
-                    // An accept loop ends at the stop (or panicked: nothing to add then).
-                    let _ = l.await;
-                }
+                })
             })
-        })
+    }
 }
 
 /// Runs the balancer until `shutdown` completes.

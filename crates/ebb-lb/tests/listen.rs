@@ -1,7 +1,7 @@
-//! The listening port with one thread per core: every thread has its own socket on the
-//! port (`SO_REUSEPORT`), yet a second balancer on the same address is refused (it checks
-//! with a plain bind first), and the connections the kernel spreads over the threads all
-//! carry traffic.
+//! The listening port with one thread per core: every thread accepts from the same socket
+//! (one queue for new connections), a second balancer on the same address is refused, and
+//! the connections end up even over the threads (a thread leaves new ones to another that
+//! serves fewer) and all carry traffic.
 mod support;
 
 use ebb_lb::{LbConfig, Server};
@@ -50,8 +50,8 @@ async fn connections_on_every_thread_carry_traffic() {
     let lb = Lb::start(&pool).await;
     lb.wait_all_up().await;
 
-    // From as many client ports as this: the kernel spreads them over the threads' sockets
-    // by address and port, so every thread gets some.
+    // Long-lived connections, opened one after the other: whichever thread wakes first
+    // would take each, but a thread that serves more than a few above another leaves it.
     let mut conns = Vec::new();
     for _ in 0..64 {
         conns.push(Conn::open(lb.listen).await);
@@ -63,6 +63,21 @@ async fn connections_on_every_thread_carry_traffic() {
     assert_eq!(
         on_a, 32,
         "round robin over two members, whichever thread accepted"
+    );
+    let (status, metrics) = http(&lb, "GET", "/metrics", None, "").await;
+    assert_eq!(status, 200);
+    let per_thread: Vec<u64> = metrics
+        .lines()
+        .filter(|l| l.starts_with("ebb_lb_thread_active_connections{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(per_thread.len(), threads, "one line per thread: {metrics}");
+    assert_eq!(per_thread.iter().sum::<u64>(), 64, "{metrics}");
+    let (min, max) = (per_thread.iter().min(), per_thread.iter().max());
+    assert!(
+        max.unwrap() - min.unwrap() <= 5,
+        "the threads serve about as many each: {per_thread:?}"
     );
     drop(conns);
     lb.shutdown().await;
