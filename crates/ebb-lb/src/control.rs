@@ -35,8 +35,8 @@ const STOP_SETTLE: Duration = Duration::from_secs(1);
 pub(crate) struct Control {
     pub pool: Arc<Pool>,
     pub listeners: Vec<Arc<ListenerStats>>,
-    /// The threads serving connections (for their counts in the metrics).
-    pub threads: Arc<crate::proxy::Threads>,
+    /// The threads serving each listener's connections (for their counts in the metrics).
+    pub threads: Vec<Arc<crate::proxy::Threads>>,
     pub token: Option<String>,
 }
 
@@ -130,7 +130,7 @@ async fn handle(ctl: &Control, req: Request<Incoming>) -> Response<Body> {
             text(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
-                metrics::render(&ctl.pool, &ctl.listeners, &ctl.threads.active()),
+                metrics::render(&ctl.pool, &ctl.listeners, &crate::proxy::Threads::total(&ctl.threads)),
             )
         }
         _ => error(

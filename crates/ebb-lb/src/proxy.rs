@@ -42,7 +42,7 @@ pub(crate) struct ProxySettings {
 /// Size of the read buffer (one per thread).
 const BUF_SIZE: usize = 16 * 1024;
 
-/// The threads that serve connections and how many each serves. They all accept from the
+/// The threads that serve one listener's connections and how many each serves. They all accept from the
 /// same listening socket, so that new connections wait in one first-come-first-served
 /// queue (the kernel's) however many threads there are; a thread accepts only while it
 /// serves no more than `ACCEPT_MARGIN` connections above the thread with fewest, so that
@@ -75,6 +75,19 @@ impl Threads {
     /// Connections each thread serves, in thread order (0 is the balancer's main thread).
     pub(crate) fn active(&self) -> Vec<usize> {
         self.active.iter().map(|s| s.0.load(Relaxed)).collect()
+    }
+
+    /// Connections each thread serves over all `listeners`.
+    pub(crate) fn total(listeners: &[Arc<Threads>]) -> Vec<usize> {
+        let mut total = Vec::new();
+        for l in listeners {
+            let active = l.active();
+            total.resize(total.len().max(active.len()), 0);
+            for (t, n) in total.iter_mut().zip(active) {
+                *t += n;
+            }
+        }
+        total
     }
 
     /// Whether thread `me` may accept a connection now; if not, the thread with fewest
@@ -139,18 +152,29 @@ pub(crate) async fn accept_loop(
             return;
         }
     };
+    // Whether more connections may be waiting after a full batch: then accept again without
+    // waiting to be woken (this thread may not be woken again for them: its readiness may
+    // have been cleared before another thread's wake-up made it accept).
+    let mut more = false;
     loop {
-        // Woken by a new connection, or by another thread that left one to this one.
-        let mut ready = tokio::select! {
-            r = listener.readable() => match r {
-                Ok(g) => Some(g),
-                Err(e) => {
-                    tracing::warn!(listener = %stats.addr, error = %e, "cannot wait for connections");
-                    return;
-                }
-            },
-            _ = threads.active[me].1.notified() => None,
-            _ = shutdown.changed() => return,
+        let mut ready = if more {
+            if shutdown.has_changed().unwrap_or(true) {
+                return;
+            }
+            None
+        } else {
+            // Woken by a new connection, or by another thread that left one to this one.
+            tokio::select! {
+                r = listener.readable() => match r {
+                    Ok(g) => Some(g),
+                    Err(e) => {
+                        tracing::warn!(listener = %stats.addr, error = %e, "cannot wait for connections");
+                        return;
+                    }
+                },
+                _ = threads.active[me].1.notified() => None,
+                _ = shutdown.changed() => return,
+            }
         };
         let mut accepted = 0;
         while accepted < ACCEPT_BATCH {
@@ -200,7 +224,8 @@ pub(crate) async fn accept_loop(
                 }
             }
         }
-        if accepted == ACCEPT_BATCH {
+        more = accepted == ACCEPT_BATCH;
+        if more {
             // More may wait: let this thread's connections have a turn first.
             tokio::task::yield_now().await;
         }

@@ -109,7 +109,13 @@ impl Server {
         let mut tasks = Vec::new();
         let mut stats = Vec::new();
         let wanted = data_threads_wanted();
-        let threads = proxy::Threads::new(wanted);
+        // Per listener: a thread that leaves a connection wakes that listener's accept loop
+        // on the thread with fewest.
+        let threads: Vec<Arc<proxy::Threads>> = self
+            .listeners
+            .iter()
+            .map(|_| proxy::Threads::new(wanted))
+            .collect();
         let mut data_threads = Vec::new();
         for n in 1..wanted {
             let thread = DataThread {
@@ -126,7 +132,7 @@ impl Server {
                 Err(e) => tracing::warn!(error = %e, "cannot start a data-plane thread"),
             }
         }
-        for (listener, st) in self.listeners {
+        for ((listener, st), threads) in self.listeners.into_iter().zip(&threads) {
             stats.push(st.clone());
             tasks.push(tokio::spawn(proxy::accept_loop(
                 listener,
@@ -223,7 +229,8 @@ struct DataThread {
     index: usize,
     pool: Arc<Pool>,
     settings: ProxySettings,
-    threads: Arc<proxy::Threads>,
+    /// Per listener, in the order of the listeners.
+    threads: Vec<Arc<proxy::Threads>>,
     stop: watch::Receiver<bool>,
 }
 
@@ -249,13 +256,14 @@ impl DataThread {
                 rt.block_on(async move {
                     let loops: Vec<_> = socks
                         .into_iter()
-                        .map(|(l, st)| {
+                        .zip(&self.threads)
+                        .map(|((l, st), threads)| {
                             tokio::spawn(proxy::accept_loop(
                                 l,
                                 st,
                                 self.pool.clone(),
                                 self.settings,
-                                self.threads.clone(),
+                                threads.clone(),
                                 self.index,
                                 self.stop.clone(),
                             ))

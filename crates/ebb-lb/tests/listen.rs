@@ -82,3 +82,38 @@ async fn connections_on_every_thread_carry_traffic() {
     drop(conns);
     lb.shutdown().await;
 }
+
+/// Bursts of short connections while long-lived ones keep the threads' counts uneven: the
+/// threads leave connections to each other, and none may be left in the queue. (A first
+/// version stalled here: a thread woken by another to take waiting connections took one
+/// batch, then waited for a new connection that never came, with the queue full.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bursts_of_short_connections_are_all_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let pool = write_pool(dir.path(), &[("a", a.addr), ("b", b.addr)], "", SLOW_HEALTH);
+    let lb = Lb::start(&pool).await;
+    lb.wait_all_up().await;
+    for round in 0..20 {
+        let mut held = Vec::new();
+        for _ in 0..(round % 12) {
+            held.push(Conn::open(lb.listen).await);
+        }
+        let burst: Vec<_> = (0..64)
+            .map(|i| {
+                let addr = lb.listen;
+                tokio::spawn(async move {
+                    // `open` and `echo` fail the test if not served within their bound.
+                    let mut c = Conn::open(addr).await;
+                    c.echo(format!("round {round} connection {i}\n").as_bytes())
+                        .await;
+                })
+            })
+            .collect();
+        for c in burst {
+            c.await.expect("every connection of the burst is served");
+        }
+        drop(held);
+    }
+    lb.shutdown().await;
+}
