@@ -3,6 +3,7 @@
 //! the connection idles out, or its member is stopped.
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{
     AtomicBool, AtomicU64, AtomicU8, AtomicUsize,
     Ordering::{Acquire, Relaxed, Release},
@@ -529,13 +530,45 @@ fn poll_pump(
             }
             *pending = Vec::new();
         }
-        let n = ready!(BUF.with_borrow_mut(|buf| {
-            let n = {
+        let (n, then) = ready!(BUF.with_borrow_mut(|buf| {
+            let mut n = {
                 let mut rb = ReadBuf::new(buf);
                 ready!(Pin::new(&mut *r).poll_read(cx, &mut rb)).map_err(at_reader)?;
                 rb.filled().len()
             };
+            // After a short read tokio reads again only if the peer has closed its end
+            // (EPOLLRDHUP; otherwise the socket is known empty and this is the poll the
+            // loop would make next anyway). Reading the end before writing lets the
+            // bytes and the FIN go in one segment, as HAProxy's do: two packets fewer
+            // per connection whose answer and end arrive together.
+            let mut then = Then::Read;
+            if n > 0 && n < buf.len() {
+                let mut rb = ReadBuf::new(&mut buf[n..]);
+                match Pin::new(&mut *r).poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) if rb.filled().is_empty() => then = Then::End,
+                    Poll::Ready(Ok(())) => n += rb.filled().len(),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(at_reader(e))),
+                    Poll::Pending => then = Then::Wait,
+                }
+            }
             let mut off = 0;
+            if let Then::End = then {
+                let fd = AsRef::<TcpStream>::as_ref(&*w).as_raw_fd();
+                // MSG_MORE: held until the shutdown (or close) right after, which sends
+                // it with the FIN. What the socket cannot take goes to `pending` below.
+                // SAFETY: a send from `buf[..n]` on the connection's open socket.
+                let sent = unsafe {
+                    libc::send(
+                        fd,
+                        buf.as_ptr().cast(),
+                        n,
+                        libc::MSG_MORE | libc::MSG_NOSIGNAL,
+                    )
+                };
+                if sent > 0 {
+                    off = sent as usize;
+                }
+            }
             while off < n {
                 match Pin::new(&mut *w).poll_write(cx, &buf[off..n]) {
                     Poll::Ready(Ok(0)) => {
@@ -549,19 +582,38 @@ fn poll_pump(
                     }
                 }
             }
-            Poll::Ready(Ok(n))
+            Poll::Ready(Ok((n, then)))
         }))?;
-        if n == 0 {
-            if shared.ended.fetch_add(1, Relaxed) == 0 {
-                ready!(Pin::new(&mut *w).poll_shutdown(cx)).map_err(at_writer)?;
-            }
-            return Poll::Ready(Ok(()));
+        if n > 0 {
+            counter.fetch_add(n as u64, Relaxed);
+            // Both directions run in the connection's one task: no read-modify-write needed.
+            let t = shared.traffic.load(Relaxed);
+            shared.traffic.store(t.wrapping_add(1), Relaxed);
         }
-        counter.fetch_add(n as u64, Relaxed);
-        // Both directions run in the connection's one task: no read-modify-write needed.
-        let t = shared.traffic.load(Relaxed);
-        shared.traffic.store(t.wrapping_add(1), Relaxed);
+        match then {
+            // The read above registered the waker: polling again would find the same.
+            Then::Wait if pending.is_empty() => return Poll::Pending,
+            // With bytes left to write, the loop writes them and reads the end again.
+            Then::End if pending.is_empty() => {}
+            _ if n > 0 => continue,
+            _ => {}
+        }
+        if shared.ended.fetch_add(1, Relaxed) == 0 {
+            ready!(Pin::new(&mut *w).poll_shutdown(cx)).map_err(at_writer)?;
+        }
+        return Poll::Ready(Ok(()));
     }
+}
+
+/// What a direction does after writing what it read (`poll_pump`).
+#[derive(Clone, Copy)]
+enum Then {
+    /// Read again.
+    Read,
+    /// Wait: the socket has nothing more now (the waker is registered).
+    Wait,
+    /// Pass on the end of input: the peer closed its end after these bytes.
+    End,
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! The listening port with one thread per core: every thread accepts from the same socket
 //! (one queue for new connections), a second balancer on the same address is refused, and
 //! the connections end up even over the threads (a thread leaves new ones to another that
-//! serves fewer) and all carry traffic.
+//! serves fewer) and all carry traffic; a member's last bytes and its end reach the
+//! client in one segment.
 mod support;
 
 use ebb_lb::{LbConfig, Server};
@@ -115,5 +116,79 @@ async fn bursts_of_short_connections_are_all_served() {
         }
         drop(held);
     }
+    lb.shutdown().await;
+}
+
+/// Segments the socket has received (`TCP_INFO`'s `tcpi_segs_in`).
+fn segments_in(s: &tokio::net::TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: getsockopt into a zeroed tcp_info of the size given, on an open socket.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+        info.tcpi_segs_in
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_and_the_members_end_reach_the_client_in_one_segment() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A member that answers and closes in one segment (MSG_MORE, then the FIN), when told.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (go, told) = std::sync::mpsc::channel::<()>();
+    let member = std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let mut s = s.unwrap();
+            let mut asked = [0u8; 8];
+            // The health check's connections close without a word.
+            if s.read_exact(&mut asked).is_err() {
+                continue;
+            }
+            assert_eq!(&asked, b"question");
+            told.recv().unwrap();
+            // SAFETY: a send from a static buffer on an open socket.
+            let sent =
+                unsafe { libc::send(s.as_raw_fd(), b"answer".as_ptr().cast(), 6, libc::MSG_MORE) };
+            assert_eq!(sent, 6);
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let _ = s.read_to_end(&mut Vec::new());
+            let _ = s.flush();
+            return;
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let pool = write_pool(dir.path(), &[("m", addr)], "", SLOW_HEALTH);
+    let lb = Lb::start(&pool).await;
+    let mut client = tokio::net::TcpStream::connect(lb.listen).await.unwrap();
+    client.write_all(b"question").await.unwrap();
+    // Long enough for the balancer's acknowledgement of the question (delayed at most
+    // 200 ms) to have arrived.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let before = segments_in(&client);
+    go.send(()).unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(WAIT, client.read_to_end(&mut answer))
+        .await
+        .expect("the answer and its end in time")
+        .unwrap();
+    assert_eq!(answer, b"answer");
+    assert_eq!(
+        segments_in(&client) - before,
+        1,
+        "the answer and the member's end came in separate segments"
+    );
+    drop(client);
+    member.join().unwrap();
     lb.shutdown().await;
 }
