@@ -3,7 +3,6 @@
 //! the connection idles out, or its member is stopped.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{
     AtomicBool, AtomicU64, AtomicU8, AtomicUsize,
     Ordering::{Acquire, Relaxed, Release},
@@ -553,20 +552,13 @@ fn poll_pump(
             }
             let mut off = 0;
             if let Then::End = then {
-                let fd = AsRef::<TcpStream>::as_ref(&*w).as_raw_fd();
                 // MSG_MORE: held until the shutdown (or close) right after, which sends
                 // it with the FIN. What the socket cannot take goes to `pending` below.
-                // SAFETY: a send from `buf[..n]` on the connection's open socket.
-                let sent = unsafe {
-                    libc::send(
-                        fd,
-                        buf.as_ptr().cast(),
-                        n,
-                        libc::MSG_MORE | libc::MSG_NOSIGNAL,
-                    )
-                };
-                if sent > 0 {
-                    off = sent as usize;
+                let socket = socket2::SockRef::from(AsRef::<TcpStream>::as_ref(&*w));
+                if let Ok(sent) =
+                    socket.send_with_flags(&buf[..n], libc::MSG_MORE | libc::MSG_NOSIGNAL)
+                {
+                    off = sent;
                 }
             }
             while off < n {
