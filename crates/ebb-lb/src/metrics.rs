@@ -138,7 +138,7 @@ pub(crate) fn render(pool: &Pool, listeners: &[Arc<ListenerStats>], threads: &[u
     family(
         "ebb_lb_thread_active_connections",
         "gauge",
-        "Client connections each of the balancer's threads serves (one thread per core; 0 also serves the control API).",
+        "Client connections each of the balancer's data-plane threads serves (one thread per core).",
         threads
             .iter()
             .enumerate()

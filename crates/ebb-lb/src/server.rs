@@ -97,9 +97,8 @@ impl Server {
     }
 
     /// Serves until `shutdown` completes, then closes every connection and saves the
-    /// member states. The caller's runtime serves the control API, the health checks and
-    /// one share of the connections; one more thread per further core serves the rest
-    /// (see `data_threads_wanted`).
+    /// member states. The caller's runtime serves the control API and the health checks;
+    /// one thread per core serves the connections (see `data_threads_wanted`).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let settings = ProxySettings {
@@ -116,10 +115,17 @@ impl Server {
             .iter()
             .map(|_| proxy::Threads::new(wanted))
             .collect();
+        // Each data thread on a core of its own (see `data_cores`), if so configured.
+        let cores = if self.config.pin_threads {
+            data_cores(wanted)
+        } else {
+            Vec::new()
+        };
         let mut data_threads = Vec::new();
-        for n in 1..wanted {
+        for n in 0..wanted {
             let thread = DataThread {
                 index: n,
+                core: cores.get(n).copied(),
                 pool: self.pool.clone(),
                 settings,
                 threads: threads.clone(),
@@ -132,17 +138,20 @@ impl Server {
                 Err(e) => tracing::warn!(error = %e, "cannot start a data-plane thread"),
             }
         }
-        for ((listener, st), threads) in self.listeners.into_iter().zip(&threads) {
+        for (listener, st) in self.listeners {
             stats.push(st.clone());
-            tasks.push(tokio::spawn(proxy::accept_loop(
-                listener,
-                st,
-                self.pool.clone(),
-                settings,
-                threads.clone(),
-                0,
-                stop_rx.clone(),
-            )));
+            if data_threads.is_empty() {
+                // No thread could be started: this runtime serves the connections itself.
+                tasks.push(tokio::spawn(proxy::accept_loop(
+                    listener,
+                    st,
+                    self.pool.clone(),
+                    settings,
+                    threads[stats.len() - 1].clone(),
+                    0,
+                    stop_rx.clone(),
+                )));
+            }
         }
         let ctl = Arc::new(Control {
             pool: self.pool.clone(),
@@ -223,10 +232,54 @@ async fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListene
     Ok(sock.into())
 }
 
+/// The cores the data threads are held to, in thread order: the first `wanted` of the
+/// cores this process may run on (the `taskset` or cpuset it was started with). Empty if
+/// they cannot be read.
+///
+/// Held to a core each, two threads never wait for the same core while another core runs
+/// the load generator and the members: unpinned, the kernel sometimes put both on one
+/// core, where each ran ~4 ms slices while the other's connections waited, and the
+/// slowest 1% of keep-alive requests took 3.5 ms instead of 0.6 (docs/benchmarks.md,
+/// issue 17, attempt 29).
+fn data_cores(wanted: usize) -> Vec<usize> {
+    // SAFETY: `cpu_set_t` is plain data (all zeroes is the empty set), and
+    // `sched_getaffinity` writes at most `size_of::<cpu_set_t>()` bytes into it.
+    let allowed = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        set
+    };
+    let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `CPU_ISSET` reads the set; every `c` is below its size in bits.
+    (0..max)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &allowed) })
+        .take(wanted)
+        .collect()
+}
+
+/// Holds the calling thread to `core`.
+fn pin_to(core: usize) -> std::io::Result<()> {
+    // SAFETY: as in `data_cores`; `core` is one of the set's bits (`data_cores`).
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// What a data thread serves with.
 struct DataThread {
     /// Its place in `threads`.
     index: usize,
+    /// The core it is held to, if any.
+    core: Option<usize>,
     pool: Arc<Pool>,
     settings: ProxySettings,
     /// Per listener, in the order of the listeners.
@@ -253,6 +306,12 @@ impl DataThread {
         std::thread::Builder::new()
             .name(format!("ebb-lb-data-{}", self.index))
             .spawn(move || {
+                if let Some(core) = self.core {
+                    if let Err(e) = pin_to(core) {
+                        // Still serves; the kernel places it.
+                        tracing::warn!(thread = self.index, core, error = %e, "cannot hold a data-plane thread to its core");
+                    }
+                }
                 rt.block_on(async move {
                     let loops: Vec<_> = socks
                         .into_iter()

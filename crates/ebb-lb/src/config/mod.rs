@@ -46,6 +46,8 @@ pub struct LbConfig {
     pub connect_timeout: Duration,
     /// A proxied connection with no traffic either way for this long is closed.
     pub idle_timeout: Duration,
+    /// Whether each data-plane thread is held to a core of its own.
+    pub pin_threads: bool,
     /// Bearer token the control API requires, if any.
     pub token: Option<String>,
     /// Health checks.
@@ -168,6 +170,11 @@ pub const BALANCER_KEYS: &[Key] = &[
         "idle_timeout",
         Kind::Duration,
         "a connection idle this long is closed (default \"5m\")",
+    ),
+    Key::new(
+        "pin_threads",
+        Kind::Bool,
+        "hold each data-plane thread to a core of its own (default true)",
     ),
     Key::new(
         "token",
@@ -304,11 +311,18 @@ x = "1"
         assert_eq!(c.members[1].weight, 3);
         assert_eq!(c.state_file, PathBuf::from("/tmp/pool.lb-state.json"));
         assert_eq!(c.control.port(), 9900);
+        assert!(c.pin_threads, "held to cores unless told otherwise");
+        let unpinned = parse(&GOOD.replace(
+            "[balancer.health]",
+            "pin_threads = false\n\n[balancer.health]",
+        ))
+        .unwrap();
+        assert!(!unpinned.pin_threads);
     }
 
     #[test]
     fn errors_name_line_and_key() {
-        let text = "[balancer]\nlisten = \"127.0.0.1:1\"\nbalance = \"rr\"\nidle_timeout = \"5 parsecs\"\n\n[[member]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n\n[[member]]\nname = \"b\"\naddress = \"nope\"\nweight = 0\n";
+        let text = "[balancer]\nlisten = \"127.0.0.1:1\"\nbalance = \"rr\"\nidle_timeout = \"5 parsecs\"\npin_threads = \"yes\"\n[[member]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n\n[[member]]\nname = \"b\"\naddress = \"nope\"\nweight = 0\n";
         let errs = parse(text).unwrap_err().to_string();
         assert!(
             errs.contains("pool.toml:3: balancer.balance: expected \"round-robin\" or \"least-connections\", found \"rr\""),
@@ -316,6 +330,10 @@ x = "1"
         );
         assert!(
             errs.contains("pool.toml:4: balancer.idle_timeout:"),
+            "{errs}"
+        );
+        assert!(
+            errs.contains("pool.toml:5: balancer.pin_threads: expected true or false, found"),
             "{errs}"
         );
         assert!(errs.contains("pool.toml:12: member[1].address:"), "{errs}");

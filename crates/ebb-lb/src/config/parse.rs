@@ -44,6 +44,20 @@ impl<'c> Parser<'c> {
         }
     }
 
+    fn boolean(&mut self, t: &Table, path: &str, key: &str, default: bool) -> bool {
+        match t.get(key) {
+            None => default,
+            Some(Value::Boolean(b)) => *b,
+            Some(other) => {
+                self.err(
+                    &format!("{path}.{key}"),
+                    format!("expected true or false, found {}", describe(other)),
+                );
+                default
+            }
+        }
+    }
+
     fn duration(&mut self, t: &Table, path: &str, key: &str, default: Duration) -> Duration {
         let full = format!("{path}.{key}");
         match self.string(t, path, key) {
@@ -209,6 +223,7 @@ impl<'c> Parser<'c> {
         let connect_timeout =
             self.duration(bal, "balancer", "connect_timeout", Duration::from_secs(2));
         let idle_timeout = self.duration(bal, "balancer", "idle_timeout", Duration::from_secs(300));
+        let pin_threads = self.boolean(bal, "balancer", "pin_threads", true);
         let token = match self.string(bal, "balancer", "token") {
             Some(t) if t.trim().is_empty() => {
                 self.err(
@@ -232,6 +247,7 @@ impl<'c> Parser<'c> {
             affinity,
             connect_timeout,
             idle_timeout,
+            pin_threads,
             token,
             health,
             members,

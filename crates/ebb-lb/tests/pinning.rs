@@ -1,0 +1,110 @@
+//! The data-plane threads are held to a core each (`pin_threads`, on by default), one
+//! core per thread, and left to the kernel with `pin_threads = false`. One test in a
+//! binary of its own: it tells the balancer's threads by name, which another balancer
+//! in the same process would share.
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// Cores in a `Cpus_allowed_list` ("0-3,6").
+fn cores(list: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        out.extend(a.parse::<usize>().unwrap()..=b.parse::<usize>().unwrap());
+    }
+    out
+}
+
+fn allowed(status: &str) -> Vec<usize> {
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("a Cpus_allowed_list line");
+    cores(line)
+}
+
+/// The cores each data-plane thread of this process may run on.
+fn data_threads() -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        let Ok(name) = std::fs::read_to_string(dir.join("comm")) else {
+            continue; // ended meanwhile
+        };
+        if !name.starts_with("ebb-lb-data-") {
+            continue;
+        }
+        if let Ok(status) = std::fs::read_to_string(dir.join("status")) {
+            out.push(allowed(&status));
+        }
+    }
+    out
+}
+
+/// Waits until `n` data-plane threads run (they start in `Server::run`, after the bind).
+async fn wait_threads(n: usize) -> Vec<Vec<usize>> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = data_threads();
+        if now.len() == n {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} data-plane threads, expected {n}",
+            now.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_threads_are_held_to_a_core_each_unless_told_otherwise() {
+    let process = allowed(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let wanted = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let dir = tempfile::tempdir().unwrap();
+    let a = Backend::start("a").await;
+    assert!(data_threads().is_empty(), "no balancer runs yet");
+
+    let pool = write_pool(dir.path(), &[("a", a.addr)], "", SLOW_HEALTH);
+    let lb = Lb::start(&pool).await;
+    let pinned = wait_threads(wanted).await;
+    let mut used: Vec<usize> = pinned.iter().flatten().copied().collect();
+    assert!(
+        pinned.iter().all(|c| c.len() == 1),
+        "each thread on one core: {pinned:?}"
+    );
+    used.sort();
+    used.dedup();
+    assert_eq!(used.len(), wanted, "a core of its own each: {pinned:?}");
+    assert!(
+        used.iter().all(|c| process.contains(c)),
+        "cores the process may use ({process:?}): {pinned:?}"
+    );
+    // Held to their cores, they serve.
+    let mut c = Conn::open(lb.listen).await;
+    c.echo(b"pinned\n").await;
+    drop(c);
+    lb.shutdown().await;
+    wait_threads(0).await;
+
+    let pool = write_pool(
+        dir.path(),
+        &[("a", a.addr)],
+        "pin_threads = false\n",
+        SLOW_HEALTH,
+    );
+    let lb = Lb::start(&pool).await;
+    let free = wait_threads(wanted).await;
+    assert!(
+        free.iter().all(|c| *c == process),
+        "left to the kernel, each may run wherever the process may ({process:?}): {free:?}"
+    );
+    let mut c = Conn::open(lb.listen).await;
+    c.echo(b"free\n").await;
+    drop(c);
+    lb.shutdown().await;
+}
