@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, Notify};
 
 use crate::config::{Affinity, Balance, LbConfig};
 use crate::persist::{self, SavedMember, SavedState};
@@ -85,24 +85,55 @@ pub(crate) struct Member {
     pub address: String,
     pub addr: SocketAddr,
     pub weight: u32,
-    inner: Mutex<Inner>,
+    /// Written at every connection's start and end: on cache lines of their own, so that
+    /// the fields read on every wake-up of a connection (`cuts`, `eligible`) are not
+    /// invalidated by another thread's connections (docs/benchmarks.md, issue 17,
+    /// attempt 31).
+    inner: CacheLine<Mutex<Inner>>,
     /// Mirrors of `inner` for the lock-free picking path.
+    active: CacheLine<AtomicU64>,
     eligible: AtomicBool,
-    active: AtomicU64,
-    pub total: AtomicU64,
-    pub bytes_in: AtomicU64,
-    pub bytes_out: AtomicU64,
     /// Connections to the member that could not be opened (refused, timed out); bumped
     /// only on a failure, so the per-request path pays nothing for it.
     pub connect_failures: AtomicU64,
     /// Connections that ended with an error on the member's side (a reset, a broken
     /// write to it); bumped only on such an error.
     pub resets: AtomicU64,
-    /// Bumped by `stop` (and shutdown): every connection of this member selects on it.
-    cut: watch::Sender<u64>,
-    /// How many times `cut` was bumped: a connection compares it with the count at its
-    /// start (one load) instead of polling its `cut` receiver on every wake-up.
+    /// How many times the member's connections were cut (`stop`, shutdown): a
+    /// connection compares it with the count at its start (one load) on every wake-up.
     cuts: AtomicU64,
+    /// What each data-plane thread counts and waits on for this member (see `PerThread`).
+    threads: Box<[PerThread]>,
+}
+
+/// One data-plane thread's share of a member: the counters bumped on the data path, and
+/// the wake-up of that thread's connections of the member when they are cut. Only that
+/// thread bumps the counters (readers add up the threads), and only its connections
+/// wait on `cut`, so a request touches no cache line another thread writes.
+#[repr(align(64))]
+#[derive(Default)]
+pub(crate) struct PerThread {
+    pub total: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Woken (`notify_waiters`) after `cuts` is bumped.
+    pub cut: Notify,
+}
+
+/// A value on cache lines of its own.
+#[repr(align(64))]
+pub(crate) struct CacheLine<T>(T);
+
+impl<T> std::ops::Deref for CacheLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// How many threads serve connections: one per core this process may use.
+pub(crate) fn data_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 struct Inner {
@@ -118,8 +149,6 @@ struct Inner {
 pub(crate) struct ConnGuard {
     pool: Arc<Pool>,
     pub index: usize,
-    /// Wakes the connection when the member's connections are cut.
-    pub cut: watch::Receiver<u64>,
     /// The member's cut count when the connection started (see [`Member::was_cut`]).
     pub cuts: u64,
 }
@@ -130,6 +159,7 @@ impl Pool {
     /// a held member (initial state stopped) stays out, and so does a stopped one.
     pub fn new(config: &LbConfig) -> Result<Arc<Pool>, String> {
         let saved = persist::load(&config.state_file)?;
+        let threads = data_threads();
         let (events, _) = broadcast::channel(1024);
         let mut members = Vec::new();
         let mut by_name = HashMap::new();
@@ -149,23 +179,20 @@ impl Pool {
                 address: m.address.clone(),
                 addr: m.addr,
                 weight: m.weight,
-                inner: Mutex::new(Inner {
+                inner: CacheLine(Mutex::new(Inner {
                     state,
                     initial,
                     health: Health::Unknown,
                     active: 0,
                     ok_streak: 0,
                     fail_streak: 0,
-                }),
+                })),
                 eligible: AtomicBool::new(state == HostState::Started),
-                active: AtomicU64::new(0),
-                total: AtomicU64::new(0),
-                bytes_in: AtomicU64::new(0),
-                bytes_out: AtomicU64::new(0),
+                active: CacheLine(AtomicU64::new(0)),
                 connect_failures: AtomicU64::new(0),
                 resets: AtomicU64::new(0),
-                cut: watch::channel(0).0,
                 cuts: AtomicU64::new(0),
+                threads: (0..threads).map(|_| PerThread::default()).collect(),
             });
         }
         let schedule = weighted_schedule(&members.iter().map(|m| m.weight).collect::<Vec<_>>());
@@ -425,12 +452,10 @@ impl Pool {
         }
         inner.active += 1;
         m.active.store(inner.active, Relaxed);
-        // Subscribed under the lock: a `stop` after this point reaches the connection.
-        let cut = m.cut.subscribe();
+        // Read under the lock: a `stop` after this point reaches the connection.
         Some(ConnGuard {
             pool: self.clone(),
             index: i,
-            cut,
             cuts: m.cuts.load(Relaxed),
         })
     }
@@ -506,7 +531,22 @@ impl Member {
     fn cut_connections(&self) {
         // Counted before the wake-up, so a woken connection sees the new count.
         self.cuts.fetch_add(1, Relaxed);
-        self.cut.send_modify(|e| *e += 1);
+        for t in self.threads.iter() {
+            t.cut.notify_waiters();
+        }
+    }
+
+    /// Data-plane thread `thread`'s share of this member.
+    pub fn thread(&self, thread: usize) -> &PerThread {
+        &self.threads[thread % self.threads.len()]
+    }
+
+    /// A counter added up over the threads.
+    fn sum(&self, counter: impl Fn(&PerThread) -> &AtomicU64) -> u64 {
+        self.threads
+            .iter()
+            .map(|t| counter(t).load(Relaxed))
+            .fold(0, u64::wrapping_add)
     }
 
     /// Whether the member's connections were cut since `cuts` was read.
@@ -523,9 +563,9 @@ impl Member {
             initial_state: inner.initial,
             health: inner.health,
             active_connections: inner.active,
-            total_connections: self.total.load(Relaxed),
-            bytes_in: self.bytes_in.load(Relaxed),
-            bytes_out: self.bytes_out.load(Relaxed),
+            total_connections: self.sum(|t| &t.total),
+            bytes_in: self.sum(|t| &t.bytes_in),
+            bytes_out: self.sum(|t| &t.bytes_out),
             connect_failures: self.connect_failures.load(Relaxed),
             resets: self.resets.load(Relaxed),
         }

@@ -204,7 +204,7 @@ pub(crate) async fn accept_loop(
                     let (pool, stats) = (pool.clone(), stats.clone());
                     tokio::spawn(async move {
                         let _counted = counted;
-                        if !serve_client(client, peer, &pool, settings).await {
+                        if !serve_client(client, peer, &pool, settings, me).await {
                             stats.refused.fetch_add(1, Relaxed);
                         }
                     });
@@ -232,12 +232,13 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// Proxies one client. Returns false if no member could take it.
+/// Proxies one client on data-plane thread `me`. Returns false if no member could take it.
 async fn serve_client(
     client: TcpStream,
     peer: SocketAddr,
     pool: &Arc<Pool>,
     settings: ProxySettings,
+    me: usize,
 ) -> bool {
     let _ = client.set_nodelay(true);
     let mut tried: Vec<usize> = Vec::new();
@@ -251,14 +252,14 @@ async fn serve_client(
         {
             Ok(Ok(backend)) => {
                 let _ = backend.set_nodelay(true);
-                member.total.fetch_add(1, Relaxed);
-                let (mut cut, cuts) = (guard.cut.clone(), guard.cuts);
+                let share = member.thread(me);
+                share.total.fetch_add(1, Relaxed);
                 copy_both_ways(
                     client,
                     backend,
                     member,
-                    &mut cut,
-                    cuts,
+                    share,
+                    guard.cuts,
                     settings.idle_timeout,
                 )
                 .await;
@@ -299,7 +300,7 @@ async fn copy_both_ways(
     mut client: TcpStream,
     mut backend: TcpStream,
     member: &crate::pool::Member,
-    cut: &mut watch::Receiver<u64>,
+    share: &crate::pool::PerThread,
     cuts: u64,
     idle_timeout: Duration,
 ) {
@@ -311,13 +312,15 @@ async fn copy_both_ways(
     let (br, bw) = backend.split();
     // Client to member, member to client.
     let mut dirs = [
-        Direction::new(cr, bw, &member.bytes_in, false),
-        Direction::new(br, cw, &member.bytes_out, true),
+        Direction::new(cr, bw, &share.bytes_in, false),
+        Direction::new(br, cw, &share.bytes_out, true),
     ];
     let tick = (idle_timeout / IDLE_TICKS).max(Duration::from_millis(1));
     let mut idle = std::pin::pin!(tokio::time::sleep(tick));
     let (mut seen, mut quiet) = (0u64, 0u32);
-    let mut cut_wakes = std::pin::pin!(cut.changed());
+    // Made before the first check of `cuts`: a cut after this wakes it (`notify_waiters`
+    // reaches a `Notified` from its creation), one before is seen by `was_cut`.
+    let mut cut_wakes = std::pin::pin!(share.cut.notified());
     // The waker the cut and the idle timer were last polled with.
     let mut registered: Option<Waker> = None;
     // One waker per direction once the connection has lasted `DIR_WAKERS_AFTER` polls
@@ -358,7 +361,8 @@ async fn copy_both_ways(
         // are polled again only when they fired (two loads), not on every wake-up for
         // traffic: most of a wake-up's cost was polling them.
         if fresh {
-            // Ready only if it was cut before this first poll (or the member is gone).
+            // Registers (again, with this waker); ready once the member's connections
+            // were cut.
             if cut_wakes.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(End::Cut);
             }

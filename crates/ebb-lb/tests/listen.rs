@@ -82,6 +82,30 @@ async fn connections_on_every_thread_carry_traffic() {
         max.unwrap() - min.unwrap() <= 5,
         "the threads serve about as many each: {per_thread:?}"
     );
+    // Each thread counts its own share of a member's traffic; the status adds them up.
+    assert!(
+        per_thread.iter().filter(|&&n| n > 0).count() == threads,
+        "every thread serves some: {per_thread:?}"
+    );
+    for name in ["a", "b"] {
+        let sent: u64 = conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.member == name)
+            .map(|(i, _)| format!("request {i}\n").len() as u64)
+            .sum();
+        let st = lb.member(name).await;
+        assert_eq!(st.total_connections, 32, "{st:?}");
+        assert_eq!(
+            st.bytes_in, sent,
+            "bytes to {name} over all threads: {st:?}"
+        );
+        assert_eq!(
+            st.bytes_out,
+            sent + 32 * (name.len() as u64 + 1),
+            "its name line on each connection, then the echoes: {st:?}"
+        );
+    }
     drop(conns);
     lb.shutdown().await;
 }
