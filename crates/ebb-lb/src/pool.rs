@@ -146,8 +146,8 @@ struct Inner {
 }
 
 /// A connection's claim on a member: counted in `active_connections` while it lives.
-pub(crate) struct ConnGuard {
-    pool: Arc<Pool>,
+pub(crate) struct ConnGuard<'a> {
+    pool: &'a Pool,
     pub index: usize,
     /// The member's cut count when the connection started (see [`Member::was_cut`]).
     pub cuts: u64,
@@ -359,7 +359,7 @@ impl Pool {
 
     /// Picks a member for a new connection from `client`, skipping `tried` (members that
     /// already refused this client), and claims it.
-    pub fn pick(self: &Arc<Self>, client: IpAddr, tried: &[usize]) -> Option<ConnGuard> {
+    pub fn pick(&self, client: IpAddr, tried: &[usize]) -> Option<ConnGuard<'_>> {
         if self.affinity == Affinity::SourceIp {
             let stuck = lock(&self.sticky).get(&client).copied();
             if let Some(i) = stuck {
@@ -444,7 +444,7 @@ impl Pool {
     }
 
     /// Claims member `i` for a new connection if it takes new connections now.
-    fn admit(self: &Arc<Self>, i: usize) -> Option<ConnGuard> {
+    fn admit(&self, i: usize) -> Option<ConnGuard<'_>> {
         let m = &self.members[i];
         let mut inner = lock(&m.inner);
         if !is_eligible(&inner) {
@@ -454,7 +454,7 @@ impl Pool {
         m.active.store(inner.active, Relaxed);
         // Read under the lock: a `stop` after this point reaches the connection.
         Some(ConnGuard {
-            pool: self.clone(),
+            pool: self,
             index: i,
             cuts: m.cuts.load(Relaxed),
         })
@@ -572,13 +572,13 @@ impl Member {
     }
 }
 
-impl ConnGuard {
+impl ConnGuard<'_> {
     pub fn member(&self) -> &Member {
         &self.pool.members[self.index]
     }
 }
 
-impl Drop for ConnGuard {
+impl Drop for ConnGuard<'_> {
     fn drop(&mut self) {
         self.pool.release(self.index);
     }

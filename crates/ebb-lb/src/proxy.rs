@@ -90,6 +90,16 @@ impl Threads {
         total
     }
 
+    /// Thread `me` serves one connection more.
+    fn enter(&self, me: usize) {
+        self.active[me].0.fetch_add(1, Relaxed);
+    }
+
+    /// Thread `me` serves one connection less.
+    fn leave(&self, me: usize) {
+        self.active[me].0.fetch_sub(1, Relaxed);
+    }
+
     /// Whether thread `me` may accept a connection now; if not, the thread with fewest
     /// connections is woken to take it. (A thread stops waiting for the listening socket
     /// when it leaves a connection to another: without that wake-up, a connection left by
@@ -107,25 +117,33 @@ impl Threads {
     }
 }
 
-/// Counts a connection against its thread until dropped.
-struct Counted {
+/// What one thread's connections of one listener share. Made once per thread: a
+/// connection holds a clone of this thread's `Arc`, whose count no other thread touches,
+/// rather than clones of the pool's, the listener's and the threads' (counts both threads
+/// bump at every connection; docs/benchmarks.md, issue 17, attempt 32).
+struct ThreadCtx {
+    pool: Arc<Pool>,
+    stats: Arc<ListenerStats>,
+    settings: ProxySettings,
     threads: Arc<Threads>,
     me: usize,
 }
 
+/// Counts a connection against its thread until dropped.
+struct Counted {
+    ctx: Arc<ThreadCtx>,
+}
+
 impl Counted {
-    fn new(threads: &Arc<Threads>, me: usize) -> Counted {
-        threads.active[me].0.fetch_add(1, Relaxed);
-        Counted {
-            threads: threads.clone(),
-            me,
-        }
+    fn new(ctx: &Arc<ThreadCtx>) -> Counted {
+        ctx.threads.enter(ctx.me);
+        Counted { ctx: ctx.clone() }
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.threads.active[self.me].0.fetch_sub(1, Relaxed);
+        self.ctx.threads.leave(self.ctx.me);
     }
 }
 
@@ -145,6 +163,14 @@ pub(crate) async fn accept_loop(
     let registered = unsafe {
         tokio::io::unix::AsyncFd::register_with_interest(listener, tokio::io::Interest::READABLE)
     };
+    let ctx = Arc::new(ThreadCtx {
+        pool,
+        stats,
+        settings,
+        threads,
+        me,
+    });
+    let (stats, threads) = (&ctx.stats, &ctx.threads);
     let listener = match registered {
         Ok(l) => l,
         Err(e) => {
@@ -189,11 +215,10 @@ pub(crate) async fn accept_loop(
             match socket2::SockRef::from(listener.get_ref()).accept4(flags) {
                 Ok((sock, peer)) => {
                     accepted += 1;
-                    stats.accepted.fetch_add(1, Relaxed);
                     let Some(peer) = peer.as_socket() else {
                         continue;
                     };
-                    let counted = Counted::new(&threads, me);
+                    let counted = Counted::new(&ctx);
                     let client = match TcpStream::from_std(std::net::TcpStream::from(sock)) {
                         Ok(c) => c,
                         Err(e) => {
@@ -201,11 +226,10 @@ pub(crate) async fn accept_loop(
                             continue;
                         }
                     };
-                    let (pool, stats) = (pool.clone(), stats.clone());
                     tokio::spawn(async move {
-                        let _counted = counted;
-                        if !serve_client(client, peer, &pool, settings, me).await {
-                            stats.refused.fetch_add(1, Relaxed);
+                        let ctx = &counted.ctx;
+                        if !serve_client(client, peer, &ctx.pool, ctx.settings, ctx.me).await {
+                            ctx.stats.refused.fetch_add(1, Relaxed);
                         }
                     });
                 }
@@ -224,6 +248,10 @@ pub(crate) async fn accept_loop(
                 }
             }
         }
+        // Once per batch: the count is shared by the threads.
+        if accepted > 0 {
+            stats.accepted.fetch_add(accepted as u64, Relaxed);
+        }
         more = accepted == ACCEPT_BATCH;
         if more {
             // More may wait: let this thread's connections have a turn first.
@@ -236,7 +264,7 @@ pub(crate) async fn accept_loop(
 async fn serve_client(
     client: TcpStream,
     peer: SocketAddr,
-    pool: &Arc<Pool>,
+    pool: &Pool,
     settings: ProxySettings,
     me: usize,
 ) -> bool {
@@ -616,10 +644,26 @@ enum Then {
 mod tests {
     use super::*;
 
-    fn serving(threads: &Arc<Threads>, counts: &[usize]) -> Vec<Counted> {
+    /// A connection counted against thread `.1` (as `Counted`, without a pool).
+    struct Held(Arc<Threads>, usize);
+
+    impl Held {
+        fn new(threads: &Arc<Threads>, me: usize) -> Held {
+            threads.enter(me);
+            Held(threads.clone(), me)
+        }
+    }
+
+    impl Drop for Held {
+        fn drop(&mut self) {
+            self.0.leave(self.1);
+        }
+    }
+
+    fn serving(threads: &Arc<Threads>, counts: &[usize]) -> Vec<Held> {
         let mut held = Vec::new();
         for (i, &n) in counts.iter().enumerate() {
-            held.extend((0..n).map(|_| Counted::new(threads, i)));
+            held.extend((0..n).map(|_| Held::new(threads, i)));
         }
         held
     }
@@ -631,7 +675,7 @@ mod tests {
         assert_eq!(threads.active(), vec![ACCEPT_MARGIN, 0]);
         assert!(threads.may_accept(0), "at the margin it still accepts");
         assert!(threads.may_accept(1));
-        let one_more = Counted::new(&threads, 0);
+        let one_more = Held::new(&threads, 0);
         assert!(!threads.may_accept(0), "above the margin it leaves it");
         assert!(
             threads.may_accept(1),
