@@ -251,6 +251,7 @@ pub(crate) async fn accept_loop(
         // Once per batch: the count is shared by the threads.
         if accepted > 0 {
             stats.accepted.fetch_add(accepted as u64, Relaxed);
+            ACCEPTED.set(ACCEPTED.get().wrapping_add(accepted as u64));
         }
         more = accepted == ACCEPT_BATCH;
         if more {
@@ -513,6 +514,16 @@ struct Shared {
     traffic: AtomicU64,
     /// How many directions have reached end of input.
     ended: AtomicU8,
+}
+
+thread_local! {
+    /// Connections accepted by this thread, over all listeners.
+    static ACCEPTED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Connections this thread accepted so far (for `server::hold_while_long_lived`).
+pub(crate) fn accepted_on_this_thread() -> u64 {
+    ACCEPTED.get()
 }
 
 thread_local! {

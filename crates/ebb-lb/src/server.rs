@@ -115,9 +115,10 @@ impl Server {
             .iter()
             .map(|_| proxy::Threads::new(wanted))
             .collect();
-        // Each data thread on a core of its own (see `data_cores`), if so configured.
+        // Each data thread on a core of its own (see `allowed_cores`), if so configured.
+        let all = allowed_cores();
         let cores = if self.config.pin_threads {
-            data_cores(wanted)
+            all.iter().copied().take(wanted).collect()
         } else {
             Vec::new()
         };
@@ -126,6 +127,7 @@ impl Server {
             let thread = DataThread {
                 index: n,
                 core: cores.get(n).copied(),
+                all: all.clone(),
                 pool: self.pool.clone(),
                 settings,
                 threads: threads.clone(),
@@ -232,16 +234,15 @@ async fn bind_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListene
     Ok(sock.into())
 }
 
-/// The cores the data threads are held to, in thread order: the first `wanted` of the
-/// cores this process may run on (the `taskset` or cpuset it was started with). Empty if
-/// they cannot be read.
+/// The cores this process may run on (the `taskset` or cpuset it was started with), in
+/// order; empty if they cannot be read. Data thread `n` is held to the `n`th.
 ///
 /// Held to a core each, two threads never wait for the same core while another core runs
 /// the load generator and the members: unpinned, the kernel sometimes put both on one
 /// core, where each ran ~4 ms slices while the other's connections waited, and the
 /// slowest 1% of keep-alive requests took 3.5 ms instead of 0.6 (docs/benchmarks.md,
 /// issue 17, attempt 29).
-fn data_cores(wanted: usize) -> Vec<usize> {
+fn allowed_cores() -> Vec<usize> {
     // SAFETY: `cpu_set_t` is plain data (all zeroes is the empty set), and
     // `sched_getaffinity` writes at most `size_of::<cpu_set_t>()` bytes into it.
     let allowed = unsafe {
@@ -255,16 +256,17 @@ fn data_cores(wanted: usize) -> Vec<usize> {
     // SAFETY: `CPU_ISSET` reads the set; every `c` is below its size in bits.
     (0..max)
         .filter(|&c| unsafe { libc::CPU_ISSET(c, &allowed) })
-        .take(wanted)
         .collect()
 }
 
-/// Holds the calling thread to `core`.
-fn pin_to(core: usize) -> std::io::Result<()> {
-    // SAFETY: as in `data_cores`; `core` is one of the set's bits (`data_cores`).
+/// Lets the calling thread run only on `cores`.
+fn run_on(cores: &[usize]) -> std::io::Result<()> {
+    // SAFETY: as in `allowed_cores`; every core is one of its set's bits.
     let rc = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(core, &mut set);
+        for &c in cores {
+            libc::CPU_SET(c, &mut set);
+        }
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
     };
     if rc == 0 {
@@ -274,12 +276,57 @@ fn pin_to(core: usize) -> std::io::Result<()> {
     }
 }
 
+/// Accepts per second above which a data thread is let go of its core, and below which
+/// it is held again (see `hold_while_long_lived`).
+const FREE_ABOVE: u64 = 2000;
+const HOLD_BELOW: u64 = 500;
+
+/// Holds data thread `me` to `core` while its connections are long-lived, and leaves it
+/// free to run on any of `all` while it accepts many short ones (more than `FREE_ABOVE`
+/// a second, checked every 100 ms, until it falls below `HOLD_BELOW`).
+///
+/// A long-lived connection's work can only be done by its thread, so two threads on one
+/// core starve each other's connections (attempt 29). A short connection's work comes
+/// through the accept queue that every thread takes from, and there the kernel's choice
+/// of where to wake a thread wins: held, a thread woken while its core is busy waited
+/// although the other core was idle, and close 256/-t1 lost ~8% (attempt 35).
+async fn hold_while_long_lived(me: usize, core: usize, all: Vec<usize>) {
+    let period = Duration::from_millis(100);
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let per_tick = |per_second: u64| per_second / (1000 / period.as_millis() as u64);
+    let (mut seen, mut held) = (proxy::accepted_on_this_thread(), true);
+    loop {
+        tick.tick().await;
+        let now = proxy::accepted_on_this_thread();
+        let accepted = now.wrapping_sub(seen);
+        seen = now;
+        let change = if held && accepted > per_tick(FREE_ABOVE) {
+            Some(&all[..])
+        } else if !held && accepted < per_tick(HOLD_BELOW) {
+            Some(std::slice::from_ref(&core))
+        } else {
+            None
+        };
+        if let Some(cores) = change {
+            match run_on(cores) {
+                Ok(()) => held = !held,
+                Err(e) => {
+                    tracing::warn!(thread = me, error = %e, "cannot change where a data-plane thread runs");
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// What a data thread serves with.
 struct DataThread {
     /// Its place in `threads`.
     index: usize,
-    /// The core it is held to, if any.
+    /// The core it is held to, if any, and every core the process may use.
     core: Option<usize>,
+    all: Vec<usize>,
     pool: Arc<Pool>,
     settings: ProxySettings,
     /// Per listener, in the order of the listeners.
@@ -306,13 +353,18 @@ impl DataThread {
         std::thread::Builder::new()
             .name(format!("ebb-lb-data-{}", self.index))
             .spawn(move || {
-                if let Some(core) = self.core {
-                    if let Err(e) = pin_to(core) {
+                let held = self.core.filter(|&core| match run_on(&[core]) {
+                    Ok(()) => true,
+                    Err(e) => {
                         // Still serves; the kernel places it.
                         tracing::warn!(thread = self.index, core, error = %e, "cannot hold a data-plane thread to its core");
+                        false
                     }
-                }
+                });
                 rt.block_on(async move {
+                    if let Some(core) = held {
+                        tokio::spawn(hold_while_long_lived(self.index, core, self.all.clone()));
+                    }
                     let loops: Vec<_> = socks
                         .into_iter()
                         .zip(&self.threads)
