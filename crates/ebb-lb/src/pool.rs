@@ -131,7 +131,12 @@ impl<T> std::ops::Deref for CacheLine<T> {
     }
 }
 
-/// How many threads serve connections: one per core this process may use.
+/// How many threads serve connections: one per core this process may use. Each runs a
+/// single-threaded runtime and keeps every connection it accepted: no work stealing, no
+/// wake-ups across threads on a connection's path (docs/benchmarks.md, issue 17,
+/// attempt 12: about 6% less CPU per keep-alive request than tokio's work-stealing
+/// runtime). They all accept from the same listening socket (attempt 26). The pool keeps
+/// a share of each member per thread (`PerThread`).
 pub(crate) fn data_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -228,7 +228,7 @@ pub(crate) async fn accept_loop(
                     };
                     tokio::spawn(async move {
                         let ctx = &counted.ctx;
-                        if !serve_client(client, peer, &ctx.pool, ctx.settings, ctx.me).await {
+                        if !serve_client(client, peer, ctx).await {
                             ctx.stats.refused.fetch_add(1, Relaxed);
                         }
                     });
@@ -261,14 +261,9 @@ pub(crate) async fn accept_loop(
     }
 }
 
-/// Proxies one client on data-plane thread `me`. Returns false if no member could take it.
-async fn serve_client(
-    client: TcpStream,
-    peer: SocketAddr,
-    pool: &Pool,
-    settings: ProxySettings,
-    me: usize,
-) -> bool {
+/// Proxies one client on the thread of `ctx`. Returns false if no member could take it.
+async fn serve_client(client: TcpStream, peer: SocketAddr, ctx: &ThreadCtx) -> bool {
+    let (pool, settings, me) = (&ctx.pool, ctx.settings, ctx.me);
     let _ = client.set_nodelay(true);
     let mut tried: Vec<usize> = Vec::new();
     loop {

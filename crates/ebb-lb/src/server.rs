@@ -98,7 +98,7 @@ impl Server {
 
     /// Serves until `shutdown` completes, then closes every connection and saves the
     /// member states. The caller's runtime serves the control API and the health checks;
-    /// one thread per core serves the connections (see `data_threads_wanted`).
+    /// one thread per core serves the connections (see `pool::data_threads`).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let settings = ProxySettings {
@@ -107,7 +107,7 @@ impl Server {
         };
         let mut tasks = Vec::new();
         let mut stats = Vec::new();
-        let wanted = data_threads_wanted();
+        let wanted = crate::pool::data_threads();
         // Per listener: a thread that leaves a connection wakes that listener's accept loop
         // on the thread with fewest.
         let threads: Vec<Arc<proxy::Threads>> = self
@@ -204,15 +204,6 @@ impl Server {
             .map_err(anyhow::Error::msg)?;
         Ok(())
     }
-}
-
-/// How many threads serve the listeners: one per core. Each runs a single-threaded
-/// runtime and keeps every connection it accepted: no work stealing, no wake-ups across
-/// threads on a connection's path (docs/benchmarks.md, issue 17, attempt 12: about 6% less
-/// CPU per keep-alive request than tokio's work-stealing runtime). They all accept from
-/// the same listening socket (attempt 26).
-fn data_threads_wanted() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The backlog tokio's `TcpListener::bind` uses.
