@@ -222,4 +222,14 @@ function median(list,   a, n, i, j, t) {
   for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j+1] = a[j]; a[j+1] = t }
   return (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
 }
+function lowest(list,   a, n, i, m) {
+  n = split(list, a, " "); m = a[1]
+  for (i = 2; i <= n; i++) if (a[i] + 0 < m + 0) m = a[i]
+  return m
+}
+function highest(list,   a, n, i, m) {
+  n = split(list, a, " "); m = a[1]
+  for (i = 2; i <= n; i++) if (a[i] + 0 > m + 0) m = a[i]
+  return m
+}
 '

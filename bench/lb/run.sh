@@ -15,7 +15,8 @@
 # Throughput: every cell (mode:connections:wrk threads) runs ROUNDS times for each
 # balancer, interleaved (ebb then HAProxy in odd rounds, the other way round in even
 # ones), because single runs vary by +-30% on a shared machine. The table shows the
-# median req/s and p99 of each balancer, and the median of the per-round ratios.
+# median req/s and p99 of each balancer, the median of the per-round ratios, and their
+# range (lowest and highest round): a median near 1.05x with a wide range is noise-bound.
 # Modes: keepalive (HTTP keep-alive) and close (`Connection: close`: one request per TCP
 # connection, both hops).
 #
@@ -150,8 +151,8 @@ awk "$AWK_MEDIAN"'
   rounds[cell] = rounds[cell] " " $2
 }
 END {
-  print "| mode | conns | wrk threads | ebb req/s | HAProxy req/s | **req/s ratio** | ebb p99 ms | HAProxy p99 ms | **p99 ratio** | errors ebb / HAProxy |"
-  print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  print "| mode | conns | wrk threads | ebb req/s | HAProxy req/s | **req/s ratio** | ratio range | ebb p99 ms | HAProxy p99 ms | **p99 ratio** | ratio range | errors ebb / HAProxy |"
+  print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for (c = 1; c <= ncells; c++) {
     cell = order[c]; split(cell, f, ":")
     n = split(rounds[cell], rs, " "); rr = ""; pr = ""; delete done
@@ -160,11 +161,12 @@ END {
       if ((k in er) && (k in hr) && hr[k] > 0) rr = rr " " er[k] / hr[k]
       if ((k in ep) && (k in hp) && hp[k] > 0) pr = pr " " ep[k] / hp[k]
     }
-    printf "| %s | %s | %s | %.0f | %.0f | **%.2fx** | %.3f | %.3f | **%.2fx** | %d / %d |\n", f[1], f[2], f[3], median(erps[cell]), median(hrps[cell]), median(rr), median(ep99[cell]), median(hp99[cell]), median(pr), eerr[cell], herr[cell]
+    printf "| %s | %s | %s | %.0f | %.0f | **%.2fx** | %.2f–%.2f | %.3f | %.3f | **%.2fx** | %.2f–%.2f | %d / %d |\n", f[1], f[2], f[3], median(erps[cell]), median(hrps[cell]), median(rr), lowest(rr), highest(rr), median(ep99[cell]), median(hp99[cell]), median(pr), lowest(pr), highest(pr), eerr[cell], herr[cell]
   }
 }' "$results"
 echo
-echo "ratios: median of the per-round ebb/HAProxy ratios (req/s: higher is better for ebb; p99: lower)."
+echo "ratios: median of the per-round ebb/HAProxy ratios (req/s: higher is better for ebb; p99: lower);"
+echo "ratio range: the lowest and highest per-round ratio (how far single rounds spread)."
 echo "targets: req/s ratio >= 1.05x and p99 ratio <= 1.00x in every cell"
 
 if [ -s "$mem_results" ]; then
