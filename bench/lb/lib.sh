@@ -215,21 +215,18 @@ lb_variant_addresses() { # variants
 
 haproxy_version() { "$HAPROXY" -v | awk 'NR==1 {print $3}'; }
 
-# An awk function for the scripts' tables: the median of a space-separated list.
+# awk functions for the scripts' tables: the median, lowest and highest of a
+# space-separated list.
 AWK_MEDIAN='
-function median(list,   a, n, i, j, t) {
+function sorted(list, a,   n, i, j, t) {
   n = split(list, a, " ")
   for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j+1] = a[j]; a[j+1] = t }
+  return n
+}
+function median(list,   a, n) {
+  n = sorted(list, a)
   return (n % 2) ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
 }
-function lowest(list,   a, n, i, m) {
-  n = split(list, a, " "); m = a[1]
-  for (i = 2; i <= n; i++) if (a[i] + 0 < m + 0) m = a[i]
-  return m
-}
-function highest(list,   a, n, i, m) {
-  n = split(list, a, " "); m = a[1]
-  for (i = 2; i <= n; i++) if (a[i] + 0 > m + 0) m = a[i]
-  return m
-}
+function lowest(list,   a) { sorted(list, a); return a[1] }
+function highest(list,   a) { return a[sorted(list, a)] }
 '
