@@ -9,3 +9,7 @@ fn main() {
     let code = ebb_lb::cli::run(ebb_lb::cli::LbCommand::Serve { pool: pool.into() });
     std::process::exit(code);
 }
+
+/// As the `ebb` binary: tokio's 128-byte-aligned blocks without `posix_memalign`.
+#[global_allocator]
+static ALLOCATOR: ebb_lb::allocator::Malloc = ebb_lb::allocator::Malloc;

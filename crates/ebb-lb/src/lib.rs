@@ -21,6 +21,7 @@
 // A print that panics on a closed pipe must not come back (see clippy.toml).
 #![deny(clippy::disallowed_macros)]
 
+pub mod allocator;
 pub mod auth;
 pub mod cli;
 pub mod client;

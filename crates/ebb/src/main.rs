@@ -240,6 +240,11 @@ enum Command {
     Internal(ebb_demo::InternalCommand),
 }
 
+/// `malloc`, without glibc's slow `posix_memalign` for tokio's 128-byte-aligned tasks and
+/// socket registrations (see `ebb_lb::allocator`).
+#[global_allocator]
+static ALLOCATOR: ebb_lb::allocator::Malloc = ebb_lb::allocator::Malloc;
+
 fn main() {
     let cli = Cli::parse();
     let code = match cli.command {
