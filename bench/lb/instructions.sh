@@ -39,8 +39,6 @@ for p in $PORTS; do
     for ip in $BACKEND_IPS; do lb_wait_listening "$ip/$p"; done
 done
 
-hdr=()
-[ "$MODE" = close ] && hdr=(-H "Connection: close")
 results="$work/instructions"
 : >"$results"
 echo "$ROUNDS round(s) of $DURATION per build, $MODE, wrk -t1 -c$CONNS, under callgrind ..." >&2
@@ -53,9 +51,9 @@ for round in $(seq "$ROUNDS"); do
             "$work/cg.$name.$round" "$exe" >"$work/wrap"
         chmod +x "$work/wrap"
         lb_start_ebb "$EBB_IP" "$EBB_PORT" "$CTL_PORT" EBB_BIN="$work/wrap"
-        wrk -t1 -c"$CONNS" -d1s "${hdr[@]}" "http://$EBB_IP:$EBB_PORT/" >/dev/null
+        DURATION=1s lb_wrk "$MODE:$CONNS:1" "$EBB_IP:$EBB_PORT" >/dev/null
         callgrind_control -z "$ebb_pid" >/dev/null 2>&1
-        out=$(wrk -t1 -c"$CONNS" -d"$DURATION" "${hdr[@]}" "http://$EBB_IP:$EBB_PORT/")
+        out=$(lb_wrk "$MODE:$CONNS:1" "$EBB_IP:$EBB_PORT")
         callgrind_control -d "$ebb_pid" >/dev/null 2>&1
         kill "$ebb_pid"
         wait "$ebb_pid" 2>/dev/null || true

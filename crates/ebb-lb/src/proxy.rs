@@ -228,7 +228,7 @@ pub(crate) async fn accept_loop(
                     };
                     // The connection's state machine (~1.1 KB) is boxed at the task's first
                     // poll: spawning moves the task's future several times (a full-size
-                    // copy each), and this one holds only what it captured. ~5% fewer
+                    // copy each), and this one holds only what it captured. ~4% fewer
                     // instructions per connection (docs/benchmarks.md, issue 17, attempt 42).
                     tokio::spawn(async move {
                         Box::pin(async move {
