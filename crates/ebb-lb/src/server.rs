@@ -3,7 +3,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicI32, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -132,6 +133,7 @@ impl Server {
                 settings,
                 threads: threads.clone(),
                 stop: stop_rx.clone(),
+                poll_before_sleep: self.config.poll_before_sleep,
             };
             match thread.start(&self.listeners) {
                 Ok(t) => data_threads.push(t),
@@ -267,6 +269,98 @@ fn run_on(cores: &[usize]) -> std::io::Result<()> {
     }
 }
 
+thread_local! {
+    /// Whether this data thread is held to its core now (see `hold_while_long_lived`).
+    static HELD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// How long a data thread that is not held to a core polls for events before it sleeps.
+const POLL_BEFORE_SLEEP: Duration = Duration::from_micros(50);
+
+/// Called by a data thread's runtime when it has nothing to do, before it sleeps in
+/// `epoll_wait`: while the thread is not held to a core (many short connections, see
+/// `hold_while_long_lived`), polls `epoll` (the runtime's epoll descriptor; -1: not
+/// known) for up to `POLL_BEFORE_SLEEP`, giving its core to any other thread that wants
+/// it between polls (`sched_yield`). An event that comes meanwhile finds the thread
+/// runnable: nobody has to wake it. On loopback the client's own system call does the
+/// waking of a sleeping balancer thread; through ebb wrk spent more per request than
+/// through HAProxy for that, and the close-mode cells with one wrk thread gained 4-11%
+/// req/s at the same CPU per request when it polled (docs/benchmarks.md, attempts 44
+/// and 45). Held to its core, a thread serves long-lived connections, where this gained
+/// nothing.
+fn poll_before_sleep(epoll: i32) {
+    if epoll < 0 || HELD.get() {
+        return;
+    }
+    let start = std::time::Instant::now();
+    loop {
+        let mut p = libc::pollfd {
+            fd: epoll,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid `pollfd`, a zero timeout.
+        if unsafe { libc::poll(&mut p, 1, 0) } != 0 || start.elapsed() >= POLL_BEFORE_SLEEP {
+            return;
+        }
+        // SAFETY: no arguments; it cannot fail on Linux.
+        unsafe { libc::sched_yield() };
+    }
+}
+
+/// The epoll descriptor of the runtime this runs on: the one whose watch list
+/// (`/proc/self/fdinfo`) holds a socket registered with this runtime for the purpose.
+/// tokio keeps a `dup` of it (a clone of mio's registry); either will do.
+async fn runtime_epoll() -> std::io::Result<i32> {
+    use std::os::fd::AsRawFd;
+    let (probe, _peer) = std::os::unix::net::UnixDatagram::pair()?;
+    probe.set_nonblocking(true)?;
+    let probe = tokio::net::UnixDatagram::from_std(probe)?;
+    let fd = probe.as_raw_fd();
+    let ino = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/self/fd/{fd}"))?.ino()
+    };
+    for entry in std::fs::read_dir("/proc/self/fd")?.flatten() {
+        let is_epoll = std::fs::read_link(entry.path())
+            .is_ok_and(|t| t.to_string_lossy() == "anon_inode:[eventpoll]");
+        let Some(n) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !is_epoll {
+            continue;
+        }
+        let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{n}")) else {
+            continue;
+        };
+        if watches(&info, fd, ino) {
+            return Ok(n);
+        }
+    }
+    Err(std::io::Error::other(
+        "no epoll descriptor in /proc/self/fd watches the probe socket",
+    ))
+}
+
+/// Whether an epoll's `fdinfo` lists descriptor `fd` with inode `ino` among those it
+/// watches (lines such as `tfd:       14 events:       19 data: ... ino:29 sdev:8`).
+fn watches(fdinfo: &str, fd: i32, ino: u64) -> bool {
+    fdinfo.lines().any(|line| {
+        let mut words = line.split_whitespace();
+        words.next() == Some("tfd:")
+            && words.next().and_then(|w| w.parse::<i32>().ok()) == Some(fd)
+            && line
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("ino:"))
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                == Some(ino)
+    })
+}
+
 /// Accepts per second above which a data thread is let go of its core, and below which
 /// it is held again (see `hold_while_long_lived`).
 const FREE_ABOVE: u64 = 2000;
@@ -301,7 +395,10 @@ async fn hold_while_long_lived(me: usize, core: usize, all: Vec<usize>) {
         };
         if let Some(cores) = change {
             match run_on(cores) {
-                Ok(()) => held = !held,
+                Ok(()) => {
+                    held = !held;
+                    HELD.set(held);
+                }
                 Err(e) => {
                     tracing::warn!(thread = me, error = %e, "cannot change where a data-plane thread runs");
                     return;
@@ -323,6 +420,8 @@ struct DataThread {
     /// Per listener, in the order of the listeners.
     threads: Vec<Arc<proxy::Threads>>,
     stop: watch::Receiver<bool>,
+    /// Whether it polls for events a little before it sleeps (`poll_before_sleep`).
+    poll_before_sleep: bool,
 }
 
 impl DataThread {
@@ -338,14 +437,30 @@ impl DataThread {
             .iter()
             .map(|(l, st)| Ok((l.try_clone()?, st.clone())))
             .collect::<std::io::Result<Vec<_>>>()?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        // The runtime's epoll descriptor, once found (on the thread, below): -1 until then.
+        let epoll = Arc::new(AtomicI32::new(-1));
+        let mut builder = tokio::runtime::Builder::new_current_thread();
+        builder.enable_all();
+        if self.poll_before_sleep {
+            let epoll = epoll.clone();
+            builder.on_thread_park(move || poll_before_sleep(epoll.load(Relaxed)));
+        }
+        let rt = builder.build()?;
         std::thread::Builder::new()
             .name(format!("ebb-lb-data-{}", self.index))
             .spawn(move || {
+                if self.poll_before_sleep {
+                    match rt.block_on(runtime_epoll()) {
+                        Ok(fd) => epoll.store(fd, Relaxed),
+                        // It serves all the same; it sleeps whenever it has nothing to do.
+                        Err(e) => tracing::debug!(thread = self.index, error = %e, "cannot find a data-plane thread's epoll descriptor; it will not poll before sleeping"),
+                    }
+                }
                 let held = self.core.filter(|&core| match run_on(&[core]) {
-                    Ok(()) => true,
+                    Ok(()) => {
+                        HELD.set(true);
+                        true
+                    }
                     Err(e) => {
                         // Still serves; the kernel places it.
                         tracing::warn!(thread = self.index, core, error = %e, "cannot hold a data-plane thread to its core");
@@ -444,5 +559,62 @@ fn trim_heap() {
     // SAFETY: malloc_trim only walks the allocator's own free lists; no pointers of ours.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether `epoll` has an event waiting (poll, no wait).
+    fn has_event(epoll: i32) -> bool {
+        let mut p = libc::pollfd {
+            fd: epoll,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid `pollfd`, a zero timeout.
+        unsafe { libc::poll(&mut p, 1, 0) == 1 }
+    }
+
+    #[test]
+    fn the_epoll_found_is_the_one_this_runtimes_sockets_report_to() {
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let (rt, other) = (runtime(), runtime());
+        let theirs = other.block_on(runtime_epoll()).unwrap();
+        rt.block_on(async {
+            let ours = runtime_epoll().await.unwrap();
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            // The runtime sleeps in epoll_wait and takes what registering the socket queued.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            assert!(
+                !has_event(ours),
+                "nothing has happened to this runtime's sockets"
+            );
+            sender.send_to(b"x", socket.local_addr().unwrap()).unwrap();
+            assert!(
+                has_event(ours),
+                "a datagram for a socket of this runtime is an event on the epoll found"
+            );
+            assert!(!has_event(theirs), "and not on another runtime's");
+        });
+    }
+
+    #[test]
+    fn fdinfo_lines_are_matched_on_descriptor_and_inode() {
+        let info = "pos:\t0\nflags:\t02000002\nmnt_id:\t16\nino:\t1057\n\
+            tfd:       14 events:       19 data:                0  pos:0 ino:1057 sdev:f\n\
+            tfd:       12 events: 80002019 data:      100000001  pos:0 ino:dd8b0d9 sdev:8\n";
+        assert!(watches(info, 12, 0xdd8b0d9));
+        assert!(watches(info, 14, 0x1057));
+        assert!(!watches(info, 12, 0x1057), "same descriptor, another file");
+        assert!(!watches(info, 13, 0xdd8b0d9));
+        assert!(!watches("", 12, 0xdd8b0d9));
     }
 }

@@ -48,6 +48,9 @@ pub struct LbConfig {
     pub idle_timeout: Duration,
     /// Whether each data-plane thread is held to a core of its own.
     pub pin_threads: bool,
+    /// Whether a data-plane thread not held to its core polls for events briefly before
+    /// it sleeps.
+    pub poll_before_sleep: bool,
     /// Bearer token the control API requires, if any.
     pub token: Option<String>,
     /// Health checks.
@@ -175,6 +178,11 @@ pub const BALANCER_KEYS: &[Key] = &[
         "pin_threads",
         Kind::Bool,
         "hold each data-plane thread to a core of its own (default true)",
+    ),
+    Key::new(
+        "poll_before_sleep",
+        Kind::Bool,
+        "under many short connections, poll 50 µs before sleeping (default true)",
     ),
     Key::new(
         "token",
@@ -318,6 +326,26 @@ x = "1"
         ))
         .unwrap();
         assert!(!unpinned.pin_threads);
+        assert!(
+            c.poll_before_sleep,
+            "polls before sleeping unless told otherwise"
+        );
+        let sleepy = parse(&GOOD.replace(
+            "[balancer.health]",
+            "poll_before_sleep = false\n\n[balancer.health]",
+        ))
+        .unwrap();
+        assert!(!sleepy.poll_before_sleep);
+        let bad = parse(&GOOD.replace(
+            "[balancer.health]",
+            "poll_before_sleep = \"50us\"\n\n[balancer.health]",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            bad.contains("balancer.poll_before_sleep: expected true or false, found"),
+            "{bad}"
+        );
     }
 
     #[test]

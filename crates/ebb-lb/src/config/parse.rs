@@ -224,6 +224,7 @@ impl<'c> Parser<'c> {
             self.duration(bal, "balancer", "connect_timeout", Duration::from_secs(2));
         let idle_timeout = self.duration(bal, "balancer", "idle_timeout", Duration::from_secs(300));
         let pin_threads = self.boolean(bal, "balancer", "pin_threads", true);
+        let poll_before_sleep = self.boolean(bal, "balancer", "poll_before_sleep", true);
         let token = match self.string(bal, "balancer", "token") {
             Some(t) if t.trim().is_empty() => {
                 self.err(
@@ -248,6 +249,7 @@ impl<'c> Parser<'c> {
             connect_timeout,
             idle_timeout,
             pin_threads,
+            poll_before_sleep,
             token,
             health,
             members,
