@@ -3,8 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::atomic::{AtomicI32, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -272,6 +271,8 @@ fn run_on(cores: &[usize]) -> std::io::Result<()> {
 thread_local! {
     /// Whether this data thread is held to its core now (see `hold_while_long_lived`).
     static HELD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// This data thread's runtime's epoll descriptor (`runtime_epoll`); -1: not known.
+    static EPOLL: std::cell::Cell<i32> = const { std::cell::Cell::new(-1) };
 }
 
 /// How long a data thread that is not held to a core polls for events before it sleeps.
@@ -279,8 +280,8 @@ const POLL_BEFORE_SLEEP: Duration = Duration::from_micros(50);
 
 /// Called by a data thread's runtime when it has nothing to do, before it sleeps in
 /// `epoll_wait`: while the thread is not held to a core (many short connections, see
-/// `hold_while_long_lived`), polls `epoll` (the runtime's epoll descriptor; -1: not
-/// known) for up to `POLL_BEFORE_SLEEP`, giving its core to any other thread that wants
+/// `hold_while_long_lived`), polls its runtime's epoll descriptor (`EPOLL`, if known)
+/// for up to `POLL_BEFORE_SLEEP`, giving its core to any other thread that wants
 /// it between polls (`sched_yield`). An event that comes meanwhile finds the thread
 /// runnable: nobody has to wake it. On loopback the client's own system call does the
 /// waking of a sleeping balancer thread; through ebb wrk spent more per request than
@@ -288,7 +289,8 @@ const POLL_BEFORE_SLEEP: Duration = Duration::from_micros(50);
 /// req/s at the same CPU per request when it polled (docs/benchmarks.md, attempts 44
 /// and 45). Held to its core, a thread serves long-lived connections, where this gained
 /// nothing.
-fn poll_before_sleep(epoll: i32) {
+fn poll_before_sleep() {
+    let epoll = EPOLL.get();
     if epoll < 0 || HELD.get() {
         return;
     }
@@ -353,8 +355,7 @@ fn watches(fdinfo: &str, fd: i32, ino: u64) -> bool {
         let mut words = line.split_whitespace();
         words.next() == Some("tfd:")
             && words.next().and_then(|w| w.parse::<i32>().ok()) == Some(fd)
-            && line
-                .split_whitespace()
+            && words
                 .find_map(|w| w.strip_prefix("ino:"))
                 .and_then(|h| u64::from_str_radix(h, 16).ok())
                 == Some(ino)
@@ -380,12 +381,13 @@ async fn hold_while_long_lived(me: usize, core: usize, all: Vec<usize>) {
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let per_tick = |per_second: u64| per_second / (1000 / period.as_millis() as u64);
-    let (mut seen, mut held) = (proxy::accepted_on_this_thread(), true);
+    let mut seen = proxy::accepted_on_this_thread();
     loop {
         tick.tick().await;
         let now = proxy::accepted_on_this_thread();
         let accepted = now.wrapping_sub(seen);
         seen = now;
+        let held = HELD.get();
         let change = if held && accepted > per_tick(FREE_ABOVE) {
             Some(&all[..])
         } else if !held && accepted < per_tick(HOLD_BELOW) {
@@ -395,10 +397,7 @@ async fn hold_while_long_lived(me: usize, core: usize, all: Vec<usize>) {
         };
         if let Some(cores) = change {
             match run_on(cores) {
-                Ok(()) => {
-                    held = !held;
-                    HELD.set(held);
-                }
+                Ok(()) => HELD.set(!held),
                 Err(e) => {
                     tracing::warn!(thread = me, error = %e, "cannot change where a data-plane thread runs");
                     return;
@@ -437,13 +436,11 @@ impl DataThread {
             .iter()
             .map(|(l, st)| Ok((l.try_clone()?, st.clone())))
             .collect::<std::io::Result<Vec<_>>>()?;
-        // The runtime's epoll descriptor, once found (on the thread, below): -1 until then.
-        let epoll = Arc::new(AtomicI32::new(-1));
         let mut builder = tokio::runtime::Builder::new_current_thread();
         builder.enable_all();
         if self.poll_before_sleep {
-            let epoll = epoll.clone();
-            builder.on_thread_park(move || poll_before_sleep(epoll.load(Relaxed)));
+            // Runs on the data thread, which sets `EPOLL` below.
+            builder.on_thread_park(poll_before_sleep);
         }
         let rt = builder.build()?;
         std::thread::Builder::new()
@@ -451,7 +448,7 @@ impl DataThread {
             .spawn(move || {
                 if self.poll_before_sleep {
                     match rt.block_on(runtime_epoll()) {
-                        Ok(fd) => epoll.store(fd, Relaxed),
+                        Ok(fd) => EPOLL.set(fd),
                         // It serves all the same; it sleeps whenever it has nothing to do.
                         Err(e) => tracing::debug!(thread = self.index, error = %e, "cannot find a data-plane thread's epoll descriptor; it will not poll before sleeping"),
                     }
