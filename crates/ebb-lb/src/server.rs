@@ -604,6 +604,32 @@ mod tests {
     }
 
     #[test]
+    fn polling_before_sleep_leaves_the_events_to_the_runtime() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let ours = runtime_epoll().await.unwrap();
+            EPOLL.set(ours);
+            let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            // Nothing waiting: it polls until its time is up, then returns.
+            poll_before_sleep();
+            sender.send_to(b"x", socket.local_addr().unwrap()).unwrap();
+            poll_before_sleep();
+            assert!(
+                has_event(ours),
+                "the event is still there for the runtime's epoll_wait"
+            );
+            let mut buf = [0u8; 4];
+            let (n, _) = socket.recv_from(&mut buf).await.unwrap();
+            assert_eq!(&buf[..n], b"x");
+        });
+    }
+
+    #[test]
     fn fdinfo_lines_are_matched_on_descriptor_and_inode() {
         let info = "pos:\t0\nflags:\t02000002\nmnt_id:\t16\nino:\t1057\n\
             tfd:       14 events:       19 data:                0  pos:0 ino:1057 sdev:f\n\
