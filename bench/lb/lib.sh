@@ -107,9 +107,10 @@ lb_start_backends() {
 
 # Starts ebb's balancer (lb_serve, or $EBB_BIN) listening on IP:PORT, control on CTL, with
 # the three backends on IP as members; extra arguments are environment settings for it
-# (NAME=VALUE; EBB_BIN=PATH among them runs that binary). Sets ebb_pid.
+# (NAME=VALUE; EBB_BIN=PATH among them runs that binary, and EBB_KEY=key=value adds
+# `key = value` to the pool file's [balancer], e.g. EBB_KEY=copy_loop=false). Sets ebb_pid.
 lb_start_ebb() { # ip port ctl [NAME=VALUE...]
-    local ip=$1 port=$2 ctl=$3 i=0 p
+    local ip=$1 port=$2 ctl=$3 i=0 p e
     shift 3
     {
         cat <<TOML
@@ -124,6 +125,15 @@ state_file = "lb-state-$ctl.json"
 balance = "round-robin"
 connect_timeout = "2s"
 idle_timeout = "10m"
+TOML
+        for e in "$@"; do
+            case $e in EBB_KEY=*=*)
+                e=${e#EBB_KEY=}
+                printf '%s = %s\n' "${e%%=*}" "${e#*=}"
+                ;;
+            esac
+        done
+        cat <<TOML
 
 [balancer.health]
 kind = "tcp"
@@ -134,7 +144,7 @@ TOML
             printf '\n[[member]]\nname = "b%s"\naddress = "%s:%s"\n' "$i" "$ip" "$p"
         done
     } >"$work/pool-$ctl.toml"
-    local exe=${EBB_BIN:-$bin/lb_serve} e
+    local exe=${EBB_BIN:-$bin/lb_serve}
     for e in "$@"; do
         case $e in EBB_BIN=*) exe=${e#EBB_BIN=} ;; esac
     done

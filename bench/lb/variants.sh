@@ -6,10 +6,12 @@
 #
 #   VARIANTS="old:EBB_BIN=/tmp/lb_old new:EBB_BIN=/tmp/lb_new" bench/lb/variants.sh
 #   VARIANTS="ebb x:EBB_BIN=/tmp/lb_x,SOME_SETTING=1" CELLS="close:256:2" bench/lb/variants.sh
+#   VARIANTS="ebb tasks:EBB_KEY=copy_loop=false" bench/lb/variants.sh
 #   WRK_OUT=/tmp/wrk bench/lb/variants.sh      # also keep every wrk output (latency spread)
 #
 # VARIANTS: space-separated ebb instances, `name` or `name:NAME=VALUE,...` (environment for
-# that instance; EBB_BIN=PATH runs another build of lb_serve). Same backends and balancer
+# that instance; EBB_BIN=PATH runs another build of lb_serve, EBB_KEY=key=value sets a
+# `[balancer]` key in its pool file). Same backends and balancer
 # settings as bench/lb/run.sh; each instance and HAProxy get their own loopback address.
 set -euo pipefail
 

@@ -35,6 +35,7 @@ mod metrics;
 pub mod persist;
 mod pool;
 mod proxy;
+mod pump;
 mod server;
 pub mod status;
 

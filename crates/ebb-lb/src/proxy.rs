@@ -37,6 +37,8 @@ pub(crate) struct ListenerStats {
 pub(crate) struct ProxySettings {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
+    /// Whether long-lived connections go to their thread's copy loop (`crate::pump`).
+    pub copy_loop: bool,
 }
 
 /// Size of the read buffer (one per thread).
@@ -285,13 +287,13 @@ async fn serve_client(client: TcpStream, peer: SocketAddr, ctx: &ThreadCtx) -> b
                 let _ = backend.set_nodelay(true);
                 let share = member.thread(me);
                 share.total.fetch_add(1, Relaxed);
+                let counters = || crate::pump::Counters {
+                    pool: pool.clone(),
+                    member: guard.index,
+                    thread: me,
+                };
                 copy_both_ways(
-                    client,
-                    backend,
-                    member,
-                    share,
-                    guard.cuts,
-                    settings.idle_timeout,
+                    client, backend, member, share, guard.cuts, settings, counters,
                 )
                 .await;
                 drop(guard);
@@ -325,6 +327,8 @@ enum End {
     Error(PumpError),
     Cut,
     Idle,
+    /// Not ended: long-lived, to be handed to the thread's pump (`crate::pump`).
+    Adopt,
 }
 
 async fn copy_both_ways(
@@ -333,8 +337,12 @@ async fn copy_both_ways(
     member: &crate::pool::Member,
     share: &crate::pool::PerThread,
     cuts: u64,
-    idle_timeout: Duration,
+    settings: ProxySettings,
+    counters: impl FnOnce() -> crate::pump::Counters,
 ) {
+    let idle_timeout = settings.idle_timeout;
+    // Whether it goes to the thread's copy loop once long-lived (see `crate::pump`).
+    let mut to_loop = settings.copy_loop && crate::pump::available();
     let shared = Shared {
         traffic: AtomicU64::new(0),
         ended: AtomicU8::new(0),
@@ -360,6 +368,21 @@ async fn copy_both_ways(
     let mut wakers: Option<[(Arc<DirWaker>, Waker); 2]> = None;
     let mut polls = 0u32;
     let end = poll_fn(|cx| {
+        if to_loop
+            && polls >= DIR_WAKERS_AFTER
+            && dirs.iter().all(|d| !d.done && d.pending.is_empty())
+        {
+            // Long-lived, and nothing held back: the copy loop copies it from now on.
+            // (Bytes that arrived since are reported by the loop's epoll when it takes
+            // the sockets.) If the loop cannot start, it stays here.
+            match crate::pump::start() {
+                Ok(()) => return Poll::Ready(End::Adopt),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a data-plane thread's copy loop; the connection stays on its task");
+                    to_loop = false;
+                }
+            }
+        }
         let fresh = !registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
         if fresh {
             registered = Some(cx.waker().clone());
@@ -401,24 +424,35 @@ async fn copy_both_ways(
         if member.was_cut(cuts) {
             return Poll::Ready(End::Cut);
         }
-        if fresh || idle.is_elapsed() {
-            while idle.as_mut().poll(cx).is_ready() {
-                let now = shared.traffic.load(Relaxed);
-                if now != seen {
-                    (seen, quiet) = (now, 0);
-                } else {
-                    quiet += 1;
-                    if quiet >= IDLE_TICKS {
-                        return Poll::Ready(End::Idle);
-                    }
-                }
-                let next = idle.deadline() + tick;
-                idle.as_mut().reset(next.max(Instant::now()));
-            }
+        if (fresh || idle.is_elapsed())
+            && idled_out(
+                idle.as_mut(),
+                cx,
+                tick,
+                shared.traffic.load(Relaxed),
+                &mut seen,
+                &mut quiet,
+            )
+        {
+            return Poll::Ready(End::Idle);
         }
         Poll::Pending
     });
-    match end.await {
+    let end = match end.await {
+        End::Adopt => {
+            drop(dirs);
+            let cut = poll_fn(|cx| {
+                if cut_wakes.as_mut().poll(cx).is_ready() || member.was_cut(cuts) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            });
+            in_copy_loop(client, backend, counters(), cut, idle, tick).await
+        }
+        end => end,
+    };
+    match end {
         End::Done => {}
         End::Error(e) => {
             // Counted for the `balancer` check: an error at the member's end of the
@@ -434,7 +468,93 @@ async fn copy_both_ways(
         End::Idle => {
             tracing::debug!(member = %member.name, "connection closed: idle timeout");
         }
+        // Replaced above by how the copy loop's connection ended.
+        End::Adopt => {}
     }
+}
+
+/// Hands a long-lived connection to its thread's copy loop (`crate::pump`) and waits for
+/// it to end: the loop's copy ends, `cut` is ready (the member was cut), or the idle timer
+/// (ticks of `tick`) sees no traffic for `IDLE_TICKS` ticks. Dropping the loop's handle
+/// closes both sockets, as dropping the streams did.
+async fn in_copy_loop(
+    client: TcpStream,
+    backend: TcpStream,
+    counters: crate::pump::Counters,
+    mut cut: impl Future<Output = ()> + Unpin,
+    mut idle: Pin<&mut tokio::time::Sleep>,
+    tick: Duration,
+) -> End {
+    // Off the runtime (each `into_std` unregisters its socket), onto the loop's epoll.
+    let taken = client
+        .into_std()
+        .and_then(|c| Ok((c, backend.into_std()?)))
+        .and_then(|(c, b)| crate::pump::adopt(c, b, counters));
+    let adopted = match taken {
+        Ok(a) => a,
+        Err(error) => {
+            return End::Error(PumpError {
+                error,
+                members_side: false,
+            })
+        }
+    };
+    let (mut seen, mut quiet) = (adopted.traffic(), 0);
+    poll_fn(|cx| {
+        if let Poll::Ready(e) = adopted.poll_end(cx) {
+            return Poll::Ready(match e {
+                crate::pump::Ended::Done => End::Done,
+                crate::pump::Ended::Error {
+                    error,
+                    members_side,
+                } => End::Error(PumpError {
+                    error,
+                    members_side,
+                }),
+            });
+        }
+        if Pin::new(&mut cut).poll(cx).is_ready() {
+            return Poll::Ready(End::Cut);
+        }
+        if idled_out(
+            idle.as_mut(),
+            cx,
+            tick,
+            adopted.traffic(),
+            &mut seen,
+            &mut quiet,
+        ) {
+            return Poll::Ready(End::Idle);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Checks the idle timer of a connection whose reads with data, either way, number
+/// `traffic`: true once `IDLE_TICKS` ticks in a row saw none. Otherwise the timer is set
+/// for the next tick (registering `cx`'s waker).
+fn idled_out(
+    mut idle: Pin<&mut tokio::time::Sleep>,
+    cx: &mut Context<'_>,
+    tick: Duration,
+    traffic: u64,
+    seen: &mut u64,
+    quiet: &mut u32,
+) -> bool {
+    while idle.as_mut().poll(cx).is_ready() {
+        if traffic != *seen {
+            (*seen, *quiet) = (traffic, 0);
+        } else {
+            *quiet += 1;
+            if *quiet >= IDLE_TICKS {
+                return true;
+            }
+        }
+        let next = idle.deadline() + tick;
+        idle.as_mut().reset(next.max(Instant::now()));
+    }
+    false
 }
 
 /// The waker one direction of a connection registers with its sockets: it notes that
@@ -532,7 +652,7 @@ thread_local! {
     /// The read buffer of every connection served by this thread. A connection borrows it
     /// only within one poll (read, then write what was read), so idle connections hold no
     /// buffer at all: HAProxy's way, and most of the memory of an idle connection before.
-    static BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; BUF_SIZE].into_boxed_slice());
+    pub(crate) static BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; BUF_SIZE].into_boxed_slice());
 }
 
 /// Copies one direction; on end of input, half-closes the other side (sends FIN) and lets

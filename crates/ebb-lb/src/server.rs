@@ -104,6 +104,7 @@ impl Server {
         let settings = ProxySettings {
             connect_timeout: self.config.connect_timeout,
             idle_timeout: self.config.idle_timeout,
+            copy_loop: self.config.copy_loop,
         };
         let mut tasks = Vec::new();
         let mut stats = Vec::new();

@@ -12,6 +12,7 @@ async fn drainstop_keeps_existing_connection_and_reports_the_end_of_the_drain() 
     let (_dir, _a, _b, lb) = two_members_up(FAST_HEALTH).await;
 
     let mut long = conn_to(lb.listen, "a").await;
+    long.make_long_lived().await;
     long.echo(b"before drain").await;
     let mut events = lb.client.events().await.unwrap();
 
@@ -85,8 +86,11 @@ async fn drainstop_without_connections_stops_at_once_and_start_brings_it_back() 
 async fn stop_cuts_open_connections() {
     let (_dir, _a, _b, lb) = two_members_up(FAST_HEALTH).await;
     let mut on_a = conn_to(lb.listen, "a").await;
+    let mut long_on_a = conn_to(lb.listen, "a").await;
     let mut on_b = conn_to(lb.listen, "b").await;
     on_a.echo(b"hi").await;
+    long_on_a.make_long_lived().await;
+    on_b.make_long_lived().await;
 
     let st = lb.client.stop("a").await.unwrap();
     assert_eq!(st.state, HostState::Stopped);
@@ -95,6 +99,7 @@ async fn stop_cuts_open_connections() {
         "stop answered before its connections closed"
     );
     on_a.closed_within(Duration::from_secs(1)).await;
+    long_on_a.closed_within(Duration::from_secs(1)).await;
     // The other member's connection is untouched.
     on_b.echo(b"still here").await;
     lb.shutdown().await;
@@ -130,18 +135,25 @@ async fn idle_connections_are_closed() {
         SLOW_HEALTH,
     );
     let lb = Lb::start(&pool).await;
-    let mut c = Conn::open(lb.listen).await;
-    // Traffic keeps it open past the timeout...
+    let mut short = Conn::open(lb.listen).await;
+    let mut long = Conn::open(lb.listen).await;
+    long.make_long_lived().await;
+    // Traffic keeps them open past the timeout...
     for _ in 0..4 {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        c.echo(b"ping").await;
+        short.echo(b"ping").await;
+        long.echo(b"ping").await;
     }
-    // ...silence closes it.
-    let took = c.closed_within(Duration::from_secs(2)).await;
-    assert!(
-        took >= Duration::from_millis(250),
-        "closed too early: {took:?}"
-    );
+    // ...silence closes them.
+    let quiet_since = Instant::now();
+    for c in [&mut short, &mut long] {
+        c.closed_within(Duration::from_secs(2)).await;
+        let took = quiet_since.elapsed();
+        assert!(
+            took >= Duration::from_millis(250),
+            "closed too early: {took:?}"
+        );
+    }
     lb.shutdown().await;
 }
 
@@ -185,15 +197,26 @@ async fn every_connection_that_closes_during_a_drain_is_an_event() {
     lb.shutdown().await;
 }
 
-/// A connection that lives for many round trips (past the polls after which each
-/// direction gets its own waker) still carries every byte both ways, with bursts larger
-/// than one read, and its half-close still reaches the member and the member's last words
-/// the client.
+/// A connection that lives for many round trips (past the polls after which it goes to
+/// its thread's copy loop) still carries every byte both ways, with bursts larger than
+/// one read, and its half-close still reaches the member and the member's last words the
+/// client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_conversation_flows_both_ways_to_the_half_close() {
+    long_conversation("").await;
+}
+
+/// The same without the copy loop: the connection stays on its task (where, past the
+/// same polls, each direction gets its own waker).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_conversation_on_its_task_flows_both_ways_to_the_half_close() {
+    long_conversation("copy_loop = false\n").await;
+}
+
+async fn long_conversation(balancer: &str) {
     let dir = tempfile::tempdir().unwrap();
     let a = Backend::start("a").await;
-    let pool = write_pool(dir.path(), &[("a", a.addr)], "", SLOW_HEALTH);
+    let pool = write_pool(dir.path(), &[("a", a.addr)], balancer, SLOW_HEALTH);
     let lb = Lb::start(&pool).await;
     let mut c = Conn::open(lb.listen).await;
     for i in 0..300u32 {

@@ -51,6 +51,9 @@ pub struct LbConfig {
     /// Whether a data-plane thread not held to its core polls for events briefly before
     /// it sleeps.
     pub poll_before_sleep: bool,
+    /// Whether long-lived connections are copied by their data thread's own epoll loop
+    /// rather than by a task each.
+    pub copy_loop: bool,
     /// Bearer token the control API requires, if any.
     pub token: Option<String>,
     /// Health checks.
@@ -183,6 +186,11 @@ pub const BALANCER_KEYS: &[Key] = &[
         "poll_before_sleep",
         Kind::Bool,
         "under many short connections, poll 50 µs before sleeping (default true)",
+    ),
+    Key::new(
+        "copy_loop",
+        Kind::Bool,
+        "copy long-lived connections in each data thread's own epoll loop (default true)",
     ),
     Key::new(
         "token",
@@ -336,6 +344,20 @@ x = "1"
         ))
         .unwrap();
         assert!(!sleepy.poll_before_sleep);
+        assert!(c.copy_loop, "the copy loop is on unless told otherwise");
+        let tasks = parse(&GOOD.replace(
+            "[balancer.health]",
+            "copy_loop = false\n\n[balancer.health]",
+        ))
+        .unwrap();
+        assert!(!tasks.copy_loop);
+        let bad = parse(&GOOD.replace("[balancer.health]", "copy_loop = 1\n\n[balancer.health]"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            bad.contains("balancer.copy_loop: expected true or false, found"),
+            "{bad}"
+        );
         let bad = parse(&GOOD.replace(
             "[balancer.health]",
             "poll_before_sleep = \"50us\"\n\n[balancer.health]",

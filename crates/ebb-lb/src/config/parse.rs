@@ -225,6 +225,7 @@ impl<'c> Parser<'c> {
         let idle_timeout = self.duration(bal, "balancer", "idle_timeout", Duration::from_secs(300));
         let pin_threads = self.boolean(bal, "balancer", "pin_threads", true);
         let poll_before_sleep = self.boolean(bal, "balancer", "poll_before_sleep", true);
+        let copy_loop = self.boolean(bal, "balancer", "copy_loop", true);
         let token = match self.string(bal, "balancer", "token") {
             Some(t) if t.trim().is_empty() => {
                 self.err(
@@ -250,6 +251,7 @@ impl<'c> Parser<'c> {
             idle_timeout,
             pin_threads,
             poll_before_sleep,
+            copy_loop,
             token,
             health,
             members,

@@ -229,6 +229,14 @@ impl Conn {
         assert_eq!(got, data);
     }
 
+    /// Enough round trips that the balancer takes the connection for long-lived: from
+    /// its 32nd wake-up on, its data thread's copy loop copies it (`balancer.copy_loop`).
+    pub async fn make_long_lived(&mut self) {
+        for i in 0..40 {
+            self.echo(format!("round trip {i}\n").as_bytes()).await;
+        }
+    }
+
     /// Waits for the balancer to close the connection; returns how long it took.
     pub async fn closed_within(&mut self, limit: Duration) -> Duration {
         let start = Instant::now();
