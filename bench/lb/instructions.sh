@@ -8,9 +8,12 @@
 #   bench/lb/instructions.sh                                    # one request per connection
 #   MODE=keepalive bench/lb/instructions.sh
 #   BUILDS="old:/tmp/lb_old new:/tmp/lb_new" ROUNDS=3 bench/lb/instructions.sh
+#   BUILDS="loop:target/release/examples/lb_serve tasks:target/release/examples/lb_serve,EBB_KEY=copy_loop=false" \
+#       MODE=keepalive bench/lb/instructions.sh
 #
-# BUILDS: space-separated `name:PATH` of lb_serve builds (default: this tree's, release),
-# measured in turn, ROUNDS times each. Per round: the balancer starts under callgrind
+# BUILDS: space-separated `name:PATH[,NAME=VALUE...]` of lb_serve builds (default: this
+# tree's, release), with settings as in bench/lb/variants.sh (EBB_KEY=key=value sets a
+# `[balancer]` key), measured in turn, ROUNDS times each. Per round: the balancer starts under callgrind
 # (nginx backends as in bench/lb/run.sh), a 1 s warm-up, counters zeroed, then `wrk -t1
 # -cCONNS -dDURATION` (with `Connection: close` unless MODE=keepalive), counters dumped.
 # Prints each round and the median per build. Callgrind runs the balancer ~50x slower,
@@ -45,12 +48,16 @@ echo "$ROUNDS round(s) of $DURATION per build, $MODE, wrk -t1 -c$CONNS, under ca
 for round in $(seq "$ROUNDS"); do
     for b in $BUILDS; do
         name=${b%%:*} exe=${b#*:}
+        IFS=, read -r -a settings <<<"${exe#*,}"
+        [ "$exe" = "${exe#*,}" ] && settings=()
+        exe=${exe%%,*}
+        case $exe in /*) ;; *) exe=$root/$exe ;; esac
         [ -x "$exe" ] || { echo "no such build: $exe ($b)" >&2; exit 2; }
         # lb_start_ebb runs the wrapper, which becomes callgrind on the build (same pid).
         printf '#!/bin/sh\nexec valgrind -q --tool=callgrind --callgrind-out-file=%s %s "$@"\n' \
             "$work/cg.$name.$round" "$exe" >"$work/wrap"
         chmod +x "$work/wrap"
-        lb_start_ebb "$EBB_IP" "$EBB_PORT" "$CTL_PORT" EBB_BIN="$work/wrap"
+        lb_start_ebb "$EBB_IP" "$EBB_PORT" "$CTL_PORT" EBB_BIN="$work/wrap" ${settings[@]+"${settings[@]}"}
         DURATION=1s lb_wrk "$MODE:$CONNS:1" "$EBB_IP:$EBB_PORT" >/dev/null
         callgrind_control -z "$ebb_pid" >/dev/null 2>&1
         out=$(lb_wrk "$MODE:$CONNS:1" "$EBB_IP:$EBB_PORT")

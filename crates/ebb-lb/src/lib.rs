@@ -27,6 +27,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 mod control;
+mod copy_loop;
 #[doc(hidden)]
 pub mod fuzzing;
 mod health;
@@ -35,7 +36,6 @@ mod metrics;
 pub mod persist;
 mod pool;
 mod proxy;
-mod pump;
 mod server;
 pub mod status;
 

@@ -37,7 +37,7 @@ pub(crate) struct ListenerStats {
 pub(crate) struct ProxySettings {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
-    /// Whether long-lived connections go to their thread's copy loop (`crate::pump`).
+    /// Whether long-lived connections go to their thread's copy loop (`crate::copy_loop`).
     pub copy_loop: bool,
 }
 
@@ -228,7 +228,7 @@ pub(crate) async fn accept_loop(
                             continue;
                         }
                     };
-                    // The connection's state machine (~1.1 KB) is boxed at the task's first
+                    // The connection's state machine (~1.2 KB) is boxed at the task's first
                     // poll: spawning moves the task's future several times (a full-size
                     // copy each), and this one holds only what it captured. ~4% fewer
                     // instructions per connection (docs/benchmarks.md, issue 17, attempt 42).
@@ -287,7 +287,7 @@ async fn serve_client(client: TcpStream, peer: SocketAddr, ctx: &ThreadCtx) -> b
                 let _ = backend.set_nodelay(true);
                 let share = member.thread(me);
                 share.total.fetch_add(1, Relaxed);
-                let counters = || crate::pump::Counters {
+                let counters = || crate::copy_loop::Counters {
                     pool: pool.clone(),
                     member: guard.index,
                     thread: me,
@@ -327,7 +327,7 @@ enum End {
     Error(PumpError),
     Cut,
     Idle,
-    /// Not ended: long-lived, to be handed to the thread's pump (`crate::pump`).
+    /// Not ended: long-lived, to be handed to the thread's copy loop (`crate::copy_loop`).
     Adopt,
 }
 
@@ -338,11 +338,11 @@ async fn copy_both_ways(
     share: &crate::pool::PerThread,
     cuts: u64,
     settings: ProxySettings,
-    counters: impl FnOnce() -> crate::pump::Counters,
+    counters: impl FnOnce() -> crate::copy_loop::Counters,
 ) {
     let idle_timeout = settings.idle_timeout;
-    // Whether it goes to the thread's copy loop once long-lived (see `crate::pump`).
-    let mut to_loop = settings.copy_loop && crate::pump::available();
+    // Whether it goes to the thread's copy loop once long-lived (see `crate::copy_loop`).
+    let mut to_loop = settings.copy_loop && crate::copy_loop::available();
     let shared = Shared {
         traffic: AtomicU64::new(0),
         ended: AtomicU8::new(0),
@@ -375,7 +375,7 @@ async fn copy_both_ways(
             // Long-lived, and nothing held back: the copy loop copies it from now on.
             // (Bytes that arrived since are reported by the loop's epoll when it takes
             // the sockets.) If the loop cannot start, it stays here.
-            match crate::pump::start() {
+            match crate::copy_loop::start() {
                 Ok(()) => return Poll::Ready(End::Adopt),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot start a data-plane thread's copy loop; the connection stays on its task");
@@ -448,7 +448,9 @@ async fn copy_both_ways(
                     Poll::Pending
                 }
             });
-            in_copy_loop(client, backend, counters(), cut, idle, tick).await
+            // Boxed: only long-lived connections get here, and a connection's state
+            // (allocated for every connection, idle ones too) stays as small as before.
+            Box::pin(in_copy_loop(client, backend, counters(), cut, idle, tick)).await
         }
         end => end,
     };
@@ -473,14 +475,14 @@ async fn copy_both_ways(
     }
 }
 
-/// Hands a long-lived connection to its thread's copy loop (`crate::pump`) and waits for
+/// Hands a long-lived connection to its thread's copy loop (`crate::copy_loop`) and waits for
 /// it to end: the loop's copy ends, `cut` is ready (the member was cut), or the idle timer
 /// (ticks of `tick`) sees no traffic for `IDLE_TICKS` ticks. Dropping the loop's handle
 /// closes both sockets, as dropping the streams did.
 async fn in_copy_loop(
     client: TcpStream,
     backend: TcpStream,
-    counters: crate::pump::Counters,
+    counters: crate::copy_loop::Counters,
     mut cut: impl Future<Output = ()> + Unpin,
     mut idle: Pin<&mut tokio::time::Sleep>,
     tick: Duration,
@@ -489,7 +491,7 @@ async fn in_copy_loop(
     let taken = client
         .into_std()
         .and_then(|c| Ok((c, backend.into_std()?)))
-        .and_then(|(c, b)| crate::pump::adopt(c, b, counters));
+        .and_then(|(c, b)| crate::copy_loop::adopt(c, b, counters));
     let adopted = match taken {
         Ok(a) => a,
         Err(error) => {
@@ -503,8 +505,8 @@ async fn in_copy_loop(
     poll_fn(|cx| {
         if let Poll::Ready(e) = adopted.poll_end(cx) {
             return Poll::Ready(match e {
-                crate::pump::Ended::Done => End::Done,
-                crate::pump::Ended::Error {
+                crate::copy_loop::Ended::Done => End::Done,
+                crate::copy_loop::Ended::Error {
                     error,
                     members_side,
                 } => End::Error(PumpError {

@@ -1,7 +1,7 @@
 //! Long-lived connections copied by one epoll loop per data thread.
 //!
 //! A connection starts as a tokio task that copies both ways (`proxy::copy_both_ways`).
-//! Once it has shown itself long-lived, its two sockets are handed to this thread's pump:
+//! Once it has shown itself long-lived, its two sockets are handed to this thread's copy loop:
 //! an epoll descriptor of its own (registered with the thread's runtime as one readable
 //! descriptor) whose events copy the bytes with plain `recv` and `send`, as HAProxy's loop
 //! does. A request on such a connection then costs no task wake-up, no poll of tokio's
@@ -9,7 +9,7 @@
 //! cut or the idle timer fires (docs/benchmarks.md, issue 17, attempt 46).
 //!
 //! Everything here lives on one thread (a thread-local), touched only by that thread's
-//! pump task and by the tasks of the connections it holds, never across an `.await`.
+//! loop task and by the tasks of the connections it holds, never across an `.await`.
 
 use std::cell::RefCell;
 use std::io;
@@ -24,10 +24,10 @@ use tokio::io::Interest;
 
 use crate::pool::{PerThread, Pool};
 
-/// Events taken from the pump's epoll per turn.
+/// Events taken from the loop's epoll per turn.
 const MAX_EVENTS: usize = 256;
 
-/// How a connection held by the pump ended.
+/// How a connection held by the copy loop ended.
 pub(crate) enum Ended {
     /// Both directions passed on their end of input.
     Done,
@@ -51,7 +51,7 @@ impl Counters {
     }
 }
 
-/// One connection held by the pump. Direction `d` reads `socks[d]` and writes
+/// One connection held by the copy loop. Direction `d` reads `socks[d]` and writes
 /// `socks[1 - d]`: 0 is client to member, 1 member to client.
 struct Conn {
     socks: [TcpStream; 2],
@@ -67,7 +67,7 @@ struct Conn {
     waker: Option<Waker>,
 }
 
-struct Pump {
+struct CopyLoop {
     epoll: OwnedFd,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
@@ -77,10 +77,10 @@ struct Pump {
 }
 
 thread_local! {
-    static PUMP: RefCell<Option<Pump>> = const { RefCell::new(None) };
+    static LOOP: RefCell<Option<CopyLoop>> = const { RefCell::new(None) };
 }
 
-/// The pump's epoll descriptor as the runtime sees it (the pump owns it).
+/// The loop's epoll descriptor as the runtime sees it (the loop owns it).
 struct EpollFd(RawFd);
 
 impl AsRawFd for EpollFd {
@@ -89,17 +89,17 @@ impl AsRawFd for EpollFd {
     }
 }
 
-/// Whether connections of this task may be handed to the pump: only on a runtime with a
-/// single thread, where the connection's task and the pump share the thread-local.
+/// Whether connections of this task may be handed to the copy loop: only on a runtime with a
+/// single thread, where the connection's task and the loop share the thread-local.
 pub(crate) fn available() -> bool {
     tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
-/// Makes this thread's pump and starts its task, if not done yet. Call before taking a
+/// Makes this thread's copy loop and starts its task, if not done yet. Call before taking a
 /// connection's sockets off the runtime: if it fails, they stay on their task.
 pub(crate) fn start() -> io::Result<()> {
-    match PUMP.with_borrow(|p| p.as_ref().map(|p| p.failed)) {
+    match LOOP.with_borrow(|p| p.as_ref().map(|p| p.failed)) {
         Some(false) => return Ok(()),
         Some(true) => {
             return Err(io::Error::other(
@@ -115,11 +115,11 @@ pub(crate) fn start() -> io::Result<()> {
     }
     // SAFETY: a descriptor just made, owned by nothing else.
     let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: the descriptor stays open while registered: the pump (this thread's) owns
+    // SAFETY: the descriptor stays open while registered: the loop (this thread's) owns
     // it, and is dropped only when the thread exits, after its runtime and so after the
-    // pump's task, which holds the registration.
+    // loop's task, which holds the registration.
     let registered = unsafe { AsyncFd::register_with_interest(EpollFd(fd), Interest::READABLE)? };
-    PUMP.set(Some(Pump {
+    LOOP.set(Some(CopyLoop {
         epoll,
         conns: Vec::new(),
         free: Vec::new(),
@@ -130,13 +130,13 @@ pub(crate) fn start() -> io::Result<()> {
     Ok(())
 }
 
-/// The pump's task: a turn whenever its epoll has events.
+/// The loop's task: a turn whenever its epoll has events.
 async fn drive(epoll: AsyncFd<EpollFd>) {
     loop {
         let mut wake = Vec::new();
         let turned = match epoll.readable().await {
             Ok(mut ready) => {
-                let taken = PUMP.with_borrow_mut(|p| match p.as_mut() {
+                let taken = LOOP.with_borrow_mut(|p| match p.as_mut() {
                     Some(p) => p.turn(&mut wake),
                     None => Ok(0),
                 });
@@ -157,7 +157,7 @@ async fn drive(epoll: AsyncFd<EpollFd>) {
             // Its connections end with the error (their tasks close them), and new
             // long-lived connections stay on their tasks.
             tracing::warn!(error = %e, "a data-plane thread's copy loop cannot wait for events; its connections are closed");
-            PUMP.with_borrow_mut(|p| {
+            LOOP.with_borrow_mut(|p| {
                 if let Some(p) = p.as_mut() {
                     p.failed = true;
                     for conn in p.conns.iter_mut().flatten() {
@@ -180,12 +180,12 @@ async fn drive(epoll: AsyncFd<EpollFd>) {
     }
 }
 
-/// A connection held by the pump, as its task sees it. Dropping it closes both sockets.
+/// A connection held by the copy loop, as its task sees it. Dropping it closes both sockets.
 pub(crate) struct Adopted {
     id: usize,
 }
 
-/// Hands a connection's sockets (non-blocking, on no runtime) to this thread's pump. Its
+/// Hands a connection's sockets (non-blocking, on no runtime) to this thread's copy loop. Its
 /// bytes are counted in `counters`, as its task counted them.
 pub(crate) fn adopt(
     client: TcpStream,
@@ -193,7 +193,7 @@ pub(crate) fn adopt(
     counters: Counters,
 ) -> io::Result<Adopted> {
     start()?;
-    PUMP.with_borrow_mut(|p| {
+    LOOP.with_borrow_mut(|p| {
         let p = p.as_mut().expect("started above");
         let conn = Conn {
             socks: [client, backend],
@@ -243,7 +243,7 @@ pub(crate) fn adopt(
 impl Adopted {
     /// Ready with how the copy ended; until then, registers `cx`'s waker for the end.
     pub(crate) fn poll_end(&self, cx: &mut Context<'_>) -> Poll<Ended> {
-        PUMP.with_borrow_mut(|p| {
+        LOOP.with_borrow_mut(|p| {
             let conn = p
                 .as_mut()
                 .and_then(|p| p.conns[self.id].as_mut())
@@ -260,7 +260,7 @@ impl Adopted {
 
     /// Reads with data so far, either way.
     pub(crate) fn traffic(&self) -> u64 {
-        PUMP.with_borrow(|p| {
+        LOOP.with_borrow(|p| {
             p.as_ref()
                 .and_then(|p| p.conns[self.id].as_ref())
                 .map_or(0, |c| c.traffic)
@@ -271,7 +271,7 @@ impl Adopted {
 impl Drop for Adopted {
     fn drop(&mut self) {
         // The thread-local is gone only when the thread exits, after its runtime.
-        let _ = PUMP.try_with(|p| {
+        let _ = LOOP.try_with(|p| {
             if let Ok(mut p) = p.try_borrow_mut() {
                 if let Some(p) = p.as_mut() {
                     p.remove(self.id);
@@ -281,7 +281,7 @@ impl Drop for Adopted {
     }
 }
 
-impl Pump {
+impl CopyLoop {
     fn remove(&mut self, id: usize) {
         if self.conns[id].take().is_some() {
             self.free.push(id);
@@ -686,7 +686,7 @@ mod tests {
         c2.write_all(b"still here").await.unwrap();
         assert_eq!(read_exact(&mut m2, 10).await, b"still here");
         drop(other);
-        assert!(PUMP.with_borrow(|p| p
+        assert!(LOOP.with_borrow(|p| p
             .as_ref()
             .is_some_and(|p| p.conns.is_empty() && p.conns.capacity() == 0)));
     }
