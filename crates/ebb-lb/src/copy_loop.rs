@@ -89,15 +89,10 @@ impl AsRawFd for EpollFd {
     }
 }
 
-/// Whether connections of this task may be handed to the copy loop: only on a runtime with a
-/// single thread, where the connection's task and the loop share the thread-local.
-pub(crate) fn available() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
-}
-
-/// Makes this thread's copy loop and starts its task, if not done yet. Call before taking a
-/// connection's sockets off the runtime: if it fails, they stay on their task.
+/// Makes this thread's copy loop and starts its task, if not done yet. Call before taking
+/// a connection's sockets off the runtime: if it fails, they stay on their task. Only a
+/// runtime with a single thread has a copy loop: there the connections' tasks and the
+/// loop share the thread-local (the data threads' runtimes are such).
 pub(crate) fn start() -> io::Result<()> {
     match LOOP.with_borrow(|p| p.as_ref().map(|p| p.failed)) {
         Some(false) => return Ok(()),
@@ -107,6 +102,12 @@ pub(crate) fn start() -> io::Result<()> {
             ))
         }
         None => {}
+    }
+    let flavor = tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor());
+    if flavor.ok() != Some(tokio::runtime::RuntimeFlavor::CurrentThread) {
+        return Err(io::Error::other(
+            "not on a single-threaded runtime, where connections may change threads",
+        ));
     }
     // SAFETY: epoll_create1 has no preconditions; its result is checked.
     let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };

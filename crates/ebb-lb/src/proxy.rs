@@ -342,7 +342,7 @@ async fn copy_both_ways(
 ) {
     let idle_timeout = settings.idle_timeout;
     // Whether it goes to the thread's copy loop once long-lived (see `crate::copy_loop`).
-    let mut to_loop = settings.copy_loop && crate::copy_loop::available();
+    let mut to_loop = settings.copy_loop;
     let shared = Shared {
         traffic: AtomicU64::new(0),
         ended: AtomicU8::new(0),
@@ -378,7 +378,7 @@ async fn copy_both_ways(
             match crate::copy_loop::start() {
                 Ok(()) => return Poll::Ready(End::Adopt),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot start a data-plane thread's copy loop; the connection stays on its task");
+                    tracing::debug!(error = %e, "no copy loop on this thread; the connection stays on its task");
                     to_loop = false;
                 }
             }
