@@ -573,6 +573,13 @@ mod tests {
             .expect("the copy ends in time")
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_copy_loop_on_a_runtime_whose_tasks_change_threads() {
+        let e = start().expect_err("a copy loop on a multi-threaded runtime");
+        assert!(e.to_string().contains("single-threaded"), "{e}");
+        assert!(LOOP.with_borrow(|l| l.is_none()));
+    }
+
     #[tokio::test]
     async fn bytes_flow_both_ways_in_order_and_are_counted() {
         let dir = tempfile::tempdir().unwrap();
