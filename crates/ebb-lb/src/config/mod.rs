@@ -327,47 +327,29 @@ x = "1"
         assert_eq!(c.members[1].weight, 3);
         assert_eq!(c.state_file, PathBuf::from("/tmp/pool.lb-state.json"));
         assert_eq!(c.control.port(), 9900);
-        assert!(c.pin_threads, "held to cores unless told otherwise");
-        let unpinned = parse(&GOOD.replace(
-            "[balancer.health]",
-            "pin_threads = false\n\n[balancer.health]",
-        ))
-        .unwrap();
-        assert!(!unpinned.pin_threads);
-        assert!(
-            c.poll_before_sleep,
-            "polls before sleeping unless told otherwise"
-        );
-        let sleepy = parse(&GOOD.replace(
-            "[balancer.health]",
-            "poll_before_sleep = false\n\n[balancer.health]",
-        ))
-        .unwrap();
-        assert!(!sleepy.poll_before_sleep);
-        assert!(c.copy_loop, "the copy loop is on unless told otherwise");
-        let tasks = parse(&GOOD.replace(
-            "[balancer.health]",
-            "copy_loop = false\n\n[balancer.health]",
-        ))
-        .unwrap();
-        assert!(!tasks.copy_loop);
-        let bad = parse(&GOOD.replace("[balancer.health]", "copy_loop = 1\n\n[balancer.health]"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            bad.contains("balancer.copy_loop: expected true or false, found"),
-            "{bad}"
-        );
-        let bad = parse(&GOOD.replace(
-            "[balancer.health]",
-            "poll_before_sleep = \"50us\"\n\n[balancer.health]",
-        ))
-        .unwrap_err()
-        .to_string();
-        assert!(
-            bad.contains("balancer.poll_before_sleep: expected true or false, found"),
-            "{bad}"
-        );
+        // The switches: each on unless told otherwise, off with `false`; anything but a
+        // boolean is named with its key.
+        type Switch = fn(&LbConfig) -> bool;
+        let switches: [(&str, Switch); 3] = [
+            ("pin_threads", |c| c.pin_threads),
+            ("poll_before_sleep", |c| c.poll_before_sleep),
+            ("copy_loop", |c| c.copy_loop),
+        ];
+        let with_line = |line: String| {
+            parse(&GOOD.replace("[balancer.health]", &format!("{line}\n\n[balancer.health]")))
+        };
+        for (key, on) in switches {
+            assert!(on(&c), "{key} is on unless told otherwise");
+            let off = with_line(format!("{key} = false")).unwrap();
+            assert!(!on(&off), "{key} = false left it on");
+            let bad = with_line(format!("{key} = \"50us\""))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                bad.contains(&format!("balancer.{key}: expected true or false, found")),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
