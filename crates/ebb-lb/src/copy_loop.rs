@@ -67,6 +67,8 @@ struct Conn {
     waker: Option<Waker>,
 }
 
+/// A thread's copy loop: its epoll (a connection's two sockets are registered with tokens
+/// `2 * id` and `2 * id + 1`) and the connections it holds, by id.
 struct CopyLoop {
     epoll: OwnedFd,
     conns: Vec<Option<Conn>>,
