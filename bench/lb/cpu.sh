@@ -30,6 +30,9 @@
 #                per request, the balancer's threads, counted by `perf stat` (tracepoints
 #                raw_syscalls:sys_enter, sched:sched_switch, sched:sched_waking: the
 #                wake-ups it causes); EVENTS= (empty) leaves them out
+#   segments     TCP segments sent on the whole machine per request (/proc/net/snmp
+#                OutSegs): every hop, both directions, ACKs included; on loopback each
+#                is also received once
 # Rows are the median over ROUNDS (balancers interleaved, order reversed every round).
 #
 # EBB_VARIANTS: space-separated ebb instances, each `name` or `name:NAME=VALUE,...`:
@@ -103,8 +106,12 @@ snap_backend() {
     done
     echo "$total"
 }
-# The machine: idle ticks, all ticks (all cores), context switches.
-snap_machine() { awk '/^cpu / {i = $5 + $6; t = $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9} /^ctxt/ {c = $2} END {print i, t, c}' /proc/stat; }
+# The machine: idle ticks, all ticks (all cores), context switches, TCP segments sent.
+snap_machine() {
+    awk '/^cpu / {i = $5 + $6; t = $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9} /^ctxt/ {c = $2}
+        /^Tcp:/ {if (++tcp == 1) for (f = 2; f <= NF; f++) {if ($f == "OutSegs") col = f} else s = $col}
+        END {print i, t, c, s}' /proc/stat /proc/net/snmp
+}
 
 hz=$(getconf CLK_TCK)
 results="$work/cpu"
@@ -160,10 +167,11 @@ measure() { # cell round index
           mbusy = 1e6 * ((m1[2] - m0[2]) - (m1[1] - m0[1])) / hz / reqs
           split(wt, w, " ")
           split(ev, e, " ")
-          printf "%s %s %s %.0f %.2f %.2f %.2f %.3f %.3f %s %.2f %.0f %.2f %.2f %.2f %.2f %.3f %.3f %.3f %.3f %.2f\n", cell, round, name, reqs / secs,
+          printf "%s %s %s %.0f %.2f %.2f %.2f %.3f %.3f %s %.2f %.0f %.2f %.2f %.2f %.2f %.3f %.3f %.3f %.3f %.2f %.3f\n", cell, round, name, reqs / secs,
             1e6 * ut / hz / reqs, 1e6 * st / hz / reqs, rt / 1e3 / reqs, v / reqs, iv / reqs,
             (th == "" ? "-" : th), 1e6 * (na - nb) / hz / reqs, idle, 1e6 * (w[1] + w[2]) / reqs, mbusy,
-            (m1[3] - m0[3]) / reqs, e[1] / reqs, e[2] / reqs, e[3] / reqs, e[4] / reqs, e[5] / reqs, wq / 1e3 / reqs
+            (m1[3] - m0[3]) / reqs, e[1] / reqs, e[2] / reqs, e[3] / reqs, e[4] / reqs, e[5] / reqs, wq / 1e3 / reqs,
+            (m1[4] - m0[4]) / reqs
         }' "$work/before" "$work/after" >>"$results"
     tail -n 1 "$results" | awk '{ printf "  %-16s round %s %-10s %8s req/s  user %6s sys %6s cpu %6s wait %6s us/req  vcs %s ivcs %s  threads %s  nginx %s  wrk %s  machine %s us/req, idle %s%%, %s cs/req  syscalls %s futex %s epoll_wait %s switches %s wakings %s\n", $1, $2, $3, $4, $5, $6, $7, $21, $8, $9, $10, $11, $13, $14, $12, $15, $16, $17, $18, $19, $20 }' >&2
 }
@@ -190,19 +198,20 @@ awk "$AWK_MEDIAN"'
 {
   key = $1 " " $3
   if (!(key in seen)) { seen[key] = 1; order[++nk] = key }
-  for (f = 4; f <= 21; f++) if (f != 10) col[key, f] = col[key, f] " " $f
+  for (f = 4; f <= 22; f++) if (f != 10) col[key, f] = col[key, f] " " $f
   th[key] = th[key] (th[key] == "" ? "" : " ") $10
 }
 END {
-  print "| cell | balancer | req/s | user µs/req | sys µs/req | **CPU µs/req** | wait µs/req | vcs/req | ivcs/req | threads busy % (per round) | nginx µs/req | wrk µs/req | machine µs/req | machine idle % | machine cs/req | syscalls/req | futex/req | epoll_wait/req | switches/req | wakings/req |"
-  print "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  print "| cell | balancer | req/s | user µs/req | sys µs/req | **CPU µs/req** | wait µs/req | vcs/req | ivcs/req | threads busy % (per round) | nginx µs/req | wrk µs/req | machine µs/req | machine idle % | machine cs/req | syscalls/req | futex/req | epoll_wait/req | switches/req | wakings/req | segments/req |"
+  print "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
   for (k = 1; k <= nk; k++) {
     key = order[k]; split(key, kk, " ")
-    printf "| %s | %s | %.0f | %.2f | %.2f | **%.2f** | %.2f | %.3f | %.3f | %s | %.2f | %.2f | %.2f | %.0f | %.2f | %.2f | %.3f | %.3f | %.3f | %.3f |\n", kk[1], kk[2],
+    printf "| %s | %s | %.0f | %.2f | %.2f | **%.2f** | %.2f | %.3f | %.3f | %s | %.2f | %.2f | %.2f | %.0f | %.2f | %.2f | %.3f | %.3f | %.3f | %.3f | %.3f |\n", kk[1], kk[2],
       median(col[key, 4]), median(col[key, 5]), median(col[key, 6]), median(col[key, 7]), median(col[key, 21]),
       median(col[key, 8]), median(col[key, 9]), th[key], median(col[key, 11]), median(col[key, 13]),
       median(col[key, 14]), median(col[key, 12]), median(col[key, 15]), median(col[key, 16]),
-      median(col[key, 17]), median(col[key, 18]), median(col[key, 19]), median(col[key, 20])
+      median(col[key, 17]), median(col[key, 18]), median(col[key, 19]), median(col[key, 20]),
+      median(col[key, 22])
   }
 }' "$results"
 
