@@ -173,7 +173,7 @@ measure() { # cell round index
             (m1[3] - m0[3]) / reqs, e[1] / reqs, e[2] / reqs, e[3] / reqs, e[4] / reqs, e[5] / reqs, wq / 1e3 / reqs,
             (m1[4] - m0[4]) / reqs
         }' "$work/before" "$work/after" >>"$results"
-    tail -n 1 "$results" | awk '{ printf "  %-16s round %s %-10s %8s req/s  user %6s sys %6s cpu %6s wait %6s us/req  vcs %s ivcs %s  threads %s  nginx %s  wrk %s  machine %s us/req, idle %s%%, %s cs/req  syscalls %s futex %s epoll_wait %s switches %s wakings %s\n", $1, $2, $3, $4, $5, $6, $7, $21, $8, $9, $10, $11, $13, $14, $12, $15, $16, $17, $18, $19, $20 }' >&2
+    tail -n 1 "$results" | awk '{ printf "  %-16s round %s %-10s %8s req/s  user %6s sys %6s cpu %6s wait %6s us/req  vcs %s ivcs %s  threads %s  nginx %s  wrk %s  machine %s us/req, idle %s%%, %s cs/req  syscalls %s futex %s epoll_wait %s switches %s wakings %s  segments %s\n", $1, $2, $3, $4, $5, $6, $7, $21, $8, $9, $10, $11, $13, $14, $12, $15, $16, $17, $18, $19, $20, $22 }' >&2
 }
 
 # Warm up every balancer.
